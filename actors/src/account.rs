@@ -369,7 +369,9 @@ impl Handler<Observe> for AccountActor {
     fn handle(&mut self, msg: Observe, _ctx: &mut Context<Self>) -> Self::Result {
         let before = self.quota.clone();
         let now = self.deps.clock.now();
-        let verdict = self.quota.observe(msg.status, &OwnedHeaders(msg.headers), now);
+        let verdict = self
+            .quota
+            .observe(msg.status, &OwnedHeaders(msg.headers), now);
         if self.quota != before {
             if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota) {
                 tracing::warn!(account = %self.id, error = %e, "could not save quota state");

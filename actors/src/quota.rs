@@ -147,7 +147,10 @@ fn parse_unix(v: Option<&str>) -> Option<Timestamp> {
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Timestamp::from_secs(secs));
     }
-    let secs = v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0)?;
+    let secs = v
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)?;
     Some(Timestamp::from_millis((secs * 1000.0) as u64))
 }
 
@@ -165,7 +168,9 @@ fn parse_retry_after(v: Option<&str>, now: Timestamp) -> Option<Timestamp> {
         return Some(now.plus(Duration::from_secs(secs)));
     }
     let date = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    u64::try_from(date.timestamp()).ok().map(Timestamp::from_secs)
+    u64::try_from(date.timestamp())
+        .ok()
+        .map(Timestamp::from_secs)
 }
 
 impl Quota {
@@ -299,7 +304,10 @@ impl Quota {
         if let Some(u) = &body.seven_day {
             fold(&mut self.seven_day, u);
         }
-        for (family, u) in [("opus", &body.seven_day_opus), ("sonnet", &body.seven_day_sonnet)] {
+        for (family, u) in [
+            ("opus", &body.seven_day_opus),
+            ("sonnet", &body.seven_day_sonnet),
+        ] {
             if let Some(u) = u {
                 fold(self.families.entry(family.to_string()).or_default(), u);
             }

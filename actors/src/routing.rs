@@ -77,14 +77,17 @@ impl Decision {
 }
 
 /// R3/R4: the first usable account in drain order, preferring those below the soft threshold.
-fn pick<'a>(pool: &'a [Candidate], exclude: &[AccountId], policy: &Policy) -> Option<&'a Candidate> {
+fn pick<'a>(
+    pool: &'a [Candidate],
+    exclude: &[AccountId],
+    policy: &Policy,
+) -> Option<&'a Candidate> {
     let mut usable = pool.iter().filter(|c| c.usable(exclude));
     let first = usable.next()?;
     if first.utilization_5h < policy.soft_threshold {
         return Some(first);
     }
-    pool.iter()
-        .filter(|c| c.usable(exclude))
+    usable
         .find(|c| c.utilization_5h < policy.soft_threshold)
         .or(Some(first))
 }

@@ -115,7 +115,13 @@ impl Supervisor {
             .collect()
     }
 
-    fn hop_reason(&self, from: &AccountId, exclude: &[AccountId], family: Option<&str>, now: Timestamp) -> HopReason {
+    fn hop_reason(
+        &self,
+        from: &AccountId,
+        exclude: &[AccountId],
+        family: Option<&str>,
+        now: Timestamp,
+    ) -> HopReason {
         let Some(m) = self.accounts.get(from) else {
             return HopReason::Removed;
         };
@@ -211,10 +217,10 @@ impl Handler<AddAccount> for Supervisor {
     }
 }
 
-/// Stops an account actor (sent when it is replaced or removed).
+/// Stops an account actor (sent when it is replaced or removed; tests use it as a crash).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct StopAccount;
+pub struct StopAccount;
 
 impl Handler<StopAccount> for AccountActor {
     type Result = ();

@@ -1,0 +1,547 @@
+//! The account actor and the supervisor on the manual clock, with a scripted refresher and an
+//! in-memory store that can refuse writes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use ccs_actors::account::{
+    AccountActor, AccountState, Deps, GetLease, GetState, HealthChanged, Initial, LeaseError,
+    Observe, Unauthorized,
+};
+use ccs_actors::lifecycle::{Failure, Phase, Policy};
+use ccs_actors::ports::{BoxFuture, Refresher, Store, StoreError};
+use ccs_actors::quota::Quota;
+use ccs_actors::routing::{self, AccountId, Binding, Decision};
+use ccs_actors::supervisor::{AddAccount, HopReason, RouteError, StopAccount, SupervisorHandle};
+use ccs_actors::{ManualClock, Secret, SharedClock, Timestamp, Token};
+use tokio::sync::Semaphore;
+
+const T0: u64 = 1_750_000_000;
+
+fn t(secs: u64) -> Timestamp {
+    Timestamp::from_secs(T0 + secs)
+}
+
+fn token(n: u64, expires_at: Timestamp) -> Token {
+    Token {
+        access: Secret::new(format!("sk-ant-oat01-{n}")),
+        refresh: Secret::new(format!("sk-ant-ort01-{n}")),
+        expires_at,
+    }
+}
+
+/// A refresher whose calls wait for a permit, then answer from a script (default: success
+/// with a one-hour token).
+struct ScriptedRefresher {
+    clock: ManualClock,
+    calls: AtomicU64,
+    gate: Arc<Semaphore>,
+    script: Mutex<Vec<Result<(), Failure>>>,
+    seen_refresh_tokens: Mutex<Vec<String>>,
+}
+
+impl ScriptedRefresher {
+    fn new(clock: ManualClock, open: bool) -> Arc<Self> {
+        Arc::new(ScriptedRefresher {
+            clock,
+            calls: AtomicU64::new(0),
+            gate: Arc::new(Semaphore::new(if open {
+                Semaphore::MAX_PERMITS
+            } else {
+                0
+            })),
+            script: Mutex::new(Vec::new()),
+            seen_refresh_tokens: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Refresher for ScriptedRefresher {
+    fn refresh(&self, _account: &str, refresh_token: &Secret) -> BoxFuture<Result<Token, Failure>> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        self.seen_refresh_tokens
+            .lock()
+            .unwrap()
+            .push(refresh_token.expose().to_string());
+        let outcome = {
+            let mut s = self.script.lock().unwrap();
+            if s.is_empty() {
+                Ok(())
+            } else {
+                s.remove(0)
+            }
+        };
+        let gate = self.gate.clone();
+        let clock = self.clock.clone();
+        Box::pin(async move {
+            let _permit = gate.acquire().await.expect("gate open");
+            use ccs_actors::Clock;
+            outcome.map(|()| token(100 + n, clock.now().plus(Duration::from_secs(3600))))
+        })
+    }
+}
+
+#[derive(Default)]
+struct MemStore {
+    tokens: Mutex<HashMap<String, Token>>,
+    dead: Mutex<Vec<String>>,
+    refuse_tokens: AtomicBool,
+    bindings: Mutex<HashMap<String, Binding>>,
+}
+
+impl Store for MemStore {
+    fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError> {
+        if self.refuse_tokens.load(Ordering::SeqCst) {
+            return Err(StoreError("disk on fire".into()));
+        }
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(account.to_string(), token.clone());
+        Ok(())
+    }
+    fn save_dead(&self, account: &str) -> Result<(), StoreError> {
+        self.dead.lock().unwrap().push(account.to_string());
+        Ok(())
+    }
+    fn save_quota(&self, _account: &str, _quota: &Quota) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn save_binding(&self, session: &str, binding: &Binding) -> Result<(), StoreError> {
+        self.bindings
+            .lock()
+            .unwrap()
+            .insert(session.to_string(), binding.clone());
+        Ok(())
+    }
+    fn remove_bindings(&self, sessions: &[String]) -> Result<(), StoreError> {
+        let mut b = self.bindings.lock().unwrap();
+        for s in sessions {
+            b.remove(s);
+        }
+        Ok(())
+    }
+}
+
+/// Collects what account actors publish.
+#[derive(Default)]
+struct Recorder {
+    seen: Arc<Mutex<Vec<HealthChanged>>>,
+}
+
+impl Actor for Recorder {
+    type Context = Context<Self>;
+}
+
+impl Handler<HealthChanged> for Recorder {
+    type Result = ();
+    fn handle(&mut self, msg: HealthChanged, _ctx: &mut Context<Self>) {
+        self.seen.lock().unwrap().push(msg);
+    }
+}
+
+struct Rig {
+    clock: ManualClock,
+    refresher: Arc<ScriptedRefresher>,
+    store: Arc<MemStore>,
+    published: Arc<Mutex<Vec<HealthChanged>>>,
+    deps: Deps,
+}
+
+fn rig(gate_open: bool) -> Rig {
+    let clock = ManualClock::new(t(0));
+    let refresher = ScriptedRefresher::new(clock.clone(), gate_open);
+    let store = Arc::new(MemStore::default());
+    let deps = Deps {
+        clock: Arc::new(clock.clone()) as SharedClock,
+        refresher: refresher.clone(),
+        store: store.clone(),
+        policy: Policy::default(),
+    };
+    Rig {
+        clock,
+        refresher,
+        store,
+        published: Arc::default(),
+        deps,
+    }
+}
+
+impl Rig {
+    fn start_account(&self, initial: Initial) -> Addr<AccountActor> {
+        let recorder = Recorder {
+            seen: self.published.clone(),
+        }
+        .start();
+        AccountActor::new(
+            AccountId::from("alice@example.com"),
+            initial,
+            Quota::default(),
+            self.deps.clone(),
+            recorder.recipient(),
+        )
+        .start()
+    }
+}
+
+async fn state(addr: &Addr<AccountActor>) -> AccountState {
+    addr.send(GetState).await.expect("actor alive")
+}
+
+/// Waits (in real time, bounded) until the account's state satisfies `cond`.
+async fn until(
+    addr: &Addr<AccountActor>,
+    what: &str,
+    cond: impl Fn(&AccountState) -> bool,
+) -> AccountState {
+    for _ in 0..500 {
+        let s = state(addr).await;
+        if cond(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!(
+        "timed out waiting for: {what}; last state {:?}",
+        state(addr).await
+    );
+}
+
+/// Lets spawned futures run so that a negative check means something.
+async fn settle() {
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[actix::test]
+async fn refresh_starts_at_expiry_minus_lead() {
+    let rig = rig(true);
+    let addr = rig.start_account(Initial::Token(token(1, t(3600))));
+    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+
+    rig.clock.set(t(3600 - 300 - 1));
+    settle().await;
+    assert_eq!(rig.refresher.calls(), 0, "refreshed before expiry - lead");
+
+    rig.clock.advance(Duration::from_secs(1));
+    let s = until(&addr, "refreshed once", |s| {
+        s.refresh_calls == 1 && s.machine.phase == Phase::Fresh
+    })
+    .await;
+    assert_eq!(s.machine.expires_at, t(3600 - 300 + 3600));
+    assert_eq!(
+        rig.refresher.seen_refresh_tokens.lock().unwrap()[0],
+        "sk-ant-ort01-1"
+    );
+    let saved = rig.store.tokens.lock().unwrap()["alice@example.com"].clone();
+    assert_eq!(
+        saved.expires_at, s.machine.expires_at,
+        "the new token was persisted"
+    );
+    let lease = addr.send(GetLease).await.unwrap().unwrap();
+    assert_eq!(lease.access, saved.access);
+}
+
+#[actix::test]
+async fn a_thousand_leases_during_a_refresh_make_one_refresher_call() {
+    let rig = rig(false);
+    let addr = rig.start_account(Initial::Token(token(1, t(600))));
+    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+    // Past the lead and past expiry: the refresh is out (held at the gate), the token lapsed.
+    rig.clock.set(t(700));
+    until(&addr, "refreshing", |s| {
+        s.machine.phase == Phase::Refreshing
+    })
+    .await;
+
+    let leases: Vec<_> = (0..1000).map(|_| addr.send(GetLease)).collect();
+    let unauthorized: Vec<_> = (0..50)
+        .map(|_| addr.send(Unauthorized { generation: 1 }))
+        .collect();
+    settle().await;
+    assert_eq!(rig.refresher.calls(), 1);
+
+    rig.refresher.gate.add_permits(10_000);
+    let results = futures_join(leases).await;
+    let fresh = rig.store.tokens.lock().unwrap()["alice@example.com"]
+        .access
+        .clone();
+    assert_eq!(results.len(), 1000);
+    for r in results {
+        assert_eq!(r.expect("mailbox").expect("lease").access, fresh);
+    }
+    for r in futures_join(unauthorized).await {
+        assert_eq!(r.expect("mailbox").expect("lease").access, fresh);
+    }
+    assert_eq!(
+        rig.refresher.calls(),
+        1,
+        "exactly one call to the refresher"
+    );
+}
+
+async fn futures_join<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
+    let mut out = Vec::with_capacity(fs.len());
+    for f in fs {
+        out.push(f.await);
+    }
+    out
+}
+
+#[actix::test]
+async fn an_unsaved_token_is_never_published_or_leased() {
+    let rig = rig(true);
+    let addr = rig.start_account(Initial::Token(token(1, t(600))));
+    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+    rig.store.refuse_tokens.store(true, Ordering::SeqCst);
+
+    rig.clock.set(t(700)); // lapsed: the refresh runs, returns, and the store refuses the token
+    for _ in 0..200 {
+        if rig.refresher.calls() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    settle().await;
+    let waiting = addr.send(GetLease);
+    settle().await;
+
+    // The crash: the actor goes away while the new token is only in memory.
+    addr.do_send(StopAccount);
+    let answer = waiting.await.expect("mailbox");
+    assert_eq!(
+        answer,
+        Err(LeaseError::Stopped),
+        "leased an unsaved token: {answer:?}"
+    );
+    assert!(rig.store.tokens.lock().unwrap().is_empty());
+    let published = rig.published.lock().unwrap();
+    assert!(
+        published.iter().all(|h| h.health.expires_at <= t(600)),
+        "published the unsaved token's expiry: {:?}",
+        published.last()
+    );
+}
+
+#[actix::test]
+async fn a_held_token_is_published_once_the_store_accepts_it() {
+    let rig = rig(true);
+    let addr = rig.start_account(Initial::Token(token(1, t(600))));
+    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+    rig.store.refuse_tokens.store(true, Ordering::SeqCst);
+    rig.clock.set(t(700));
+    for _ in 0..200 {
+        if rig.refresher.calls() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    settle().await;
+    let waiting = addr.send(GetLease);
+    rig.store.refuse_tokens.store(false, Ordering::SeqCst);
+    rig.clock.advance(Duration::from_secs(2)); // the held write is retried after 1 s
+    let lease = waiting
+        .await
+        .expect("mailbox")
+        .expect("lease after the write");
+    let saved = rig.store.tokens.lock().unwrap()["alice@example.com"].clone();
+    assert_eq!(lease.access, saved.access);
+    assert_eq!(
+        rig.refresher.calls(),
+        1,
+        "the token was kept, not refreshed again"
+    );
+}
+
+#[actix::test]
+async fn transient_failures_retry_with_backoff_and_fatal_gives_dead() {
+    let rig = rig(true);
+    rig.refresher.script.lock().unwrap().extend([
+        Err(Failure::Transient { retry_after: None }),
+        Err(Failure::Transient { retry_after: None }),
+        Err(Failure::Fatal),
+    ]);
+    let addr = rig.start_account(Initial::Token(token(1, t(3600))));
+    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+
+    rig.clock.set(t(3300)); // lead reached
+    let s = until(&addr, "first failure", |s| {
+        s.machine.phase == Phase::Expiring && s.machine.failures == 1
+    })
+    .await;
+    assert_eq!(s.machine.retry_at, Some(t(3310)), "first retry after 10 s");
+
+    rig.clock.set(t(3310));
+    let s = until(&addr, "second failure", |s| {
+        s.machine.failures == 2 && s.machine.phase == Phase::Expiring
+    })
+    .await;
+    assert_eq!(s.machine.retry_at, Some(t(3330)), "second retry after 20 s");
+    // Still usable meanwhile: the old token has not lapsed.
+    assert!(addr.send(GetLease).await.unwrap().is_ok());
+
+    rig.clock.set(t(3330));
+    until(&addr, "dead", |s| s.machine.phase == Phase::Dead).await;
+    assert_eq!(rig.refresher.calls(), 3);
+    assert_eq!(addr.send(GetLease).await.unwrap(), Err(LeaseError::Dead));
+    assert_eq!(
+        *rig.store.dead.lock().unwrap(),
+        vec!["alice@example.com".to_string()]
+    );
+    let last = rig
+        .published
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("published");
+    assert_eq!(last.health.phase, Phase::Dead);
+}
+
+#[actix::test]
+async fn unauthorized_forces_one_refresh_then_answers_with_the_new_token() {
+    let rig = rig(true);
+    let addr = rig.start_account(Initial::Token(token(1, t(3600))));
+    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+    let old = addr.send(GetLease).await.unwrap().unwrap();
+    let new = addr
+        .send(Unauthorized {
+            generation: old.generation,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(new.access, old.access);
+    assert_eq!(rig.refresher.calls(), 1);
+    // A late 401 for the old token does not refresh again.
+    let again = addr
+        .send(Unauthorized {
+            generation: old.generation,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, new);
+    assert_eq!(rig.refresher.calls(), 1);
+}
+
+fn rejected_5h(reset: Timestamp) -> Vec<(String, String)> {
+    vec![
+        (
+            "anthropic-ratelimit-unified-status".into(),
+            "rejected".into(),
+        ),
+        (
+            "anthropic-ratelimit-unified-5h-status".into(),
+            "rejected".into(),
+        ),
+        (
+            "anthropic-ratelimit-unified-5h-reset".into(),
+            reset.as_secs().to_string(),
+        ),
+    ]
+}
+
+#[actix::test]
+async fn supervisor_fills_first_moves_a_limited_session_and_reports_all_limited() {
+    let rig = rig(true);
+    let sup = SupervisorHandle::start(rig.deps.clone(), routing::Policy::default());
+    for (i, who) in ["a@x", "b@x"].into_iter().enumerate() {
+        sup.add(AddAccount {
+            id: AccountId::from(who),
+            initial: Initial::Token(token(i as u64, t(36_000))),
+            quota: Quota::default(),
+            paused: false,
+            pools: vec![],
+        })
+        .await
+        .unwrap();
+    }
+    // Wait for both actors to publish their loaded health.
+    for _ in 0..200 {
+        let v = sup.view().await.unwrap();
+        if v.accounts.iter().all(|a| a.health.phase == Phase::Fresh) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let p = sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+    assert_eq!(&*p.account, "a@x");
+    assert_eq!(p.decision, Decision::Bound(AccountId::from("a@x")));
+
+    // Account a hits its 5-hour limit.
+    let verdict = p
+        .addr
+        .send(Observe {
+            status: 429,
+            headers: rejected_5h(t(1800)),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        verdict,
+        ccs_actors::quota::Verdict::Limited { .. }
+    ));
+    let mut moved = None;
+    for _ in 0..200 {
+        let p = sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+        if &*p.account == "b@x" {
+            moved = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let moved = moved.expect("session moved to b");
+    assert_eq!(
+        moved.decision,
+        Decision::Moved {
+            from: AccountId::from("a@x"),
+            to: AccountId::from("b@x")
+        }
+    );
+    let view = sup.view().await.unwrap();
+    assert_eq!(view.events.len(), 1);
+    assert_eq!(view.events[0].reason, HopReason::Limited);
+    assert_eq!(&*view.bindings["s1"].account, "b@x");
+    assert_eq!(&*rig.store.bindings.lock().unwrap()["s1"].account, "b@x");
+
+    // b is limited too: nobody can serve, and the earliest reset is a's.
+    moved
+        .addr
+        .send(Observe {
+            status: 429,
+            headers: rejected_5h(t(3600)),
+        })
+        .await
+        .unwrap();
+    let mut answer = None;
+    for _ in 0..200 {
+        match sup.place("claude", Some("s2"), None, vec![]).await {
+            Err(e) => {
+                answer = Some(e);
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    assert_eq!(
+        answer,
+        Some(RouteError::AllLimited {
+            earliest_reset: Some(t(1800))
+        })
+    );
+
+    // After a's reset, a serves new sessions again.
+    rig.clock.set(t(1800));
+    let p = sup.place("claude", Some("s3"), None, vec![]).await.unwrap();
+    assert_eq!(&*p.account, "a@x");
+}
