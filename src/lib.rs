@@ -1,1 +1,10 @@
+//! `ccs`: use several Claude subscriptions as one. The product around the actor system of
+//! `ccs-actors`: configuration, the store, and (as they land) the proxy, OAuth, the CLI
+//! commands and the simulator. See ARCHITECTURE.md for the map.
+#![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod fsutil;
+pub mod store;

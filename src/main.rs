@@ -1,1 +1,17 @@
-fn main() {}
+//! The `ccs` binary: parse, dispatch, map errors to exit codes. Nothing else lives here.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+use ccs::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Config { json } => ccs::commands::config::run(json),
+    };
+    if let Err(e) = result {
+        eprintln!("ccs: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,3 @@
+//! One file per command group. Each returns `anyhow::Result` with messages for people.
+
+pub mod config;

@@ -1,0 +1,483 @@
+//! `CCS_HOME` and every path under it, and `config.yaml`.
+//!
+//! Owns the defaults (proxy on 127.0.0.1:8317, the client key `ccs-internal-managed`, the real
+//! Anthropic URLs) and the loading rules: a missing file means defaults, a malformed one is an
+//! error that names the file and the line. Must not: create or write anything; commands decide
+//! when folders come into being.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The client key the tool we replace uses by default (reference §6).
+pub const DEFAULT_API_KEY: &str = "ccs-internal-managed";
+/// The management secret until the user sets one. Fine on loopback, refused elsewhere.
+pub const DEFAULT_MANAGEMENT_SECRET: &str = "ccs-internal-management";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "{path}: line {line}: {message}\n  fix the line or move the file away to use the defaults"
+    )]
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: cannot read: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot find a home folder: set CCS_HOME to the folder ccs should use")]
+    NoHome,
+}
+
+/// Every place ccs keeps something, derived from `CCS_HOME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paths {
+    pub home: PathBuf,
+}
+
+impl Paths {
+    /// `CCS_HOME` if set, else `~/.ccs`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        if let Some(h) = std::env::var_os("CCS_HOME").filter(|h| !h.is_empty()) {
+            return Ok(Paths { home: h.into() });
+        }
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .ok_or(ConfigError::NoHome)?;
+        Ok(Paths {
+            home: PathBuf::from(home).join(".ccs"),
+        })
+    }
+
+    pub fn at(home: impl Into<PathBuf>) -> Self {
+        Paths { home: home.into() }
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.home.join("config.yaml")
+    }
+    /// Everything of the proxy: the store, the JSON mirror, pid, logs.
+    pub fn cliproxy(&self) -> PathBuf {
+        self.home.join("cliproxy")
+    }
+    pub fn accounts_json(&self) -> PathBuf {
+        self.cliproxy().join("accounts.json")
+    }
+    pub fn auth_dir(&self) -> PathBuf {
+        self.cliproxy().join("auth")
+    }
+    pub fn store_dir(&self) -> PathBuf {
+        self.cliproxy().join("state.sled")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.cliproxy().join("logs")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.cliproxy().join("daemon.pid")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.cliproxy().join("daemon.lock")
+    }
+    pub fn instances_dir(&self) -> PathBuf {
+        self.home.join("instances")
+    }
+}
+
+/// A duration written as seconds (`300`) or with a unit (`300s`, `5m`, `1h`, `250ms`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl fmt::Debug for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl Span {
+    pub fn parse(s: &str) -> Result<Span, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration (try 300, 300s, 5m or 1h)"))?;
+        let d = match unit.trim() {
+            "" | "s" => Duration::from_secs(n),
+            "ms" => Duration::from_millis(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            "d" => Duration::from_secs(n * 86_400),
+            u => {
+                return Err(format!(
+                    "unknown unit {u:?} in {s:?} (use ms, s, m, h or d)"
+                ))
+            }
+        };
+        Ok(Span(d))
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(Span(Duration::from_secs(n))),
+            Raw::Text(t) => Span::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A byte size written as a number or with a unit (`32MiB`, `512KiB`, `10MB`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl Size {
+    pub fn parse(s: &str) -> Result<Size, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size (try 33554432 or 32MiB)"))?;
+        let mult = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" | "k" => 1 << 10,
+            "mib" | "m" => 1 << 20,
+            "gib" | "g" => 1 << 30,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            u => return Err(format!("unknown unit {u:?} in {s:?} (use KiB, MiB or GiB)")),
+        };
+        Ok(Size(n.saturating_mul(mult)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(n) => Ok(Size(n)),
+            Raw::Text(t) => Size::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// `config.yaml`. Every field has a default; unknown keys are refused so typos surface.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub cliproxy: Proxy,
+    pub upstream: Upstream,
+    pub oauth: OAuth,
+    /// Native profiles (`ccs auth`), by name.
+    pub accounts: std::collections::BTreeMap<String, AccountConfig>,
+    /// Where Claude Code is, when it is not on PATH.
+    pub claude_path: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Proxy {
+    pub host: IpAddr,
+    pub port: u16,
+    pub auth: ProxyAuth,
+    /// Refresh a token this long before it expires.
+    pub refresh_lead: Span,
+    /// Forget a session's account binding after this long idle.
+    pub affinity_ttl: Span,
+    /// New sessions avoid accounts at or above this 5-hour utilization (0..1).
+    pub soft_threshold: f64,
+    /// Largest request body the proxy accepts.
+    pub body_limit: Size,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyAuth {
+    /// The client key Claude Code sends (`ANTHROPIC_AUTH_TOKEN`).
+    pub api_key: String,
+    /// More accepted client keys, e.g. one per machine.
+    pub api_keys: Vec<String>,
+    /// Guards `/v0/management/*`.
+    pub management_secret: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Upstream {
+    /// Base of the Messages API (`/v1/messages` is appended).
+    pub api_base: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuth {
+    pub authorize_url: String,
+    /// Moved twice already (reference §1), hence config.
+    pub token_url: String,
+    pub profile_url: String,
+    pub usage_url: String,
+    pub client_id: String,
+    pub scope: String,
+    /// The login callback listens on 127.0.0.1 at this port.
+    pub callback_port: u16,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountConfig {
+    pub context_group: Option<String>,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8317,
+            auth: ProxyAuth::default(),
+            refresh_lead: Span(Duration::from_secs(300)),
+            affinity_ttl: Span(Duration::from_secs(3600)),
+            soft_threshold: 0.95,
+            body_limit: Size(32 << 20),
+        }
+    }
+}
+
+impl Default for ProxyAuth {
+    fn default() -> Self {
+        ProxyAuth {
+            api_key: DEFAULT_API_KEY.to_string(),
+            api_keys: Vec::new(),
+            management_secret: DEFAULT_MANAGEMENT_SECRET.to_string(),
+        }
+    }
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Upstream {
+            api_base: "https://api.anthropic.com".to_string(),
+        }
+    }
+}
+
+impl Default for OAuth {
+    fn default() -> Self {
+        OAuth {
+            authorize_url: "https://claude.ai/oauth/authorize".to_string(),
+            token_url: "https://platform.claude.com/v1/oauth/token".to_string(),
+            profile_url: "https://api.anthropic.com/api/oauth/profile".to_string(),
+            usage_url: "https://api.anthropic.com/api/oauth/usage".to_string(),
+            client_id: "9d1c250a-e61b-44d9-88ed-5944d1962f5e".to_string(),
+            scope: "user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload".to_string(),
+            callback_port: 54545,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `config.yaml` under `paths`; a missing (or empty) file gives the defaults.
+    pub fn load(paths: &Paths) -> Result<Config, ConfigError> {
+        let path = paths.config_file();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => return Err(ConfigError::Unreadable { path, source }),
+        };
+        Config::parse(&text, &path)
+    }
+
+    /// Parses config text; `path` is only for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let config: Config = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Malformed {
+            path: path.to_path_buf(),
+            line: e.location().map(|l| l.line()).unwrap_or(1),
+            message: strip_location(&e.to_string()),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let t = self.cliproxy.soft_threshold;
+        if !(0.0..=1.0).contains(&t) {
+            return Err(invalid(format!(
+                "cliproxy.soft_threshold is {t}; it must be between 0 and 1 (default 0.95)"
+            )));
+        }
+        if self.cliproxy.auth.api_key.is_empty() {
+            return Err(invalid(
+                "cliproxy.auth.api_key is empty; remove the line to use the default".into(),
+            ));
+        }
+        if self.cliproxy.auth.management_secret.is_empty() {
+            return Err(invalid(
+                "cliproxy.auth.management_secret is empty; set one or remove the line".into(),
+            ));
+        }
+        for (key, url) in [
+            ("upstream.api_base", &self.upstream.api_base),
+            ("oauth.authorize_url", &self.oauth.authorize_url),
+            ("oauth.token_url", &self.oauth.token_url),
+            ("oauth.profile_url", &self.oauth.profile_url),
+            ("oauth.usage_url", &self.oauth.usage_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(format!(
+                    "{key} is {url:?}; it must be an http:// or https:// URL"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every accepted client key.
+    pub fn client_keys(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.cliproxy.auth.api_key.as_str())
+            .chain(self.cliproxy.auth.api_keys.iter().map(String::as_str))
+    }
+
+    /// Whether the proxy would listen beyond this machine with a default secret or key, which
+    /// the daemon refuses.
+    pub fn exposes_defaults(&self) -> bool {
+        !self.cliproxy.host.is_loopback()
+            && (self.cliproxy.auth.management_secret == DEFAULT_MANAGEMENT_SECRET
+                || self.client_keys().any(|k| k == DEFAULT_API_KEY))
+    }
+
+    pub fn lifecycle_policy(&self) -> ccs_actors::lifecycle::Policy {
+        ccs_actors::lifecycle::Policy {
+            lead: self.cliproxy.refresh_lead.0,
+            ..Default::default()
+        }
+    }
+
+    pub fn routing_policy(&self) -> ccs_actors::routing::Policy {
+        ccs_actors::routing::Policy {
+            soft_threshold: self.cliproxy.soft_threshold,
+            affinity_ttl: self.cliproxy.affinity_ttl.0,
+        }
+    }
+}
+
+/// serde_yaml_ng appends "at line N column M"; the line is reported separately.
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/x/config.yaml"))
+    }
+
+    #[test]
+    fn missing_file_gives_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(&Paths::at(dir.path())).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.cliproxy.port, 8317);
+        assert!(c.cliproxy.host.is_loopback());
+        assert_eq!(c.cliproxy.auth.api_key, "ccs-internal-managed");
+        assert_eq!(c.cliproxy.body_limit, Size(32 * 1024 * 1024));
+        assert_eq!(c.cliproxy.refresh_lead, Span(Duration::from_secs(300)));
+        assert_eq!(c.cliproxy.affinity_ttl, Span(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn reads_the_documented_keys() {
+        let c = parse(
+            "cliproxy:\n  port: 9000\n  refresh_lead: 10m\n  affinity_ttl: 2h\n  soft_threshold: 0.8\n  body_limit: 8MiB\n  auth:\n    api_key: k1\n    management_secret: s3cret\nupstream:\n  api_base: http://127.0.0.1:1234\noauth:\n  token_url: http://127.0.0.1:1234/v1/oauth/token\naccounts:\n  work:\n    context_group: team\n",
+        )
+        .unwrap();
+        assert_eq!(c.cliproxy.port, 9000);
+        assert_eq!(c.cliproxy.refresh_lead.0, Duration::from_secs(600));
+        assert_eq!(c.cliproxy.affinity_ttl.0, Duration::from_secs(7200));
+        assert_eq!(c.cliproxy.body_limit.0, 8 << 20);
+        assert_eq!(c.cliproxy.auth.management_secret, "s3cret");
+        assert_eq!(c.upstream.api_base, "http://127.0.0.1:1234");
+        assert_eq!(
+            c.oauth.client_id,
+            OAuth::default().client_id,
+            "unset keys keep defaults"
+        );
+        assert_eq!(c.accounts["work"].context_group.as_deref(), Some("team"));
+        assert_eq!(c.client_keys().collect::<Vec<_>>(), vec!["k1"]);
+    }
+
+    #[test]
+    fn malformed_yaml_names_the_line() {
+        let err = parse("cliproxy:\n  port: 8317\n  host: [oops\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Malformed { .. }), "{msg}");
+        assert!(msg.contains("/x/config.yaml: line "), "{msg}");
+        let ConfigError::Malformed { line, .. } = err else {
+            unreachable!()
+        };
+        assert!((3..=4).contains(&line), "line {line}: {msg}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_with_lines() {
+        let err = parse("cliproxy:\n  prot: 1\n").unwrap_err();
+        let ConfigError::Malformed { line, message, .. } = err else {
+            panic!("expected Malformed")
+        };
+        assert_eq!(line, 2);
+        assert!(message.contains("prot"), "{message}");
+        let err = parse("cliproxy:\n  refresh_lead: 5 fortnights\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let err = parse("cliproxy:\n  soft_threshold: 3\n").unwrap_err();
+        assert!(err.to_string().contains("between 0 and 1"), "{err}");
+    }
+
+    #[test]
+    fn non_loopback_with_defaults_is_flagged() {
+        let c = parse("cliproxy:\n  host: 0.0.0.0\n").unwrap();
+        assert!(c.exposes_defaults());
+        let c = parse("cliproxy:\n  host: 0.0.0.0\n  auth:\n    api_key: long-random-key\n    management_secret: other\n").unwrap();
+        assert!(!c.exposes_defaults());
+        assert!(!Config::default().exposes_defaults());
+    }
+
+    #[test]
+    fn spans_and_sizes_parse() {
+        assert_eq!(Span::parse("250ms").unwrap().0, Duration::from_millis(250));
+        assert_eq!(Span::parse("90").unwrap().0, Duration::from_secs(90));
+        assert!(Span::parse("5 fortnights").is_err());
+        assert_eq!(Size::parse("10MB").unwrap().0, 10_000_000);
+        assert!(Size::parse("lots").is_err());
+    }
+}

@@ -1,0 +1,285 @@
+//! The JSON files of the tool ccs replaces (reference/anthropic-wire.md §6): `accounts.json`
+//! and `auth/claude-<email>.json`. Written as a mirror of the store after every change, read
+//! at open to import what another tool (or an older ccs) left there.
+//!
+//! Must not: write a token file outside `auth/` (e-mail addresses are sanitised for file
+//! names), or accept a file it cannot fully read (the error names the file).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `claude-<email>.json`, with the address made safe as a file name: no path separators, no
+/// `..`, no control characters.
+pub fn token_file_name(email: &str) -> String {
+    let mut safe: String = email
+        .chars()
+        .map(|c| match c {
+            '/' | '\\' | ':' => '_',
+            c if c.is_control() => '_',
+            c => c,
+        })
+        .collect();
+    while safe.contains("..") {
+        safe = safe.replace("..", "_");
+    }
+    format!("claude-{safe}.json")
+}
+
+pub fn rfc3339(ms: u64) -> String {
+    let dt = i64::try_from(ms)
+        .ok()
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .unwrap_or_default();
+    dt.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn parse_time(v: &Value) -> Option<u64> {
+    match v {
+        Value::String(s) => {
+            let t = DateTime::parse_from_rfc3339(s.trim()).ok()?;
+            u64::try_from(t.timestamp_millis()).ok()
+        }
+        Value::Number(n) => {
+            let n = n.as_f64()?;
+            if !n.is_finite() || n < 0.0 {
+                return None;
+            }
+            // Seconds or milliseconds: anything below 10^11 is seconds (year 5138 in ms).
+            Some(if n < 1e11 {
+                (n * 1000.0) as u64
+            } else {
+                n as u64
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `auth/claude-<email>.json` as ccs writes it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TokenFileOut<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub access_token: &'a str,
+    pub refresh_token: &'a str,
+    pub email: &'a str,
+    /// RFC 3339, UTC.
+    pub expired: String,
+    /// Milliseconds since the epoch.
+    pub expiry_date: u64,
+    pub last_refresh: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_uuid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_uuid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization_name: Option<&'a str>,
+}
+
+impl TokenFileOut<'_> {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+}
+
+/// A token file as read: the fields we need, from any of the spellings tools use.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenFileIn {
+    pub path: PathBuf,
+    pub email: String,
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_at_ms: u64,
+    pub account_uuid: Option<String>,
+    pub organization_uuid: Option<String>,
+    pub organization_name: Option<String>,
+    /// File modification time, to decide whether it is newer than the store's record.
+    pub modified_ms: u64,
+}
+
+/// The keys other tools use for the expiry (reference §6).
+const EXPIRY_KEYS: &[&str] = &[
+    "expiry_date",
+    "expired",
+    "expire",
+    "expires_at",
+    "expiresAt",
+    "expiry",
+    "expires",
+];
+
+pub fn read_token_file(path: &Path) -> Result<TokenFileIn, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    if let Some(kind) = obj.get("type").and_then(Value::as_str) {
+        if kind != "claude" {
+            return Err(format!("type is {kind:?}, expected \"claude\""));
+        }
+    }
+    let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
+    let access_token = text("access_token").ok_or("no access_token")?;
+    let refresh_token = text("refresh_token").ok_or("no refresh_token")?;
+    let email = match text("email") {
+        Some(e) => e,
+        None => path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("claude-"))
+            .and_then(|n| n.strip_suffix(".json"))
+            .filter(|e| e.contains('@'))
+            .ok_or("no email, and the file name does not carry one")?
+            .to_string(),
+    };
+    let expires_at_ms = EXPIRY_KEYS
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(parse_time))
+        .ok_or("no readable expiry (expiry_date, expired, expires_at, …)")?;
+    let modified_ms = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Ok(TokenFileIn {
+        path: path.to_path_buf(),
+        email,
+        access_token,
+        refresh_token,
+        expires_at_ms,
+        account_uuid: text("account_uuid"),
+        organization_uuid: text("organization_uuid"),
+        organization_name: text("organization_name"),
+        modified_ms,
+    })
+}
+
+/// `accounts.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccountsFile {
+    pub version: u32,
+    #[serde(default)]
+    pub providers: BTreeMap<String, Provider>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provider {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default)]
+    pub accounts: BTreeMap<String, AccountEntry>,
+    #[serde(
+        default,
+        rename = "drainOrder",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub drain_order: Option<DrainOrder>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountEntry {
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub nickname: String,
+    #[serde(default)]
+    pub token_file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+    #[serde(default)]
+    pub paused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainOrder {
+    pub mode: String,
+    #[serde(default)]
+    pub ordered_ids: Vec<String>,
+}
+
+impl AccountsFile {
+    pub fn read(path: &Path) -> Result<Option<AccountsFile>, String> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read: {e}")),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("not a valid accounts file: {e}"))
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    pub fn claude(&self) -> Option<&Provider> {
+        self.providers.get("claude")
+    }
+
+    pub fn time_ms(s: &Option<String>) -> Option<u64> {
+        s.as_ref()
+            .and_then(|s| parse_time(&Value::String(s.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_cannot_escape_the_folder() {
+        assert_eq!(
+            token_file_name("alice@example.com"),
+            "claude-alice@example.com.json"
+        );
+        assert_eq!(
+            token_file_name("../../etc/passwd"),
+            "claude-____etc_passwd.json"
+        );
+        assert_eq!(token_file_name("a/b\\c@x"), "claude-a_b_c@x.json");
+        assert!(!token_file_name("x@y/../..").contains(".."));
+        assert!(!token_file_name("....@x").contains(".."));
+    }
+
+    #[test]
+    fn expiry_is_read_from_any_known_key() {
+        let dir = tempfile::tempdir().unwrap();
+        for (key, val, want) in [
+            ("expiry_date", "1760000000000", 1_760_000_000_000u64),
+            ("expired", "\"2025-10-09T08:53:20Z\"", 1_760_000_000_000),
+            (
+                "expires_at",
+                "\"2025-10-09T16:53:20+08:00\"",
+                1_760_000_000_000,
+            ),
+            ("expiresAt", "1760000000", 1_760_000_000_000),
+        ] {
+            let p = dir.path().join("claude-a@x.json");
+            std::fs::write(
+                &p,
+                format!(r#"{{"access_token":"a","refresh_token":"r","{key}":{val}}}"#),
+            )
+            .unwrap();
+            let t = read_token_file(&p).unwrap();
+            assert_eq!(t.expires_at_ms, want, "{key}");
+            assert_eq!(t.email, "a@x", "email from the file name");
+        }
+    }
+}

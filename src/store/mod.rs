@@ -1,0 +1,593 @@
+//! The daemon's durable state: a sled database with one tree per kind of record (accounts,
+//! tokens, quota, affinity, meta), plus the JSON mirror of the tool ccs replaces.
+//!
+//! Owns: opening (folders 0700, import of newer mirror files), the record conversions, the
+//! flush after every token write, and rewriting the mirror after every account or token
+//! change. Must not: be opened by more than one process (sled locks it; the daemon is the only
+//! opener), or log a token.
+
+pub mod mirror;
+pub mod records;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use ccs_actors::ports::{self, StoreError};
+use ccs_actors::quota::Quota;
+use ccs_actors::routing::Binding;
+use ccs_actors::{SharedClock, Timestamp, Token};
+
+use crate::config::Paths;
+use crate::fsutil;
+use mirror::{AccountEntry, AccountsFile, DrainOrder, Provider, TokenFileIn, TokenFileOut};
+use records::{
+    decode, encode, AccountRecord, BindingRecord, PoolsRecord, QuotaRecord, TokenRecord, V,
+};
+
+const META_DEFAULT: &[u8] = b"default";
+const META_POOLS: &[u8] = b"pools";
+const META_SCHEMA: &[u8] = b"schema";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{path}: {reason}\n  nothing was imported; fix the file or move it out of the folder, then try again")]
+    BadFile { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the state database at {path}: {source}\n  is another ccs daemon running with this CCS_HOME? (`ccs cliproxy status`)")]
+    Db { path: PathBuf, source: sled::Error },
+    #[error("{0}")]
+    Record(String),
+}
+
+/// An account as the store knows it.
+pub type Account = AccountRecord;
+
+pub struct SledStore {
+    paths: Paths,
+    clock: SharedClock,
+    accounts: sled::Tree,
+    tokens: sled::Tree,
+    quota: sled::Tree,
+    affinity: sled::Tree,
+    meta: sled::Tree,
+    db: sled::Db,
+    /// Serialises mirror rewrites, so two writers never interleave their temp files.
+    mirror_lock: Mutex<()>,
+}
+
+fn db_err(e: sled::Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the store under `paths`, then imports mirror files that are
+    /// newer than the store's records. A mirror file that cannot be read fully is an error
+    /// naming it, and then nothing at all is imported.
+    pub fn open(paths: &Paths, clock: SharedClock) -> Result<SledStore, OpenError> {
+        for dir in [paths.home.clone(), paths.cliproxy(), paths.auth_dir()] {
+            fsutil::private_dir(&dir).map_err(|source| OpenError::Io { path: dir, source })?;
+        }
+        let path = paths.store_dir();
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|source| OpenError::Db {
+                path: path.clone(),
+                source,
+            })?;
+        fsutil::private_dir(&path).map_err(|source| OpenError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|source| OpenError::Db {
+                path: path.clone(),
+                source,
+            })
+        };
+        let store = SledStore {
+            paths: paths.clone(),
+            clock,
+            accounts: tree("accounts")?,
+            tokens: tree("tokens")?,
+            quota: tree("quota")?,
+            affinity: tree("affinity")?,
+            meta: tree("meta")?,
+            db,
+            mirror_lock: Mutex::new(()),
+        };
+        store
+            .meta
+            .insert(META_SCHEMA, V.to_string().as_bytes())
+            .map_err(|source| OpenError::Db {
+                path: path.clone(),
+                source,
+            })?;
+        store.import_mirror()?;
+        Ok(store)
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    // ---- reads ----------------------------------------------------------------------------
+
+    /// Every account, in login order.
+    pub fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.accounts.iter() {
+            let (_, v) = kv.map_err(db_err)?;
+            out.push(decode::<AccountRecord>(&v).map_err(StoreError)?);
+        }
+        out.sort_by_key(|a| (a.order, a.email.clone()));
+        Ok(out)
+    }
+
+    pub fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        self.accounts
+            .get(id.as_bytes())
+            .map_err(db_err)?
+            .map(|v| decode(&v).map_err(StoreError))
+            .transpose()
+    }
+
+    pub fn token(&self, id: &str) -> Result<Option<Token>, StoreError> {
+        Ok(self.token_record(id)?.map(|r| r.token()))
+    }
+
+    fn token_record(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.tokens
+            .get(id.as_bytes())
+            .map_err(db_err)?
+            .map(|v| decode(&v).map_err(StoreError))
+            .transpose()
+    }
+
+    pub fn quota(&self, id: &str) -> Result<Quota, StoreError> {
+        Ok(self
+            .quota
+            .get(id.as_bytes())
+            .map_err(db_err)?
+            .map(|v| decode::<QuotaRecord>(&v).map_err(StoreError))
+            .transpose()?
+            .map(|r| Quota::from(&r))
+            .unwrap_or_default())
+    }
+
+    pub fn bindings(&self) -> Result<Vec<(String, Binding)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.affinity.iter() {
+            let (k, v) = kv.map_err(db_err)?;
+            let r: BindingRecord = decode(&v).map_err(StoreError)?;
+            out.push((String::from_utf8_lossy(&k).into_owned(), Binding::from(&r)));
+        }
+        Ok(out)
+    }
+
+    pub fn default_account(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .meta
+            .get(META_DEFAULT)
+            .map_err(db_err)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn pools(&self) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
+        Ok(self
+            .meta
+            .get(META_POOLS)
+            .map_err(db_err)?
+            .map(|v| decode::<PoolsRecord>(&v).map_err(StoreError))
+            .transpose()?
+            .map(|r| r.pools)
+            .unwrap_or_default())
+    }
+
+    // ---- writes ---------------------------------------------------------------------------
+
+    /// Adds or replaces an account record (not its token) and rewrites `accounts.json`.
+    pub fn put_account(&self, account: &Account) -> Result<(), StoreError> {
+        let id = account_key(&account.email);
+        self.accounts
+            .insert(id.as_bytes(), encode(account))
+            .map_err(db_err)?;
+        if self.default_account()?.is_none() {
+            self.meta
+                .insert(META_DEFAULT, id.as_bytes())
+                .map_err(db_err)?;
+        }
+        self.db.flush().map_err(db_err)?;
+        self.write_accounts_json()
+    }
+
+    pub fn set_default(&self, id: &str) -> Result<(), StoreError> {
+        self.meta
+            .insert(META_DEFAULT, id.as_bytes())
+            .map_err(db_err)?;
+        self.db.flush().map_err(db_err)?;
+        self.write_accounts_json()
+    }
+
+    pub fn set_pools(&self, pools: &BTreeMap<String, Vec<String>>) -> Result<(), StoreError> {
+        let rec = PoolsRecord {
+            v: V,
+            pools: pools.clone(),
+        };
+        self.meta.insert(META_POOLS, encode(&rec)).map_err(db_err)?;
+        self.db.flush().map_err(db_err)?;
+        self.write_accounts_json()
+    }
+
+    /// Removes an account with its token, quota, bindings and token file.
+    pub fn remove_account(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(account) = self.account(id)? else {
+            return Ok(false);
+        };
+        self.accounts.remove(id.as_bytes()).map_err(db_err)?;
+        self.tokens.remove(id.as_bytes()).map_err(db_err)?;
+        self.quota.remove(id.as_bytes()).map_err(db_err)?;
+        for (session, b) in self.bindings()? {
+            if &*b.account == id {
+                self.affinity.remove(session.as_bytes()).map_err(db_err)?;
+            }
+        }
+        if self.default_account()?.as_deref() == Some(id) {
+            match self.accounts()?.first() {
+                Some(next) => self
+                    .meta
+                    .insert(META_DEFAULT, account_key(&next.email).as_bytes()),
+                None => self.meta.remove(META_DEFAULT),
+            }
+            .map_err(db_err)?;
+        }
+        self.db.flush().map_err(db_err)?;
+        let file = self
+            .paths
+            .auth_dir()
+            .join(mirror::token_file_name(&account.email));
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError(format!("{}: {e}", file.display()))),
+        }
+        self.write_accounts_json()?;
+        Ok(true)
+    }
+
+    // ---- the mirror -----------------------------------------------------------------------
+
+    fn write_token_file(&self, account: &Account, rec: &TokenRecord) -> Result<(), StoreError> {
+        let out = TokenFileOut {
+            kind: "claude",
+            access_token: &rec.access_token,
+            refresh_token: &rec.refresh_token,
+            email: &account.email,
+            expired: mirror::rfc3339(rec.expires_at_ms),
+            expiry_date: rec.expires_at_ms,
+            last_refresh: mirror::rfc3339(rec.updated_at_ms),
+            account_uuid: account.account_uuid.as_deref(),
+            organization_uuid: account.organization_uuid.as_deref(),
+            organization_name: account.organization_name.as_deref(),
+        };
+        let path = self
+            .paths
+            .auth_dir()
+            .join(mirror::token_file_name(&account.email));
+        let _guard = self.mirror_lock.lock().unwrap_or_else(|p| p.into_inner());
+        fsutil::write_private(&path, &out.to_bytes())
+            .map_err(|e| StoreError(format!("{}: {e}", path.display())))
+    }
+
+    fn write_accounts_json(&self) -> Result<(), StoreError> {
+        let accounts = self.accounts()?;
+        let default = self
+            .default_account()?
+            .and_then(|d| accounts.iter().find(|a| account_key(&a.email) == d))
+            .map(|a| a.email.clone());
+        let pools = self.pools()?;
+        let ordered_ids = pools
+            .get(ccs_actors::supervisor::DEFAULT_POOL)
+            .cloned()
+            .unwrap_or_else(|| accounts.iter().map(|a| a.email.clone()).collect());
+        let provider = Provider {
+            default,
+            accounts: accounts
+                .iter()
+                .map(|a| {
+                    let entry = AccountEntry {
+                        email: a.email.clone(),
+                        nickname: a.nickname.clone(),
+                        token_file: mirror::token_file_name(&a.email),
+                        created_at: Some(mirror::rfc3339(a.created_at_ms)),
+                        last_used_at: a.last_used_at_ms.map(mirror::rfc3339),
+                        paused: a.paused,
+                        paused_at: a.paused_at_ms.map(mirror::rfc3339),
+                        tier: a.plan.clone(),
+                    };
+                    (a.email.clone(), entry)
+                })
+                .collect(),
+            drain_order: Some(DrainOrder {
+                mode: "fill-first".into(),
+                ordered_ids,
+            }),
+        };
+        let file = AccountsFile {
+            version: 1,
+            providers: [("claude".to_string(), provider)].into_iter().collect(),
+        };
+        let path = self.paths.accounts_json();
+        let _guard = self.mirror_lock.lock().unwrap_or_else(|p| p.into_inner());
+        fsutil::write_private(&path, &file.to_bytes())
+            .map_err(|e| StoreError(format!("{}: {e}", path.display())))
+    }
+
+    /// Reads every mirror file first; only when all of them read cleanly, imports what is
+    /// newer than the store.
+    fn import_mirror(&self) -> Result<(), OpenError> {
+        let accounts_path = self.paths.accounts_json();
+        let accounts_file =
+            AccountsFile::read(&accounts_path).map_err(|reason| OpenError::BadFile {
+                path: accounts_path.clone(),
+                reason,
+            })?;
+        let mut token_files: Vec<TokenFileIn> = Vec::new();
+        let auth = self.paths.auth_dir();
+        let entries = std::fs::read_dir(&auth).map_err(|source| OpenError::Io {
+            path: auth.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| OpenError::Io {
+                path: auth.clone(),
+                source,
+            })?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with("claude-") && name.ends_with(".json")) {
+                continue;
+            }
+            let path = entry.path();
+            let file = mirror::read_token_file(&path)
+                .map_err(|reason| OpenError::BadFile { path, reason })?;
+            token_files.push(file);
+        }
+        token_files.sort_by(|a, b| {
+            a.modified_ms
+                .cmp(&b.modified_ms)
+                .then(a.email.cmp(&b.email))
+        });
+
+        let rec_err = |e: StoreError| OpenError::Record(e.0);
+        let listed = accounts_file.as_ref().and_then(AccountsFile::claude);
+        let mut changed = false;
+        for file in &token_files {
+            let id = account_key(&file.email);
+            let existing = self.account(&id).map_err(rec_err)?;
+            let entry = listed.and_then(|p| {
+                p.accounts
+                    .iter()
+                    .find(|(k, _)| account_key(k) == id)
+                    .map(|(_, e)| e)
+            });
+            let current = self.token_record(&id).map_err(rec_err)?;
+            let newer = match &current {
+                None => true,
+                Some(rec) => {
+                    (rec.access_token != file.access_token
+                        || rec.refresh_token != file.refresh_token)
+                        && file.modified_ms > rec.updated_at_ms
+                }
+            };
+            let mut account = match existing {
+                Some(a) => a,
+                None => {
+                    let nickname = match entry.map(|e| e.nickname.clone()).filter(|n| !n.is_empty())
+                    {
+                        Some(n) => n,
+                        None => unique_nickname(&file.email, &self.accounts().map_err(rec_err)?),
+                    };
+                    AccountRecord {
+                        v: V,
+                        email: file.email.clone(),
+                        nickname,
+                        created_at_ms: entry
+                            .and_then(|e| AccountsFile::time_ms(&e.created_at))
+                            .unwrap_or(file.modified_ms),
+                        last_used_at_ms: entry.and_then(|e| AccountsFile::time_ms(&e.last_used_at)),
+                        paused: entry.is_some_and(|e| e.paused),
+                        paused_at_ms: entry.and_then(|e| AccountsFile::time_ms(&e.paused_at)),
+                        dead: false,
+                        plan: entry.and_then(|e| e.tier.clone()),
+                        account_uuid: None,
+                        organization_uuid: None,
+                        organization_name: None,
+                        order: self.next_order().map_err(rec_err)?,
+                    }
+                }
+            };
+            if !newer {
+                continue;
+            }
+            tracing::info!(file = %file.path.display(), "importing a newer token file");
+            account.dead = false;
+            account.account_uuid = file.account_uuid.clone().or(account.account_uuid);
+            account.organization_uuid =
+                file.organization_uuid.clone().or(account.organization_uuid);
+            account.organization_name =
+                file.organization_name.clone().or(account.organization_name);
+            let rec = TokenRecord {
+                v: V,
+                access_token: file.access_token.clone(),
+                refresh_token: file.refresh_token.clone(),
+                expires_at_ms: file.expires_at_ms,
+                updated_at_ms: file.modified_ms.max(self.now().as_millis()),
+            };
+            self.accounts
+                .insert(id.as_bytes(), encode(&account))
+                .map_err(|e| OpenError::Record(e.to_string()))?;
+            self.tokens
+                .insert(id.as_bytes(), encode(&rec))
+                .map_err(|e| OpenError::Record(e.to_string()))?;
+            changed = true;
+        }
+        if let Some(default) = listed.and_then(|p| p.default.as_ref()) {
+            if self.default_account().map_err(rec_err)?.is_none()
+                && self
+                    .account(&account_key(default))
+                    .map_err(rec_err)?
+                    .is_some()
+            {
+                self.meta
+                    .insert(META_DEFAULT, account_key(default).as_bytes())
+                    .map_err(|e| OpenError::Record(e.to_string()))?;
+                changed = true;
+            }
+        }
+        if changed {
+            self.db
+                .flush()
+                .map_err(|e| OpenError::Record(e.to_string()))?;
+            if self.default_account().map_err(rec_err)?.is_none() {
+                if let Some(first) = self.accounts().map_err(rec_err)?.first() {
+                    self.meta
+                        .insert(META_DEFAULT, account_key(&first.email).as_bytes())
+                        .map_err(|e| OpenError::Record(e.to_string()))?;
+                }
+            }
+            self.write_accounts_json().map_err(rec_err)?;
+        }
+        Ok(())
+    }
+
+    fn next_order(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .accounts()?
+            .iter()
+            .map(|a| a.order + 1)
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// A new account record for `email`, next in login order, with a unique nickname.
+    pub fn new_account(&self, email: &str) -> Result<Account, StoreError> {
+        Ok(AccountRecord {
+            v: V,
+            email: email.to_string(),
+            nickname: unique_nickname(email, &self.accounts()?),
+            created_at_ms: self.now().as_millis(),
+            last_used_at_ms: None,
+            paused: false,
+            paused_at_ms: None,
+            dead: false,
+            plan: None,
+            account_uuid: None,
+            organization_uuid: None,
+            organization_name: None,
+            order: self.next_order()?,
+        })
+    }
+}
+
+/// The store key of an account: its e-mail address, lower-cased.
+pub fn account_key(email: &str) -> String {
+    email.trim().to_ascii_lowercase()
+}
+
+/// The e-mail's local part, made unique among `existing` with `-2`, `-3`, … (`john@x` → `john`,
+/// then `john-2`).
+pub fn unique_nickname(email: &str, existing: &[Account]) -> String {
+    let base: String = email
+        .split('@')
+        .next()
+        .unwrap_or(email)
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    let base = if base.is_empty() {
+        "account".to_string()
+    } else {
+        base.to_ascii_lowercase()
+    };
+    let taken = |n: &str| existing.iter().any(|a| a.nickname.eq_ignore_ascii_case(n));
+    if !taken(&base) {
+        return base;
+    }
+    (2..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|n| !taken(n))
+        .unwrap_or(base)
+}
+
+impl ports::Store for SledStore {
+    fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError> {
+        let rec = TokenRecord::new(token, self.now());
+        self.tokens
+            .insert(account.as_bytes(), encode(&rec))
+            .map_err(db_err)?;
+        let mut acct = self.account(account)?;
+        if let Some(a) = acct.as_mut().filter(|a| a.dead) {
+            a.dead = false;
+            self.accounts
+                .insert(account.as_bytes(), encode(&*a))
+                .map_err(db_err)?;
+        }
+        self.db.flush().map_err(db_err)?;
+        if let Some(a) = acct {
+            // The store holds the token now; a mirror failure is reported, not fatal.
+            if let Err(e) = self.write_token_file(&a, &rec) {
+                tracing::warn!(error = %e, "could not update the token mirror file");
+            }
+        }
+        Ok(())
+    }
+
+    fn save_dead(&self, account: &str) -> Result<(), StoreError> {
+        if let Some(mut a) = self.account(account)? {
+            a.dead = true;
+            self.accounts
+                .insert(account.as_bytes(), encode(&a))
+                .map_err(db_err)?;
+            self.db.flush().map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    fn save_quota(&self, account: &str, quota: &Quota) -> Result<(), StoreError> {
+        self.quota
+            .insert(account.as_bytes(), encode(&QuotaRecord::from(quota)))
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn save_binding(&self, session: &str, binding: &Binding) -> Result<(), StoreError> {
+        self.affinity
+            .insert(session.as_bytes(), encode(&BindingRecord::from(binding)))
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn remove_bindings(&self, sessions: &[String]) -> Result<(), StoreError> {
+        for s in sessions {
+            self.affinity.remove(s.as_bytes()).map_err(db_err)?;
+        }
+        Ok(())
+    }
+}
+
+impl SledStore {
+    /// Writes everything to disk (the daemon calls it at shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(db_err).map(|_| ())
+    }
+}

@@ -1,0 +1,331 @@
+//! The sled store and its JSON mirror, in a temporary CCS_HOME.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ccs::config::Paths;
+use ccs::fsutil::mode;
+use ccs::store::{OpenError, SledStore};
+use ccs_actors::ports::Store;
+use ccs_actors::quota::Quota;
+use ccs_actors::routing::Binding;
+use ccs_actors::{Clock, ManualClock, Secret, SharedClock, Timestamp, Token};
+
+// 2025-10-09T08:53:20Z
+const T0_MS: u64 = 1_760_000_000_000;
+
+fn clock() -> ManualClock {
+    ManualClock::new(Timestamp::from_millis(T0_MS))
+}
+
+fn open(paths: &Paths, clock: &ManualClock) -> Result<SledStore, OpenError> {
+    SledStore::open(paths, Arc::new(clock.clone()) as SharedClock)
+}
+
+fn token(n: u32) -> Token {
+    Token {
+        access: Secret::new(format!("sk-ant-oat01-access-{n}")),
+        refresh: Secret::new(format!("sk-ant-ort01-refresh-{n}")),
+        expires_at: Timestamp::from_millis(T0_MS + 8 * 3600 * 1000),
+    }
+}
+
+fn login(store: &SledStore, email: &str, t: &Token) {
+    let account = store.new_account(email).unwrap();
+    store.put_account(&account).unwrap();
+    store
+        .save_token(&ccs::store::account_key(email), t)
+        .unwrap();
+}
+
+#[test]
+fn round_trip_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    let clock = clock();
+    let quota = {
+        let mut q = Quota::default();
+        let reset = (T0_MS / 1000 + 600).to_string();
+        q.observe(
+            429,
+            &[
+                ("anthropic-ratelimit-unified-5h-status", "rejected"),
+                ("anthropic-ratelimit-unified-5h-utilization", "1.0"),
+                ("anthropic-ratelimit-unified-5h-reset", reset.as_str()),
+            ][..],
+            clock.now(),
+        );
+        q
+    };
+    let binding = Binding {
+        account: "bob@example.com".into(),
+        last_used: Timestamp::from_millis(T0_MS),
+    };
+    {
+        let store = open(&paths, &clock).unwrap();
+        login(&store, "alice@example.com", &token(1));
+        login(&store, "Bob@Example.com", &token(2));
+        store.save_quota("alice@example.com", &quota).unwrap();
+        store.save_binding("session-1", &binding).unwrap();
+        let mut pools = BTreeMap::new();
+        pools.insert("work".to_string(), vec!["bob@example.com".to_string()]);
+        store.set_pools(&pools).unwrap();
+        store.set_default("bob@example.com").unwrap();
+        store.save_dead("alice@example.com").unwrap();
+    }
+    let store = open(&paths, &clock).unwrap();
+    let accounts = store.accounts().unwrap();
+    assert_eq!(
+        accounts
+            .iter()
+            .map(|a| (a.email.as_str(), a.nickname.as_str(), a.order, a.dead))
+            .collect::<Vec<_>>(),
+        vec![
+            ("alice@example.com", "alice", 0, true),
+            ("Bob@Example.com", "bob", 1, false)
+        ]
+    );
+    assert_eq!(store.token("alice@example.com").unwrap(), Some(token(1)));
+    assert_eq!(store.token("bob@example.com").unwrap(), Some(token(2)));
+    assert_eq!(store.quota("alice@example.com").unwrap(), quota);
+    assert_eq!(store.quota("bob@example.com").unwrap(), Quota::default());
+    assert_eq!(
+        store.bindings().unwrap(),
+        vec![("session-1".to_string(), binding)]
+    );
+    assert_eq!(
+        store.pools().unwrap()["work"],
+        vec!["bob@example.com".to_string()]
+    );
+    assert_eq!(
+        store.default_account().unwrap().as_deref(),
+        Some("bob@example.com")
+    );
+}
+
+#[test]
+fn json_mirror_matches_the_reference_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    let clock = clock();
+    let store = open(&paths, &clock).unwrap();
+    login(&store, "alice@example.com", &token(1));
+    let written =
+        std::fs::read_to_string(paths.auth_dir().join("claude-alice@example.com.json")).unwrap();
+    let expected = r#"{
+  "type": "claude",
+  "access_token": "sk-ant-oat01-access-1",
+  "refresh_token": "sk-ant-ort01-refresh-1",
+  "email": "alice@example.com",
+  "expired": "2025-10-09T16:53:20Z",
+  "expiry_date": 1760028800000,
+  "last_refresh": "2025-10-09T08:53:20Z"
+}
+"#;
+    assert_eq!(written, expected);
+
+    let accounts = std::fs::read_to_string(paths.accounts_json()).unwrap();
+    let expected = r#"{
+  "version": 1,
+  "providers": {
+    "claude": {
+      "default": "alice@example.com",
+      "accounts": {
+        "alice@example.com": {
+          "email": "alice@example.com",
+          "nickname": "alice",
+          "tokenFile": "claude-alice@example.com.json",
+          "createdAt": "2025-10-09T08:53:20Z",
+          "paused": false
+        }
+      },
+      "drainOrder": {
+        "mode": "fill-first",
+        "orderedIds": [
+          "alice@example.com"
+        ]
+      }
+    }
+  }
+}
+"#;
+    assert_eq!(accounts, expected);
+}
+
+#[test]
+fn files_and_folders_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path().join("home"));
+    let clock = clock();
+    let store = open(&paths, &clock).unwrap();
+    login(&store, "alice@example.com", &token(1));
+    for d in [
+        paths.home.clone(),
+        paths.cliproxy(),
+        paths.auth_dir(),
+        paths.store_dir(),
+    ] {
+        assert_eq!(mode(&d).unwrap(), 0o700, "{}", d.display());
+    }
+    for f in [
+        paths.accounts_json(),
+        paths.auth_dir().join("claude-alice@example.com.json"),
+    ] {
+        assert_eq!(mode(&f).unwrap(), 0o600, "{}", f.display());
+    }
+}
+
+#[test]
+fn a_newer_token_file_is_imported_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    let clock = clock();
+    {
+        let store = open(&paths, &clock).unwrap();
+        login(&store, "alice@example.com", &token(1));
+    }
+    // Another tool refreshed the grant and rewrote the file, later than our record.
+    std::thread::sleep(Duration::from_millis(20));
+    let file = paths.auth_dir().join("claude-alice@example.com.json");
+    std::fs::write(
+        &file,
+        r#"{"type":"claude","access_token":"sk-ant-oat01-other","refresh_token":"sk-ant-ort01-other","email":"alice@example.com","expired":"2025-10-10T08:53:20+00:00"}"#,
+    )
+    .unwrap();
+    // Our record was written "at" T0 on the manual clock, long before the file's mtime.
+    let store = open(&paths, &clock).unwrap();
+    let t = store.token("alice@example.com").unwrap().unwrap();
+    assert_eq!(t.access.expose(), "sk-ant-oat01-other");
+    assert_eq!(t.refresh.expose(), "sk-ant-ort01-other");
+    assert_eq!(t.expires_at, Timestamp::from_millis(T0_MS + 86_400_000));
+    assert_eq!(store.accounts().unwrap().len(), 1);
+}
+
+#[test]
+fn a_token_file_from_the_replaced_tool_creates_the_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    ccs::fsutil::private_dir(&paths.auth_dir()).unwrap();
+    std::fs::write(
+        paths.auth_dir().join("claude-carol@example.com.json"),
+        r#"{"type":"claude","access_token":"sk-ant-oat01-c","refresh_token":"sk-ant-ort01-c","email":"carol@example.com","expired":"2025-10-10T08:53:20Z","expiry_date":1760086400000,"last_refresh":"2025-10-09T08:53:20Z","account_uuid":"u-1","disabled":false,"priority":3}"#,
+    )
+    .unwrap();
+    let clock = clock();
+    let store = open(&paths, &clock).unwrap();
+    let accounts = store.accounts().unwrap();
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(accounts[0].nickname, "carol");
+    assert_eq!(accounts[0].account_uuid.as_deref(), Some("u-1"));
+    assert_eq!(
+        store.default_account().unwrap().as_deref(),
+        Some("carol@example.com")
+    );
+    assert_eq!(
+        store
+            .token("carol@example.com")
+            .unwrap()
+            .unwrap()
+            .access
+            .expose(),
+        "sk-ant-oat01-c"
+    );
+    assert!(
+        paths.accounts_json().exists(),
+        "the mirror was written after the import"
+    );
+}
+
+#[test]
+fn a_corrupt_file_is_named_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    let clock = clock();
+    {
+        let store = open(&paths, &clock).unwrap();
+        login(&store, "alice@example.com", &token(1));
+    }
+    let good_new = paths.auth_dir().join("claude-dave@example.com.json");
+    std::fs::write(
+        &good_new,
+        r#"{"access_token":"a","refresh_token":"r","email":"dave@example.com","expiry_date":1760086400000}"#,
+    )
+    .unwrap();
+    let bad = paths.auth_dir().join("claude-zed@example.com.json");
+    std::fs::write(&bad, b"{ this is not json").unwrap();
+    let before = std::fs::read(paths.accounts_json()).unwrap();
+
+    let err = match open(&paths, &clock) {
+        Err(e) => e,
+        Ok(_) => panic!("opened despite a corrupt token file"),
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("claude-zed@example.com.json"), "{msg}");
+    assert!(msg.contains("nothing was imported"), "{msg}");
+    assert_eq!(std::fs::read(paths.accounts_json()).unwrap(), before);
+
+    std::fs::remove_file(&bad).unwrap();
+    let store = open(&paths, &clock).unwrap();
+    assert_eq!(
+        store.accounts().unwrap().len(),
+        2,
+        "dave imported once the bad file is gone"
+    );
+}
+
+#[test]
+fn a_corrupt_accounts_json_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    ccs::fsutil::private_dir(&paths.cliproxy()).unwrap();
+    std::fs::write(paths.accounts_json(), b"[1,2").unwrap();
+    let Err(err) = open(&paths, &clock()) else {
+        panic!("opened despite a corrupt accounts.json")
+    };
+    assert!(err.to_string().contains("accounts.json"), "{err}");
+}
+
+#[test]
+fn remove_account_drops_everything_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    let clock = clock();
+    let store = open(&paths, &clock).unwrap();
+    login(&store, "alice@example.com", &token(1));
+    login(&store, "alice@other.com", &token(2));
+    assert_eq!(store.accounts().unwrap()[1].nickname, "alice-2");
+    store
+        .save_binding(
+            "s",
+            &Binding {
+                account: "alice@example.com".into(),
+                last_used: Timestamp::from_millis(T0_MS),
+            },
+        )
+        .unwrap();
+    assert!(store.remove_account("alice@example.com").unwrap());
+    assert!(!paths
+        .auth_dir()
+        .join("claude-alice@example.com.json")
+        .exists());
+    assert!(store.token("alice@example.com").unwrap().is_none());
+    assert!(store.bindings().unwrap().is_empty());
+    assert_eq!(
+        store.default_account().unwrap().as_deref(),
+        Some("alice@other.com")
+    );
+    assert!(!store.remove_account("alice@example.com").unwrap());
+}
+
+#[test]
+fn a_second_opener_is_refused_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    let clock = clock();
+    let _first = open(&paths, &clock).unwrap();
+    let Err(err) = open(&paths, &clock) else {
+        panic!("two processes' worth of openers on one sled store")
+    };
+    assert!(err.to_string().contains("another ccs daemon"), "{err}");
+}
