@@ -388,7 +388,7 @@ impl Config {
 }
 
 /// serde_yaml_ng appends "at line N column M"; the line is reported separately.
-fn strip_location(msg: &str) -> String {
+pub(crate) fn strip_location(msg: &str) -> String {
     match msg.find(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),

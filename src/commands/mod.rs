@@ -1,3 +1,4 @@
 //! One file per command group. Each returns `anyhow::Result` with messages for people.
 
 pub mod config;
+pub mod sim;

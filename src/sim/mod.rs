@@ -1,0 +1,111 @@
+//! The simulated Anthropic: an OAuth authority and a Messages API with quotas and faults, on
+//! 127.0.0.1 only. What the tests, the demo and the benchmarks run against, and what users run
+//! (`ccs sim serve`) to try pools without spending quota.
+//!
+//! `model.rs` decides (no HTTP), `server.rs` speaks HTTP, `scenario.rs` reads the scenario file.
+
+pub mod model;
+pub mod scenario;
+pub mod server;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use ccs_actors::{ManualClock, SharedClock, SystemClock, Timestamp};
+
+pub use model::SimModel;
+pub use scenario::Scenario;
+
+/// ISO 8601 / RFC 3339 in UTC, as the usage endpoint writes resets.
+pub fn iso(t: Timestamp) -> String {
+    crate::store::mirror::rfc3339(t.as_millis())
+}
+
+/// A simulator running on its own thread, for tests and the demo. Stops when dropped.
+pub struct SimHandle {
+    pub addr: SocketAddr,
+    pub model: Arc<SimModel>,
+    /// The manual clock, when started with one.
+    pub clock: Option<ManualClock>,
+    server: actix_web::dev::ServerHandle,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl SimHandle {
+    /// Starts a simulator on 127.0.0.1 at `port` (0: any free port).
+    pub fn start(
+        scenario: &Scenario,
+        port: u16,
+        manual_clock: bool,
+        seed: u64,
+    ) -> std::io::Result<SimHandle> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
+        let addr = listener.local_addr()?;
+        let (clock, shared): (Option<ManualClock>, SharedClock) = if manual_clock {
+            use ccs_actors::Clock;
+            let c = ManualClock::new(SystemClock.now());
+            (Some(c.clone()), Arc::new(c))
+        } else {
+            (None, Arc::new(SystemClock))
+        };
+        let model = Arc::new(SimModel::new(scenario, shared, seed));
+        let state = server::SimState {
+            model: model.clone(),
+            clock: clock.clone(),
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("ccs-sim".into())
+            .spawn(move || {
+                actix_web::rt::System::new().block_on(async move {
+                    let srv = server::server(listener, state, 2)?;
+                    let _ = tx.send(srv.handle());
+                    srv.await
+                })
+            })?;
+        let server = rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the simulator thread did not start"))?;
+        Ok(SimHandle {
+            addr,
+            model,
+            clock,
+            server,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server and waits for its thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let server = self.server.clone();
+            // Drive the stop future on a thread of its own: the caller may be inside a runtime.
+            let stopper = std::thread::spawn(move || {
+                actix_web::rt::System::new().block_on(server.stop(false));
+            });
+            let _ = stopper.join();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A random seed for a simulator people run (tests pass their own).
+pub fn fresh_seed() -> u64 {
+    use rand::RngCore;
+    rand::rng().next_u64()
+}

@@ -1,0 +1,240 @@
+//! The simulator's scenario: its users with their budgets, token lifetimes, and faults to
+//! inject from the start. Read from YAML (`ccs sim serve --scenario FILE`); the documented
+//! example is `specs/sim-scenario.yaml`, shown by `ccs sim serve --help`.
+//!
+//! Must not: hold any state of a running simulation (that is `model.rs`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::Span;
+
+/// The example scenario, checked into the repo and printed by `--help`.
+pub const EXAMPLE: &str = include_str!("../../specs/sim-scenario.yaml");
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    /// Lifetime of the access tokens the authority issues.
+    pub token_ttl: Span,
+    /// Lifetime of an authorization code.
+    pub code_ttl: Span,
+    /// What budgets count: `requests` or `tokens`.
+    pub budget_unit: BudgetUnit,
+    /// `content_block_delta` events per streamed reply.
+    pub stream_events: usize,
+    pub users: Vec<User>,
+    pub faults: Vec<FaultSpec>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetUnit {
+    #[default]
+    Requests,
+    Tokens,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub email: String,
+    /// `pro`, `max` or `team` (the profile endpoint reports it).
+    #[serde(default = "default_plan")]
+    pub plan: String,
+    /// Budget of the rolling 5-hour window.
+    #[serde(default = "default_5h")]
+    pub five_hour: u64,
+    /// Budget of the rolling 7-day window.
+    #[serde(default = "default_7d")]
+    pub seven_day: u64,
+}
+
+fn default_plan() -> String {
+    "max".into()
+}
+fn default_5h() -> u64 {
+    1_000
+}
+fn default_7d() -> u64 {
+    10_000
+}
+
+impl User {
+    pub fn new(email: &str) -> Self {
+        User {
+            email: email.to_string(),
+            plan: default_plan(),
+            five_hour: default_5h(),
+            seven_day: default_7d(),
+        }
+    }
+}
+
+/// One scripted fault.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    pub kind: FaultKind,
+    /// Only requests of this account (by e-mail); every account when absent.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Applies to the next N matching requests; until cleared when absent.
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// For `latency`, `event_latency` and `token_slow`: the delay in milliseconds.
+    #[serde(default)]
+    pub ms: Option<u64>,
+    /// For `close_mid_stream`: events sent before the connection is cut.
+    #[serde(default)]
+    pub after_events: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// 429 with no rate-limit headers at all.
+    #[serde(rename = "status_429")]
+    Status429,
+    /// 429 with `x-should-retry: true` and no unified headers.
+    #[serde(rename = "status_429_retry")]
+    Status429Retry,
+    #[serde(rename = "status_401")]
+    Status401,
+    #[serde(rename = "status_403")]
+    Status403,
+    #[serde(rename = "status_500")]
+    Status500,
+    #[serde(rename = "status_529")]
+    Status529,
+    /// The connection closes before any response header.
+    CloseBeforeHeaders,
+    /// The SSE stream is cut after `after_events` events.
+    CloseMidStream,
+    /// Adds `ms` before the response.
+    Latency,
+    /// Adds `ms` before every SSE event.
+    EventLatency,
+    /// The token endpoint answers 503.
+    TokenDown,
+    /// The token endpoint waits `ms` before answering.
+    TokenSlow,
+}
+
+impl FaultKind {
+    /// Whether this fault concerns the token endpoint rather than the Messages API.
+    pub fn on_token_endpoint(self) -> bool {
+        matches!(self, FaultKind::TokenDown | FaultKind::TokenSlow)
+    }
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            token_ttl: Span(Duration::from_secs(8 * 3600)),
+            code_ttl: Span(Duration::from_secs(600)),
+            budget_unit: BudgetUnit::Requests,
+            stream_events: 8,
+            users: Vec::new(),
+            faults: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: cannot read: {source}")]
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: line {line}: {message}\n  see `ccs sim serve --help` for the format")]
+    Malformed {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Unreadable {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Scenario::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario = serde_yaml_ng::from_str(text).map_err(|e| ScenarioError::Malformed {
+            path: path.to_string(),
+            line: e.location().map(|l| l.line()).unwrap_or(1),
+            message: crate::config::strip_location(&e.to_string()),
+        })?;
+        let invalid = |message: String| ScenarioError::Invalid {
+            path: path.to_string(),
+            message,
+        };
+        for (i, u) in s.users.iter().enumerate() {
+            if !u.email.contains('@') {
+                return Err(invalid(format!(
+                    "users[{i}].email {:?} is not an e-mail address",
+                    u.email
+                )));
+            }
+            if s.users[..i]
+                .iter()
+                .any(|o| o.email.eq_ignore_ascii_case(&u.email))
+            {
+                return Err(invalid(format!("users[{i}]: {} is listed twice", u.email)));
+            }
+        }
+        for (i, f) in s.faults.iter().enumerate() {
+            let needs_ms = matches!(
+                f.kind,
+                FaultKind::Latency | FaultKind::EventLatency | FaultKind::TokenSlow
+            );
+            if needs_ms && f.ms.is_none() {
+                return Err(invalid(format!("faults[{i}] ({:?}) needs `ms`", f.kind)));
+            }
+            if let Some(a) = &f.account {
+                if !s.users.iter().any(|u| u.email.eq_ignore_ascii_case(a)) {
+                    return Err(invalid(format!(
+                        "faults[{i}].account {a} is not one of the users"
+                    )));
+                }
+            }
+        }
+        if s.token_ttl.0 < Duration::from_secs(1) {
+            return Err(invalid("token_ttl must be at least 1s".into()));
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_scenario_parses() {
+        let s = Scenario::parse(EXAMPLE, "specs/sim-scenario.yaml").unwrap();
+        assert_eq!(s.users.len(), 3);
+        assert!(!s.faults.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_problem() {
+        let e =
+            Scenario::parse("users:\n  - email: a@x\n    five_hours: 3\n", "s.yaml").unwrap_err();
+        assert!(e.to_string().contains("s.yaml: line 3"), "{e}");
+        let e = Scenario::parse("users:\n  - email: nobody\n", "s.yaml").unwrap_err();
+        assert!(e.to_string().contains("not an e-mail"), "{e}");
+        let e = Scenario::parse("faults:\n  - kind: latency\n", "s.yaml").unwrap_err();
+        assert!(e.to_string().contains("needs `ms`"), "{e}");
+    }
+}

@@ -1,0 +1,465 @@
+//! The simulator's HTTP face on actix-web: the OAuth authority, the Messages API and the
+//! `/sim/*` control API, all on one loopback port, over the shared `SimModel`.
+//!
+//! Must not: listen beyond loopback, sleep except for a configured delay, or decide anything
+//! the model should (this file only translates between HTTP and the model).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::Bytes;
+use ccs_actors::ManualClock;
+use futures_util::stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::model::{Admission, ApiError, AuthorizeQuery, Authorized, Serve, SimModel, MODELS};
+use super::scenario::{FaultSpec, User};
+
+/// Largest request body the simulator takes: Claude Code sends several MB late in a session.
+pub const BODY_LIMIT: usize = 256 << 20;
+
+pub struct SimState {
+    pub model: Arc<SimModel>,
+    /// Present when the simulator runs on a manual clock (`--manual-clock`): `/sim/clock`
+    /// moves it.
+    pub clock: Option<ManualClock>,
+}
+
+type State = web::Data<SimState>;
+
+fn bearer(h: &HeaderMap) -> Option<&str> {
+    h.get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn error_response(e: &ApiError) -> HttpResponse {
+    let mut r = HttpResponse::build(
+        StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    );
+    for (k, v) in &e.headers {
+        r.insert_header((k.as_str(), v.as_str()));
+    }
+    r.json(&e.body)
+}
+
+async fn pause(d: Option<Duration>) {
+    if let Some(d) = d {
+        actix_web::rt::time::sleep(d).await;
+    }
+}
+
+// ---- OAuth ---------------------------------------------------------------------------------
+
+fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
+    match url::Url::parse(base) {
+        Ok(mut u) => {
+            u.query_pairs_mut().extend_pairs(pairs);
+            u.to_string()
+        }
+        Err(_) => base.to_string(),
+    }
+}
+
+async fn authorize(st: State, q: web::Query<AuthorizeQuery>) -> HttpResponse {
+    match st.model.authorize(&q) {
+        Err(e) => error_response(&e),
+        Ok(Authorized::Approved {
+            redirect_uri,
+            code,
+            state,
+            email,
+        }) => {
+            let location = with_query(&redirect_uri, &[("code", &code), ("state", &state)]);
+            let body = format!(
+                "<!doctype html><title>ccs simulator: authorized</title>\
+                 <p>Signed in as {email} (simulated). Redirecting to <a href=\"{location}\">the app</a>.</p>\
+                 <p>Or paste this code into the terminal:</p><pre id=\"code\">{code}#{state}</pre>"
+            );
+            HttpResponse::Found()
+                .insert_header((header::LOCATION, location))
+                .content_type("text/html; charset=utf-8")
+                .body(body)
+        }
+        Ok(Authorized::Denied {
+            redirect_uri,
+            state,
+        }) => {
+            let location = with_query(
+                &redirect_uri,
+                &[
+                    ("error", "access_denied"),
+                    ("error_description", "The user denied access (simulated)"),
+                    ("state", &state),
+                ],
+            );
+            HttpResponse::Found()
+                .insert_header((header::LOCATION, location))
+                .finish()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CodeQuery {
+    code: Option<String>,
+    state: Option<String>,
+}
+
+/// The manual flow's landing page: shows `CODE#STATE` to paste.
+async fn code_page(q: web::Query<CodeQuery>) -> HttpResponse {
+    let (Some(code), Some(state)) = (&q.code, &q.state) else {
+        return HttpResponse::BadRequest().body("missing code or state");
+    };
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(format!(
+            "<!doctype html><title>Authentication code</title><p>Paste this code into the terminal:</p><pre id=\"code\">{code}#{state}</pre>"
+        ))
+}
+
+async fn token(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
+    let is_json = header_str(req.headers(), "content-type")
+        .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/json"));
+    if !is_json {
+        return error_response(&ApiError::oauth(
+            400,
+            "invalid_request",
+            "the token endpoint takes a JSON body (Content-Type: application/json)",
+        ));
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(&body) else {
+        return error_response(&ApiError::oauth(
+            400,
+            "invalid_request",
+            "the body is not valid JSON",
+        ));
+    };
+    let outcome = st.model.token(&value);
+    pause(outcome.delay).await;
+    match outcome.result {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn profile(st: State, req: HttpRequest) -> HttpResponse {
+    match st.model.profile(bearer(req.headers())) {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn usage(st: State, req: HttpRequest) -> HttpResponse {
+    let h = req.headers();
+    match st.model.usage(bearer(h), header_str(h, "anthropic-beta")) {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => error_response(&e),
+    }
+}
+
+// ---- Messages ------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct MessageHead {
+    model: Option<String>,
+    stream: Option<bool>,
+}
+
+fn message_id(serve: &Serve) -> String {
+    format!("msg_sim_{:016x}", serve.id)
+}
+
+fn sse_events(serve: &Serve, model: &str) -> Vec<Bytes> {
+    let id = message_id(serve);
+    let ev = |name: &str, data: Value| Bytes::from(format!("event: {name}\ndata: {data}\n\n"));
+    let mut out = vec![
+        ev(
+            "message_start",
+            json!({"type":"message_start","message":{"id":id,"type":"message","role":"assistant","model":model,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":serve.input_tokens,"output_tokens":1}}}),
+        ),
+        ev(
+            "content_block_start",
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ),
+        ev("ping", json!({"type":"ping"})),
+    ];
+    for d in serve.deltas() {
+        out.push(ev(
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":d}}),
+        ));
+    }
+    out.push(ev(
+        "content_block_stop",
+        json!({"type":"content_block_stop","index":0}),
+    ));
+    out.push(ev(
+        "message_delta",
+        json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":super::model::REPLY_TOKENS}}),
+    ));
+    out.push(ev("message_stop", json!({"type":"message_stop"})));
+    out
+}
+
+/// A body that fails at once: actix-web then drops the connection without sending the head.
+fn broken_body(
+) -> actix_web::body::BodyStream<impl futures_util::Stream<Item = Result<Bytes, std::io::Error>>> {
+    actix_web::body::BodyStream::new(stream::once(async {
+        Err::<Bytes, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "simulated connection reset",
+        ))
+    }))
+}
+
+async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
+    let h = req.headers();
+    let Ok(head) = serde_json::from_slice::<MessageHead>(&body) else {
+        return error_response(&ApiError::anthropic(
+            400,
+            "invalid_request_error",
+            "the request body is not valid JSON",
+        ));
+    };
+    let model = head.model.unwrap_or_else(|| MODELS[1].0.to_string());
+    let admission = st.model.admit(
+        bearer(h),
+        header_str(h, "anthropic-beta"),
+        body.len(),
+        false,
+    );
+    let serve = match admission {
+        Admission::Reject { delay, error } => {
+            pause(delay).await;
+            return error_response(&error);
+        }
+        Admission::CloseBeforeHeaders { delay } => {
+            pause(delay).await;
+            return HttpResponse::Ok().body(broken_body());
+        }
+        Admission::Serve(s) => s,
+    };
+    pause(serve.delay).await;
+    let mut resp = HttpResponse::Ok();
+    for (k, v) in &serve.headers {
+        resp.insert_header((k.as_str(), v.as_str()));
+    }
+    resp.insert_header(("request-id", format!("req_{}", message_id(&serve))));
+    if head.stream != Some(true) {
+        return resp.json(json!({
+            "id": message_id(&serve),
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": serve.text()}],
+            "stop_reason": "end_turn",
+            "stop_sequence": null,
+            "usage": {"input_tokens": serve.input_tokens, "output_tokens": super::model::REPLY_TOKENS},
+        }));
+    }
+    let events = sse_events(&serve, &model);
+    let close_after = serve.close_after;
+    let event_delay = serve.event_delay;
+    let body = stream::unfold(
+        (events.into_iter(), 0usize),
+        move |(mut it, n)| async move {
+            if close_after.is_some_and(|c| n >= c) {
+                if n == usize::MAX {
+                    return None;
+                }
+                // Let the events so far reach the socket before the cut.
+                actix_web::rt::time::sleep(Duration::from_millis(2)).await;
+                let err = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "simulated reset mid-stream",
+                );
+                return Some((Err(err), (it, usize::MAX)));
+            }
+            let next = it.next()?;
+            pause(event_delay).await;
+            Some((Ok::<_, std::io::Error>(next), (it, n + 1)))
+        },
+    );
+    resp.insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .streaming(body)
+}
+
+async fn count_tokens(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
+    let h = req.headers();
+    if serde_json::from_slice::<Value>(&body).is_err() {
+        return error_response(&ApiError::anthropic(
+            400,
+            "invalid_request_error",
+            "the request body is not valid JSON",
+        ));
+    }
+    match st
+        .model
+        .admit(bearer(h), header_str(h, "anthropic-beta"), body.len(), true)
+    {
+        Admission::Serve(s) => HttpResponse::Ok().json(json!({"input_tokens": s.input_tokens})),
+        Admission::Reject { error, .. } => error_response(&error),
+        Admission::CloseBeforeHeaders { .. } => HttpResponse::Ok().body(broken_body()),
+    }
+}
+
+async fn models(st: State, req: HttpRequest) -> HttpResponse {
+    if let Err(e) = st.model.profile(bearer(req.headers())) {
+        return error_response(&e);
+    }
+    let data: Vec<Value> = MODELS
+        .iter()
+        .map(|(id, name)| json!({"type":"model","id":id,"display_name":name,"created_at":"2025-09-29T00:00:00Z"}))
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "data": data,
+        "has_more": false,
+        "first_id": MODELS[0].0,
+        "last_id": MODELS[MODELS.len() - 1].0,
+    }))
+}
+
+async fn not_found() -> HttpResponse {
+    error_response(&ApiError::anthropic(404, "not_found_error", "Not found"))
+}
+
+// ---- control -------------------------------------------------------------------------------
+
+async fn sim_state(st: State) -> HttpResponse {
+    HttpResponse::Ok().json(st.model.state())
+}
+
+async fn sim_counters(st: State) -> HttpResponse {
+    let map: serde_json::Map<String, Value> = st
+        .model
+        .counters()
+        .into_iter()
+        .map(|(e, c)| (e, serde_json::to_value(c).unwrap_or(Value::Null)))
+        .collect();
+    HttpResponse::Ok().json(map)
+}
+
+async fn sim_add_user(st: State, user: web::Json<User>) -> HttpResponse {
+    st.model.add_user(user.into_inner());
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+#[derive(Deserialize)]
+struct Budget {
+    five_hour: Option<u64>,
+    seven_day: Option<u64>,
+}
+
+async fn sim_budget(st: State, email: web::Path<String>, b: web::Json<Budget>) -> HttpResponse {
+    if st.model.set_budget(&email, b.five_hour, b.seven_day) {
+        HttpResponse::Ok().json(json!({"ok": true}))
+    } else {
+        HttpResponse::NotFound().json(json!({"error": format!("no user {email}")}))
+    }
+}
+
+async fn sim_add_fault(st: State, f: web::Json<FaultSpec>) -> HttpResponse {
+    let id = st.model.add_fault(f.into_inner());
+    HttpResponse::Ok().json(json!({"id": id}))
+}
+
+async fn sim_clear_faults(st: State) -> HttpResponse {
+    st.model.clear_faults();
+    HttpResponse::Ok().json(json!({"ok": true}))
+}
+
+async fn sim_revoke(st: State, email: web::Path<String>) -> HttpResponse {
+    if st.model.revoke(&email) {
+        HttpResponse::Ok().json(json!({"ok": true}))
+    } else {
+        HttpResponse::NotFound().json(json!({"error": format!("no user {email}")}))
+    }
+}
+
+#[derive(Deserialize)]
+struct NextLogin {
+    email: String,
+    #[serde(default)]
+    deny: bool,
+}
+
+async fn sim_next_login(st: State, n: web::Json<NextLogin>) -> HttpResponse {
+    if st.model.next_login(&n.email, n.deny) {
+        HttpResponse::Ok().json(json!({"ok": true}))
+    } else {
+        HttpResponse::NotFound().json(json!({"error": format!("no user {}", n.email)}))
+    }
+}
+
+#[derive(Deserialize)]
+struct Advance {
+    secs: u64,
+}
+
+async fn sim_advance(st: State, a: web::Json<Advance>) -> HttpResponse {
+    match &st.clock {
+        Some(c) => {
+            c.advance(Duration::from_secs(a.secs));
+            HttpResponse::Ok().json(json!({"now": st.model.now().as_secs()}))
+        }
+        None => HttpResponse::Conflict().json(json!({
+            "error": "the simulator runs on the system clock; start it with --manual-clock to move time"
+        })),
+    }
+}
+
+/// The simulator's routes on `cfg`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/oauth/authorize", web::get().to(authorize))
+        .route("/oauth/code/callback", web::get().to(code_page))
+        .route("/v1/oauth/token", web::post().to(token))
+        .route("/api/oauth/profile", web::get().to(profile))
+        .route("/api/oauth/usage", web::get().to(usage))
+        .route("/v1/messages", web::post().to(messages))
+        .route("/v1/messages/count_tokens", web::post().to(count_tokens))
+        .route("/v1/models", web::get().to(models))
+        .route("/sim/state", web::get().to(sim_state))
+        .route("/sim/counters", web::get().to(sim_counters))
+        .route("/sim/users", web::post().to(sim_add_user))
+        .route("/sim/users/{email}/budget", web::post().to(sim_budget))
+        .route("/sim/users/{email}/revoke", web::post().to(sim_revoke))
+        .route("/sim/faults", web::post().to(sim_add_fault))
+        .route("/sim/faults", web::delete().to(sim_clear_faults))
+        .route("/sim/next-login", web::post().to(sim_next_login))
+        .route("/sim/clock/advance", web::post().to(sim_advance))
+        .default_service(web::to(not_found));
+}
+
+/// Builds the server on an already-bound loopback listener.
+pub fn server(
+    listener: TcpListener,
+    state: SimState,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
+    let data = web::Data::new(state);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(BODY_LIMIT))
+            .app_data(web::JsonConfig::default().limit(1 << 20))
+            .configure(routes)
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run())
+}
