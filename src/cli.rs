@@ -19,6 +19,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The local proxy daemon Claude Code talks to: start, stop, restart, status.
+    #[command(subcommand)]
+    Cliproxy(CliproxyCommand),
+    /// Run the daemon in the foreground (for systemd and debugging).
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
     /// The simulated Anthropic (OAuth authority + Messages API with quotas and faults).
     #[command(subcommand)]
     Sim(SimCommand),
@@ -63,4 +69,28 @@ Point ccs at it with config.yaml: upstream.api_base and the oauth.*_url keys set
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliproxyCommand {
+    /// Start the daemon in the background (no-op when it already runs) and print its URL.
+    Start,
+    /// Stop the daemon; in-flight responses finish first (up to 10 s).
+    Stop,
+    /// Stop, then start again. Accounts, quota windows, cooldowns and sessions carry over.
+    Restart,
+    /// Whether the daemon runs, its URL, uptime, accounts by state, requests and hops in the
+    /// last hour.
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Serve on cliproxy.host:cliproxy.port until SIGINT/SIGTERM. Logs go to
+    /// $CCS_HOME/cliproxy/logs/ and stderr.
+    Run,
 }

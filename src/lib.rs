@@ -4,8 +4,12 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod client;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod fsutil;
+pub mod oauth;
+pub mod proxy;
 pub mod sim;
 pub mod store;

@@ -3,12 +3,19 @@
 
 use clap::Parser;
 
-use ccs::cli::{Cli, Command, SimCommand};
+use ccs::cli::{Cli, CliproxyCommand, Command, DaemonCommand, SimCommand};
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config { json } => ccs::commands::config::run(json),
+        Command::Cliproxy(c) => match c {
+            CliproxyCommand::Start => ccs::commands::cliproxy::start(),
+            CliproxyCommand::Stop => ccs::commands::cliproxy::stop(),
+            CliproxyCommand::Restart => ccs::commands::cliproxy::restart(),
+            CliproxyCommand::Status { json } => ccs::commands::cliproxy::status(json),
+        },
+        Command::Daemon(DaemonCommand::Run) => ccs::commands::cliproxy::run_foreground(),
         Command::Sim(SimCommand::Serve {
             scenario,
             port,

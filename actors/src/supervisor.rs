@@ -276,6 +276,40 @@ impl Handler<SetPaused> for Supervisor {
     }
 }
 
+/// Sets a pool's members and drain order (creating the pool). Unknown accounts are skipped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetPool {
+    pub name: String,
+    pub members: Vec<AccountId>,
+}
+
+impl Handler<SetPool> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetPool, _ctx: &mut Context<Self>) {
+        let members: Vec<AccountId> = msg
+            .members
+            .into_iter()
+            .filter(|id| self.accounts.contains_key(id))
+            .collect();
+        self.pools.insert(msg.name, members);
+    }
+}
+
+/// Deletes a named pool (never the default one); false when there was none.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct DeletePool(pub String);
+
+impl Handler<DeletePool> for Supervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: DeletePool, _ctx: &mut Context<Self>) -> bool {
+        msg.0 != DEFAULT_POOL && self.pools.remove(&msg.0).is_some()
+    }
+}
+
 /// Restores a persisted session binding (at start).
 #[derive(Message)]
 #[rtype(result = "()")]

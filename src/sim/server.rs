@@ -16,6 +16,7 @@ use ccs_actors::ManualClock;
 use futures_util::stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sha2::Digest;
 
 use super::model::{Admission, ApiError, AuthorizeQuery, Authorized, Serve, SimModel, MODELS};
 use super::scenario::{FaultSpec, User};
@@ -257,6 +258,12 @@ async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
         resp.insert_header((k.as_str(), v.as_str()));
     }
     resp.insert_header(("request-id", format!("req_{}", message_id(&serve))));
+    if h.contains_key("x-sim-echo-sha256") {
+        // Lets a test check that a body arrived byte for byte.
+        let digest = sha2::Sha256::digest(&body);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        resp.insert_header(("x-sim-body-sha256", hex));
+    }
     if head.stream != Some(true) {
         return resp.json(json!({
             "id": message_id(&serve),

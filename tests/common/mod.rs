@@ -169,3 +169,124 @@ pub fn run_python(script: &str, args: &[&str]) -> Value {
     serde_json::from_str(stdout.lines().last().unwrap_or(""))
         .unwrap_or_else(|e| panic!("{script} printed no JSON ({e}): {stdout}"))
 }
+
+pub const CLIENT_KEY: &str = "test-client-key";
+pub const SECRET: &str = "test-management-secret";
+
+/// A temporary CCS_HOME whose config points every outside URL at the simulator.
+pub fn home_for(sim_url: &str) -> (tempfile::TempDir, ccs::config::Paths, ccs::config::Config) {
+    home_with_port(sim_url, 8317)
+}
+
+/// Like `home_for`, with the daemon's port set (for tests that run the real binary).
+pub fn home_with_port(
+    sim_url: &str,
+    port: u16,
+) -> (tempfile::TempDir, ccs::config::Paths, ccs::config::Config) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths = ccs::config::Paths::at(dir.path().join("ccs"));
+    let yaml = format!(
+        "cliproxy:\n  port: {port}\n  auth:\n    api_key: {CLIENT_KEY}\n    management_secret: {SECRET}\n\
+         upstream:\n  api_base: {sim_url}\n\
+         oauth:\n  authorize_url: {sim_url}/oauth/authorize\n  token_url: {sim_url}/v1/oauth/token\n  \
+         profile_url: {sim_url}/api/oauth/profile\n  usage_url: {sim_url}/api/oauth/usage\n"
+    );
+    std::fs::create_dir_all(&paths.home).unwrap();
+    std::fs::write(paths.config_file(), yaml).unwrap();
+    let config = ccs::config::Config::load(&paths).expect("config");
+    (dir, paths, config)
+}
+
+/// Logs `email` in at the simulator and hands the token to the daemon.
+pub async fn add_account(sim_url: &str, daemon_url: &str, email: &str) -> Value {
+    let tokens = login(sim_url, email).await;
+    let r = http()
+        .post(format!("{daemon_url}/v0/management/accounts"))
+        .bearer_auth(SECRET)
+        .json(&json!({"token_response": tokens}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+pub async fn manage(
+    daemon_url: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut rb = http()
+        .request(method, format!("{daemon_url}/v0/management{path}"))
+        .bearer_auth(SECRET);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// One Claude-Code-shaped request through the proxy.
+pub async fn ask(daemon_url: &str, session: Option<&str>, stream: bool) -> reqwest::Response {
+    let mut rb = http()
+        .post(format!("{daemon_url}/v1/messages?beta=true"))
+        .bearer_auth(CLIENT_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "claude-code-20250219")
+        .header("x-app", "cli");
+    if let Some(s) = session {
+        rb = rb.header("x-claude-code-session-id", s);
+    }
+    rb.json(&json!({"model":"claude-sonnet-4-5","max_tokens":16,"stream":stream,"messages":[{"role":"user","content":"hi"}]}))
+        .send()
+        .await
+        .expect("the proxy answers")
+}
+
+/// Which account served a (non-streaming) reply, from the simulator's text.
+pub async fn served_by(r: reqwest::Response) -> String {
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let t = v["content"][0]["text"].as_str().unwrap_or("");
+    t.strip_prefix("Served by ")
+        .and_then(|r| r.split_once(". ").map(|(e, _)| e).or(r.strip_suffix('.')))
+        .unwrap_or(t)
+        .to_string()
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs the real `ccs` binary with `CCS_HOME`; returns (exit code, stdout, stderr).
+pub fn ccs(home: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ccs"))
+        .args(args)
+        .env("CCS_HOME", home)
+        .env("NO_PROXY", "*")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("ccs runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Stops the daemon of a CCS_HOME when the test ends, however it ends.
+pub struct StopOnDrop(pub std::path::PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = ccs(&self.0, &["cliproxy", "stop"]);
+    }
+}

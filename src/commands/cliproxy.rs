@@ -1,0 +1,124 @@
+//! `ccs cliproxy start|stop|restart|status` and `ccs daemon run`.
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::client::Client;
+use crate::config::{Config, Paths};
+use crate::daemon::{self, Running};
+
+fn setup() -> Result<(Paths, Config)> {
+    let paths = Paths::from_env()?;
+    let config = Config::load(&paths)?;
+    Ok((paths, config))
+}
+
+/// Starts the daemon when it is not running; returns a management client for it. Every
+/// command that needs the daemon goes through here.
+pub fn ensure_running(paths: &Paths, config: &Config) -> Result<Client> {
+    let (url, _) = daemon::start_background(paths, config)?;
+    Ok(Client::new(&url, &config.cliproxy.auth.management_secret))
+}
+
+pub fn start() -> Result<()> {
+    let (paths, config) = setup()?;
+    eprint!("starting the ccs daemon… ");
+    let (url, already) = daemon::start_background(&paths, &config)?;
+    eprintln!("done");
+    if already {
+        println!("the ccs daemon already runs at {url}");
+    } else {
+        println!(
+            "the ccs daemon runs at {url} (logs: {})",
+            daemon::log_dir(&paths).display()
+        );
+    }
+    Ok(())
+}
+
+pub fn stop() -> Result<()> {
+    let (paths, config) = setup()?;
+    if daemon::stop_background(&paths, &config)? {
+        println!("the ccs daemon stopped");
+    } else {
+        println!("the ccs daemon was not running");
+    }
+    Ok(())
+}
+
+pub fn restart() -> Result<()> {
+    let (paths, config) = setup()?;
+    daemon::stop_background(&paths, &config)?;
+    let (url, _) = daemon::start_background(&paths, &config)?;
+    println!("the ccs daemon runs again at {url}");
+    Ok(())
+}
+
+fn secs(v: &Value) -> String {
+    let s = v.as_u64().unwrap_or(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+pub fn status(json_out: bool) -> Result<()> {
+    let (paths, config) = setup()?;
+    let url = daemon::configured_url(&config);
+    if let Running::No = daemon::running(&paths, &config) {
+        if json_out {
+            println!("{}", serde_json::json!({"state": "stopped", "url": url}));
+        } else {
+            println!("the ccs daemon is not running (start it with `ccs cliproxy start`)");
+        }
+        return Ok(());
+    }
+    let s =
+        Client::new(&url, &config.cliproxy.auth.management_secret).get("/v0/management/status")?;
+    if json_out {
+        println!("{s}");
+        return Ok(());
+    }
+    println!(
+        "ccs daemon    running at {} (pid {})",
+        s["url"].as_str().unwrap_or(&url),
+        s["pid"]
+    );
+    println!("uptime        {}", secs(&s["uptime_secs"]));
+    let by_state = s["by_state"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    println!(
+        "accounts      {}{}{}",
+        s["accounts"],
+        if by_state.is_empty() {
+            String::new()
+        } else {
+            format!(" ({by_state})")
+        },
+        match s["paused"].as_u64() {
+            Some(p) if p > 0 => format!(", {p} paused"),
+            _ => String::new(),
+        }
+    );
+    println!(
+        "last hour     {} requests, {} hops",
+        s["requests_last_hour"], s["hops_last_hour"]
+    );
+    if s["by_state"]["dead"].as_u64().unwrap_or(0) > 0 {
+        println!("\nsome accounts are dead: see `ccs claude --accounts` and log them in again");
+    }
+    Ok(())
+}
+
+pub fn run_foreground() -> Result<()> {
+    let (paths, config) = setup()?;
+    daemon::run_foreground(&paths, config)
+}

@@ -1,0 +1,452 @@
+//! The daemon: `serve` runs it on an injected listener until a shutdown future (or the
+//! management API) says stop; the rest starts, finds, and stops the background process
+//! (`ccs cliproxy start|stop|status`, `ccs daemon run`) through a pid file and `/healthz`.
+//!
+//! Must not: listen beyond loopback while a default key or secret is set, or leave a pid file
+//! behind on a clean exit.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpServer};
+use anyhow::{bail, Context, Result};
+use ccs_actors::account::{Deps, Initial};
+use ccs_actors::supervisor::{
+    AddAccount, ExpireBindings, RestoreBinding, SetPool, SupervisorHandle,
+};
+use ccs_actors::{SharedClock, SystemClock};
+
+use crate::config::{Config, Paths};
+use crate::oauth::HttpRefresher;
+use crate::proxy::{self, Ctx};
+use crate::store::{account_key, SledStore};
+
+/// How long in-flight responses may take to finish when the daemon stops.
+pub const GRACE: Duration = Duration::from_secs(10);
+/// How often idle session bindings are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(300);
+
+/// Loads every account, pool and binding from the store into a new supervisor.
+async fn load(store: &Arc<SledStore>, sup: &SupervisorHandle) -> Result<()> {
+    for a in store.accounts()? {
+        let id = account_key(&a.email);
+        let initial = match (a.dead, store.token(&id)?) {
+            (false, Some(t)) => Initial::Token(t),
+            _ => Initial::Dead,
+        };
+        sup.add(AddAccount {
+            id: id.as_str().into(),
+            initial,
+            quota: store.quota(&id)?,
+            paused: a.paused,
+            pools: vec![],
+        })
+        .await?;
+    }
+    for (name, members) in store.pools()? {
+        sup.addr()
+            .send(SetPool {
+                name,
+                members: members.iter().map(|m| m.as_str().into()).collect(),
+            })
+            .await?;
+    }
+    for (session, binding) in store.bindings()? {
+        sup.addr().send(RestoreBinding { session, binding }).await?;
+    }
+    Ok(())
+}
+
+/// Runs the daemon on `listener` until `shutdown` completes or the management API asks it
+/// to stop; then lets in-flight responses finish (up to `GRACE`) and flushes the store. Must
+/// run inside an actix system.
+pub async fn serve(
+    config: Config,
+    paths: Paths,
+    listener: TcpListener,
+    clock: SharedClock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    if config.exposes_defaults() {
+        bail!(
+            "refusing to listen on {} with the default client key or management secret: set \
+             cliproxy.auth.api_key and cliproxy.auth.management_secret in {}",
+            config.cliproxy.host,
+            paths.config_file().display()
+        );
+    }
+    let store = Arc::new(SledStore::open(&paths, clock.clone())?);
+    let client = crate::oauth::http_client();
+    let refresher = Arc::new(HttpRefresher {
+        client: client.clone(),
+        token_url: config.oauth.token_url.clone(),
+        client_id: config.oauth.client_id.clone(),
+        clock: clock.clone(),
+        timeout: Duration::from_secs(30),
+    });
+    let deps = Deps {
+        clock: clock.clone(),
+        refresher,
+        store: store.clone(),
+        policy: config.lifecycle_policy(),
+    };
+    let sup = SupervisorHandle::start(deps, config.routing_policy());
+    load(&store, &sup).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let ctx = web::Data::new(Ctx::new(
+        config,
+        paths,
+        store.clone(),
+        sup.clone(),
+        clock,
+        url.clone(),
+    ));
+    let app_ctx = ctx.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_ctx.clone())
+            .configure(proxy::routes)
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(GRACE.as_secs())
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let running = actix_web::rt::spawn(server);
+    tracing::info!(%url, "daemon ready");
+
+    let sweeper_sup = sup.clone();
+    let sweeper = actix_web::rt::spawn(async move {
+        loop {
+            actix_web::rt::time::sleep(SWEEP_EVERY).await;
+            let _ = sweeper_sup.addr().send(ExpireBindings).await;
+        }
+    });
+    let mut asked = ctx.shutdown.subscribe();
+    tokio::select! {
+        _ = shutdown => {},
+        _ = asked.changed() => {},
+    }
+    tracing::info!("stopping: letting in-flight responses finish");
+    handle.stop(true).await;
+    let _ = running.await;
+    sweeper.abort();
+    store.flush()?;
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+/// A daemon running on its own thread, for tests. Stops when dropped.
+pub struct DaemonHandle {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl DaemonHandle {
+    /// Starts a daemon for `paths` on 127.0.0.1, port 0, on `clock` (tests share a manual
+    /// clock with the simulator).
+    pub fn start(paths: Paths, config: Config, clock: SharedClock) -> Result<DaemonHandle> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("ccs-daemon".into())
+            .spawn(move || {
+                actix_web::rt::System::new().block_on(async move {
+                    let _ = ready_tx.send(());
+                    serve(config, paths, listener, clock, async {
+                        let _ = rx.await;
+                    })
+                    .await
+                })
+            })?;
+        let _ = ready_rx.recv();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if healthz(&url).is_some() {
+                return Ok(DaemonHandle {
+                    url,
+                    stop: Some(tx),
+                    thread: Some(thread),
+                });
+            }
+            if thread.is_finished() {
+                let ended = thread
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the daemon thread panicked"))?;
+                return Err(ended
+                    .err()
+                    .unwrap_or_else(|| anyhow::anyhow!("the daemon exited while starting")));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!("the daemon did not answer /healthz within 20 s")
+    }
+
+    /// Stops the daemon gracefully and returns how its run ended.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("the daemon thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for DaemonHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// `GET /healthz` with a short timeout; the pid when a ccs daemon answers.
+pub fn healthz(url: &str) -> Option<u32> {
+    let out = blocking_get(&format!("{url}/healthz"), None).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    (v["status"] == "ok").then(|| v["pid"].as_u64().unwrap_or(0) as u32)
+}
+
+/// A tiny blocking GET over loopback HTTP/1.1, for the CLI's health checks (no runtime needed).
+fn blocking_get(url: &str, bearer: Option<&str>) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| std::io::Error::other("only http:// URLs"))?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let addr: std::net::SocketAddr = host
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("not an address: {host}")))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let auth = bearer
+        .map(|b| format!("Authorization: Bearer {b}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(
+            head.lines().next().unwrap_or("").to_string(),
+        ));
+    }
+    // Bodies from actix-web here are small and sent with a content-length.
+    Ok(body.to_string())
+}
+
+// ---- the background process ----------------------------------------------------------------
+
+/// The URL the configured daemon answers on.
+pub fn configured_url(config: &Config) -> String {
+    format!("http://{}:{}", config.cliproxy.host, config.cliproxy.port)
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn read_pid(paths: &Paths) -> Option<u32> {
+    std::fs::read_to_string(paths.pid_file())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// What is known about the configured daemon.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Running {
+    /// A ccs daemon answers at the configured address.
+    Yes { pid: u32 },
+    /// Nothing answers; a pid file (if any) was stale.
+    No,
+}
+
+pub fn running(paths: &Paths, config: &Config) -> Running {
+    match healthz(&configured_url(config)) {
+        Some(pid) => Running::Yes { pid },
+        None => {
+            if let Some(pid) = read_pid(paths) {
+                if !pid_alive(pid) {
+                    let _ = std::fs::remove_file(paths.pid_file());
+                    let _ = std::fs::remove_file(paths.lock_file());
+                }
+            }
+            Running::No
+        }
+    }
+}
+
+fn bind(config: &Config, paths: &Paths) -> Result<TcpListener> {
+    let addr = (config.cliproxy.host, config.cliproxy.port);
+    TcpListener::bind(addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "port {} on {} is in use by another program: choose another with cliproxy.port in {}",
+                config.cliproxy.port,
+                config.cliproxy.host,
+                paths.config_file().display()
+            )
+        } else {
+            anyhow::anyhow!("cannot listen on {}:{}: {e}", config.cliproxy.host, config.cliproxy.port)
+        }
+    })
+}
+
+/// Logs to `CCS_HOME/cliproxy/logs/ccs.log.<date>` (daily files, seven kept) and stderr.
+fn init_logging(paths: &Paths) -> Result<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::prelude::*;
+    crate::fsutil::private_dir(&paths.logs_dir())?;
+    let appender = tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("ccs.log")
+        .max_log_files(7)
+        .build(paths.logs_dir())
+        .context("cannot open the log folder")?;
+    let (file, guard) = tracing_appender::non_blocking(appender);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("CCS_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(file)
+                .with_ansi(false),
+        )
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init();
+    Ok(guard)
+}
+
+/// `ccs daemon run`: the daemon in the foreground until SIGINT/SIGTERM or a stop request.
+pub fn run_foreground(paths: &Paths, config: Config) -> Result<()> {
+    if let Running::Yes { pid } = running(paths, &config) {
+        bail!(
+            "a ccs daemon (pid {pid}) already runs at {}",
+            configured_url(&config)
+        );
+    }
+    crate::fsutil::private_dir(&paths.cliproxy())?;
+    let listener = bind(&config, paths)?;
+    let _guard = init_logging(paths)?;
+    crate::fsutil::write_private(&paths.pid_file(), std::process::id().to_string().as_bytes())?;
+    crate::fsutil::write_private(
+        &paths.lock_file(),
+        std::process::id().to_string().as_bytes(),
+    )?;
+    let result = actix_web::rt::System::new().block_on(async {
+        let clock: SharedClock = Arc::new(SystemClock);
+        serve(config, paths.clone(), listener, clock, async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return std::future::pending().await,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+        })
+        .await
+    });
+    let _ = std::fs::remove_file(paths.pid_file());
+    let _ = std::fs::remove_file(paths.lock_file());
+    result
+}
+
+/// `ccs cliproxy start`: starts the daemon in the background unless one runs; returns its URL
+/// and whether it was already running.
+pub fn start_background(paths: &Paths, config: &Config) -> Result<(String, bool)> {
+    let url = configured_url(config);
+    if let Running::Yes { .. } = running(paths, config) {
+        return Ok((url, true));
+    }
+    // Fail early, with the config key, when the port is taken by something else.
+    drop(bind(config, paths)?);
+    crate::fsutil::private_dir(&paths.logs_dir())?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.logs_dir().join("daemon.out"))?;
+    let exe = std::env::current_exe().context("cannot find the ccs executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["daemon", "run"])
+        .env("CCS_HOME", &paths.home)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().context("cannot start the daemon")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if healthz(&url).is_some() {
+            return Ok((url, false));
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the daemon exited while starting ({status}); see {}",
+                paths.logs_dir().join("daemon.out").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bail!(
+        "the daemon did not answer within 20 s; see {}",
+        paths.logs_dir().join("daemon.out").display()
+    )
+}
+
+/// `ccs cliproxy stop`: asks the daemon to stop and waits for it; false when none ran.
+pub fn stop_background(paths: &Paths, config: &Config) -> Result<bool> {
+    let Running::Yes { pid } = running(paths, config) else {
+        return Ok(false);
+    };
+    let url = configured_url(config);
+    let client = crate::client::Client::new(&url, &config.cliproxy.auth.management_secret);
+    if client
+        .post("/v0/management/shutdown", &serde_json::json!({}))
+        .is_err()
+    {
+        // The API refused (wrong secret?): fall back to the signal.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let deadline = Instant::now() + GRACE + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if !pid_alive(pid) && healthz(&url).is_none() {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!(
+        "the daemon (pid {pid}) did not stop within {} s",
+        (GRACE + Duration::from_secs(5)).as_secs()
+    )
+}
+
+/// The daemon's log folder, for messages.
+pub fn log_dir(paths: &Paths) -> PathBuf {
+    paths.logs_dir()
+}

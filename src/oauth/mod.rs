@@ -1,0 +1,262 @@
+//! Talking to the OAuth authority: the token response, the refresh client the account actors
+//! use, and the profile and usage endpoints (reference/anthropic-wire.md §1, §3).
+//!
+//! The token endpoint takes JSON, not form encoding, so token calls are made here with reqwest
+//! rather than through the oauth2 crate's form client. Must not: log a token, or call a failure
+//! fatal unless the authority said the grant is gone.
+
+use std::time::Duration;
+
+use ccs_actors::lifecycle::Failure;
+use ccs_actors::ports::{BoxFuture, Refresher};
+use ccs_actors::{Secret, SharedClock, Timestamp, Token};
+use serde::Deserialize;
+use serde_json::json;
+
+/// The authority's answer to a code exchange or a refresh.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Absent means: keep the refresh token you have.
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<u64>,
+    #[serde(default)]
+    pub account: Option<TokenAccount>,
+    #[serde(default)]
+    pub organization: Option<TokenOrganization>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct TokenAccount {
+    pub uuid: Option<String>,
+    pub email_address: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct TokenOrganization {
+    pub uuid: Option<String>,
+    pub name: Option<String>,
+}
+
+impl TokenResponse {
+    /// The token, with `previous_refresh` kept when the response carries none, and an expiry
+    /// of one hour when it names none.
+    pub fn token(&self, now: Timestamp, previous_refresh: Option<&Secret>) -> Option<Token> {
+        let refresh = match (&self.refresh_token, previous_refresh) {
+            (Some(r), _) if !r.is_empty() => Secret::new(r.clone()),
+            (_, Some(prev)) => prev.clone(),
+            _ => return None,
+        };
+        Some(Token {
+            access: Secret::new(self.access_token.clone()),
+            refresh,
+            expires_at: now.plus(Duration::from_secs(self.expires_in.unwrap_or(3600))),
+        })
+    }
+
+    pub fn email(&self) -> Option<&str> {
+        self.account.as_ref()?.email_address.as_deref()
+    }
+}
+
+/// Builds the HTTP client every outbound call uses: rustls, pooled connections, no redirects.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Classifies a failed refresh: the grant is gone only on `invalid_grant` or 401.
+pub fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> Failure {
+    let invalid_grant = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("error")
+                .and_then(|e| e.as_str())
+                .map(|e| e == "invalid_grant")
+        })
+        .unwrap_or(false);
+    if status == 401 || (status == 400 && invalid_grant) {
+        Failure::Fatal
+    } else {
+        Failure::Transient { retry_after }
+    }
+}
+
+/// The refresher the daemon's account actors use.
+pub struct HttpRefresher {
+    pub client: reqwest::Client,
+    pub token_url: String,
+    pub client_id: String,
+    pub clock: SharedClock,
+    /// Longest wait for the token endpoint before the attempt counts as a transient failure.
+    pub timeout: Duration,
+}
+
+impl Refresher for HttpRefresher {
+    fn refresh(&self, account: &str, refresh_token: &Secret) -> BoxFuture<Result<Token, Failure>> {
+        let req = self
+            .client
+            .post(&self.token_url)
+            .timeout(self.timeout)
+            .json(&json!({
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token.expose(),
+                "client_id": self.client_id,
+            }));
+        let clock = self.clock.clone();
+        let previous = refresh_token.clone();
+        let account = account.to_string();
+        Box::pin(async move {
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(account, error = %e, "token endpoint unreachable");
+                    return Err(Failure::Transient { retry_after: None });
+                }
+            };
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = resp.text().await.unwrap_or_default();
+            if !(200..300).contains(&status) {
+                let failure = classify(status, &body, retry_after);
+                tracing::warn!(account, status, ?failure, "refresh refused");
+                return Err(failure);
+            }
+            let parsed: TokenResponse = serde_json::from_str(&body)
+                .map_err(|_| Failure::Transient { retry_after: None })?;
+            parsed
+                .token(ccs_actors::Clock::now(&*clock), Some(&previous))
+                .ok_or(Failure::Transient { retry_after: None })
+        })
+    }
+}
+
+/// What the profile endpoint tells us about an account.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub email: Option<String>,
+    pub account_uuid: Option<String>,
+    pub organization_uuid: Option<String>,
+    pub organization_name: Option<String>,
+    /// Pro / Max / Team.
+    pub plan: Option<String>,
+}
+
+pub async fn fetch_profile(
+    client: &reqwest::Client,
+    url: &str,
+    access: &Secret,
+) -> Result<Profile, String> {
+    let resp = client
+        .get(url)
+        .bearer_auth(access.expose())
+        .header("anthropic-beta", crate::proxy::OAUTH_BETA)
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .map_err(|e| format!("profile endpoint unreachable: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("profile endpoint answered {}", resp.status()));
+    }
+    let v: serde_json::Value = resp.json().await.map_err(|e| format!("profile: {e}"))?;
+    let s = |p: &str| v.pointer(p).and_then(|x| x.as_str()).map(str::to_string);
+    let plan = match v
+        .pointer("/organization/organization_type")
+        .and_then(|x| x.as_str())
+    {
+        Some(t) if t.contains("max") => Some("Max".to_string()),
+        Some(t) if t.contains("pro") => Some("Pro".to_string()),
+        Some(t) if t.contains("team") => Some("Team".to_string()),
+        Some(t) if t.contains("enterprise") => Some("Enterprise".to_string()),
+        _ if v
+            .pointer("/account/has_claude_max")
+            .and_then(|x| x.as_bool())
+            == Some(true) =>
+        {
+            Some("Max".into())
+        }
+        _ if v
+            .pointer("/account/has_claude_pro")
+            .and_then(|x| x.as_bool())
+            == Some(true) =>
+        {
+            Some("Pro".into())
+        }
+        _ => None,
+    };
+    Ok(Profile {
+        email: s("/account/email").or_else(|| s("/account/email_address")),
+        account_uuid: s("/account/uuid"),
+        organization_uuid: s("/organization/uuid"),
+        organization_name: s("/organization/name"),
+        plan,
+    })
+}
+
+pub async fn fetch_usage(
+    client: &reqwest::Client,
+    url: &str,
+    access: &Secret,
+) -> Result<ccs_actors::quota::UsageBody, String> {
+    let resp = client
+        .get(url)
+        .bearer_auth(access.expose())
+        .header("anthropic-beta", crate::proxy::OAUTH_BETA)
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .map_err(|e| format!("usage endpoint unreachable: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("usage endpoint answered {}", resp.status()));
+    }
+    resp.json().await.map_err(|e| format!("usage: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_invalid_grant_and_401_are_fatal() {
+        assert_eq!(
+            classify(400, r#"{"error":"invalid_grant"}"#, None),
+            Failure::Fatal
+        );
+        assert_eq!(classify(401, "", None), Failure::Fatal);
+        assert_eq!(
+            classify(400, r#"{"error":"invalid_request"}"#, None),
+            Failure::Transient { retry_after: None }
+        );
+        let ra = Some(Duration::from_secs(7));
+        assert_eq!(
+            classify(429, "", ra),
+            Failure::Transient { retry_after: ra }
+        );
+        assert_eq!(
+            classify(503, "<html>", None),
+            Failure::Transient { retry_after: None }
+        );
+    }
+
+    #[test]
+    fn a_response_without_refresh_token_keeps_the_old_one() {
+        let r: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"a2","expires_in":60}"#).unwrap();
+        let t = r
+            .token(Timestamp::from_secs(100), Some(&Secret::new("r1")))
+            .unwrap();
+        assert_eq!(t.refresh.expose(), "r1");
+        assert_eq!(t.expires_at, Timestamp::from_secs(160));
+        assert!(r.token(Timestamp::from_secs(100), None).is_none());
+    }
+}

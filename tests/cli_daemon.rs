@@ -1,0 +1,213 @@
+//! The daemon as a person runs it: the real `ccs` binary starting, finding, restarting and
+//! stopping the background process in a temporary CCS_HOME, against the simulator.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn ask_pool(url: &str, pool: &str) -> reqwest::Response {
+    http()
+        .post(format!("{url}/v1/messages"))
+        .bearer_auth(CLIENT_KEY)
+        .header("x-ccs-pool", pool)
+        .json(&json!({"model":"claude-sonnet-4-5","max_tokens":1,"messages":[]}))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn account<'a>(list: &'a Value, email: &str) -> &'a Value {
+    list["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["email"] == email)
+        .unwrap()
+}
+
+#[test]
+fn restart_keeps_bindings_and_cooldowns() {
+    let sim = sim(
+        &scenario(&[
+            ("a@example.com", 10),
+            ("b@example.com", 10),
+            ("c@example.com", 0),
+        ]),
+        false,
+    );
+    let port = free_port();
+    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
+    let _stop = StopOnDrop(paths.home.clone());
+    let url = format!("http://127.0.0.1:{port}");
+
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&url), "{out}");
+    let (code, out, _) = ccs(&paths.home, &["cliproxy", "start"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("already runs"), "{out}");
+
+    let rt = rt();
+    let (c_cooldown, rejected_before) = rt.block_on(async {
+        for who in ["a@example.com", "b@example.com", "c@example.com"] {
+            add_account(&sim.url(), &url, who).await;
+        }
+        // c alone in a pool, with no budget: one 429 benches it.
+        manage(
+            &url,
+            Method::PUT,
+            "/pools/p3",
+            Some(json!({"accounts": ["c"]})),
+        )
+        .await;
+        let r = ask_pool(&url, "p3").await;
+        assert_eq!(r.status(), 429);
+        // Session s goes to b while a is paused, then a is back for new sessions.
+        manage(&url, Method::POST, "/accounts/a/pause", None).await;
+        assert_eq!(
+            served_by(ask(&url, Some("s"), false).await).await,
+            "b@example.com"
+        );
+        manage(&url, Method::POST, "/accounts/a/resume", None).await;
+        assert_eq!(
+            served_by(ask(&url, Some("t"), false).await).await,
+            "a@example.com"
+        );
+        let (_, list) = manage(&url, Method::GET, "/accounts", None).await;
+        let cooldown = account(&list, "c@example.com")["cooldown_until"].clone();
+        assert!(cooldown.is_string(), "{list}");
+        let c: Value = http()
+            .get(format!("{}/sim/counters", sim.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (cooldown, c["c@example.com"]["messages_rejected"].clone())
+    });
+
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "restart"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    rt.block_on(async {
+        let (_, list) = manage(&url, Method::GET, "/accounts", None).await;
+        assert_eq!(
+            account(&list, "c@example.com")["cooldown_until"],
+            c_cooldown,
+            "cooldown kept"
+        );
+        assert_eq!(account(&list, "a@example.com")["state"], "fresh");
+        assert_eq!(
+            served_by(ask(&url, Some("s"), false).await).await,
+            "b@example.com",
+            "binding kept"
+        );
+        assert_eq!(
+            served_by(ask(&url, Some("t"), false).await).await,
+            "a@example.com"
+        );
+        assert_eq!(
+            served_by(ask(&url, Some("new"), false).await).await,
+            "a@example.com"
+        );
+        let r = ask_pool(&url, "p3").await;
+        assert_eq!(r.status(), 429, "c is still benched");
+        let c: Value = http()
+            .get(format!("{}/sim/counters", sim.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            c["c@example.com"]["messages_rejected"], rejected_before,
+            "benched without asking upstream"
+        );
+    });
+
+    let (code, out, _) = ccs(&paths.home, &["cliproxy", "status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("running at"), "{out}");
+    assert!(
+        out.contains("3 fresh") || out.contains("3 (3 fresh)"),
+        "{out}"
+    );
+    let (_, out, _) = ccs(&paths.home, &["cliproxy", "status", "--json"]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["accounts"], 3);
+    assert_eq!(v["requests_last_hour"], 3, "served since the restart");
+
+    let (code, out, _) = ccs(&paths.home, &["cliproxy", "stop"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("stopped"), "{out}");
+    assert!(!paths.pid_file().exists());
+    let (_, out, _) = ccs(&paths.home, &["cliproxy", "status"]);
+    assert!(out.contains("not running"), "{out}");
+}
+
+#[test]
+fn a_stale_pid_file_is_recovered() {
+    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
+    let port = free_port();
+    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
+    let _stop = StopOnDrop(paths.home.clone());
+    std::fs::create_dir_all(paths.cliproxy()).unwrap();
+    std::fs::write(paths.pid_file(), "999999").unwrap();
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pid: u32 = std::fs::read_to_string(paths.pid_file())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(pid, 999_999);
+    let log_dir = paths.logs_dir();
+    assert!(
+        std::fs::read_dir(&log_dir).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("ccs.log")),
+        "logs in {log_dir:?}"
+    );
+}
+
+#[test]
+fn a_port_taken_by_another_program_is_named_with_the_key_to_change() {
+    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
+    let _stop = StopOnDrop(paths.home.clone());
+    let (code, _out, err) = ccs(&paths.home, &["cliproxy", "start"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("port {port}")) && err.contains("cliproxy.port"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_daemon_refuses_a_public_bind_with_default_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!("cliproxy:\n  host: 0.0.0.0\n  port: {}\n", free_port()),
+    )
+    .unwrap();
+    let (code, _out, err) = ccs(dir.path(), &["daemon", "run"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("refusing to listen on 0.0.0.0"), "{err}");
+}

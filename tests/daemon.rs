@@ -1,0 +1,654 @@
+//! The daemon and the simulator on 127.0.0.1 with a temporary CCS_HOME: the proxy endpoint,
+//! failover, quota learning, the management API, and real clients through it.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ccs::daemon::DaemonHandle;
+use ccs_actors::SharedClock;
+use common::*;
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+struct Rig {
+    sim: ccs::sim::SimHandle,
+    daemon: DaemonHandle,
+    _home: tempfile::TempDir,
+    paths: ccs::config::Paths,
+}
+
+/// A simulator on a manual clock and a daemon sharing it, with `accounts` logged in.
+async fn rig(accounts: &[(&str, u64)]) -> Rig {
+    let sim = sim(&scenario(accounts), true);
+    let clock: SharedClock = Arc::new(sim.clock.clone().expect("manual clock"));
+    let (home, paths, config) = home_for(&sim.url());
+    let daemon = tokio::task::block_in_place(|| DaemonHandle::start(paths.clone(), config, clock))
+        .expect("daemon");
+    for (email, _) in accounts {
+        add_account(&sim.url(), &daemon.url, email).await;
+    }
+    wait_fresh(&daemon.url, accounts.len()).await;
+    Rig {
+        sim,
+        daemon,
+        _home: home,
+        paths,
+    }
+}
+
+async fn accounts(url: &str) -> Vec<Value> {
+    let (s, v) = manage(url, Method::GET, "/accounts", None).await;
+    assert_eq!(s, 200, "{v}");
+    v["accounts"].as_array().cloned().unwrap_or_default()
+}
+
+async fn wait_fresh(url: &str, n: usize) {
+    for _ in 0..400 {
+        let a = accounts(url).await;
+        if a.len() == n && a.iter().all(|a| a["state"] == "fresh") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("accounts never all fresh: {:?}", accounts(url).await);
+}
+
+async fn counters(sim: &str) -> Value {
+    http()
+        .get(format!("{sim}/sim/counters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn fault(sim: &str, spec: Value) {
+    assert_eq!(
+        http()
+            .post(format!("{sim}/sim/faults"))
+            .json(&spec)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+fn advance(rig: &Rig, secs: u64) {
+    rig.sim
+        .clock
+        .as_ref()
+        .unwrap()
+        .advance(Duration::from_secs(secs));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_moves_the_conversation_and_all_limited_says_when() {
+    let r = rig(&[
+        ("a@example.com", 3),
+        ("b@example.com", 3),
+        ("c@example.com", 3),
+    ])
+    .await;
+    let url = &r.daemon.url;
+    let mut served = Vec::new();
+    for _ in 0..6 {
+        served.push(served_by(ask(url, Some("conv-1"), false).await).await);
+    }
+    assert_eq!(
+        served,
+        [
+            "a@example.com",
+            "a@example.com",
+            "a@example.com",
+            "b@example.com",
+            "b@example.com",
+            "b@example.com"
+        ]
+    );
+    let (_, ev) = manage(url, Method::GET, "/events", None).await;
+    let events = ev["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{ev}");
+    assert_eq!(
+        (
+            events[0]["session"].as_str(),
+            events[0]["from"].as_str(),
+            events[0]["to"].as_str(),
+            events[0]["reason"].as_str()
+        ),
+        (
+            Some("conv-1"),
+            Some("a@example.com"),
+            Some("b@example.com"),
+            Some("limited")
+        )
+    );
+
+    // A session started after the hop goes to b, a is benched.
+    assert_eq!(
+        served_by(ask(url, Some("conv-2"), false).await).await,
+        "c@example.com",
+        "b is exhausted now, c is next"
+    );
+    for _ in 0..2 {
+        served_by(ask(url, Some("conv-2"), false).await).await;
+    }
+    // Every budget spent: a 429 that says when the first account resets.
+    let resp = ask(url, Some("conv-3"), false).await;
+    assert_eq!(resp.status(), 429);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        retry,
+        5 * 3600,
+        "a's window started at its first request, on the shared clock"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("all 3 accounts"),
+        "{body}"
+    );
+
+    advance(&r, 5 * 3600);
+    assert_eq!(
+        served_by(ask(url, Some("conv-4"), false).await).await,
+        "a@example.com",
+        "a serves again after its reset"
+    );
+    let c = counters(&r.sim.url()).await;
+    assert_eq!(c["a@example.com"]["messages_ok"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_session_after_the_hop_goes_to_account_two() {
+    let r = rig(&[
+        ("a@example.com", 3),
+        ("b@example.com", 10),
+        ("c@example.com", 10),
+    ])
+    .await;
+    let url = &r.daemon.url;
+    for _ in 0..4 {
+        served_by(ask(url, Some("first"), false).await).await;
+    }
+    assert_eq!(
+        served_by(ask(url, Some("second"), false).await).await,
+        "b@example.com"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_forces_one_refresh_and_succeeds_on_the_same_account() {
+    let r = rig(&[("a@example.com", 10), ("b@example.com", 10)]).await;
+    fault(
+        &r.sim.url(),
+        json!({"kind": "status_401", "account": "a@example.com", "count": 1}),
+    )
+    .await;
+    assert_eq!(
+        served_by(ask(&r.daemon.url, Some("s"), false).await).await,
+        "a@example.com"
+    );
+    let c = counters(&r.sim.url()).await;
+    assert_eq!(c["a@example.com"]["refresh_calls"], 1);
+    assert_eq!(c["a@example.com"]["refresh_replays"], 0);
+    assert_eq!(c["b@example.com"]["messages_ok"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_grant_goes_dead_and_is_routed_around() {
+    let r = rig(&[("a@example.com", 10), ("b@example.com", 10)]).await;
+    let sim = r.sim.url();
+    assert_eq!(
+        http()
+            .post(format!("{sim}/sim/users/a@example.com/revoke"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        served_by(ask(&r.daemon.url, Some("s"), false).await).await,
+        "b@example.com"
+    );
+    let list = accounts(&r.daemon.url).await;
+    let a = list.iter().find(|a| a["email"] == "a@example.com").unwrap();
+    assert_eq!(a["state"], "dead");
+    assert!(
+        a["fix"].as_str().unwrap().contains("ccs claude --auth"),
+        "{a}"
+    );
+    let (_, status) = manage(&r.daemon.url, Method::GET, "/status", None).await;
+    assert_eq!(status["by_state"]["dead"], 1);
+    // Dead accounts get no traffic.
+    for _ in 0..3 {
+        assert_eq!(
+            served_by(ask(&r.daemon.url, None, false).await).await,
+            "b@example.com"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_529_reaches_the_client_and_benches_nobody() {
+    let r = rig(&[("a@example.com", 10), ("b@example.com", 10)]).await;
+    fault(&r.sim.url(), json!({"kind": "status_529", "count": 1})).await;
+    let resp = ask(&r.daemon.url, Some("s"), false).await;
+    assert_eq!(resp.status(), 529);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "overloaded_error");
+    assert_eq!(
+        served_by(ask(&r.daemon.url, Some("s"), false).await).await,
+        "a@example.com"
+    );
+    let list = accounts(&r.daemon.url).await;
+    assert!(
+        list.iter().all(|a| a["cooldown_until"].is_null()),
+        "{list:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_mid_stream_reaches_the_client_as_an_error_event() {
+    let r = rig(&[("a@example.com", 10)]).await;
+    fault(
+        &r.sim.url(),
+        json!({"kind": "close_mid_stream", "after_events": 3, "count": 1}),
+    )
+    .await;
+    let resp = ask(&r.daemon.url, Some("s"), true).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap_or_default();
+    assert!(text.contains("event: message_start"), "{text}");
+    assert!(text.contains("event: error"), "{text}");
+    assert!(!text.contains("message_stop"), "{text}");
+    let next = ask(&r.daemon.url, Some("s"), true).await;
+    assert_eq!(next.status(), 200);
+    assert!(next.text().await.unwrap().contains("event: message_stop"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_reset_before_headers_moves_to_the_next_account() {
+    let r = rig(&[("a@example.com", 10), ("b@example.com", 10)]).await;
+    fault(
+        &r.sim.url(),
+        json!({"kind": "close_before_headers", "account": "a@example.com", "count": 1}),
+    )
+    .await;
+    assert_eq!(
+        served_by(ask(&r.daemon.url, Some("s"), false).await).await,
+        "b@example.com"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_event_arrives_while_the_upstream_is_still_sending() {
+    let r = rig(&[("a@example.com", 10)]).await;
+    fault(
+        &r.sim.url(),
+        json!({"kind": "event_latency", "ms": 150, "count": 1}),
+    )
+    .await;
+    let resp = ask(&r.daemon.url, Some("s"), true).await;
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.expect("a first chunk").unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("event: message_start"));
+    let after_first = Instant::now();
+    let mut rest = Vec::new();
+    while let Some(c) = body.next().await {
+        rest.extend_from_slice(&c.unwrap());
+    }
+    // Nine more events, each 150 ms apart upstream, were still to come.
+    assert!(
+        after_first.elapsed() >= Duration::from_millis(9 * 150),
+        "the first event was held back"
+    );
+    assert!(String::from_utf8_lossy(&rest).contains("message_stop"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_megabyte_body_passes_unchanged() {
+    use sha2::{Digest, Sha256};
+    let r = rig(&[("a@example.com", 10)]).await;
+    let body = serde_json::to_vec(&json!({"model":"claude-sonnet-4-5","max_tokens":1,"messages":[{"role":"user","content":"é".repeat(5 << 20)}]})).unwrap();
+    assert!(body.len() >= 10 << 20);
+    let want: String = Sha256::digest(&body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let resp = http()
+        .post(format!("{}/v1/messages", r.daemon.url))
+        .header("x-api-key", CLIENT_KEY)
+        .header("x-sim-echo-sha256", "1")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-sim-body-sha256"].to_str().unwrap(), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_answers_probes_refuses_bad_keys_and_bad_bodies() {
+    let r = rig(&[("a@example.com", 10)]).await;
+    let url = &r.daemon.url;
+    assert_eq!(
+        http()
+            .head(format!("{url}/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http()
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let nf = http()
+        .get(format!("{url}/v2/whatever"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nf.status(), 404);
+    assert_eq!(
+        nf.json::<Value>().await.unwrap()["error"]["type"],
+        "not_found_error"
+    );
+
+    let bad = http()
+        .post(format!("{url}/v1/messages"))
+        .bearer_auth("wrong")
+        .json(&json!({"model":"m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    assert_eq!(
+        bad.json::<Value>().await.unwrap()["error"]["type"],
+        "authentication_error"
+    );
+    assert_eq!(
+        counters(&r.sim.url()).await["a@example.com"]["messages_ok"],
+        0,
+        "never forwarded"
+    );
+
+    let garbage = http()
+        .post(format!("{url}/v1/messages"))
+        .bearer_auth(CLIENT_KEY)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+    let msg = garbage.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("not valid JSON"), "{msg}");
+
+    let models = http()
+        .get(format!("{url}/v1/models"))
+        .header("x-api-key", CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
+    assert!(
+        models.json::<Value>().await.unwrap()["data"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 3
+    );
+    // The daemon survived all of it.
+    assert_eq!(
+        served_by(ask(url, None, false).await).await,
+        "a@example.com"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_get_a_clear_413() {
+    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
+    let (_home, paths, mut config) = home_for(&sim.url());
+    config.cliproxy.body_limit = ccs::config::Size(1 << 20);
+    let clock: SharedClock = Arc::new(ccs_actors::SystemClock);
+    let daemon = tokio::task::block_in_place(|| DaemonHandle::start(paths, config, clock)).unwrap();
+    let resp = http()
+        .post(format!("{}/v1/messages", daemon.url))
+        .bearer_auth(CLIENT_KEY)
+        .body(vec![b'x'; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cliproxy.body_limit"),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_needs_the_secret_and_locks_out_after_five_failures() {
+    let r = rig(&[("a@example.com", 10)]).await;
+    let url = &r.daemon.url;
+    let anon = http()
+        .get(format!("{url}/v0/management/accounts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+    for _ in 0..4 {
+        let s = http()
+            .get(format!("{url}/v0/management/accounts"))
+            .header("x-management-key", "nope")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(s.status(), 401);
+    }
+    // Five failures so far (the anonymous one counts): now even the right secret is refused.
+    let locked = http()
+        .get(format!("{url}/v0/management/accounts"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(locked.status(), 429);
+    assert!(locked.text().await.unwrap().contains("locked out"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_secret_is_refused_on_a_non_loopback_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = ccs::config::Paths::at(dir.path());
+    let config = ccs::config::Config::parse(
+        "cliproxy:\n  host: 0.0.0.0\n",
+        std::path::Path::new("c.yaml"),
+    )
+    .unwrap();
+    let clock: SharedClock = Arc::new(ccs_actors::SystemClock);
+    let err = tokio::task::block_in_place(|| DaemonHandle::start(paths, config, clock))
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("refusing to listen on 0.0.0.0"), "{msg}");
+    assert!(msg.contains("cliproxy.auth.management_secret"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_manages_accounts_and_pools() {
+    let r = rig(&[("a@example.com", 10), ("b@example.com", 10)]).await;
+    let url = &r.daemon.url;
+    // Pause takes an account out at once; resume brings it back.
+    assert_eq!(
+        manage(url, Method::POST, "/accounts/a/pause", None).await.0,
+        200
+    );
+    assert_eq!(
+        served_by(ask(url, None, false).await).await,
+        "b@example.com"
+    );
+    assert_eq!(
+        manage(url, Method::POST, "/accounts/a@example.com/resume", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        served_by(ask(url, None, false).await).await,
+        "a@example.com"
+    );
+    // Drain order.
+    let (s, _) = manage(
+        url,
+        Method::PUT,
+        "/pools/claude",
+        Some(json!({"accounts": ["b", "a"]})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        served_by(ask(url, Some("new"), false).await).await,
+        "b@example.com"
+    );
+    // A named pool routes only to its members.
+    manage(
+        url,
+        Method::PUT,
+        "/pools/solo",
+        Some(json!({"accounts": ["a"]})),
+    )
+    .await;
+    let resp = http()
+        .post(format!("{url}/v1/messages"))
+        .bearer_auth(CLIENT_KEY)
+        .header("x-ccs-pool", "solo")
+        .json(&json!({"model":"m","max_tokens":1,"messages":[]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served_by(resp).await, "a@example.com");
+    // Rename with collision, unknown account lists the known ones.
+    let (s, v) = manage(
+        url,
+        Method::POST,
+        "/accounts/a/rename",
+        Some(json!({"nickname": "b"})),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    let (s, v) = manage(url, Method::POST, "/accounts/zed/pause", None).await;
+    assert_eq!(s, 404);
+    assert!(
+        v["error"].as_str().unwrap().contains("a (a@example.com)"),
+        "{v}"
+    );
+    // A forced refresh rotates the token at the authority.
+    let (s, _) = manage(url, Method::POST, "/accounts/a/refresh", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        counters(&r.sim.url()).await["a@example.com"]["refresh_ok"],
+        1
+    );
+    // Logging the same account in again refreshes it, no duplicate.
+    let again = add_account(&r.sim.url(), url, "a@example.com").await;
+    assert_eq!(again["created"], false);
+    assert_eq!(accounts(url).await.len(), 2);
+    // Removal.
+    assert_eq!(
+        manage(url, Method::DELETE, "/accounts/b", None).await.0,
+        200
+    );
+    assert_eq!(accounts(url).await.len(), 1);
+    assert!(!r
+        .paths
+        .auth_dir()
+        .join("claude-b@example.com.json")
+        .exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_polled_on_demand_and_cached() {
+    let r = rig(&[("a@example.com", 10)]).await;
+    let url = &r.daemon.url;
+    served_by(ask(url, None, false).await).await;
+    let (s, v) = manage(url, Method::GET, "/quota?max_age=60", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        (v["accounts"][0]["five_hour"]["utilization"]
+            .as_f64()
+            .unwrap()
+            - 0.1)
+            .abs()
+            < 1e-6,
+        "{v}"
+    );
+    manage(url, Method::GET, "/quota?max_age=0", None).await;
+    assert_eq!(
+        counters(&r.sim.url()).await["a@example.com"]["usage_calls"],
+        1,
+        "cached for 30 s at least"
+    );
+}
+
+#[test]
+fn the_python_sdk_works_through_the_proxy_with_either_key_header() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt.block_on(rig(&[("a@example.com", 20)]));
+    let url = r.daemon.url.clone();
+    for flag in ["--auth-token", "--api-key"] {
+        let out = run_python("sdk_check.py", &["smoke", &url, flag, CLIENT_KEY]);
+        assert!(
+            out["create"]
+                .as_str()
+                .unwrap()
+                .starts_with("Served by a@example.com."),
+            "{flag}: {out}"
+        );
+        assert!(
+            out["stream"]
+                .as_str()
+                .unwrap()
+                .starts_with("Served by a@example.com."),
+            "{flag}: {out}"
+        );
+        assert!(out["count"].as_u64().unwrap() > 0);
+    }
+    let out = run_python(
+        "sdk_check.py",
+        &["errors", &url, "--bad-token", "not-the-key"],
+    );
+    assert_eq!(out["auth"], "AuthenticationError", "{out}");
+    drop(r);
+}
