@@ -1,6 +1,6 @@
-//! Load benchmark: a small load generator on reqwest against the simulator on loopback.
-//! `cargo bench --bench load` (release build). Prints throughput and latency percentiles per
-//! concurrency level. The proxy rows join this table when the daemon lands.
+//! Load benchmark: a small load generator on reqwest, calling the simulator directly and
+//! through the ccs daemon, in the same run. `cargo bench --bench load` (release build). Prints
+//! throughput and latency percentiles per concurrency level, direct vs proxied.
 //!
 //! Two cores are shared by the load generator and the server: the figures are a floor for
 //! the server, not its ceiling.
@@ -117,6 +117,23 @@ async fn run(
     }
 }
 
+fn row(name: &str, d: &Stats, p: &Stats) {
+    let ms = |x: Duration| x.as_secs_f64() * 1e3;
+    println!(
+        "{:<38} {:>9.0} {:>9.0} {:>6.2}  {:>8.3} {:>8.3} {:>+7.3}  {:>8.3} {:>8.3} {:>+7.3}",
+        name,
+        d.rps(),
+        p.rps(),
+        p.rps() / d.rps(),
+        ms(d.pct(0.5)),
+        ms(p.pct(0.5)),
+        ms(p.pct(0.5)) - ms(d.pct(0.5)),
+        ms(d.pct(0.99)),
+        ms(p.pct(0.99)),
+        ms(p.pct(0.99)) - ms(d.pct(0.99)),
+    );
+}
+
 fn main() {
     let scenario = Scenario {
         users: vec![User {
@@ -128,6 +145,19 @@ fn main() {
     };
     let sim = SimHandle::start(&scenario, 0, false, 1).expect("simulator");
     let base = sim.url();
+    let home = tempfile::tempdir().expect("temp dir");
+    let paths = ccs::config::Paths::at(home.path());
+    let yaml = format!(
+        "cliproxy:\n  auth:\n    api_key: bench-key\n    management_secret: bench-secret\nupstream:\n  api_base: {base}\noauth:\n  token_url: {base}/v1/oauth/token\n"
+    );
+    std::fs::write(paths.config_file(), yaml).unwrap();
+    let config = ccs::config::Config::load(&paths).unwrap();
+    let daemon = ccs::daemon::DaemonHandle::start(
+        paths,
+        config,
+        std::sync::Arc::new(ccs_actors::SystemClock),
+    )
+    .expect("daemon");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -141,21 +171,31 @@ fn main() {
             .build()
             .unwrap();
         let token = login(&client, &base).await;
+        let tokens = serde_json::json!({"access_token": token, "refresh_token": "sk-ant-ort01-unused", "expires_in": 28800, "account": {"email_address": "bench@example.com"}});
+        let r = client
+            .post(format!("{}/v0/management/accounts", daemon.url))
+            .bearer_auth("bench-secret")
+            .json(&serde_json::json!({"token_response": tokens}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
         let small = Arc::new(br#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#.to_vec());
-        let url = format!("{base}/v1/messages");
-        run(&client, &url, &token, 4, 400, small.clone()).await; // warm-up
-        println!("{:<44} {:>10} {:>10} {:>10}", "simulator, direct", "req/s", "p50 ms", "p99 ms");
+        let direct = format!("{base}/v1/messages");
+        let proxied = format!("{}/v1/messages", daemon.url);
+        run(&client, &direct, &token, 4, 400, small.clone()).await; // warm-up
+        run(&client, &proxied, "bench-key", 4, 400, small.clone()).await;
+        println!(
+            "{:<38} {:>9} {:>9} {:>6}  {:>8} {:>8} {:>7}  {:>8} {:>8} {:>7}",
+            "small non-streaming requests", "direct/s", "proxy/s", "ratio", "p50 dir", "p50 prx", "added", "p99 dir", "p99 prx", "added"
+        );
         for c in [1usize, 16, 64] {
-            let total = if c == 1 { 2_000 } else { 10_000 };
-            let s = run(&client, &url, &token, c, total, small.clone()).await;
-            println!(
-                "{:<44} {:>10.0} {:>10.3} {:>10.3}",
-                format!("small non-streaming, concurrency {c}"),
-                s.rps(),
-                s.pct(0.5).as_secs_f64() * 1e3,
-                s.pct(0.99).as_secs_f64() * 1e3
-            );
+            let total = if c == 1 { 2_000 } else { 8_000 };
+            let d = run(&client, &direct, &token, c, total, small.clone()).await;
+            let p = run(&client, &proxied, "bench-key", c, total, small.clone()).await;
+            row(&format!("concurrency {c}"), &d, &p);
         }
     });
+    daemon.stop().expect("daemon stops");
     sim.stop();
 }
