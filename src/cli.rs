@@ -1,6 +1,6 @@
 //! The command line, as clap definitions only. Behaviour lives in `commands/`.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,6 +19,32 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Claude accounts (log in, list, choose, rename, log out) and Claude Code on the pool.
+    Claude(ClaudeArgs),
+    /// Start Claude Code on a pool (default: claude), passing everything after `--` through.
+    Run {
+        /// The pool to draw from (see `ccs pool list`).
+        target: Option<String>,
+        /// No browser for a first login: paste the code instead.
+        #[arg(long)]
+        headless: bool,
+        /// Start even when every account is limited.
+        #[arg(long)]
+        force: bool,
+        /// Arguments for Claude Code.
+        #[arg(last = true, value_name = "CLAUDE_ARGS")]
+        args: Vec<String>,
+    },
+    /// Pools: which accounts a launch draws from, and in what order.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Everything on the embedded simulator, with nothing set up: three logins, a
+    /// conversation that crosses account 1's limit and continues on account 2.
+    Demo {
+        /// Run the turns through the real Claude Code CLI (when installed).
+        #[arg(long)]
+        claude: bool,
+    },
     /// The local proxy daemon Claude Code talks to: start, stop, restart, status.
     #[command(subcommand)]
     Cliproxy(CliproxyCommand),
@@ -79,6 +105,16 @@ pub enum CliproxyCommand {
     Stop,
     /// Stop, then start again. Accounts, quota windows, cooldowns and sessions carry over.
     Restart,
+    /// Each account's 5-hour and weekly windows, state, cooldown, pool position, and which
+    /// account new sessions go to next.
+    Quota {
+        /// The pool to show (default: claude).
+        #[arg(long)]
+        pool: Option<String>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Whether the daemon runs, its URL, uptime, accounts by state, requests and hops in the
     /// last hour.
     Status {
@@ -93,4 +129,85 @@ pub enum DaemonCommand {
     /// Serve on cliproxy.host:cliproxy.port until SIGINT/SIGTERM. Logs go to
     /// $CCS_HOME/cliproxy/logs/ and stderr.
     Run,
+}
+
+/// `ccs claude …`: with an account flag it manages accounts; otherwise it starts Claude Code on
+/// the pool and passes every argument through (`ccs claude "explain this code"`, `-p`,
+/// `--resume ID`, `--model M`).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  ccs claude --auth                 log in (browser)\n  ccs claude --auth --headless      log in by pasting a code (SSH)\n  ccs claude --auth --add           add another account\n  ccs claude --accounts             list accounts, their state and quota\n  ccs claude --use work             make `work` the default account\n  ccs claude --nickname home --account bob@example.com\n  ccs claude --logout --all --yes\n  ccs claude \"explain this code\"    run Claude Code on the pool"
+)]
+pub struct ClaudeArgs {
+    /// Log an account in (OAuth with PKCE). Opens the browser and listens on 127.0.0.1 for
+    /// the callback (oauth.callback_port, default 54545).
+    #[arg(long)]
+    pub auth: bool,
+    /// With --auth: add another account; the existing ones stay.
+    #[arg(long)]
+    pub add: bool,
+    /// With --auth: no browser; print the address and take the pasted CODE#STATE (or the
+    /// callback address) on stdin. Alone, before any login: same as --auth --headless.
+    #[arg(long)]
+    pub headless: bool,
+    /// List the accounts: default (*), nickname, e-mail, plan, state, 5-hour and weekly use,
+    /// cooldown, position in the pool.
+    #[arg(long)]
+    pub accounts: bool,
+    /// With --accounts: print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+    /// Make this account (nickname or e-mail) the default.
+    #[arg(long = "use", value_name = "ACCOUNT")]
+    pub use_account: Option<String>,
+    /// Rename the default account (or --account) to this nickname.
+    #[arg(long, value_name = "NEW")]
+    pub nickname: Option<String>,
+    /// The account --nickname or --logout acts on (nickname or e-mail).
+    #[arg(long, value_name = "ACCOUNT")]
+    pub account: Option<String>,
+    /// Log out (remove the token and its file): the default account, --account, or --all.
+    #[arg(long)]
+    pub logout: bool,
+    /// With --logout: every account (asks first on a terminal).
+    #[arg(long)]
+    pub all: bool,
+    /// With --logout --all: do not ask.
+    #[arg(long)]
+    pub yes: bool,
+    /// Start Claude Code even when every account is limited (it will show the proxy's 429).
+    #[arg(long)]
+    pub force: bool,
+    /// Arguments for Claude Code, passed through untouched.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CLAUDE_ARGS"
+    )]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Every pool and its members in drain order.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One pool (default: claude) with its accounts' state.
+    Show { name: Option<String> },
+    /// A new pool with these accounts, in this order.
+    Create { name: String, accounts: Vec<String> },
+    /// Add an account at the end of a pool.
+    Add { name: String, account: String },
+    /// Take an account out of a pool (it stays logged in).
+    Remove { name: String, account: String },
+    /// Set the drain order: `ccs pool order claude bob,alice`.
+    Order { name: String, order: String },
+    /// Keep an account logged in and refreshed, but send it no traffic.
+    Pause { account: String },
+    /// Let a paused account take traffic again.
+    Resume { account: String },
+    /// Delete a pool (its accounts stay logged in).
+    Delete { name: String },
 }

@@ -9,11 +9,23 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config { json } => ccs::commands::config::run(json),
+        Command::Claude(args) => ccs::commands::claude(args),
+        Command::Run {
+            target,
+            headless,
+            force,
+            args,
+        } => ccs::commands::run::run(target.as_deref(), &args, headless, force),
+        Command::Pool(p) => ccs::commands::pool::pool(p),
+        Command::Demo { claude } => ccs::commands::demo::demo(claude),
         Command::Cliproxy(c) => match c {
             CliproxyCommand::Start => ccs::commands::cliproxy::start(),
             CliproxyCommand::Stop => ccs::commands::cliproxy::stop(),
             CliproxyCommand::Restart => ccs::commands::cliproxy::restart(),
             CliproxyCommand::Status { json } => ccs::commands::cliproxy::status(json),
+            CliproxyCommand::Quota { pool, json } => {
+                ccs::commands::pool::quota(pool.as_deref(), json)
+            }
         },
         Command::Daemon(DaemonCommand::Run) => ccs::commands::cliproxy::run_foreground(),
         Command::Sim(SimCommand::Serve {

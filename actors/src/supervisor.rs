@@ -400,6 +400,26 @@ impl Handler<Route> for Supervisor {
     }
 }
 
+/// Which account a new session of `pool` would get now, without binding anything.
+#[derive(Message)]
+#[rtype(result = "Option<AccountId>")]
+pub struct Peek {
+    pub pool: String,
+    pub family: Option<String>,
+}
+
+impl Handler<Peek> for Supervisor {
+    type Result = Option<AccountId>;
+
+    fn handle(&mut self, msg: Peek, _ctx: &mut Context<Self>) -> Self::Result {
+        let now = self.deps.clock.now();
+        let pool = self.candidates(&msg.pool, msg.family.as_deref(), now);
+        routing::route(&pool, Some(""), None, &[], &self.policy)
+            .account()
+            .cloned()
+    }
+}
+
 /// Drops idle bindings; the daemon sends it periodically.
 #[derive(Message)]
 #[rtype(result = "usize")]

@@ -1,5 +1,37 @@
 //! One file per command group. Each returns `anyhow::Result` with messages for people.
 
+pub mod accounts;
 pub mod cliproxy;
 pub mod config;
+pub mod demo;
+pub mod pool;
+pub mod run;
 pub mod sim;
+
+use anyhow::Result;
+
+use crate::cli::ClaudeArgs;
+use crate::config::{Config, Paths};
+
+/// `ccs claude …`: account flags manage accounts; anything else launches Claude Code.
+pub fn claude(a: ClaudeArgs) -> Result<()> {
+    let paths = Paths::from_env()?;
+    let config = Config::load(&paths)?;
+    if a.auth {
+        accounts::login(&paths, &config, a.add, a.headless)?;
+        return Ok(());
+    }
+    if a.accounts {
+        return accounts::list(&paths, &config, a.json);
+    }
+    if let Some(who) = &a.use_account {
+        return accounts::use_account(&paths, &config, who);
+    }
+    if let Some(new) = &a.nickname {
+        return accounts::nickname(&paths, &config, new, a.account.as_deref());
+    }
+    if a.logout {
+        return accounts::logout(&paths, &config, a.account.as_deref(), a.all, a.yes);
+    }
+    run::launch_pool(&paths, &config, "claude", &a.args, a.headless, a.force)
+}

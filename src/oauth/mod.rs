@@ -5,6 +5,8 @@
 //! rather than through the oauth2 crate's form client. Must not: log a token, or call a failure
 //! fatal unless the authority said the grant is gone.
 
+pub mod login;
+
 use std::time::Duration;
 
 use ccs_actors::lifecycle::Failure;
@@ -169,6 +171,11 @@ pub async fn fetch_profile(
         return Err(format!("profile endpoint answered {}", resp.status()));
     }
     let v: serde_json::Value = resp.json().await.map_err(|e| format!("profile: {e}"))?;
+    Ok(parse_profile(&v))
+}
+
+/// Reads the profile endpoint's body.
+pub fn parse_profile(v: &serde_json::Value) -> Profile {
     let s = |p: &str| v.pointer(p).and_then(|x| x.as_str()).map(str::to_string);
     let plan = match v
         .pointer("/organization/organization_type")
@@ -194,13 +201,13 @@ pub async fn fetch_profile(
         }
         _ => None,
     };
-    Ok(Profile {
+    Profile {
         email: s("/account/email").or_else(|| s("/account/email_address")),
         account_uuid: s("/account/uuid"),
         organization_uuid: s("/organization/uuid"),
         organization_name: s("/organization/name"),
         plan,
-    })
+    }
 }
 
 pub async fn fetch_usage(

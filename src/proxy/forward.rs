@@ -54,12 +54,26 @@ const DROP_RESPONSE: &[&str] = &[
     "content-length",
 ];
 
-/// Which pool a request draws from: `X-CCS-Pool`, else the default pool.
-fn pool_of(h: &HeaderMap) -> String {
-    h.get("x-ccs-pool")
+/// Which pool a request draws from: the `/pool/NAME` prefix of its path (what `ccs run NAME`
+/// puts in `ANTHROPIC_BASE_URL`), else `X-CCS-Pool`, else the default pool. Returns the pool
+/// and the path to send upstream.
+fn pool_of(req: &HttpRequest) -> (String, String) {
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| req.path().to_string());
+    if let Some(rest) = pq.strip_prefix("/pool/") {
+        if let Some((name, tail)) = rest.split_once('/') {
+            return (name.to_string(), format!("/{tail}"));
+        }
+    }
+    let header = req
+        .headers()
+        .get("x-ccs-pool")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| DEFAULT_POOL.to_string())
+        .map(str::to_string);
+    (header.unwrap_or_else(|| DEFAULT_POOL.to_string()), pq)
 }
 
 #[derive(Deserialize)]
@@ -301,11 +315,7 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
         Ok(b) => b,
         Err(r) => return r,
     };
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| req.path().to_string());
+    let (pool, path_and_query) = pool_of(&req);
     let is_post = req.method() == Method::POST;
     let (model, session) = if is_post {
         let model = match model_of(&body) {
@@ -326,7 +336,6 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
         (None, None)
     };
     let family = model.as_deref().and_then(family_of);
-    let pool = pool_of(h);
     let beta = beta_with_oauth(h);
     let mut exclude: Vec<AccountId> = Vec::new();
     loop {
@@ -454,6 +463,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/messages", web::post().to(proxy))
         .route("/v1/messages/count_tokens", web::post().to(proxy))
         .route("/v1/models", web::get().to(proxy))
+        .route("/pool/{pool}/v1/messages", web::post().to(proxy))
+        .route(
+            "/pool/{pool}/v1/messages/count_tokens",
+            web::post().to(proxy),
+        )
+        .route("/pool/{pool}/v1/models", web::get().to(proxy))
+        .route("/pool/{pool}/", web::head().to(probe))
+        .route("/pool/{pool}", web::head().to(probe))
         .default_service(web::to(not_found));
 }
 

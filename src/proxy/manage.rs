@@ -493,6 +493,8 @@ async fn events(ctx: Data, req: HttpRequest) -> HttpResponse {
 struct QuotaQuery {
     /// Fetch the usage endpoint for accounts whose data is older than this many seconds.
     max_age: Option<u64>,
+    /// The pool whose next account to report (default `claude`).
+    pool: Option<String>,
 }
 
 async fn quota(ctx: Data, req: HttpRequest, q: web::Query<QuotaQuery>) -> HttpResponse {
@@ -528,8 +530,24 @@ async fn quota(ctx: Data, req: HttpRequest, q: web::Query<QuotaQuery>) -> HttpRe
         // Let the published health reach the supervisor before reading it back.
         tokio::task::yield_now().await;
     }
+    let pool = q.pool.clone().unwrap_or_else(|| DEFAULT_POOL.to_string());
+    let next = ctx
+        .sup
+        .addr()
+        .send(ccs_actors::supervisor::Peek {
+            pool: pool.clone(),
+            family: None,
+        })
+        .await
+        .ok()
+        .flatten()
+        .map(|a| a.to_string());
     match accounts_value(&ctx).await {
-        Ok(v) => HttpResponse::Ok().json(v),
+        Ok(mut v) => {
+            v["pool"] = json!(pool);
+            v["next_for_new_sessions"] = json!(next);
+            HttpResponse::Ok().json(v)
+        }
         Err(r) => r,
     }
 }

@@ -1,0 +1,265 @@
+//! `ccs demo`: the whole product on the embedded simulator with nothing set up. A temporary
+//! CCS_HOME, a simulator with three accounts whose 5-hour budgets are small, the daemon, three
+//! logins through the headless OAuth code path, and one conversation that crosses account 1's
+//! limit and carries on with account 2. Leaves nothing running and nothing behind.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::accounts::finish;
+use super::pool::print_quota;
+use crate::client::Client;
+use crate::config::{Config, Paths};
+use crate::daemon::DaemonHandle;
+use crate::oauth::login::{parse_paste, Attempt};
+use crate::sim::scenario::{Scenario, User};
+use crate::sim::{fresh_seed, SimHandle};
+
+const TURNS: usize = 6;
+const BUDGET: u64 = 3;
+const KEY: &str = "ccs-demo-client-key";
+const SECRET: &str = "ccs-demo-management-secret";
+
+/// Removes the demo's CCS_HOME however the demo ends.
+struct TempHome(PathBuf);
+
+impl Drop for TempHome {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn blocking() -> Result<reqwest::blocking::Client> {
+    Ok(reqwest::blocking::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()?)
+}
+
+/// Plays the person at the browser: opens the authorize URL and reads the `CODE#STATE` the
+/// page shows, exactly what a headless login pastes.
+fn paste_from_page(url: &str) -> Result<String> {
+    let page = blocking()?.get(url).send()?.text()?;
+    let start = page
+        .find("<pre id=\"code\">")
+        .context("the authorize page shows no code")?
+        + 15;
+    let end = page[start..]
+        .find("</pre>")
+        .context("the authorize page shows no code")?;
+    Ok(page[start..start + end].to_string())
+}
+
+pub fn demo(with_claude: bool) -> Result<()> {
+    let home = std::env::temp_dir().join(format!(
+        "ccs-demo-{}-{:x}",
+        std::process::id(),
+        fresh_seed()
+    ));
+    crate::fsutil::private_dir(&home)?;
+    let _cleanup = TempHome(home.clone());
+    let paths = Paths::at(&home);
+
+    let scenario = Scenario {
+        users: ["alice@example.com", "bob@example.com", "carol@example.com"]
+            .into_iter()
+            .map(|e| User {
+                five_hour: BUDGET,
+                seven_day: 100,
+                ..User::new(e)
+            })
+            .collect(),
+        stream_events: 4,
+        ..Scenario::default()
+    };
+    let sim = SimHandle::start(&scenario, 0, false, fresh_seed())
+        .context("cannot start the simulator")?;
+    let s = sim.url();
+    println!(
+        "ccs demo: everything below runs on this machine against the embedded simulator ({s})."
+    );
+    println!(
+        "Three accounts, each with a 5-hour budget of {BUDGET} requests. CCS_HOME is {}.\n",
+        home.display()
+    );
+
+    let mut config = Config::default();
+    config.cliproxy.auth.api_key = KEY.into();
+    config.cliproxy.auth.management_secret = SECRET.into();
+    config.upstream.api_base = s.clone();
+    config.oauth.authorize_url = format!("{s}/oauth/authorize");
+    config.oauth.token_url = format!("{s}/v1/oauth/token");
+    config.oauth.profile_url = format!("{s}/api/oauth/profile");
+    config.oauth.usage_url = format!("{s}/api/oauth/usage");
+    config.oauth.callback_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let daemon = DaemonHandle::start(paths, config.clone(), Arc::new(ccs_actors::SystemClock))?;
+    let client = Client::new(&daemon.url, SECRET);
+    println!("daemon  listening on {}", daemon.url);
+
+    for _ in 0..3 {
+        let attempt = Attempt::new(&config)?;
+        let pasted = paste_from_page(&attempt.url)?;
+        let answer = parse_paste(&pasted).context("the page's code does not parse")?;
+        let (email, reply) = finish(&config, &client, &attempt, &answer)?;
+        println!(
+            "login   {email} (nickname {}), headless flow: pasted CODE#STATE",
+            reply["account"]["nickname"].as_str().unwrap_or("")
+        );
+    }
+    println!();
+
+    let served = if with_claude {
+        claude_turns(&daemon.url, &home)?
+    } else {
+        api_turns(&daemon.url)?
+    };
+    let events = client.get("/v0/management/events")?;
+    let hops = events["events"].as_array().cloned().unwrap_or_default();
+    if !served.windows(2).any(|w| w[0] != w[1]) {
+        bail!("the conversation never changed account: the demo did not show a failover");
+    }
+    for h in &hops {
+        println!(
+            "hop     session {} moved {} → {} ({})",
+            h["session"].as_str().unwrap_or(""),
+            h["from"].as_str().unwrap_or(""),
+            h["to"].as_str().unwrap_or(""),
+            h["reason"].as_str().unwrap_or("")
+        );
+    }
+    println!();
+    print_quota(&client, "claude", false)?;
+    daemon.stop()?;
+    sim.stop();
+    println!("\nDone: nothing is left running and the temporary CCS_HOME is removed.");
+    println!("Next: `ccs claude --auth` logs in a real account; `ccs claude` starts Claude Code on the pool.");
+    Ok(())
+}
+
+/// The conversation as raw Messages API calls with a fixed session id.
+fn api_turns(url: &str) -> Result<Vec<String>> {
+    let http = blocking()?;
+    let session = format!("demo-{:016x}", fresh_seed());
+    let mut messages: Vec<Value> = Vec::new();
+    let mut served = Vec::new();
+    for turn in 1..=TURNS {
+        messages.push(json!({"role": "user", "content": format!("turn {turn}: keep going")}));
+        let r = http
+            .post(format!("{url}/v1/messages?beta=true"))
+            .bearer_auth(KEY)
+            .header("x-claude-code-session-id", &session)
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": messages}))
+            .send()?;
+        let status = r.status();
+        let body: Value = r.json()?;
+        if !status.is_success() {
+            bail!("turn {turn} failed with {status}: {body}");
+        }
+        let text = body["content"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let who = account_of(&text);
+        if served.last().is_some_and(|prev: &String| *prev != who) {
+            println!(
+                "        ↪ {} is out of 5-hour quota; the conversation continues on {who}",
+                served.last().map(String::as_str).unwrap_or("")
+            );
+        }
+        println!("turn {turn}  served by {who}");
+        messages.push(json!({"role": "assistant", "content": text}));
+        served.push(who);
+    }
+    Ok(served)
+}
+
+fn account_of(text: &str) -> String {
+    text.strip_prefix("Served by ")
+        .and_then(|r| {
+            r.split_once(". ")
+                .map(|(e, _)| e)
+                .or_else(|| r.strip_suffix('.'))
+        })
+        .unwrap_or(text)
+        .trim_end_matches('.')
+        .to_string()
+}
+
+/// The conversation through the real Claude Code CLI: `-p` with one session id, resumed.
+fn claude_turns(url: &str, home: &std::path::Path) -> Result<Vec<String>> {
+    let claude = super::run::find_claude(&Config::load(&Paths::from_env()?).unwrap_or_default())?;
+    let session = uuid_v4();
+    let claude_home = home.join("claude-home");
+    std::fs::create_dir_all(&claude_home)?;
+    let mut served = Vec::new();
+    for turn in 1..=TURNS {
+        let mut cmd = std::process::Command::new(&claude);
+        cmd.arg("-p").arg(format!("turn {turn}: keep going"));
+        if turn == 1 {
+            cmd.args(["--session-id", &session]);
+        } else {
+            cmd.args(["--resume", &session]);
+        }
+        let out = cmd
+            .env("ANTHROPIC_BASE_URL", url)
+            .env("ANTHROPIC_AUTH_TOKEN", KEY)
+            .env_remove("ANTHROPIC_API_KEY")
+            .env("HOME", &claude_home)
+            .env("DISABLE_TELEMETRY", "1")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .env("DISABLE_AUTOUPDATER", "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", claude.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() {
+            bail!(
+                "claude failed on turn {turn}: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let who = account_of(&text);
+        if served.last().is_some_and(|prev: &String| *prev != who) {
+            println!(
+                "        ↪ {} is out of 5-hour quota; the conversation continues on {who}",
+                served.last().map(String::as_str).unwrap_or("")
+            );
+        }
+        println!(
+            "turn {turn}  claude -p … {}  served by {who}",
+            if turn == 1 {
+                "--session-id"
+            } else {
+                "--resume"
+            }
+        );
+        served.push(who);
+    }
+    Ok(served)
+}
+
+/// A random UUID (version 4) for Claude Code's `--session-id`.
+pub fn uuid_v4() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}

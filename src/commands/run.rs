@@ -1,0 +1,204 @@
+//! `ccs run [TARGET] [-- ARGS]` and `ccs claude [ARGS]`: make sure the daemon runs and an
+//! account of the pool can take a request, then become Claude Code pointed at the proxy.
+//!
+//! Must not: alter Claude Code's arguments, or hand it anything but the client key.
+
+use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use super::accounts;
+use super::cliproxy::ensure_running;
+use crate::client::Client;
+use crate::config::{Config, Paths};
+use crate::daemon::configured_url;
+
+pub const INSTALL_HINT: &str = "Claude Code is not installed: install it with \
+`npm install -g @anthropic-ai/claude-code`, or set claude_path in config.yaml to where it is";
+
+/// `claude` from `claude_path` in config, else the PATH.
+pub fn find_claude(config: &Config) -> Result<PathBuf> {
+    if let Some(p) = &config.claude_path {
+        if p.is_file() {
+            return Ok(p.clone());
+        }
+        bail!(
+            "claude_path in config.yaml is {}, which is not a file. {INSTALL_HINT}",
+            p.display()
+        );
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("claude"))
+        .find(|c| is_executable(c))
+        .context(INSTALL_HINT)
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn pool_members(client: &Client, pool: &str) -> Result<Option<Vec<String>>> {
+    let pools = client.get("/v0/management/pools")?;
+    Ok(pools["pools"][pool].as_array().map(|m| {
+        m.iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect()
+    }))
+}
+
+fn within_lead(a: &Value, lead_secs: u64) -> bool {
+    let Some(exp) = a["expires_at"]
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+    else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    exp.timestamp() - now <= lead_secs as i64
+}
+
+/// Makes sure the pool can serve: logs the first account in when there is none, offers to
+/// log dead accounts in again, refreshes tokens inside the lead, and reports when every
+/// account is limited. Returns the accounts of the pool as the daemon sees them.
+fn prepare(
+    paths: &Paths,
+    config: &Config,
+    client: &Client,
+    pool: &str,
+    headless: bool,
+    force: bool,
+) -> Result<()> {
+    let mut list: Vec<Value> = client.get("/v0/management/accounts")?["accounts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if list.is_empty() {
+        if pool != "claude" {
+            bail!("no account is logged in: run `ccs claude --auth` first");
+        }
+        println!("No Claude account is logged in yet: let's log one in.");
+        let no_display =
+            std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none();
+        accounts::login(
+            paths,
+            config,
+            false,
+            headless || (no_display && !cfg!(target_os = "macos")),
+        )?;
+        list = client.get("/v0/management/accounts")?["accounts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+    }
+    let members = pool_members(client, pool)?
+        .with_context(|| format!("there is no pool named {pool:?}: see `ccs pool list`"))?;
+    let in_pool: Vec<&Value> = list
+        .iter()
+        .filter(|a| {
+            members.iter().any(|m| {
+                a["email"]
+                    .as_str()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(m))
+            })
+        })
+        .collect();
+    if in_pool.is_empty() {
+        bail!("pool {pool:?} has no accounts: add one with `ccs pool add {pool} ACCOUNT`");
+    }
+    for a in in_pool.iter().filter(|a| a["state"] == "dead") {
+        let email = a["email"].as_str().unwrap_or("");
+        eprintln!(
+            "Account {} ({email}) needs a new login: its grant is gone.",
+            a["nickname"].as_str().unwrap_or("")
+        );
+        if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+            eprint!("Log it in again now? [Y/n] ");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            if matches!(line.trim(), "" | "y" | "Y" | "yes") {
+                accounts::login(paths, config, true, headless)?;
+            }
+        } else {
+            eprintln!("  run: ccs claude --auth --add   (and sign in as {email})");
+        }
+    }
+    let lead = config.cliproxy.refresh_lead.0.as_secs();
+    for a in in_pool
+        .iter()
+        .filter(|a| a["state"] != "dead" && a["paused"] != true && within_lead(a, lead))
+    {
+        let who = a["email"].as_str().unwrap_or("");
+        if let Err(e) = client.post(
+            &format!("/v0/management/accounts/{who}/refresh"),
+            &json!({}),
+        ) {
+            eprintln!("warning: refreshing {who} before the launch failed: {e}");
+        }
+    }
+    let q = client.get(&format!("/v0/management/quota?pool={pool}"))?;
+    if q["next_for_new_sessions"].is_null() {
+        let accounts = q["accounts"].as_array().cloned().unwrap_or_default();
+        let first = accounts
+            .iter()
+            .filter(|a| members.iter().any(|m| a["email"] == m.as_str()))
+            .filter_map(|a| {
+                a["cooldown_until"]
+                    .as_str()
+                    .map(|t| (t.to_string(), a["email"].as_str().unwrap_or("").to_string()))
+            })
+            .min();
+        let msg = match first {
+            Some((t, who)) => format!("every account in pool {pool:?} is limited; {who} resets first, {} ({t})", accounts::until(&json!(t))),
+            None => format!("no account in pool {pool:?} can take requests (dead or paused): see `ccs claude --accounts`"),
+        };
+        if !force {
+            bail!("{msg}. Start anyway with --force (Claude Code will show the proxy's 429)");
+        }
+        eprintln!("warning: {msg}; starting anyway (--force)");
+    }
+    Ok(())
+}
+
+/// Becomes Claude Code on `pool`, with `args` untouched. Returns only on error.
+pub fn launch_pool(
+    paths: &Paths,
+    config: &Config,
+    pool: &str,
+    args: &[String],
+    headless: bool,
+    force: bool,
+) -> Result<()> {
+    let client = ensure_running(paths, config)?;
+    prepare(paths, config, &client, pool, headless, force)?;
+    let claude = find_claude(config)?;
+    let base = if pool == "claude" {
+        configured_url(config)
+    } else {
+        format!("{}/pool/{pool}", configured_url(config))
+    };
+    let err = std::process::Command::new(&claude)
+        .args(args)
+        .env("ANTHROPIC_BASE_URL", base)
+        .env("ANTHROPIC_AUTH_TOKEN", &config.cliproxy.auth.api_key)
+        .env_remove("ANTHROPIC_API_KEY")
+        .exec();
+    Err(err).with_context(|| format!("cannot start {}", claude.display()))
+}
+
+/// `ccs run [TARGET] [-- ARGS]`.
+pub fn run(target: Option<&str>, args: &[String], headless: bool, force: bool) -> Result<()> {
+    let paths = Paths::from_env()?;
+    let config = Config::load(&paths)?;
+    let target = target.unwrap_or("claude");
+    launch_pool(&paths, &config, target, args, headless, force)
+}
