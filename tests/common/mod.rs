@@ -290,3 +290,28 @@ impl Drop for StopOnDrop {
         let _ = ccs(&self.0, &["cliproxy", "stop"]);
     }
 }
+
+/// The real Claude Code CLI: `$CCS_TEST_CLAUDE`, else what `.ci/run` installs under
+/// `target/test-env/claude`. Panics with the fix when neither is there.
+pub fn claude_code() -> PathBuf {
+    let candidates: Vec<PathBuf> = std::env::var_os("CCS_TEST_CLAUDE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target/test-env/claude/node_modules/.bin/claude")])
+        .collect();
+    candidates.iter().find(|c| c.is_file()).cloned().unwrap_or_else(|| {
+        panic!(
+            "Claude Code is not installed for the tests (looked at {candidates:?}).\n\
+             Install it with `.ci/run`, or: npm install --prefix target/test-env/claude @anthropic-ai/claude-code"
+        )
+    })
+}
+
+/// Appends a line to the config of a CCS_HOME.
+pub fn config_line(paths: &ccs::config::Paths, line: &str) {
+    let mut yaml = std::fs::read_to_string(paths.config_file()).unwrap_or_default();
+    yaml.push_str(line);
+    yaml.push('\n');
+    std::fs::write(paths.config_file(), yaml).unwrap();
+}

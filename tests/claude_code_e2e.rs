@@ -1,0 +1,146 @@
+//! The slow suite: the real Claude Code CLI (from npm, pinned in `.ci/run`) started by
+//! `ccs run` against the daemon and the simulator. Offline: telemetry, non-essential traffic
+//! and the auto-updater are off, and HOME is a temporary folder.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+struct Setup {
+    sim: ccs::sim::SimHandle,
+    _dir: tempfile::TempDir,
+    paths: ccs::config::Paths,
+    claude_home: tempfile::TempDir,
+    _stop: StopOnDrop,
+}
+
+fn setup(budgets: &[(&str, u64)]) -> Setup {
+    let sim = sim(&scenario(budgets), false);
+    let (dir, paths, _) = home_with_port(&sim.url(), free_port());
+    config_line(&paths, &format!("claude_path: {}", claude_code().display()));
+    let stop = StopOnDrop(paths.home.clone());
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let yaml = std::fs::read_to_string(paths.config_file()).unwrap();
+    let port: u16 = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("port: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for (email, _) in budgets {
+            add_account(&sim.url(), &format!("http://127.0.0.1:{port}"), email).await;
+        }
+    });
+    Setup {
+        sim,
+        _dir: dir,
+        paths,
+        claude_home: tempfile::tempdir().unwrap(),
+        _stop: stop,
+    }
+}
+
+/// `ccs run [args]` as a person would type it, with Claude Code kept offline.
+fn ccs_run(s: &Setup, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ccs"))
+        .arg("run")
+        .args(args)
+        .env("CCS_HOME", &s.paths.home)
+        .env("HOME", s.claude_home.path())
+        .env("DISABLE_TELEMETRY", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env_remove("ANTHROPIC_API_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn counters(s: &Setup) -> Value {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{}/sim/counters", s.sim.url()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+#[test]
+fn ccs_run_p_hello_prints_the_simulators_reply() {
+    let s = setup(&[("a@example.com", 50)]);
+    let (code, out, err) = ccs_run(&s, &["--", "-p", "hello"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Served by a@example.com."), "{out}");
+}
+
+#[test]
+fn a_resumed_conversation_crosses_account_ones_limit_with_one_session_id() {
+    let s = setup(&[("a@example.com", 3), ("b@example.com", 50)]);
+    let session = ccs::commands::demo::uuid_v4();
+    let mut served = Vec::new();
+    for turn in 1..=5 {
+        let prompt = format!("turn {turn}");
+        let flag = if turn == 1 {
+            "--session-id"
+        } else {
+            "--resume"
+        };
+        let (code, out, err) = ccs_run(
+            &s,
+            &[
+                "--",
+                "-p",
+                &prompt,
+                flag,
+                &session,
+                "--output-format",
+                "json",
+            ],
+        );
+        assert_eq!(code, 0, "turn {turn}: {out}{err}");
+        let v: Value = serde_json::from_str(out.trim())
+            .unwrap_or_else(|e| panic!("turn {turn} JSON ({e}): {out}"));
+        assert_eq!(
+            v["session_id"],
+            session.as_str(),
+            "the session id stays the same"
+        );
+        let text = v["result"].as_str().unwrap_or("").to_string();
+        served.push(
+            text.split_whitespace()
+                .nth(2)
+                .unwrap_or("")
+                .trim_end_matches('.')
+                .to_string(),
+        );
+    }
+    let c = counters(&s);
+    assert_eq!(
+        c["a@example.com"]["messages_ok"], 3,
+        "a served until its budget ran out: {c}"
+    );
+    assert!(
+        c["b@example.com"]["messages_ok"].as_u64().unwrap() >= 2,
+        "b served the rest: {c}"
+    );
+    assert_eq!(
+        served.last().map(String::as_str),
+        Some("b@example.com"),
+        "{served:?}"
+    );
+    assert!(served.iter().all(|a| !a.is_empty()), "{served:?}");
+}
