@@ -118,6 +118,9 @@ pub enum CliproxyCommand {
     /// Whether the daemon runs, its URL, uptime, accounts by state, requests and hops in the
     /// last hour.
     Status {
+        /// The provider to report on; `claude` is the only one.
+        #[arg(value_parser = ["claude"])]
+        provider: Option<String>,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,

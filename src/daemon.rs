@@ -235,7 +235,8 @@ fn blocking_get(url: &str, bearer: Option<&str>) -> std::io::Result<String> {
         .parse()
         .map_err(|_| std::io::Error::other(format!("not an address: {host}")))?;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // /healthz answers at once; anything slower is not a ccs daemon.
+    s.set_read_timeout(Some(Duration::from_secs(1)))?;
     let auth = bearer
         .map(|b| format!("Authorization: Bearer {b}\r\n"))
         .unwrap_or_default();
@@ -423,11 +424,11 @@ pub fn stop_background(paths: &Paths, config: &Config) -> Result<bool> {
         return Ok(false);
     };
     let url = configured_url(config);
-    let client = crate::client::Client::new(&url, &config.cliproxy.auth.management_secret);
-    if client
-        .post("/v0/management/shutdown", &serde_json::json!({}))
-        .is_err()
-    {
+    // The client (and its keep-alive connection) is gone before we wait: an open connection
+    // would hold the daemon's graceful stop until it times out.
+    let asked = crate::client::Client::new(&url, &config.cliproxy.auth.management_secret)
+        .post("/v0/management/shutdown", &serde_json::json!({}));
+    if asked.is_err() {
         // The API refused (wrong secret?): fall back to the signal.
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])

@@ -22,7 +22,7 @@ fn main() {
             CliproxyCommand::Start => ccs::commands::cliproxy::start(),
             CliproxyCommand::Stop => ccs::commands::cliproxy::stop(),
             CliproxyCommand::Restart => ccs::commands::cliproxy::restart(),
-            CliproxyCommand::Status { json } => ccs::commands::cliproxy::status(json),
+            CliproxyCommand::Status { json, .. } => ccs::commands::cliproxy::status(json),
             CliproxyCommand::Quota { pool, json } => {
                 ccs::commands::pool::quota(pool.as_deref(), json)
             }
