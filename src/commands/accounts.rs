@@ -44,10 +44,16 @@ fn profile_blocking(config: &Config, access: &str) -> Option<crate::oauth::Profi
     Some(parse_profile(&v))
 }
 
-/// `ccs claude --auth [--add] [--headless]`. Returns the e-mail logged in.
-pub fn login(paths: &Paths, config: &Config, add: bool, headless: bool) -> Result<String> {
-    let client = ensure_running(paths, config)?;
-    let before = accounts(&client)?;
+/// Runs one login's conversation with the person: the callback listener (and, headless, the
+/// paste on stdin), the spinner, the timeout, and the page the browser gets. `complete` turns
+/// the answer into an account e-mail and whatever the caller needs; `again` is the command to
+/// suggest when it times out.
+pub(crate) fn interactive<T>(
+    config: &Config,
+    headless: bool,
+    again: &str,
+    complete: impl FnOnce(&Attempt, &Answer) -> Result<(String, T)>,
+) -> Result<(String, T)> {
     let attempt = Attempt::new(config)?;
     let (tx, rx) = mpsc::channel::<Source>();
     match login::listen(config.oauth.callback_port) {
@@ -78,34 +84,31 @@ pub fn login(paths: &Paths, config: &Config, add: bool, headless: bool) -> Resul
     let spinner = !headless && std::io::stderr().is_terminal();
     let Some(source) = login::wait(&rx, login::LOGIN_TIMEOUT, spinner) else {
         bail!(
-            "no answer within 5 minutes; nothing was stored. Run `ccs claude --auth` again, or \
-             `ccs claude --auth --headless` to paste the code by hand (works over SSH)"
+            "no answer within 5 minutes; nothing was stored. Run `{again}` again, or add \
+             --headless to paste the code by hand (works over SSH)"
         );
     };
     let (answer, callback) = match source {
-        Source::Browser(cb) => {
-            let a = match &cb.answer {
-                Answer::Code { code, state } => Answer::Code {
-                    code: code.clone(),
-                    state: state.clone(),
-                },
-                Answer::Denied { error, description } => Answer::Denied {
-                    error: error.clone(),
-                    description: description.clone(),
-                },
-            };
-            (a, Some(cb))
-        }
+        Source::Browser(cb) => (cb.answer.clone(), Some(cb)),
         Source::Paste(a) => (a, None),
     };
-    let result = finish(config, &client, &attempt, &answer);
+    let result = complete(&attempt, &answer);
     if let Some(cb) = callback {
         match &result {
             Ok((email, _)) => cb.respond(true, &format!("Logged in as {email}.")),
             Err(e) => cb.respond(false, &e.to_string()),
         }
     }
-    let (email, reply) = result?;
+    result
+}
+
+/// `ccs claude --auth [--add] [--headless]`. Returns the e-mail logged in.
+pub fn login(paths: &Paths, config: &Config, add: bool, headless: bool) -> Result<String> {
+    let client = ensure_running(paths, config)?;
+    let before = accounts(&client)?;
+    let (email, reply) = interactive(config, headless, "ccs claude --auth", |attempt, answer| {
+        finish(config, &client, attempt, answer)
+    })?;
     let nickname = reply["account"]["nickname"].as_str().unwrap_or("");
     if reply["created"] == false {
         println!(
@@ -120,12 +123,13 @@ pub fn login(paths: &Paths, config: &Config, add: bool, headless: bool) -> Resul
     Ok(email)
 }
 
-pub(crate) fn finish(
+/// Exchanges the answer for tokens and learns the account's e-mail and profile (token
+/// response first, then the profile endpoint).
+pub(crate) fn tokens_for(
     config: &Config,
-    client: &Client,
     attempt: &Attempt,
     answer: &Answer,
-) -> Result<(String, Value)> {
+) -> Result<(String, Value, Option<crate::oauth::Profile>)> {
     let code = login::check(attempt, answer)?;
     let tokens = login::exchange(config, attempt, &code)?;
     let access = tokens["access_token"]
@@ -138,6 +142,16 @@ pub(crate) fn finish(
         .map(str::to_string)
         .or_else(|| profile.as_ref().and_then(|p| p.email.clone()))
         .context("neither the token response nor the profile endpoint named the account's e-mail; nothing was stored")?;
+    Ok((email, tokens, profile))
+}
+
+pub(crate) fn finish(
+    config: &Config,
+    client: &Client,
+    attempt: &Attempt,
+    answer: &Answer,
+) -> Result<(String, Value)> {
+    let (email, tokens, profile) = tokens_for(config, attempt, answer)?;
     let body = json!({
         "token_response": tokens,
         "email": email,

@@ -57,7 +57,7 @@ impl Attempt {
 }
 
 /// What came back from the browser or the paste.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
     Code {
         code: String,
