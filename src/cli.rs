@@ -35,6 +35,9 @@ pub enum Command {
         #[arg(last = true, value_name = "CLAUDE_ARGS")]
         args: Vec<String>,
     },
+    /// Native profiles: named Claude Code instances with their own login and config folder.
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Pools: which accounts a launch draws from, and in what order.
     #[command(subcommand)]
     Pool(PoolCommand),
@@ -51,6 +54,10 @@ pub enum Command {
     /// Run the daemon in the foreground (for systemd and debugging).
     #[command(subcommand)]
     Daemon(DaemonCommand),
+    /// `ccs NAME [--share-context | --context-group G | --deeper-continuity] [ARGS…]`: start
+    /// Claude Code as native profile NAME.
+    #[command(external_subcommand)]
+    Profile(Vec<String>),
     /// The simulated Anthropic (OAuth authority + Messages API with quotas and faults).
     #[command(subcommand)]
     Sim(SimCommand),
@@ -213,4 +220,44 @@ pub enum PoolCommand {
     Resume { account: String },
     /// Delete a pool (its accounts stay logged in).
     Delete { name: String },
+    /// Move a native profile's grant into the pool: the daemon becomes its only refresher and
+    /// the profile's credential file is retired.
+    Import { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Create CCS_HOME/instances/NAME and log an account in there (Claude Code's own
+    /// credential file; Claude Code refreshes it). Start it with `ccs NAME`.
+    Create {
+        name: String,
+        /// Share Claude Code's history (projects/) with the profiles of this group.
+        #[arg(long, value_name = "G")]
+        context_group: Option<String>,
+        /// Same as --context-group default.
+        #[arg(long)]
+        share_context: bool,
+        /// Also share session-env, file-history, shell-snapshots and todos.
+        #[arg(long)]
+        deeper_continuity: bool,
+        /// Re-create a profile that exists (a new login; shared groups keep their data).
+        #[arg(long)]
+        force: bool,
+        /// No browser: paste the code.
+        #[arg(long)]
+        headless: bool,
+    },
+    /// Every profile: e-mail, token expiry, context group.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One profile in detail.
+    Show { name: String },
+    /// Delete one profile's folder (shared context groups keep their data).
+    Remove { name: String },
+    /// Mark a profile as the default one.
+    Default { name: String },
+    /// Take a profile out of its context group: its shared folders become private copies.
+    LeaveGroup { name: String },
 }

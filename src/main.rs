@@ -3,7 +3,7 @@
 
 use clap::Parser;
 
-use ccs::cli::{Cli, CliproxyCommand, Command, DaemonCommand, SimCommand};
+use ccs::cli::{AuthCommand, Cli, CliproxyCommand, Command, DaemonCommand, SimCommand};
 
 fn main() {
     let cli = Cli::parse();
@@ -17,6 +17,29 @@ fn main() {
             args,
         } => ccs::commands::run::run(target.as_deref(), &args, headless, force),
         Command::Pool(p) => ccs::commands::pool::pool(p),
+        Command::Auth(a) => match a {
+            AuthCommand::Create {
+                name,
+                context_group,
+                share_context,
+                deeper_continuity,
+                force,
+                headless,
+            } => ccs::commands::auth::create(
+                &name,
+                context_group.as_deref(),
+                share_context,
+                deeper_continuity,
+                force,
+                headless,
+            ),
+            AuthCommand::List { json } => ccs::commands::auth::list(json),
+            AuthCommand::Show { name } => ccs::commands::auth::show(&name),
+            AuthCommand::Remove { name } => ccs::commands::auth::remove(&name),
+            AuthCommand::Default { name } => ccs::commands::auth::set_default(&name),
+            AuthCommand::LeaveGroup { name } => ccs::commands::auth::leave_group(&name),
+        },
+        Command::Profile(argv) => ccs::commands::profile(argv),
         Command::Demo { claude } => ccs::commands::demo::demo(claude),
         Command::Cliproxy(c) => match c {
             CliproxyCommand::Start => ccs::commands::cliproxy::start(),

@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
@@ -32,75 +29,10 @@ fn home(sim_url: &str) -> Home {
     }
 }
 
-/// A running `ccs claude --auth …` with its stdout lines arriving on a channel.
-struct Login {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
 fn start_login(h: &Home, extra: &[&str]) -> Login {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ccs"))
-        .args(["claude", "--auth"])
-        .args(extra)
-        .env("CCS_HOME", &h.paths.home)
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    let err = child.stderr.take().unwrap();
-    let tx2 = tx.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx2.send(format!("stderr: {l}"));
-        }
-    });
-    Login {
-        child,
-        lines: rx,
-        seen: Vec::new(),
-    }
-}
-
-impl Login {
-    /// The authorize URL the CLI printed.
-    fn url(&mut self) -> String {
-        loop {
-            let l = self
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("no URL printed; saw {:?}", self.seen));
-            self.seen.push(l.clone());
-            if let Some(u) = l.trim().strip_prefix("http").map(|r| format!("http{r}")) {
-                return u;
-            }
-        }
-    }
-
-    fn paste(&mut self, text: &str) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        writeln!(stdin, "{text}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits for the CLI to exit; returns its exit code and everything it printed.
-    fn finish(mut self) -> (i32, String) {
-        let status = self.child.wait().unwrap();
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
-            self.seen.push(l);
-        }
-        (status.code().unwrap_or(-1), self.seen.join("\n"))
-    }
+    let mut args = vec!["claude", "--auth"];
+    args.extend_from_slice(extra);
+    Login::start(&h.paths.home, &args)
 }
 
 fn get(url: &str) -> reqwest::blocking::Response {
@@ -121,16 +53,6 @@ fn browse(url: &str) -> (u16, String) {
     let loc = r.headers()["location"].to_str().unwrap().to_string();
     let page = get(&loc);
     (page.status().as_u16(), page.text().unwrap())
-}
-
-/// The person on another device: read `CODE#STATE` off the authorize page.
-fn code_from_page(url: &str) -> (String, String) {
-    let r = get(url);
-    let loc = r.headers()["location"].to_str().unwrap().to_string();
-    let page = r.text().unwrap();
-    let start = page.find("<pre id=\"code\">").unwrap() + 15;
-    let end = page[start..].find("</pre>").unwrap();
-    (page[start..start + end].to_string(), loc)
 }
 
 fn accounts_json(h: &Home) -> Vec<Value> {

@@ -1,6 +1,7 @@
 //! One file per command group. Each returns `anyhow::Result` with messages for people.
 
 pub mod accounts;
+pub mod auth;
 pub mod cliproxy;
 pub mod config;
 pub mod demo;
@@ -34,4 +35,19 @@ pub fn claude(a: ClaudeArgs) -> Result<()> {
         return accounts::logout(&paths, &config, a.account.as_deref(), a.all, a.yes);
     }
     run::launch_pool(&paths, &config, "claude", &a.args, a.headless, a.force)
+}
+
+/// `ccs NAME [ARGS…]`: a native profile by name.
+pub fn profile(argv: Vec<String>) -> Result<()> {
+    let Some((name, args)) = argv.split_first() else {
+        anyhow::bail!("no command given: see `ccs --help`");
+    };
+    let paths = Paths::from_env()?;
+    if !crate::profiles::exists(&paths, name) {
+        anyhow::bail!(
+            "{name:?} is neither a ccs command nor a profile: see `ccs --help`, `ccs auth list`, \
+             or create it with `ccs auth create {name}`"
+        );
+    }
+    auth::launch(name, args)
 }

@@ -159,6 +159,7 @@ pub fn pool(cmd: PoolCommand) -> Result<()> {
                 r["email"].as_str().unwrap_or(&account)
             );
         }
+        PoolCommand::Import { name } => super::auth::import(&name)?,
         PoolCommand::Delete { name } => {
             c.delete(&format!("/v0/management/pools/{name}"))?;
             println!("pool {name} deleted (its accounts stay logged in)");

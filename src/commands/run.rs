@@ -200,5 +200,8 @@ pub fn run(target: Option<&str>, args: &[String], headless: bool, force: bool) -
     let paths = Paths::from_env()?;
     let config = Config::load(&paths)?;
     let target = target.unwrap_or("claude");
+    if target != "claude" && crate::profiles::exists(&paths, target) {
+        return super::auth::launch(target, args);
+    }
     launch_pool(&paths, &config, target, args, headless, force)
 }

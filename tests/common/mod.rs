@@ -315,3 +315,95 @@ pub fn config_line(paths: &ccs::config::Paths, line: &str) {
     yaml.push('\n');
     std::fs::write(paths.config_file(), yaml).unwrap();
 }
+
+/// A running `ccs` login (`claude --auth`, `auth create`) with its output on a channel.
+pub struct Login {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Login {
+    pub fn start(home: &std::path::Path, args: &[&str]) -> Login {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ccs"))
+            .args(args)
+            .env("CCS_HOME", home)
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for l in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        std::thread::spawn(move || {
+            for l in std::io::BufRead::lines(std::io::BufReader::new(err)).map_while(Result::ok) {
+                let _ = tx2.send(format!("stderr: {l}"));
+            }
+        });
+        Login {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The authorize URL the CLI printed.
+    pub fn url(&mut self) -> String {
+        loop {
+            let l = self
+                .lines
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no URL printed; saw {:?}", self.seen));
+            self.seen.push(l.clone());
+            if let Some(u) = l.trim().strip_prefix("http").map(|r| format!("http{r}")) {
+                return u;
+            }
+        }
+    }
+
+    pub fn paste(&mut self, text: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        use std::io::Write;
+        writeln!(stdin, "{text}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the CLI to exit; returns its exit code and everything it printed.
+    pub fn finish(mut self) -> (i32, String) {
+        let status = self.child.wait().unwrap();
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(std::time::Duration::from_millis(200))
+        {
+            self.seen.push(l);
+        }
+        (status.code().unwrap_or(-1), self.seen.join("\n"))
+    }
+}
+
+/// The person on another device: reads `CODE#STATE` off the authorize page; also returns
+/// where the page would send the browser.
+pub fn code_from_page(url: &str) -> (String, String) {
+    let r = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let page = r.text().unwrap();
+    let start = page.find("<pre id=\"code\">").unwrap() + 15;
+    let end = page[start..].find("</pre>").unwrap();
+    (page[start..start + end].to_string(), loc)
+}
