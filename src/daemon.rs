@@ -112,6 +112,8 @@ pub async fn serve(
             .configure(proxy::routes)
     })
     .workers(2)
+    // Events go out as they come: no waiting for the peer's delayed ACK (Nagle).
+    .tcp_nodelay(true)
     .disable_signals()
     .shutdown_timeout(GRACE.as_secs())
     .listen(listener)?

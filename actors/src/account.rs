@@ -20,6 +20,9 @@ use crate::token::{Secret, Token};
 
 /// How long to wait before retrying a failed store write of a new token.
 const PERSIST_RETRY: Duration = Duration::from_secs(1);
+/// Utilization alone moves on every response; it is written down at most this often (limits,
+/// resets and backoffs are written at once).
+const QUOTA_SAVE_EVERY: Duration = Duration::from_secs(60);
 
 /// The outside world of an account actor.
 #[derive(Clone)]
@@ -147,6 +150,10 @@ pub struct AccountActor {
     /// Leases waiting for the refresh in flight (or the held write) to finish.
     waiters: Vec<oneshot::Sender<Result<Lease, LeaseError>>>,
     refresh_calls: u64,
+    /// When the quota was last written to the store.
+    quota_saved_at: Option<crate::clock::Timestamp>,
+    /// The 5-hour utilization the supervisor last heard.
+    published_util: f64,
 }
 
 impl AccountActor {
@@ -171,6 +178,8 @@ impl AccountActor {
             held: None,
             waiters: Vec::new(),
             refresh_calls: 0,
+            quota_saved_at: None,
+            published_util: 0.0,
         }
     }
 
@@ -245,7 +254,8 @@ impl AccountActor {
         }));
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        self.published_util = self.quota.five_hour.utilization;
         self.supervisor.do_send(HealthChanged {
             account: self.id.clone(),
             health: self.machine.health(),
@@ -373,10 +383,21 @@ impl Handler<Observe> for AccountActor {
             .quota
             .observe(msg.status, &OwnedHeaders(msg.headers), now);
         if self.quota != before {
-            if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota) {
-                tracing::warn!(account = %self.id, error = %e, "could not save quota state");
+            let stale = self
+                .quota_saved_at
+                .is_none_or(|t| now.since(t) >= QUOTA_SAVE_EVERY);
+            if self.quota.limits() != before.limits() || stale {
+                if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota) {
+                    tracing::warn!(account = %self.id, error = %e, "could not save quota state");
+                }
+                self.quota_saved_at = Some(now);
             }
-            self.publish();
+            // Routing needs limits at once; utilization only for the soft threshold, so a
+            // move of under one point is not worth a message.
+            let moved = (self.quota.five_hour.utilization - self.published_util).abs() >= 0.01;
+            if self.quota.limits() != before.limits() || moved {
+                self.publish();
+            }
         }
         MessageResult(verdict)
     }

@@ -19,7 +19,32 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
 /// Longest backoff after repeated 429s without a usable reset.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30 * 60);
 
-const PREFIX: &str = "anthropic-ratelimit-unified-";
+/// The header names of one window: status, utilization, reset (spelled out, so folding a
+/// response allocates nothing).
+struct WindowHeaders {
+    status: &'static str,
+    utilization: &'static str,
+    reset: &'static str,
+}
+
+const H_5H: WindowHeaders = WindowHeaders {
+    status: "anthropic-ratelimit-unified-5h-status",
+    utilization: "anthropic-ratelimit-unified-5h-utilization",
+    reset: "anthropic-ratelimit-unified-5h-reset",
+};
+const H_7D: WindowHeaders = WindowHeaders {
+    status: "anthropic-ratelimit-unified-7d-status",
+    utilization: "anthropic-ratelimit-unified-7d-utilization",
+    reset: "anthropic-ratelimit-unified-7d-reset",
+};
+const H_7D_OI: WindowHeaders = WindowHeaders {
+    status: "anthropic-ratelimit-unified-7d_oi-status",
+    utilization: "anthropic-ratelimit-unified-7d_oi-utilization",
+    reset: "anthropic-ratelimit-unified-7d_oi-reset",
+};
+const H_STATUS: &str = "anthropic-ratelimit-unified-status";
+const H_RESET: &str = "anthropic-ratelimit-unified-reset";
+const H_CLAIM: &str = "anthropic-ratelimit-unified-representative-claim";
 
 /// The model family a per-model weekly window limits. The `7d_oi` header window limits Opus
 /// (reference §3: "a per-model weekly window"); the usage endpoint names its families.
@@ -189,6 +214,27 @@ impl Quota {
         .max()
     }
 
+    /// The state without the figures every response moves (utilization, when last seen): what
+    /// must survive a restart at once. The rest is written down now and then.
+    pub fn limits(&self) -> Quota {
+        let strip = |w: &Window| Window {
+            utilization: 0.0,
+            seen_at: None,
+            ..*w
+        };
+        Quota {
+            five_hour: strip(&self.five_hour),
+            seven_day: strip(&self.seven_day),
+            families: self
+                .families
+                .iter()
+                .map(|(k, w)| (k.clone(), strip(w)))
+                .collect(),
+            backoff_until: self.backoff_until,
+            backoff_step: self.backoff_step,
+        }
+    }
+
     pub fn available(&self, now: Timestamp, family: Option<&str>) -> bool {
         self.limited_until(now, family).is_none()
     }
@@ -196,10 +242,10 @@ impl Quota {
     /// Folds one Messages API response (any status) into the state.
     pub fn observe<H: Headers + ?Sized>(&mut self, status: u16, h: &H, now: Timestamp) -> Verdict {
         let mut any_unified = false;
-        let mut read = |key: &str, w: &mut Window| {
-            let st = h.header(&format!("{PREFIX}{key}-status"));
-            let util = h.header(&format!("{PREFIX}{key}-utilization"));
-            let reset = h.header(&format!("{PREFIX}{key}-reset"));
+        let mut read = |names: &WindowHeaders, w: &mut Window| {
+            let st = h.header(names.status);
+            let util = h.header(names.utilization);
+            let reset = h.header(names.reset);
             if st.is_none() && util.is_none() && reset.is_none() {
                 return false;
             }
@@ -214,22 +260,22 @@ impl Quota {
             w.seen_at = Some(now);
             true
         };
-        read("5h", &mut self.five_hour);
-        read("7d", &mut self.seven_day);
+        read(&H_5H, &mut self.five_hour);
+        read(&H_7D, &mut self.seven_day);
         let mut oi = self.families.get(OI_FAMILY).copied().unwrap_or_default();
-        if read("7d_oi", &mut oi) {
+        if read(&H_7D_OI, &mut oi) {
             self.families.insert(OI_FAMILY.to_string(), oi);
         }
 
         // The overall headers name the binding window; use its reset where the window's own
         // header is missing.
-        let overall = h.header(&format!("{PREFIX}status")).map(Status::parse);
-        let overall_reset = valid_reset(parse_unix(h.header(&format!("{PREFIX}reset"))), now);
+        let overall = h.header(H_STATUS).map(Status::parse);
+        let overall_reset = valid_reset(parse_unix(h.header(H_RESET)), now);
         if overall.is_some() || overall_reset.is_some() {
             any_unified = true;
         }
         if overall == Some(Status::Rejected) {
-            let claim = h.header(&format!("{PREFIX}representative-claim"));
+            let claim = h.header(H_CLAIM);
             let w = match claim.map(str::trim) {
                 Some("seven_day") => Some(&mut self.seven_day),
                 Some("five_hour") => Some(&mut self.five_hour),

@@ -400,14 +400,18 @@ async fn attempt(
             }
         };
         let status = resp.status().as_u16();
-        let verdict = p
-            .addr
-            .send(Observe {
-                status,
-                headers: observed_headers(&resp),
-            })
-            .await
-            .unwrap_or(Verdict::Ok);
+        let observe = Observe {
+            status,
+            headers: observed_headers(&resp),
+        };
+        // Only a 429 waits for the quota machine's verdict; every other answer is relayed at
+        // once while the account folds its headers.
+        let verdict = if status == 429 {
+            p.addr.send(observe).await.unwrap_or(Verdict::Ok)
+        } else {
+            p.addr.do_send(observe);
+            Verdict::Ok
+        };
         match status {
             401 if !refreshed => {
                 refreshed = true;

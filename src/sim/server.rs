@@ -465,6 +465,7 @@ pub fn server(
             .configure(routes)
     })
     .workers(workers)
+    .tcp_nodelay(true)
     .disable_signals()
     .shutdown_timeout(1)
     .listen(listener)?
