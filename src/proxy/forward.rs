@@ -13,14 +13,15 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use bytes::BytesMut;
-use ccs_actors::account::{Observe, Unauthorized};
-use ccs_actors::quota::{family_of, Verdict};
+use ccs_actors::quota::family_of;
 use ccs_actors::routing::{session_key, AccountId};
-use ccs_actors::supervisor::{Placement, RouteError, DEFAULT_POOL};
+use ccs_actors::supervisor::DEFAULT_POOL;
+use ccs_actors::Secret;
 use ccs_actors::Timestamp;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
+use super::drive::{drive, Answer, Driven, Upstream};
 use super::{anthropic_error, Ctx, OAUTH_BETA};
 
 /// Request headers that belong to one hop, or carry the client's own credential.
@@ -170,42 +171,47 @@ async fn all_limited(ctx: &Ctx, pool: &str, earliest: Option<Timestamp>) -> Http
     }
 }
 
-enum Attempt {
-    /// The upstream answered; relay it.
-    Answer(reqwest::Response),
-    /// Could not reach the upstream before any header.
-    Unreachable(reqwest::Error),
+/// The real upstream over HTTP: the client's request with the credential swapped.
+struct HttpUpstream<'a> {
+    ctx: &'a Ctx,
+    method: &'a Method,
+    path_and_query: &'a str,
+    headers: &'a HeaderMap,
+    beta: &'a str,
+    body: &'a Bytes,
 }
 
-async fn send(
-    ctx: &Ctx,
-    method: &Method,
-    path_and_query: &str,
-    headers: &HeaderMap,
-    beta: &str,
-    access: &str,
-    body: &Bytes,
-) -> Attempt {
-    let url = format!(
-        "{}{}",
-        ctx.config.upstream.api_base.trim_end_matches('/'),
-        path_and_query
-    );
-    let method =
-        reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
-    let mut rb = ctx.client.request(method, url);
-    for (k, v) in headers {
-        if !DROP_REQUEST.contains(&k.as_str()) {
-            rb = rb.header(k.as_str(), v.as_bytes());
+impl Upstream for HttpUpstream<'_> {
+    type Body = reqwest::Response;
+
+    async fn send(
+        &self,
+        _account: &AccountId,
+        access: &Secret,
+    ) -> Result<Answer<reqwest::Response>, String> {
+        let url = format!(
+            "{}{}",
+            self.ctx.config.upstream.api_base.trim_end_matches('/'),
+            self.path_and_query
+        );
+        let method = reqwest::Method::from_bytes(self.method.as_str().as_bytes())
+            .unwrap_or(reqwest::Method::POST);
+        let mut rb = self.ctx.client.request(method, url);
+        for (k, v) in self.headers {
+            if !DROP_REQUEST.contains(&k.as_str()) {
+                rb = rb.header(k.as_str(), v.as_bytes());
+            }
         }
-    }
-    rb = rb
-        .header("authorization", format!("Bearer {access}"))
-        .header("anthropic-beta", beta)
-        .body(body.clone());
-    match rb.send().await {
-        Ok(r) => Attempt::Answer(r),
-        Err(e) => Attempt::Unreachable(e),
+        rb = rb
+            .header("authorization", format!("Bearer {}", access.expose()))
+            .header("anthropic-beta", self.beta)
+            .body(self.body.clone());
+        let resp = rb.send().await.map_err(|e| e.to_string())?;
+        Ok(Answer {
+            status: resp.status().as_u16(),
+            headers: observed_headers(&resp),
+            body: resp,
+        })
     }
 }
 
@@ -337,107 +343,23 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
     };
     let family = model.as_deref().and_then(family_of);
     let beta = beta_with_oauth(h);
-    let mut exclude: Vec<AccountId> = Vec::new();
-    loop {
-        let placement = match ctx
-            .sup
-            .place(&pool, session.as_deref(), family, exclude.clone())
-            .await
-        {
-            Ok(p) => p,
-            Err(RouteError::AllLimited { earliest_reset }) => {
-                return all_limited(&ctx, &pool, earliest_reset).await
-            }
-            Err(RouteError::Stopped) => {
-                return anthropic_error(503, "api_error", "the daemon is shutting down")
-            }
-        };
-        match attempt(&ctx, &req, &path_and_query, &beta, &body, &placement).await {
-            Outcome::Relay(resp) => {
-                ctx.record_request(&placement.account);
-                return relay(resp);
-            }
-            Outcome::NextAccount(why) => {
-                tracing::info!(account = %placement.account, why, "trying the next account");
-                exclude.push(placement.account.clone());
-            }
+    let up = HttpUpstream {
+        ctx: &ctx,
+        method: req.method(),
+        path_and_query: &path_and_query,
+        headers: h,
+        beta: &beta,
+        body: &body,
+    };
+    match drive(&ctx.sup, &up, &pool, session.as_deref(), family).await {
+        Driven::Relay {
+            account, answer, ..
+        } => {
+            ctx.record_request(&account);
+            relay(answer.body)
         }
-    }
-}
-
-enum Outcome {
-    Relay(reqwest::Response),
-    NextAccount(&'static str),
-}
-
-/// One account's go at a request: at most two sends (the second after a forced refresh).
-async fn attempt(
-    ctx: &Ctx,
-    req: &HttpRequest,
-    pq: &str,
-    beta: &str,
-    body: &Bytes,
-    p: &Placement,
-) -> Outcome {
-    let mut lease = p.lease.clone();
-    let mut refreshed = false;
-    loop {
-        let resp = match send(
-            ctx,
-            req.method(),
-            pq,
-            req.headers(),
-            beta,
-            lease.access.expose(),
-            body,
-        )
-        .await
-        {
-            Attempt::Answer(r) => r,
-            Attempt::Unreachable(e) => {
-                tracing::warn!(account = %p.account, error = %e, "upstream unreachable before any header");
-                return Outcome::NextAccount("connection failed before headers");
-            }
-        };
-        let status = resp.status().as_u16();
-        let observe = Observe {
-            status,
-            headers: observed_headers(&resp),
-        };
-        // Only a 429 waits for the quota machine's verdict; every other answer is relayed at
-        // once while the account folds its headers.
-        let verdict = if status == 429 {
-            p.addr.send(observe).await.unwrap_or(Verdict::Ok)
-        } else {
-            p.addr.do_send(observe);
-            Verdict::Ok
-        };
-        match status {
-            401 if !refreshed => {
-                refreshed = true;
-                match p
-                    .addr
-                    .send(Unauthorized {
-                        generation: lease.generation,
-                    })
-                    .await
-                {
-                    Ok(Ok(new)) => {
-                        lease = new;
-                        continue;
-                    }
-                    _ => return Outcome::NextAccount("401 and the refresh failed"),
-                }
-            }
-            401 => return Outcome::NextAccount("401 after a fresh token"),
-            429 => match verdict {
-                Verdict::Limited { .. } | Verdict::BackedOff { .. } => {
-                    return Outcome::NextAccount("rate limited");
-                }
-                Verdict::RetryRequest | Verdict::Ok => return Outcome::Relay(resp),
-            },
-            _ => return Outcome::Relay(resp),
-        }
+        Driven::AllLimited { earliest_reset } => all_limited(&ctx, &pool, earliest_reset).await,
+        Driven::Stopped => anthropic_error(503, "api_error", "the daemon is shutting down"),
     }
 }
 

@@ -9,6 +9,7 @@
 // at the point that knows why, and these are not hot paths where its size matters.
 #![allow(clippy::result_large_err)]
 
+pub mod drive;
 pub mod forward;
 pub mod manage;
 
