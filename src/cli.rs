@@ -71,6 +71,30 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
+    /// Simulate the whole system in-process (real actors, routing and quota code over the
+    /// simulator's model, on a simulated clock) and report what happened, with the invariants
+    /// of specs/failover-invariants.md checked after every simulated minute.
+    Run {
+        /// Accounts in the pool (random 5-hour budgets of 10..60 requests).
+        #[arg(long, default_value_t = 4)]
+        accounts: usize,
+        /// Conversations, spread over the simulated time (1..30 turns, 1..10 minutes apart).
+        #[arg(long, default_value_t = 50)]
+        sessions: usize,
+        /// Simulated hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+        /// Same seed, same run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Faults to inject at random times, comma-separated: refresh, fatal, slow, 429,
+        /// 429_retry, 401, 529, reset, midstream, crash, jump, pause.
+        #[arg(long, value_delimiter = ',')]
+        faults: Vec<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the simulator on 127.0.0.1 until Ctrl-C.
     #[command(
         long_about = "Serve a local stand-in for Anthropic on 127.0.0.1: the OAuth authority \

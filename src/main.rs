@@ -51,6 +51,14 @@ fn main() {
             }
         },
         Command::Daemon(DaemonCommand::Run) => ccs::commands::cliproxy::run_foreground(),
+        Command::Sim(SimCommand::Run {
+            accounts,
+            sessions,
+            hours,
+            seed,
+            faults,
+            json,
+        }) => ccs::commands::sim::run(accounts, sessions, hours, seed, &faults, json),
         Command::Sim(SimCommand::Serve {
             scenario,
             port,

@@ -46,11 +46,21 @@ pub enum Driven<B> {
         /// Accounts tried first and left, with why.
         left: Vec<(AccountId, &'static str)>,
     },
-    /// Nobody can take it.
-    AllLimited { earliest_reset: Option<Timestamp> },
+    /// Nobody can take it. `left`: the accounts that were tried and failed it first.
+    AllLimited {
+        earliest_reset: Option<Timestamp>,
+        left: Vec<(AccountId, &'static str)>,
+    },
+    /// The upstream could not be reached on the accounts that could take the request, and no
+    /// other account can: a transport failure, not a quota one (the client gets a 502, not a 429).
+    Unreachable {
+        left: Vec<(AccountId, &'static str)>,
+    },
     /// The supervisor is gone (shutting down).
     Stopped,
 }
+
+const UNREACHABLE: &str = "connection failed before headers";
 
 enum Outcome<B> {
     Relay(Answer<B>),
@@ -71,7 +81,13 @@ pub async fn drive<U: Upstream>(
         let placement = match sup.place(pool, session, family, exclude.clone()).await {
             Ok(p) => p,
             Err(RouteError::AllLimited { earliest_reset }) => {
-                return Driven::AllLimited { earliest_reset }
+                if left.iter().any(|(_, why)| *why == UNREACHABLE) {
+                    return Driven::Unreachable { left };
+                }
+                return Driven::AllLimited {
+                    earliest_reset,
+                    left,
+                };
             }
             Err(RouteError::Stopped) => return Driven::Stopped,
         };
@@ -102,7 +118,7 @@ async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(account = %p.account, error = %e, "upstream unreachable before any header");
-                return Outcome::Next("connection failed before headers");
+                return Outcome::Next(UNREACHABLE);
             }
         };
         let observe = Observe {

@@ -358,7 +358,15 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
             ctx.record_request(&account);
             relay(answer.body)
         }
-        Driven::AllLimited { earliest_reset } => all_limited(&ctx, &pool, earliest_reset).await,
+        Driven::AllLimited { earliest_reset, .. } => all_limited(&ctx, &pool, earliest_reset).await,
+        Driven::Unreachable { left } => {
+            let tried: Vec<String> = left.iter().map(|(a, why)| format!("{a} ({why})")).collect();
+            anthropic_error(
+                502,
+                "api_error",
+                &format!("the upstream could not be reached: {}; no other account could take the request", tried.join(", ")),
+            )
+        }
         Driven::Stopped => anthropic_error(503, "api_error", "the daemon is shutting down"),
     }
 }

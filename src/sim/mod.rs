@@ -4,6 +4,7 @@
 //!
 //! `model.rs` decides (no HTTP), `server.rs` speaks HTTP, `scenario.rs` reads the scenario file.
 
+pub mod harness;
 pub mod model;
 pub mod scenario;
 pub mod server;

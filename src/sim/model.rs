@@ -1024,6 +1024,35 @@ impl SimModel {
             .collect()
     }
 
+    /// Whether this access token has lapsed at `now` (`None`: the authority never issued it or
+    /// revoked it).
+    pub fn access_token_lapsed(&self, access: &str) -> Option<bool> {
+        let now = self.now();
+        self.lock().access.get(access).map(|a| now >= a.expires_at)
+    }
+
+    /// Whether the account still has a live grant at the authority.
+    pub fn grant_alive(&self, email: &str) -> bool {
+        self.lock()
+            .grants
+            .values()
+            .any(|g| g.email.eq_ignore_ascii_case(email))
+    }
+
+    /// The account's windows at the authority now: (used, budget, reset) for 5 h and 7 d.
+    pub fn windows(&self, email: &str) -> Option<[(u64, u64, Timestamp); 2]> {
+        let now = self.now();
+        let mut inner = self.lock();
+        let i = inner.user(email)?;
+        let u = &mut inner.users[i];
+        u.five.roll(now);
+        u.seven.roll(now);
+        Some([
+            (u.five.used, u.five.budget, u.five.reset_at(now)),
+            (u.seven.used, u.seven.budget, u.seven.reset_at(now)),
+        ])
+    }
+
     /// Whether the authority considers this refresh token current (for simulations).
     pub fn refresh_token_is_current(&self, refresh_token: &str) -> bool {
         self.lock().refresh.contains_key(refresh_token)
