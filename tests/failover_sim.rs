@@ -14,7 +14,7 @@ fn fault(accounts: usize) -> impl Strategy<Value = Fault> {
     prop_oneof![
         i.clone().prop_map(Fault::RefreshTransient),
         i.clone().prop_map(Fault::RefreshFatal),
-        (i.clone(), 1u64..180).prop_map(|(i, s)| Fault::TokenSlow(i, s)),
+        (i.clone(), 1u64..900).prop_map(|(i, s)| Fault::TokenSlow(i, s)),
         i.clone().prop_map(Fault::Status429),
         i.clone().prop_map(Fault::Status429Retry),
         i.clone().prop_map(Fault::Status401),
@@ -184,5 +184,36 @@ fn a_crash_during_a_slow_refresh_loses_no_token() {
     assert!(
         report.refreshes >= 2,
         "tokens were refreshed across the crashes: {report:?}"
+    );
+}
+
+#[test]
+fn a_request_during_a_slow_refresh_past_expiry_waits_for_the_new_token() {
+    // The refresh at expiry - 5 min takes 10 min to come back: requests in between must wait
+    // for the new token, never go out with the lapsed one (I4).
+    let spec = Spec {
+        seed: 5,
+        accounts: vec![AccountSpec {
+            five_hour: 100,
+            seven_day: 1000,
+        }],
+        token_ttl_secs: 900,
+        sessions: vec![SessionSpec {
+            start_min: 0,
+            turns: 30,
+            gap_min: 1,
+        }],
+        faults: vec![FaultAt {
+            at_min: 1,
+            fault: Fault::TokenSlow(0, 600),
+        }],
+        hours: 1,
+    };
+    let report = harness::run_blocking(&spec);
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(
+        report.served.get("acct0@sim.example"),
+        Some(&30),
+        "{report:?}"
     );
 }
