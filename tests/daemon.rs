@@ -56,30 +56,6 @@ async fn wait_fresh(url: &str, n: usize) {
     panic!("accounts never all fresh: {:?}", accounts(url).await);
 }
 
-async fn counters(sim: &str) -> Value {
-    http()
-        .get(format!("{sim}/sim/counters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn fault(sim: &str, spec: Value) {
-    assert_eq!(
-        http()
-            .post(format!("{sim}/sim/faults"))
-            .json(&spec)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-}
-
 fn advance(rig: &Rig, secs: u64) {
     rig.sim
         .clock

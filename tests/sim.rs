@@ -21,27 +21,6 @@ async fn post_message(base: &str, token: &str, stream: bool) -> reqwest::Respons
         .expect("request sent")
 }
 
-async fn fault(base: &str, spec: Value) {
-    let r = http()
-        .post(format!("{base}/sim/faults"))
-        .json(&spec)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-}
-
-async fn counters(base: &str) -> Value {
-    http()
-        .get(format!("{base}/sim/counters"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     r.headers().get(name).and_then(|v| v.to_str().ok())
 }

@@ -181,18 +181,8 @@ pub fn until(t: &Value) -> String {
     let Ok(at) = chrono::DateTime::parse_from_rfc3339(s) else {
         return s.to_string();
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let secs = (at.timestamp() - now).max(0);
-    if secs >= 86_400 {
-        format!("in {}d {}h", secs / 86_400, (secs % 86_400) / 3600)
-    } else if secs >= 3600 {
-        format!("in {}h {:02}m", secs / 3600, (secs % 3600) / 60)
-    } else {
-        format!("in {}m", (secs + 59) / 60)
-    }
+    let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    super::in_words(ms).unwrap_or_else(|| "now".into())
 }
 
 /// `ccs claude --accounts [--json]`.

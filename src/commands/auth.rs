@@ -7,30 +7,13 @@ use serde_json::json;
 
 use super::accounts::{interactive, tokens_for};
 use super::cliproxy::ensure_running;
+use super::now_ms;
 use super::run::find_claude;
 use crate::config::{Config, Paths};
 use crate::profiles::{self, Meta};
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn human_expiry(ms: u64) -> String {
-    let now = now_ms();
-    if ms <= now {
-        return format!("lapsed {}", crate::store::mirror::rfc3339(ms));
-    }
-    let s = (ms - now) / 1000;
-    if s >= 86_400 {
-        format!("in {}d {}h", s / 86_400, (s % 86_400) / 3600)
-    } else if s >= 3600 {
-        format!("in {}h {:02}m", s / 3600, (s % 3600) / 60)
-    } else {
-        format!("in {}m", s.div_ceil(60))
-    }
+    super::in_words(ms).unwrap_or_else(|| format!("lapsed {}", crate::store::mirror::rfc3339(ms)))
 }
 
 /// Refuses a name that is a pool of the daemon (when one answers).

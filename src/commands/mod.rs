@@ -11,6 +11,30 @@ pub mod sim;
 
 use anyhow::Result;
 
+/// Milliseconds since the epoch, by the wall clock (the CLI's only clock).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// "in 2h 13m" (or "in 3d 4h", "in 5m") from now to `ms`; `None` when `ms` has passed.
+pub fn in_words(ms: u64) -> Option<String> {
+    let now = now_ms();
+    if ms <= now {
+        return None;
+    }
+    let s = (ms - now) / 1000;
+    Some(if s >= 86_400 {
+        format!("in {}d {}h", s / 86_400, (s % 86_400) / 3600)
+    } else if s >= 3600 {
+        format!("in {}h {:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("in {}m", s.div_ceil(60).max(1))
+    })
+}
+
 use crate::cli::ClaudeArgs;
 use crate::config::{Config, Paths};
 

@@ -60,11 +60,7 @@ fn within_lead(a: &Value, lead_secs: u64) -> bool {
     else {
         return false;
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    exp.timestamp() - now <= lead_secs as i64
+    exp.timestamp_millis() - super::now_ms() as i64 <= lead_secs as i64 * 1000
 }
 
 /// Makes sure the pool can serve: logs the first account in when there is none, offers to

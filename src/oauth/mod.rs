@@ -154,11 +154,13 @@ pub struct Profile {
     pub plan: Option<String>,
 }
 
-pub async fn fetch_profile(
+/// `GET url` with the account's token and the OAuth beta flag; the JSON body on a 2xx.
+async fn oauth_get<T: serde::de::DeserializeOwned>(
     client: &reqwest::Client,
+    what: &str,
     url: &str,
     access: &Secret,
-) -> Result<Profile, String> {
+) -> Result<T, String> {
     let resp = client
         .get(url)
         .bearer_auth(access.expose())
@@ -166,11 +168,19 @@ pub async fn fetch_profile(
         .timeout(Duration::from_secs(15))
         .send()
         .await
-        .map_err(|e| format!("profile endpoint unreachable: {e}"))?;
+        .map_err(|e| format!("{what} endpoint unreachable: {e}"))?;
     if !resp.status().is_success() {
-        return Err(format!("profile endpoint answered {}", resp.status()));
+        return Err(format!("{what} endpoint answered {}", resp.status()));
     }
-    let v: serde_json::Value = resp.json().await.map_err(|e| format!("profile: {e}"))?;
+    resp.json().await.map_err(|e| format!("{what}: {e}"))
+}
+
+pub async fn fetch_profile(
+    client: &reqwest::Client,
+    url: &str,
+    access: &Secret,
+) -> Result<Profile, String> {
+    let v: serde_json::Value = oauth_get(client, "profile", url, access).await?;
     Ok(parse_profile(&v))
 }
 
@@ -215,18 +225,7 @@ pub async fn fetch_usage(
     url: &str,
     access: &Secret,
 ) -> Result<ccs_actors::quota::UsageBody, String> {
-    let resp = client
-        .get(url)
-        .bearer_auth(access.expose())
-        .header("anthropic-beta", crate::proxy::OAUTH_BETA)
-        .timeout(Duration::from_secs(15))
-        .send()
-        .await
-        .map_err(|e| format!("usage endpoint unreachable: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("usage endpoint answered {}", resp.status()));
-    }
-    resp.json().await.map_err(|e| format!("usage: {e}"))
+    oauth_get(client, "usage", url, access).await
 }
 
 #[cfg(test)]

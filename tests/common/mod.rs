@@ -407,3 +407,26 @@ pub fn code_from_page(url: &str) -> (String, String) {
     let end = page[start..].find("</pre>").unwrap();
     (page[start..start + end].to_string(), loc)
 }
+
+/// The simulator's counters per account (`GET /sim/counters`).
+pub async fn counters(sim: &str) -> Value {
+    http()
+        .get(format!("{sim}/sim/counters"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Adds a fault to the simulator (`POST /sim/faults`).
+pub async fn fault(sim: &str, spec: Value) {
+    let r = http()
+        .post(format!("{sim}/sim/faults"))
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
