@@ -628,3 +628,38 @@ fn the_python_sdk_works_through_the_proxy_with_either_key_header() {
     assert_eq!(out["auth"], "AuthenticationError", "{out}");
     drop(r);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_cancels_the_upstream_request() {
+    let r = rig(&[("a@example.com", 10)]).await;
+    fault(
+        &r.sim.url(),
+        json!({"kind": "event_latency", "ms": 200, "count": 1}),
+    )
+    .await;
+    let resp = ask(&r.daemon.url, Some("s"), true).await;
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.expect("a first chunk").unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("event: message_start"));
+    drop(body); // the client goes away mid-stream
+    let mut abandoned = Value::Null;
+    for _ in 0..100 {
+        abandoned = counters(&r.sim.url()).await["a@example.com"]["streams_abandoned"].clone();
+        if abandoned == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(abandoned, 1, "the upstream stream was cut, not drained");
+    // A completed stream is not counted.
+    let done = ask(&r.daemon.url, Some("s"), true)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(done.contains("message_stop"));
+    assert_eq!(
+        counters(&r.sim.url()).await["a@example.com"]["streams_abandoned"],
+        1
+    );
+}

@@ -53,6 +53,8 @@ pub struct Counters {
     /// Successful code exchanges.
     pub logins: u64,
     pub usage_calls: u64,
+    /// Streams whose client went away before the last event.
+    pub streams_abandoned: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -1051,6 +1053,14 @@ impl SimModel {
             (u.five.used, u.five.budget, u.five.reset_at(now)),
             (u.seven.used, u.seven.budget, u.seven.reset_at(now)),
         ])
+    }
+
+    /// Counts a stream the client left before its end.
+    pub fn stream_abandoned(&self, email: &str) {
+        let mut inner = self.lock();
+        if let Some(i) = inner.user(email) {
+            inner.users[i].counters.streams_abandoned += 1;
+        }
     }
 
     /// Whether the authority considers this refresh token current (for simulations).

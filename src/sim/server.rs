@@ -279,9 +279,15 @@ async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
     let events = sse_events(&serve, &model);
     let close_after = serve.close_after;
     let event_delay = serve.event_delay;
+    // Counts the stream as abandoned if the client goes away before its last event.
+    let watch = Abandoned {
+        model: st.model.clone(),
+        email: serve.email.clone(),
+        done: false,
+    };
     let body = stream::unfold(
-        (events.into_iter(), 0usize),
-        move |(mut it, n)| async move {
+        (events.into_iter(), 0usize, watch),
+        move |(mut it, n, mut watch)| async move {
             if close_after.is_some_and(|c| n >= c) {
                 if n == usize::MAX {
                     return None;
@@ -292,16 +298,42 @@ async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
                     std::io::ErrorKind::ConnectionReset,
                     "simulated reset mid-stream",
                 );
-                return Some((Err(err), (it, usize::MAX)));
+                watch.done = true;
+                return Some((Err(err), (it, usize::MAX, watch)));
             }
-            let next = it.next()?;
+            let Some(next) = it.next() else {
+                watch.finish();
+                return None;
+            };
             pause(event_delay).await;
-            Some((Ok::<_, std::io::Error>(next), (it, n + 1)))
+            Some((Ok::<_, std::io::Error>(next), (it, n + 1, watch)))
         },
     );
     resp.insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .streaming(body)
+}
+
+/// Notes a stream whose client left before its end (dropped unfinished).
+struct Abandoned {
+    model: Arc<SimModel>,
+    email: String,
+    done: bool,
+}
+
+impl Abandoned {
+    /// The stream reached its end: nothing to note.
+    fn finish(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if !self.done {
+            self.model.stream_abandoned(&self.email);
+        }
+    }
 }
 
 async fn count_tokens(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
