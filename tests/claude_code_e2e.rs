@@ -144,3 +144,35 @@ fn a_resumed_conversation_crosses_account_ones_limit_with_one_session_id() {
     );
     assert!(served.iter().all(|a| !a.is_empty()), "{served:?}");
 }
+
+#[test]
+fn the_demo_runs_its_turns_through_the_real_claude_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!(
+        "{}:{}",
+        claude_code().parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ccs"))
+        .args(["demo", "--claude"])
+        .env("CCS_HOME", dir.path())
+        .env("PATH", path)
+        .env_remove("ANTHROPIC_API_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("--resume  served by bob@example.com"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("moved alice@example.com → bob@example.com (limited)"),
+        "{stdout}"
+    );
+}
