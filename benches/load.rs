@@ -53,6 +53,37 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Samples a process's RSS on a thread until stopped; keeps the peak.
+struct PeakRss {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl PeakRss {
+    fn start(pid: u32, every: Duration) -> PeakRss {
+        let (peak, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (p, s) = (peak.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_kb(pid), Ordering::Relaxed);
+                std::thread::sleep(every);
+            }
+        });
+        PeakRss { peak, stop, thread }
+    }
+
+    /// Stops sampling; the peak in KiB.
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
 fn spawn_sim(dir: &Path, stream_events: usize) -> (Proc, String) {
     let scenario = dir.join("scenario.yaml");
     std::fs::write(&scenario, format!("stream_events: {stream_events}\nusers:\n  - email: u0@bench.example\n    five_hour: 1000000000\n    seven_day: 1000000000\n")).unwrap();
@@ -392,20 +423,9 @@ fn main() {
         for conc in [1usize, 16, 64] {
             let total = scale(if conc == 1 { 2_000 } else { 8_000 });
             let d = run(&c, &direct, conc, total, body_small(), 0).await;
-            let peak = Arc::new(AtomicU64::new(0));
-            let stop = Arc::new(AtomicBool::new(false));
-            let sampler = {
-                let (peak, stop) = (peak.clone(), stop.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        peak.fetch_max(rss_kb(pid), Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                })
-            };
+            let sampler = PeakRss::start(pid, Duration::from_millis(20));
             let p = run(&c, &proxied, conc, total, body_small(), 1_000).await;
-            stop.store(true, Ordering::Relaxed);
-            let _ = sampler.join();
+            let peak_kb = sampler.stop();
             row(
                 &format!("small non-streaming, c={conc}: requests/s"),
                 format!("{:.0}", d.rps()),
@@ -434,7 +454,7 @@ fn main() {
                 row(
                     "daemon RSS peak under load (c=64), 1 account, MB",
                     "-".into(),
-                    format!("{:.1}", peak.load(Ordering::Relaxed) as f64 / 1024.0),
+                    format!("{:.1}", peak_kb as f64 / 1024.0),
                     "-".into(),
                 );
             }
@@ -469,22 +489,11 @@ fn main() {
             );
         }
         let base_rss = rss_kb(pid);
-        let peak = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let sampler = {
-            let (peak, stop) = (peak.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    peak.fetch_max(rss_kb(pid), Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            })
-        };
+        let sampler = PeakRss::start(pid, Duration::from_millis(5));
         let total = scale(40).max(8);
         let d = run(&c, &direct, 4, total, body_10mb(), 0).await;
         let p = run(&c, &proxied, 4, total, body_10mb(), 0).await;
-        stop.store(true, Ordering::Relaxed);
-        let _ = sampler.join();
+        let peak_kb = sampler.stop();
         row(
             "10 MB body, c=4: p50 ms",
             format!("{:.1}", ms(pct(&d.latencies, 0.5))),
@@ -497,10 +506,7 @@ fn main() {
         row(
             "10 MB body, c=4: daemon RSS growth over idle, MB",
             "-".into(),
-            format!(
-                "{:.1}",
-                (peak.load(Ordering::Relaxed).saturating_sub(base_rss)) as f64 / 1024.0
-            ),
+            format!("{:.1}", (peak_kb.saturating_sub(base_rss)) as f64 / 1024.0),
             "4 in flight".into(),
         );
     });

@@ -105,6 +105,21 @@ impl Drop for SimHandle {
     }
 }
 
+/// A version-4 UUID from 16 random bytes (version and variant bits set here).
+pub fn uuid_from(mut b: [u8; 16]) -> String {
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 /// A random seed for a simulator people run (tests pass their own).
 pub fn fresh_seed() -> u64 {
     use rand::RngCore;

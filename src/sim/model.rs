@@ -333,15 +333,7 @@ impl Inner {
     fn uuid(&mut self) -> String {
         let mut b = [0u8; 16];
         self.rng.fill_bytes(&mut b);
-        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..]
-        )
+        super::uuid_from(b)
     }
 
     /// Takes the faults that match `account` and `pred`, decrementing their counts.
