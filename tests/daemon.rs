@@ -663,3 +663,44 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_answer_reaches_the_client_as_the_upstream_sent_it() {
+    use std::io::Read;
+    let r = rig(&[("a@example.com", 10)]).await;
+    let resp = http()
+        .post(format!("{}/v1/messages?beta=true", r.daemon.url))
+        .bearer_auth(CLIENT_KEY)
+        .header("accept-encoding", "gzip, deflate, br, zstd")
+        .json(&json!({"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let zipped = resp.bytes().await.unwrap();
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_string(&mut plain)
+        .expect("a gzip body");
+    let v: Value = serde_json::from_str(&plain).unwrap();
+    assert!(
+        v["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("Served by a@example.com."),
+        "{v}"
+    );
+    // The quota headers were still read from the compressed answer.
+    let mut seen = 0.0;
+    for _ in 0..100 {
+        seen = accounts(&r.daemon.url).await[0]["five_hour"]["utilization"]
+            .as_f64()
+            .unwrap_or(0.0);
+        if seen > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!((seen - 0.1).abs() < 1e-6, "utilization {seen}");
+}

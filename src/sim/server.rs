@@ -265,7 +265,7 @@ async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
         resp.insert_header(("x-sim-body-sha256", hex));
     }
     if head.stream != Some(true) {
-        return resp.json(json!({
+        let body = json!({
             "id": message_id(&serve),
             "type": "message",
             "role": "assistant",
@@ -274,7 +274,24 @@ async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
             "stop_reason": "end_turn",
             "stop_sequence": null,
             "usage": {"input_tokens": serve.input_tokens, "output_tokens": super::model::REPLY_TOKENS},
-        }));
+        });
+        // Like the real API, answer gzip to a client that accepts it (JSON answers only).
+        let gzip = header_str(h, "accept-encoding")
+            .is_some_and(|a| a.split(',').any(|e| e.trim() == "gzip"));
+        if gzip {
+            use std::io::Write;
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let plain = serde_json::to_vec(&body).unwrap_or_default();
+            if enc.write_all(&plain).is_ok() {
+                if let Ok(zipped) = enc.finish() {
+                    return resp
+                        .insert_header((header::CONTENT_TYPE, "application/json"))
+                        .insert_header((header::CONTENT_ENCODING, "gzip"))
+                        .body(zipped);
+                }
+            }
+        }
+        return resp.json(body);
     }
     let events = sse_events(&serve, &model);
     let close_after = serve.close_after;
