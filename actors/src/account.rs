@@ -377,27 +377,26 @@ impl Handler<Observe> for AccountActor {
     type Result = MessageResult<Observe>;
 
     fn handle(&mut self, msg: Observe, _ctx: &mut Context<Self>) -> Self::Result {
-        let before = self.quota.clone();
+        let before = self.quota.limits();
         let now = self.deps.clock.now();
         let verdict = self
             .quota
             .observe(msg.status, &OwnedHeaders(msg.headers), now);
-        if self.quota != before {
-            let stale = self
-                .quota_saved_at
-                .is_none_or(|t| now.since(t) >= QUOTA_SAVE_EVERY);
-            if self.quota.limits() != before.limits() || stale {
-                if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota) {
-                    tracing::warn!(account = %self.id, error = %e, "could not save quota state");
-                }
-                self.quota_saved_at = Some(now);
+        let limits_changed = self.quota.limits() != before;
+        let stale = self
+            .quota_saved_at
+            .is_none_or(|t| now.since(t) >= QUOTA_SAVE_EVERY);
+        if limits_changed || stale {
+            if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota) {
+                tracing::warn!(account = %self.id, error = %e, "could not save quota state");
             }
-            // Routing needs limits at once; utilization only for the soft threshold, so a
-            // move of under one point is not worth a message.
-            let moved = (self.quota.five_hour.utilization - self.published_util).abs() >= 0.01;
-            if self.quota.limits() != before.limits() || moved {
-                self.publish();
-            }
+            self.quota_saved_at = Some(now);
+        }
+        // Routing needs limits at once; utilization only for the soft threshold, so a move of
+        // under one point is not worth a message.
+        let moved = (self.quota.five_hour.utilization - self.published_util).abs() >= 0.01;
+        if limits_changed || moved {
+            self.publish();
         }
         MessageResult(verdict)
     }

@@ -19,7 +19,7 @@ use ccs_actors::{Secret, Timestamp};
 pub struct Answer<B> {
     pub status: u16,
     /// The headers the quota machine reads (rate-limit headers, `retry-after`,
-    /// `x-should-retry`).
+    /// `x-should-retry`); taken by the driver for it.
     pub headers: Vec<(String, String)>,
     /// The rest of the answer, relayed as it is.
     pub body: B,
@@ -114,16 +114,17 @@ async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
     let mut lease = p.lease.clone();
     let mut refreshed = false;
     loop {
-        let answer = match up.send(&p.account, &lease.access).await {
+        let mut answer = match up.send(&p.account, &lease.access).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(account = %p.account, error = %e, "upstream unreachable before any header");
                 return Outcome::Next(UNREACHABLE);
             }
         };
+        // The headers are the quota machine's alone: hand them over rather than copy them.
         let observe = Observe {
             status: answer.status,
-            headers: answer.headers.clone(),
+            headers: std::mem::take(&mut answer.headers),
         };
         // Only a 429 waits for the quota machine's verdict; every other answer is relayed at
         // once while the account folds its headers.
