@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -447,9 +446,4 @@ pub fn stop_background(paths: &Paths, config: &Config) -> Result<bool> {
         "the daemon (pid {pid}) did not stop within {} s",
         (GRACE + Duration::from_secs(5)).as_secs()
     )
-}
-
-/// The daemon's log folder, for messages.
-pub fn log_dir(paths: &Paths) -> PathBuf {
-    paths.logs_dir()
 }

@@ -109,6 +109,19 @@ pub struct LoggedIn(pub Token);
 #[rtype(result = "()")]
 pub struct LoggedOut;
 
+/// Stops the actor (its account was replaced or removed; simulations use it as a crash).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopAccount;
+
+impl Handler<StopAccount> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopAccount, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
 /// The account's state, for status views and tests.
 #[derive(Message)]
 #[rtype(result = "AccountState")]

@@ -6,11 +6,12 @@
 //! session whose account can still serve it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::account::{AccountActor, Deps, GetLease, HealthChanged, Initial, Lease, LeaseError};
+use crate::account::{
+    AccountActor, Deps, GetLease, HealthChanged, Initial, Lease, LeaseError, StopAccount,
+};
 use crate::clock::Timestamp;
 use crate::lifecycle::{Health, Phase};
 use crate::quota::Quota;
@@ -217,15 +218,15 @@ impl Handler<AddAccount> for Supervisor {
     }
 }
 
-/// Stops an account actor (sent when it is replaced or removed; tests use it as a crash).
+/// Stops the supervisor (the daemon's end, or a simulated crash).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct StopAccount;
+pub struct StopSupervisor;
 
-impl Handler<StopAccount> for AccountActor {
+impl Handler<StopSupervisor> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, _msg: StopAccount, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _msg: StopSupervisor, ctx: &mut Context<Self>) {
         ctx.stop();
     }
 }
@@ -597,9 +598,4 @@ impl std::fmt::Debug for SupervisorHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SupervisorHandle")
     }
-}
-
-/// Shared type for an account id built from a string.
-pub fn account_id(s: &str) -> AccountId {
-    Arc::from(s.to_ascii_lowercase().as_str())
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
+use ccs_actors::account::StopAccount;
 use ccs_actors::account::{
     AccountActor, AccountState, Deps, GetLease, GetState, HealthChanged, Initial, LeaseError,
     Observe, Unauthorized,
@@ -15,7 +16,7 @@ use ccs_actors::lifecycle::{Failure, Phase, Policy};
 use ccs_actors::ports::{BoxFuture, Refresher, Store, StoreError};
 use ccs_actors::quota::Quota;
 use ccs_actors::routing::{self, AccountId, Binding, Decision};
-use ccs_actors::supervisor::{AddAccount, HopReason, RouteError, StopAccount, SupervisorHandle};
+use ccs_actors::supervisor::{AddAccount, HopReason, RouteError, SupervisorHandle};
 use ccs_actors::{ManualClock, Secret, SharedClock, Timestamp, Token};
 use tokio::sync::Semaphore;
 

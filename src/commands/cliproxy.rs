@@ -30,7 +30,7 @@ pub fn start() -> Result<()> {
     } else {
         println!(
             "the ccs daemon runs at {url} (logs: {})",
-            daemon::log_dir(&paths).display()
+            paths.logs_dir().display()
         );
     }
     Ok(())

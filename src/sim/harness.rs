@@ -91,26 +91,6 @@ pub enum Fault {
     Resume(usize),
 }
 
-impl Fault {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Fault::RefreshTransient(_) => "refresh_transient",
-            Fault::RefreshFatal(_) => "refresh_fatal",
-            Fault::TokenSlow(..) => "token_slow",
-            Fault::Status429(_) => "429",
-            Fault::Status429Retry(_) => "429_retry",
-            Fault::Status401(_) => "401",
-            Fault::Status529(_) => "529",
-            Fault::ResetBeforeHeaders(_) => "reset_before_headers",
-            Fault::ResetMidStream(_) => "reset_mid_stream",
-            Fault::Crash => "crash",
-            Fault::ClockJump(_) => "clock_jump",
-            Fault::Pause(_) => "pause",
-            Fault::Resume(_) => "resume",
-        }
-    }
-}
-
 /// What a run did.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Report {
@@ -348,7 +328,6 @@ struct World {
     report: Report,
     /// The account each session was last served by.
     last: HashMap<String, AccountId>,
-    events_seen: usize,
 }
 
 fn email(i: usize) -> String {
@@ -425,7 +404,6 @@ impl World {
             let _ = sup.addr().send(RestoreBinding { session, binding }).await;
         }
         self.sup = sup;
-        self.events_seen = 0;
         self.settle().await;
     }
 
@@ -441,11 +419,13 @@ impl World {
         if let Some(v) = &before {
             for m in &v.accounts {
                 if let Some(addr) = self.sup.account(&m.id).await {
-                    addr.do_send(ccs_actors::supervisor::StopAccount);
+                    addr.do_send(ccs_actors::account::StopAccount);
                 }
             }
         }
-        self.sup.addr().do_send(StopSupervisor);
+        self.sup
+            .addr()
+            .do_send(ccs_actors::supervisor::StopSupervisor);
         self.settle().await;
         self.boot().await;
         self.refresh_view().await;
@@ -825,19 +805,6 @@ impl World {
     }
 }
 
-/// Stops the supervisor (a crash).
-#[derive(actix::Message)]
-#[rtype(result = "()")]
-struct StopSupervisor;
-
-impl actix::Handler<StopSupervisor> for ccs_actors::supervisor::Supervisor {
-    type Result = ();
-    fn handle(&mut self, _msg: StopSupervisor, ctx: &mut actix::Context<Self>) {
-        use actix::ActorContext;
-        ctx.stop();
-    }
-}
-
 /// Runs a spec to the end. Must be called inside an actix system.
 pub async fn run(spec: &Spec) -> Report {
     let clock = ManualClock::new(T0);
@@ -916,7 +883,6 @@ pub async fn run(spec: &Spec) -> Report {
         checks,
         report: Report::default(),
         last: HashMap::new(),
-        events_seen: 0,
     };
     w.boot().await;
 
