@@ -141,6 +141,18 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
+/// A duration as people read it: "5m", "2h 13m", "3d 4h" (under an hour, minutes round up).
+pub fn words(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 86_400 {
+        format!("{}d {}h", s / 86_400, (s % 86_400) / 3600)
+    } else if s >= 3600 {
+        format!("{}h {:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}m", s.div_ceil(60).max(1))
+    }
+}
+
 /// A byte size written as a number or with a unit (`32MiB`, `512KiB`, `10MB`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Size(pub u64);
@@ -470,6 +482,14 @@ mod tests {
         let c = parse("cliproxy:\n  host: 0.0.0.0\n  auth:\n    api_key: long-random-key\n    management_secret: other\n").unwrap();
         assert!(!c.exposes_defaults());
         assert!(!Config::default().exposes_defaults());
+    }
+
+    #[test]
+    fn durations_in_words() {
+        assert_eq!(words(Duration::from_secs(1)), "1m");
+        assert_eq!(words(Duration::from_secs(61)), "2m");
+        assert_eq!(words(Duration::from_secs(2 * 3600 + 13 * 60)), "2h 13m");
+        assert_eq!(words(Duration::from_secs(3 * 86_400 + 4 * 3600)), "3d 4h");
     }
 
     #[test]

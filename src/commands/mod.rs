@@ -21,18 +21,11 @@ pub fn now_ms() -> u64 {
 
 /// "in 2h 13m" (or "in 3d 4h", "in 5m") from now to `ms`; `None` when `ms` has passed.
 pub fn in_words(ms: u64) -> Option<String> {
-    let now = now_ms();
-    if ms <= now {
-        return None;
-    }
-    let s = (ms - now) / 1000;
-    Some(if s >= 86_400 {
-        format!("in {}d {}h", s / 86_400, (s % 86_400) / 3600)
-    } else if s >= 3600 {
-        format!("in {}h {:02}m", s / 3600, (s % 3600) / 60)
-    } else {
-        format!("in {}m", s.div_ceil(60).max(1))
-    })
+    let left = ms.checked_sub(now_ms()).filter(|l| *l > 0)?;
+    Some(format!(
+        "in {}",
+        crate::config::words(std::time::Duration::from_millis(left))
+    ))
 }
 
 use crate::cli::ClaudeArgs;

@@ -6,8 +6,6 @@
 //! Must not: forward the client's key, alter the body, buffer a response, or move a request to
 //! another account once a byte has reached the client.
 
-use std::time::Duration;
-
 use actix_web::http::header::HeaderMap;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -119,15 +117,6 @@ fn beta_with_oauth(h: &HeaderMap) -> String {
     }
 }
 
-fn human_wait(d: Duration) -> String {
-    let m = d.as_secs().div_ceil(60);
-    if m >= 60 {
-        format!("{}h {:02}m", m / 60, m % 60)
-    } else {
-        format!("{m}m")
-    }
-}
-
 async fn all_limited(ctx: &Ctx, pool: &str, earliest: Option<Timestamp>) -> HttpResponse {
     let now = ctx.clock.now();
     let view = ctx.sup.view().await.ok();
@@ -152,7 +141,7 @@ async fn all_limited(ctx: &Ctx, pool: &str, earliest: Option<Timestamp>) -> Http
                 "rate_limit_error",
                 &format!(
                     "all {members} accounts in pool '{pool}' are limited; the first resets in {} ({} UTC)",
-                    human_wait(wait),
+                    crate::config::words(wait),
                     crate::store::mirror::rfc3339(t.as_millis())
                 ),
             );
