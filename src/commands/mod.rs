@@ -11,6 +11,14 @@ pub mod sim;
 
 use anyhow::Result;
 
+/// Whether an account of the management API (`{"email": …}`) is one of a pool's members
+/// (pools list lower-cased e-mails; accounts keep the case they logged in with).
+pub fn member_of(account: &serde_json::Value, members: &[String]) -> bool {
+    account["email"]
+        .as_str()
+        .is_some_and(|e| members.iter().any(|m| m.eq_ignore_ascii_case(e)))
+}
+
 /// Milliseconds since the epoch, by the wall clock (the CLI's only clock).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -67,4 +75,23 @@ pub fn profile(argv: Vec<String>) -> Result<()> {
         );
     }
     auth::launch(name, args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_membership_ignores_the_case_of_the_email() {
+        let members = vec!["bob@example.com".to_string()];
+        assert!(member_of(
+            &serde_json::json!({"email": "Bob@Example.com"}),
+            &members
+        ));
+        assert!(!member_of(
+            &serde_json::json!({"email": "alice@example.com"}),
+            &members
+        ));
+        assert!(!member_of(&serde_json::json!({}), &members));
+    }
 }

@@ -204,13 +204,7 @@ pub fn print_quota(c: &Client, pool: &str, as_json: bool) -> Result<()> {
         .as_array()
         .map(|l| {
             l.iter()
-                .filter(|a| {
-                    m.iter().any(|e| {
-                        a["email"]
-                            .as_str()
-                            .is_some_and(|x| x.eq_ignore_ascii_case(e))
-                    })
-                })
+                .filter(|a| super::member_of(a, &m))
                 .cloned()
                 .collect()
         })

@@ -100,13 +100,7 @@ fn prepare(
         .with_context(|| format!("there is no pool named {pool:?}: see `ccs pool list`"))?;
     let in_pool: Vec<&Value> = list
         .iter()
-        .filter(|a| {
-            members.iter().any(|m| {
-                a["email"]
-                    .as_str()
-                    .is_some_and(|e| e.eq_ignore_ascii_case(m))
-            })
-        })
+        .filter(|a| super::member_of(a, &members))
         .collect();
     if in_pool.is_empty() {
         bail!("pool {pool:?} has no accounts: add one with `ccs pool add {pool} ACCOUNT`");
@@ -146,7 +140,7 @@ fn prepare(
         let accounts = q["accounts"].as_array().cloned().unwrap_or_default();
         let first = accounts
             .iter()
-            .filter(|a| members.iter().any(|m| a["email"] == m.as_str()))
+            .filter(|a| super::member_of(a, &members))
             .filter_map(|a| {
                 a["cooldown_until"]
                     .as_str()
