@@ -326,6 +326,17 @@ fn row(name: &str, direct: String, proxied: String, cmp: String) {
     println!("| {name:<52} | {direct:>12} | {proxied:>12} | {cmp:>14} |");
 }
 
+/// A latency row: the `q` quantile of direct and proxied samples, and the added milliseconds.
+fn added(name: &str, direct: &[Duration], proxied: &[Duration], q: f64) {
+    let (d, p) = (ms(pct(direct, q)), ms(pct(proxied, q)));
+    row(
+        name,
+        format!("{d:.3}"),
+        format!("{p:.3}"),
+        format!("+{:.3} ms", p - d),
+    );
+}
+
 fn body_small() -> Bytes {
     Bytes::from_static(br#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#)
 }
@@ -432,23 +443,17 @@ fn main() {
                 format!("{:.0}", p.rps()),
                 format!("{:.2}×", p.rps() / d.rps()),
             );
-            row(
+            added(
                 &format!("small non-streaming, c={conc}: p50 ms"),
-                format!("{:.3}", ms(pct(&d.latencies, 0.5))),
-                format!("{:.3}", ms(pct(&p.latencies, 0.5))),
-                format!(
-                    "+{:.3} ms",
-                    ms(pct(&p.latencies, 0.5)) - ms(pct(&d.latencies, 0.5))
-                ),
+                &d.latencies,
+                &p.latencies,
+                0.5,
             );
-            row(
+            added(
                 &format!("small non-streaming, c={conc}: p99 ms"),
-                format!("{:.3}", ms(pct(&d.latencies, 0.99))),
-                format!("{:.3}", ms(pct(&p.latencies, 0.99))),
-                format!(
-                    "+{:.3} ms",
-                    ms(pct(&p.latencies, 0.99)) - ms(pct(&d.latencies, 0.99))
-                ),
+                &d.latencies,
+                &p.latencies,
+                0.99,
             );
             if conc == 64 {
                 row(
@@ -463,23 +468,17 @@ fn main() {
             let total = scale(if conc == 1 { 300 } else { 1_600 });
             let d = run(&c, &direct, conc, total, body_claude_code(), 0).await;
             let p = run(&c, &proxied, conc, total, body_claude_code(), 100).await;
-            row(
+            added(
                 &format!("80 KB body, SSE 50 events, c={conc}: first event p50 ms"),
-                format!("{:.3}", ms(pct(&d.first_event, 0.5))),
-                format!("{:.3}", ms(pct(&p.first_event, 0.5))),
-                format!(
-                    "+{:.3} ms",
-                    ms(pct(&p.first_event, 0.5)) - ms(pct(&d.first_event, 0.5))
-                ),
+                &d.first_event,
+                &p.first_event,
+                0.5,
             );
-            row(
+            added(
                 &format!("80 KB body, SSE 50 events, c={conc}: total p50 ms"),
-                format!("{:.3}", ms(pct(&d.latencies, 0.5))),
-                format!("{:.3}", ms(pct(&p.latencies, 0.5))),
-                format!(
-                    "+{:.3} ms",
-                    ms(pct(&p.latencies, 0.5)) - ms(pct(&d.latencies, 0.5))
-                ),
+                &d.latencies,
+                &p.latencies,
+                0.5,
             );
             row(
                 &format!("80 KB body, SSE 50 events, c={conc}: chunks per response"),
