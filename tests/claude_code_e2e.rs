@@ -48,15 +48,11 @@ fn setup(budgets: &[(&str, u64)]) -> Setup {
 
 /// `ccs run [args]` as a person would type it, with Claude Code kept offline.
 fn ccs_run(s: &Setup, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ccs"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccs"));
+    let out = claude_offline(&mut cmd, s.claude_home.path())
         .arg("run")
         .args(args)
         .env("CCS_HOME", &s.paths.home)
-        .env("HOME", s.claude_home.path())
-        .env("DISABLE_TELEMETRY", "1")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .env_remove("ANTHROPIC_API_KEY")
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -176,10 +176,10 @@ fn the_real_claude_code_runs_on_a_profiles_own_credentials() {
     let s = setup();
     assert_eq!(create(&s, "work", &[]).0, 0);
     let home = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ccs"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccs"));
+    let out = claude_offline(&mut cmd, home.path())
         .args(["work", "-p", "hello"])
         .env("CCS_HOME", &s.paths.home)
-        .env("HOME", home.path())
         .env(
             "PATH",
             format!(
@@ -187,10 +187,6 @@ fn the_real_claude_code_runs_on_a_profiles_own_credentials() {
                 claude_code().parent().unwrap().display()
             ),
         )
-        .env("DISABLE_TELEMETRY", "1")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .env_remove("ANTHROPIC_API_KEY")
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -430,3 +430,16 @@ pub async fn fault(sim: &str, spec: Value) {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Keeps a real Claude Code offline and away from the user's files: telemetry, non-essential
+/// traffic and the auto-updater off, HOME in a temporary folder, no API key of the user's.
+pub fn claude_offline<'a>(
+    cmd: &'a mut std::process::Command,
+    home: &std::path::Path,
+) -> &'a mut std::process::Command {
+    cmd.env("HOME", home)
+        .env("DISABLE_TELEMETRY", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env_remove("ANTHROPIC_API_KEY")
+}
