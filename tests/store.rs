@@ -66,7 +66,7 @@ fn round_trip_survives_reopen() {
         let store = open(&paths, &clock).unwrap();
         login(&store, "alice@example.com", &token(1));
         login(&store, "Bob@Example.com", &token(2));
-        store.save_quota("alice@example.com", &quota).unwrap();
+        store.save_quota("alice@example.com", &quota, true).unwrap();
         store.save_binding("session-1", &binding).unwrap();
         let mut pools = BTreeMap::new();
         pools.insert("work".to_string(), vec!["bob@example.com".to_string()]);

@@ -12,14 +12,12 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::clock::SharedClock;
-use crate::lifecycle::{self, Effect, Event, Failure, Health, Phase, Policy};
+use crate::lifecycle::{self, Effect, Event, Failure, Health, LeaseAnswer, Phase, Policy};
 use crate::ports::{Refresher, Store};
 use crate::quota::{Headers, Quota, Verdict};
 use crate::routing::AccountId;
 use crate::token::{Secret, Token};
 
-/// How long to wait before retrying a failed store write of a new token.
-const PERSIST_RETRY: Duration = Duration::from_secs(1);
 /// Utilization alone moves on every response; it is written down at most this often (limits,
 /// resets and backoffs are written at once).
 const QUOTA_SAVE_EVERY: Duration = Duration::from_secs(60);
@@ -150,18 +148,15 @@ pub struct AccountActor {
     id: AccountId,
     deps: Deps,
     initial: Option<Initial>,
+    /// The lifecycle machine, tokens included: every decision about them is made there.
     machine: lifecycle::State,
-    /// The token the store has accepted: the only one leases hand out.
-    token: Option<Token>,
-    /// Bumped whenever `token` changes.
-    generation: u64,
     quota: Quota,
     supervisor: Recipient<HealthChanged>,
     timer: Option<SpawnHandle>,
-    /// Effects held back because the store refused a new token; retried until it accepts.
-    held: Option<(Token, Vec<Effect>)>,
-    /// Leases waiting for the refresh in flight (or the held write) to finish.
-    waiters: Vec<oneshot::Sender<Result<Lease, LeaseError>>>,
+    /// Leases waiting for the refresh in flight (or the write of its answer) to finish. Not
+    /// machine state: who waits changes nothing the machine decides, only who hears of it.
+    /// Each with the oldest token generation it accepts (after a 401: a newer one).
+    waiters: Vec<(u64, oneshot::Sender<Result<Lease, LeaseError>>)>,
     refresh_calls: u64,
     /// When the quota was last written to the store.
     quota_saved_at: Option<crate::clock::Timestamp>,
@@ -183,12 +178,9 @@ impl AccountActor {
             deps,
             initial: Some(initial),
             machine,
-            token: None,
-            generation: 0,
             quota,
             supervisor,
             timer: None,
-            held: None,
             waiters: Vec::new(),
             refresh_calls: 0,
             quota_saved_at: None,
@@ -196,70 +188,57 @@ impl AccountActor {
         }
     }
 
+    /// Feeds one event to the machine and carries out its effects; an effect that answers at
+    /// once (a store write) feeds its outcome back as the next event.
     fn apply(&mut self, event: Event, ctx: &mut Context<Self>) {
-        let now = self.deps.clock.now();
-        let (next, effects) = lifecycle::step(&self.machine, event, now);
-        self.machine = next;
-        self.run(effects, ctx);
+        let mut next = Some(event);
+        while let Some(event) = next.take() {
+            let now = self.deps.clock.now();
+            let (state, effects) = lifecycle::step(&self.machine, event, now);
+            self.machine = state;
+            for effect in effects {
+                if let Some(outcome) = self.carry_out(effect, ctx) {
+                    next = Some(outcome);
+                }
+            }
+        }
         self.wake_waiters();
     }
 
-    fn run(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
-        let mut effects = effects.into_iter();
-        while let Some(effect) = effects.next() {
-            match effect {
-                Effect::StartRefresh => self.start_refresh(ctx),
-                Effect::Persist(token) => {
-                    if let Err(e) = self.deps.store.save_token(&self.id, &token) {
+    fn carry_out(&mut self, effect: Effect, ctx: &mut Context<Self>) -> Option<Event> {
+        match effect {
+            Effect::StartRefresh(refresh) => self.start_refresh(refresh, ctx),
+            Effect::Persist(token) => {
+                return Some(match self.deps.store.save_token(&self.id, &token) {
+                    Ok(()) => Event::Persisted(token),
+                    Err(e) => {
                         tracing::error!(account = %self.id, error = %e, "could not save the new token; holding it back and retrying");
-                        self.held = Some((token, effects.collect()));
-                        self.retry_held(ctx);
-                        return;
+                        Event::PersistFailed
                     }
-                    self.token = Some(token);
-                    self.generation += 1;
-                }
-                Effect::PersistDead => {
-                    if let Err(e) = self.deps.store.save_dead(&self.id) {
-                        tracing::error!(account = %self.id, error = %e, "could not record the account as dead");
-                    }
-                }
-                Effect::ArmTimer(at) => {
-                    if let Some(h) = self.timer.take() {
-                        ctx.cancel_future(h);
-                    }
-                    let sleep = self.deps.clock.sleep_until(at);
-                    let handle = ctx.spawn(sleep.into_actor(self).map(|_, act, ctx| {
-                        act.timer = None;
-                        act.apply(Event::LeadReached, ctx);
-                    }));
-                    self.timer = Some(handle);
-                }
-                Effect::Publish(_) => self.publish(),
+                });
             }
+            Effect::PersistDead => {
+                if let Err(e) = self.deps.store.save_dead(&self.id) {
+                    tracing::error!(account = %self.id, error = %e, "could not record the account as dead");
+                }
+            }
+            Effect::ArmTimer(at) => {
+                if let Some(h) = self.timer.take() {
+                    ctx.cancel_future(h);
+                }
+                let sleep = self.deps.clock.sleep_until(at);
+                let handle = ctx.spawn(sleep.into_actor(self).map(|_, act, ctx| {
+                    act.timer = None;
+                    act.apply(Event::LeadReached, ctx);
+                }));
+                self.timer = Some(handle);
+            }
+            Effect::Publish(_) => self.publish(),
         }
+        None
     }
 
-    fn retry_held(&mut self, ctx: &mut Context<Self>) {
-        let at = self.deps.clock.now().plus(PERSIST_RETRY);
-        let sleep = self.deps.clock.sleep_until(at);
-        ctx.spawn(sleep.into_actor(self).map(|_, act, ctx| {
-            if let Some((token, rest)) = act.held.take() {
-                let mut effects = vec![Effect::Persist(token)];
-                effects.extend(rest);
-                act.run(effects, ctx);
-                act.wake_waiters();
-            }
-        }));
-    }
-
-    fn start_refresh(&mut self, ctx: &mut Context<Self>) {
-        let Some(refresh) = self.token.as_ref().map(|t| t.refresh.clone()) else {
-            // A machine that asks for a refresh always holds a token; if not, the grant is
-            // unusable and only a login can help.
-            ctx.notify(RefreshDone(Err(Failure::Fatal)));
-            return;
-        };
+    fn start_refresh(&mut self, refresh: Secret, ctx: &mut Context<Self>) {
         self.refresh_calls += 1;
         let call = self.deps.refresher.refresh(&self.id, &refresh);
         ctx.spawn(call.into_actor(self).map(|result, _act, ctx| {
@@ -276,41 +255,42 @@ impl AccountActor {
         });
     }
 
+    /// The machine's answer to a lease request now; `None`: wait for the next step.
     fn lease_now(&self) -> Option<Result<Lease, LeaseError>> {
-        if self.machine.phase == Phase::Dead {
-            return Some(Err(LeaseError::Dead));
+        match self.machine.lease(self.deps.clock.now()) {
+            LeaseAnswer::Grant { access, generation } => Some(Ok(Lease { access, generation })),
+            LeaseAnswer::Wait => None,
+            LeaseAnswer::Dead => Some(Err(LeaseError::Dead)),
+            LeaseAnswer::Unavailable => Some(Err(LeaseError::Unavailable)),
         }
-        if self.held.is_some() {
-            return None;
+    }
+
+    /// The answer for a waiter that accepts generation `min` or newer; `None`: keep waiting.
+    fn answer_for(&self, min: u64) -> Option<Result<Lease, LeaseError>> {
+        match self.lease_now()? {
+            Ok(lease) if lease.generation < min => {
+                // The token this waiter was refused with: wait while a new one is on its way.
+                (self.machine.phase != Phase::Refreshing).then_some(Err(LeaseError::Unavailable))
+            }
+            answer => Some(answer),
         }
-        let token = self.token.as_ref()?;
-        let now = self.deps.clock.now();
-        if now < token.expires_at {
-            return Some(Ok(Lease {
-                access: token.access.clone(),
-                generation: self.generation,
-            }));
-        }
-        if self.machine.phase == Phase::Refreshing {
-            return None;
-        }
-        Some(Err(LeaseError::Unavailable))
     }
 
     fn wake_waiters(&mut self) {
-        if self.waiters.is_empty() || self.machine.phase == Phase::Refreshing || self.held.is_some()
-        {
-            return;
-        }
-        let answer = self.lease_now().unwrap_or(Err(LeaseError::Unavailable));
-        for w in self.waiters.drain(..) {
-            let _ = w.send(answer.clone());
+        let waiters = std::mem::take(&mut self.waiters);
+        for (min, w) in waiters {
+            match self.answer_for(min) {
+                Some(answer) => {
+                    let _ = w.send(answer);
+                }
+                None => self.waiters.push((min, w)),
+            }
         }
     }
 
-    fn wait(&mut self) -> ResponseFuture<Result<Lease, LeaseError>> {
+    fn wait(&mut self, min_generation: u64) -> ResponseFuture<Result<Lease, LeaseError>> {
         let (tx, rx) = oneshot::channel();
-        self.waiters.push(tx);
+        self.waiters.push((min_generation, tx));
         Box::pin(async move { rx.await.unwrap_or(Err(LeaseError::Stopped)) })
     }
 }
@@ -320,12 +300,8 @@ impl Actor for AccountActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         match self.initial.take() {
-            Some(Initial::Token(token)) => {
-                // Loaded tokens come from the store: they are already durable.
-                self.token = Some(token.clone());
-                self.generation = 1;
-                self.apply(Event::Loaded(token), ctx);
-            }
+            // Loaded tokens come from the store: they are already durable.
+            Some(Initial::Token(token)) => self.apply(Event::Loaded(token), ctx),
             Some(Initial::Dead) => {
                 self.machine = lifecycle::State::dead(self.deps.policy);
                 self.publish();
@@ -335,7 +311,7 @@ impl Actor for AccountActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        for w in self.waiters.drain(..) {
+        for (_, w) in self.waiters.drain(..) {
             let _ = w.send(Err(LeaseError::Stopped));
         }
     }
@@ -366,7 +342,7 @@ impl Handler<GetLease> for AccountActor {
     fn handle(&mut self, _msg: GetLease, _ctx: &mut Context<Self>) -> Self::Result {
         match self.lease_now() {
             Some(answer) => Box::pin(async move { answer }),
-            None => self.wait(),
+            None => self.wait(0),
         }
     }
 }
@@ -375,14 +351,17 @@ impl Handler<Unauthorized> for AccountActor {
     type Result = ResponseFuture<Result<Lease, LeaseError>>;
 
     fn handle(&mut self, msg: Unauthorized, ctx: &mut Context<Self>) -> Self::Result {
-        if msg.generation == self.generation {
-            self.apply(Event::UpstreamUnauthorized, ctx);
+        self.apply(
+            Event::UpstreamUnauthorized {
+                generation: msg.generation,
+            },
+            ctx,
+        );
+        let min = msg.generation + 1;
+        match self.answer_for(min) {
+            Some(answer) => Box::pin(async move { answer }),
+            None => self.wait(min),
         }
-        if self.machine.phase == Phase::Refreshing || self.held.is_some() {
-            return self.wait();
-        }
-        let answer = self.lease_now().unwrap_or(Err(LeaseError::Unavailable));
-        Box::pin(async move { answer })
     }
 }
 
@@ -400,7 +379,9 @@ impl Handler<Observe> for AccountActor {
             .quota_saved_at
             .is_none_or(|t| now.since(t) >= QUOTA_SAVE_EVERY);
         if limits_changed || stale {
-            if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota) {
+            let durable =
+                limits_changed && !crate::planted::on(crate::planted::Bug::BenchNotDurable);
+            if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota, durable) {
                 tracing::warn!(account = %self.id, error = %e, "could not save quota state");
             }
             self.quota_saved_at = Some(now);
@@ -421,7 +402,7 @@ impl Handler<ObserveUsage> for AccountActor {
     fn handle(&mut self, msg: ObserveUsage, _ctx: &mut Context<Self>) {
         let now = self.deps.clock.now();
         self.quota.observe_usage(&msg.0, now);
-        if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota) {
+        if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota, true) {
             tracing::warn!(account = %self.id, error = %e, "could not save quota state");
         }
         self.publish();
@@ -457,9 +438,9 @@ impl Handler<GetState> for AccountActor {
 
     fn handle(&mut self, _msg: GetState, _ctx: &mut Context<Self>) -> Self::Result {
         MessageResult(AccountState {
-            machine: self.machine,
+            machine: self.machine.clone(),
             quota: self.quota.clone(),
-            generation: self.generation,
+            generation: self.machine.generation,
             refresh_calls: self.refresh_calls,
         })
     }

@@ -7,6 +7,7 @@
 pub mod account;
 pub mod clock;
 pub mod lifecycle;
+pub mod planted;
 pub mod ports;
 pub mod quota;
 pub mod routing;

@@ -4,16 +4,19 @@
 //! The `AccountActor` feeds it events and carries out its effects. Every (state, event) pair
 //! is written down in `specs/token-lifecycle.toml`, and a test walks that table against `step`.
 //!
-//! Must not: start a second refresh while one is in flight (`Refreshing` produces no
-//! `StartRefresh`), or leave `Dead` for anything but a new login.
+//! The machine holds the tokens too (the current, durable one and one still being written),
+//! so the choice of refresh token, the lease and the 401 check are decided here, not in the
+//! actor. Must not: start a second refresh while one is in flight or a new token is unsaved
+//! (`Refreshing` produces no `StartRefresh`), hand out a token the store has not accepted, or
+//! leave `Dead` for anything but a new login.
 
 use std::time::Duration;
 
 use crate::clock::Timestamp;
-use crate::token::Token;
+use crate::token::{Secret, Token};
 
-/// The four phases of DESIGN.md.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The four phases of the design: Fresh, Expiring, Refreshing, Dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::EnumIter)]
 pub enum Phase {
     /// The access token is valid beyond the refresh point.
     Fresh,
@@ -68,12 +71,31 @@ impl Policy {
     }
 }
 
-/// What the machine knows. The token itself lives with the actor; the machine needs only
-/// its timing.
+/// Where a token that is not yet durable came from: what happens once the store accepts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The refresher's answer: its refresh token is now the grant's only live one.
+    Refresh,
+    /// A new login for the account.
+    Login,
+}
+
+/// What the machine knows: its phase and timing, and the tokens themselves, so that every
+/// decision (which refresh token a call uses, which token a lease hands out, whether a 401 is
+/// about the current token) is made here and written in `specs/token-lifecycle.toml`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
     pub phase: Phase,
-    /// Expiry of the access token the account currently holds.
+    /// The token the store has accepted: the only one leases hand out and refreshes start from.
+    pub token: Option<Token>,
+    /// Bumped whenever `token` changes; a 401 for an older generation is not the current
+    /// token's fault.
+    pub generation: u64,
+    /// A token the authority answered (or a login brought) that the store has not accepted yet.
+    /// While it is set the phase is Refreshing: no refresh may start (its refresh token would be
+    /// the rotated-away one) and leases wait for the write.
+    pub unsaved: Option<(Token, Origin)>,
+    /// Expiry of `token` (EPOCH before anything was loaded).
     pub expires_at: Timestamp,
     /// When `Fresh` becomes due for a refresh: expiry − lead, or earlier for tokens whose whole
     /// life is shorter than two leads (so a 60 s token is refreshed at 30 s, not immediately).
@@ -113,7 +135,11 @@ pub enum Failure {
     Fatal,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Everything that happens to an account. `EventKind` (derived) names the variants, so the
+/// spec test can require a row for each.
+#[derive(Clone, Debug, PartialEq, Eq, strum::EnumDiscriminants)]
+#[strum_discriminants(name(EventKind), derive(strum::EnumIter, strum::IntoStaticStr))]
+#[strum_discriminants(strum(serialize_all = "snake_case"))]
 pub enum Event {
     /// The persisted token, at actor start.
     Loaded(Token),
@@ -123,17 +149,23 @@ pub enum Event {
     LeadReached,
     RefreshSucceeded(Token),
     RefreshFailed(Failure),
-    /// The Messages API answered 401 to the current access token.
-    UpstreamUnauthorized,
+    /// The store accepted this token (the answer to `Persist`).
+    Persisted(Token),
+    /// The store refused the last `Persist`; it is retried when the armed timer fires.
+    PersistFailed,
+    /// The Messages API answered 401 to the access token of `generation`.
+    UpstreamUnauthorized {
+        generation: u64,
+    },
     LoggedIn(Token),
     LoggedOut,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// Call the refresher with the current refresh token.
-    StartRefresh,
-    /// Write this token durably before anything else may use it.
+    /// Call the refresher with this refresh token (the current one, chosen by the machine).
+    StartRefresh(Secret),
+    /// Write this token durably; answer with `Persisted` or `PersistFailed`.
     Persist(Token),
     /// Record durably that the grant is gone.
     PersistDead,
@@ -142,11 +174,30 @@ pub enum Effect {
     Publish(Health),
 }
 
+/// What a lease request gets now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseAnswer {
+    /// Send with this access token, of this generation.
+    Grant { access: Secret, generation: u64 },
+    /// A new token is on its way (a refresh call or a write is out): wait for the next step.
+    Wait,
+    /// The grant is gone.
+    Dead,
+    /// No usable token and none on its way.
+    Unavailable,
+}
+
+/// How long a refused token write waits before it is tried again.
+pub const PERSIST_RETRY: Duration = Duration::from_secs(1);
+
 impl State {
     /// The state of an actor that has not loaded its token yet.
     pub fn unloaded(policy: Policy) -> Self {
         State {
             phase: Phase::Expiring,
+            token: None,
+            generation: 0,
+            unsaved: None,
             expires_at: Timestamp::EPOCH,
             refresh_at: Timestamp::EPOCH,
             retry_at: None,
@@ -164,20 +215,34 @@ impl State {
         }
     }
 
-    /// The phase to write down: a refresh in flight does not survive a restart, so Refreshing
-    /// is stored as Expiring and retried on load.
-    pub fn durable_phase(&self) -> Phase {
-        match self.phase {
-            Phase::Refreshing => Phase::Expiring,
-            p => p,
-        }
-    }
-
     pub fn health(&self) -> Health {
         Health {
             phase: self.phase,
             expires_at: self.expires_at,
             retry_at: self.retry_at,
+        }
+    }
+
+    /// What a lease request gets at `now`.
+    pub fn lease(&self, now: Timestamp) -> LeaseAnswer {
+        if self.phase == Phase::Dead {
+            return LeaseAnswer::Dead;
+        }
+        if self.unsaved.is_some() {
+            return LeaseAnswer::Wait;
+        }
+        let lapse_slack = if crate::planted::on(crate::planted::Bug::LeaseLapsed) {
+            Duration::from_secs(3600)
+        } else {
+            Duration::ZERO
+        };
+        match &self.token {
+            Some(t) if now < t.expires_at.plus(lapse_slack) => LeaseAnswer::Grant {
+                access: t.access.clone(),
+                generation: self.generation,
+            },
+            _ if self.phase == Phase::Refreshing => LeaseAnswer::Wait,
+            _ => LeaseAnswer::Unavailable,
         }
     }
 
@@ -189,10 +254,42 @@ impl State {
             Phase::Refreshing | Phase::Dead => false,
         }
     }
+
+    /// Starts the one refresh call, from the current token's refresh token. With no token to
+    /// refresh from, only a login can help.
+    fn start_refresh(&mut self, fx: &mut Vec<Effect>) {
+        self.retry_at = None;
+        match &self.token {
+            Some(t) => {
+                self.phase = Phase::Refreshing;
+                fx.push(Effect::StartRefresh(t.refresh.clone()));
+            }
+            None => {
+                self.phase = Phase::Dead;
+                fx.push(Effect::PersistDead);
+            }
+        }
+    }
+
+    /// Makes `token` (durable now) the current one.
+    fn adopt(&mut self, token: Token) {
+        self.expires_at = token.expires_at;
+        self.token = Some(token);
+        self.generation += 1;
+    }
+
+    /// Arms the retry after transient failure number `self.failures`.
+    fn arm_retry(&mut self, now: Timestamp, at_least: Duration, fx: &mut Vec<Effect>) {
+        self.phase = Phase::Expiring;
+        let at = now.plus(self.policy.backoff(self.failures).max(at_least));
+        self.retry_at = Some(at);
+        if !crate::planted::on(crate::planted::Bug::NoRetryTimer) {
+            fx.push(Effect::ArmTimer(at));
+        }
+    }
 }
 
-/// The refresh point of a token fresh from the authority: expiry − lead, but never sooner than
-/// half its remaining life.
+/// The refresh point of a token: expiry − lead, but never sooner than half its remaining life.
 fn refresh_point(expires_at: Timestamp, now: Timestamp, lead: Duration) -> Timestamp {
     let life = expires_at.since(now);
     expires_at.minus(lead.min(life / 2))
@@ -201,33 +298,40 @@ fn refresh_point(expires_at: Timestamp, now: Timestamp, lead: Duration) -> Times
 /// Advances the machine by one event. See `specs/token-lifecycle.toml` for every row.
 pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>) {
     use Phase::*;
-    let mut s = *state;
+    let mut s = state.clone();
     let mut fx = Vec::new();
+    let saving = state.unsaved.is_some();
     match (state.phase, event) {
         (Fresh | Expiring, Event::Loaded(token)) => {
-            s.expires_at = token.expires_at;
-            s.refresh_at = token.expires_at.minus(s.policy.lead);
+            s.adopt(token);
+            s.refresh_at = refresh_point(s.expires_at, now, s.policy.lead);
             s.failures = 0;
             s.retry_at = None;
             if now < s.refresh_at {
                 s.phase = Fresh;
                 fx.push(Effect::ArmTimer(s.refresh_at));
             } else {
-                s.phase = Refreshing;
-                fx.push(Effect::StartRefresh);
+                s.start_refresh(&mut fx);
             }
         }
         (Refreshing | Dead, Event::Loaded(_)) => {}
 
+        (Dead, Event::Tick) if crate::planted::on(crate::planted::Bug::TickRevivesDead) => {
+            s.phase = Expiring;
+        }
         (Fresh | Expiring, Event::Tick | Event::LeadReached) if state.due(now) => {
-            s.phase = Refreshing;
-            s.retry_at = None;
-            fx.push(Effect::StartRefresh);
+            s.start_refresh(&mut fx);
         }
         (Fresh, Event::LeadReached) => fx.push(Effect::ArmTimer(s.refresh_at)),
         (Expiring, Event::LeadReached) => {
             if let Some(at) = s.retry_at {
                 fx.push(Effect::ArmTimer(at));
+            }
+        }
+        // A refused write is retried when its timer fires.
+        (Refreshing, Event::LeadReached) if saving => {
+            if let Some((token, _)) = &state.unsaved {
+                fx.push(Effect::Persist(token.clone()));
             }
         }
         (_, Event::Tick | Event::LeadReached) => {}
@@ -238,8 +342,10 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
             // The newer login stands; the outcome for the older grant is stale.
             s.stale_in_flight = false;
             s.failures = 0;
-            if now >= s.refresh_at {
-                fx.push(Effect::StartRefresh);
+            if saving {
+                // The login's token is still being written; `Persisted` settles.
+            } else if now >= s.refresh_at {
+                s.start_refresh(&mut fx);
             } else {
                 s.phase = Fresh;
                 fx.push(Effect::ArmTimer(s.refresh_at));
@@ -248,34 +354,25 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
         (Dead, Event::RefreshSucceeded(_) | Event::RefreshFailed(_)) => {
             s.stale_in_flight = false;
         }
+        // No call is out while a token is being written (the one that was has answered).
+        (Refreshing, Event::RefreshSucceeded(_) | Event::RefreshFailed(_)) if saving => {}
+        (Refreshing, Event::RefreshSucceeded(token))
+            if crate::planted::on(crate::planted::Bug::TokenSavedLate) =>
+        {
+            // Planted bug (I6): the answer is put to use without being written down.
+            s.adopt(token);
+            s.phase = Fresh;
+            s.refresh_at = refresh_point(s.expires_at, now, s.policy.lead);
+            fx.push(Effect::ArmTimer(s.refresh_at));
+        }
         (Refreshing, Event::RefreshSucceeded(token)) => {
-            s.expires_at = token.expires_at;
-            fx.push(Effect::Persist(token));
-            if now < s.expires_at {
-                s.phase = Fresh;
-                s.failures = 0;
-                s.retry_at = None;
-                s.refresh_at = refresh_point(s.expires_at, now, s.policy.lead);
-                fx.push(Effect::ArmTimer(s.refresh_at));
-            } else {
-                // Saved (its refresh token is the only live one), but unusable: try again.
-                s.phase = Expiring;
-                s.failures += 1;
-                let at = now.plus(s.policy.backoff(s.failures));
-                s.retry_at = Some(at);
-                fx.push(Effect::ArmTimer(at));
-            }
+            // Its refresh token is the grant's only live one now: write it down first.
+            fx.push(Effect::Persist(token.clone()));
+            s.unsaved = Some((token, Origin::Refresh));
         }
         (Refreshing, Event::RefreshFailed(Failure::Transient { retry_after })) => {
-            s.phase = Expiring;
             s.failures += 1;
-            let wait = s
-                .policy
-                .backoff(s.failures)
-                .max(retry_after.unwrap_or_default());
-            let at = now.plus(wait);
-            s.retry_at = Some(at);
-            fx.push(Effect::ArmTimer(at));
+            s.arm_retry(now, retry_after.unwrap_or_default(), &mut fx);
         }
         (Refreshing, Event::RefreshFailed(Failure::Fatal)) => {
             s.phase = Dead;
@@ -284,36 +381,62 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
         }
         (_, Event::RefreshSucceeded(_) | Event::RefreshFailed(_)) => {}
 
-        (Fresh | Expiring, Event::UpstreamUnauthorized) => {
-            s.phase = Refreshing;
+        (Refreshing, Event::Persisted(token))
+            if state.unsaved.as_ref().is_some_and(|(t, _)| *t == token) =>
+        {
+            let origin = state.unsaved.as_ref().map(|(_, o)| *o);
+            s.unsaved = None;
+            s.adopt(token);
+            s.refresh_at = refresh_point(s.expires_at, now, s.policy.lead);
             s.retry_at = None;
-            fx.push(Effect::StartRefresh);
-        }
-        (Refreshing | Dead, Event::UpstreamUnauthorized) => {}
-
-        (_, Event::LoggedIn(token)) => {
-            s.expires_at = token.expires_at;
-            s.refresh_at = refresh_point(token.expires_at, now, s.policy.lead);
-            s.failures = 0;
-            s.retry_at = None;
-            fx.push(Effect::Persist(token));
-            if state.phase == Refreshing || state.stale_in_flight {
+            if state.stale_in_flight {
                 // A call for the older grant is out: wait for it to come back, then settle.
-                s.phase = Refreshing;
-                s.stale_in_flight = true;
             } else if now < s.expires_at {
                 s.phase = Fresh;
+                s.failures = 0;
                 fx.push(Effect::ArmTimer(s.refresh_at));
+            } else if origin == Some(Origin::Login) {
+                s.start_refresh(&mut fx);
             } else {
-                s.phase = Refreshing;
-                fx.push(Effect::StartRefresh);
+                // Saved (its refresh token is the only live one), but unusable: try again.
+                s.failures += 1;
+                s.arm_retry(now, Duration::ZERO, &mut fx);
             }
+        }
+        (Refreshing, Event::PersistFailed) if saving => {
+            fx.push(Effect::ArmTimer(now.plus(PERSIST_RETRY)));
+        }
+        (_, Event::Persisted(_) | Event::PersistFailed) => {}
+
+        (Fresh | Expiring, Event::UpstreamUnauthorized { generation })
+            if generation == state.generation =>
+        {
+            s.start_refresh(&mut fx);
+        }
+        (Refreshing, Event::UpstreamUnauthorized { .. })
+            if !saving && crate::planted::on(crate::planted::Bug::DoubleRefresh) =>
+        {
+            if let Some(t) = &state.token {
+                fx.push(Effect::StartRefresh(t.refresh.clone()));
+            }
+        }
+        (_, Event::UpstreamUnauthorized { .. }) => {}
+
+        (_, Event::LoggedIn(token)) => {
+            s.failures = 0;
+            s.retry_at = None;
+            // A call for the older grant may be out: its outcome is stale from now on.
+            s.stale_in_flight = state.stale_in_flight || (state.phase == Refreshing && !saving);
+            s.phase = Refreshing;
+            fx.push(Effect::Persist(token.clone()));
+            s.unsaved = Some((token, Origin::Login));
         }
 
         (Dead, Event::LoggedOut) => {}
         (_, Event::LoggedOut) => {
-            s.stale_in_flight = state.phase == Refreshing;
+            s.stale_in_flight = state.stale_in_flight || (state.phase == Refreshing && !saving);
             s.phase = Dead;
+            s.unsaved = None;
             s.retry_at = None;
             fx.push(Effect::PersistDead);
         }

@@ -24,13 +24,21 @@ pub trait Refresher: Send + Sync + 'static {
 #[error("store: {0}")]
 pub struct StoreError(pub String);
 
-/// Durable writes the actors make. Every method returns only once the write is durable.
+/// The writes the actors make. Two durability classes, as sled gives them: a write that must
+/// survive a crash (`save_token`, `save_dead`, and `save_quota` with `durable`) returns only
+/// once it is on disk; the others are batched and may be lost if the process dies within the
+/// store's flush interval (sled: 500 ms). `specs/failover-invariants.md` I6 says what that may
+/// cost.
 pub trait Store: Send + Sync + 'static {
-    /// Writes the account's token. Called before the token is used or published.
+    /// Writes the account's token durably. Called before the token is used or published.
     fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError>;
-    /// Writes down that the account's grant is gone.
+    /// Writes down, durably, that the account's grant is gone.
     fn save_dead(&self, account: &str) -> Result<(), StoreError>;
-    fn save_quota(&self, account: &str, quota: &Quota) -> Result<(), StoreError>;
+    /// Writes the quota state; `durable` when its limits (a bench, a reset, a backoff) changed,
+    /// batched when only utilization moved.
+    fn save_quota(&self, account: &str, quota: &Quota, durable: bool) -> Result<(), StoreError>;
+    /// Batched: a binding lost in a crash only makes its session new again.
     fn save_binding(&self, session: &str, binding: &Binding) -> Result<(), StoreError>;
+    /// Batched.
     fn remove_bindings(&self, sessions: &[String]) -> Result<(), StoreError>;
 }

@@ -122,10 +122,14 @@ pub struct Window {
 impl Window {
     /// Until when this window blocks requests, if it does at `now`.
     fn blocks_until(&self, now: Timestamp) -> Option<Timestamp> {
-        match (self.status, self.resets_at) {
-            (Status::Rejected, Some(reset)) if reset > now => Some(reset),
-            _ => None,
-        }
+        let reset = self.resets_at?;
+        // Planted bug (I8): the bench outlives the window by two minutes.
+        let reset = if crate::planted::on(crate::planted::Bug::BenchPastReset) {
+            reset.plus(std::time::Duration::from_secs(120))
+        } else {
+            reset
+        };
+        (self.status == Status::Rejected && reset > now).then_some(reset)
     }
 
     /// Utilization at `now`: zero once the window has reset.

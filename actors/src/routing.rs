@@ -82,14 +82,21 @@ fn pick<'a>(
     exclude: &[AccountId],
     policy: &Policy,
 ) -> Option<&'a Candidate> {
-    let mut usable = pool.iter().filter(|c| c.usable(exclude));
+    use crate::planted::{on, Bug};
+    let mut usable: Box<dyn Iterator<Item = &'a Candidate>> = if on(Bug::ReverseDrainOrder) {
+        Box::new(pool.iter().rev().filter(|c| c.usable(exclude)))
+    } else {
+        Box::new(pool.iter().filter(|c| c.usable(exclude)))
+    };
     let first = usable.next()?;
     if first.utilization_5h < policy.soft_threshold {
         return Some(first);
     }
-    usable
-        .find(|c| c.utilization_5h < policy.soft_threshold)
-        .or(Some(first))
+    let below = usable.find(|c| c.utilization_5h < policy.soft_threshold);
+    if on(Bug::RefusePastThreshold) {
+        return below;
+    }
+    below.or(Some(first))
 }
 
 /// Picks the account for one request. `bound` is the session's current binding, if any.
@@ -102,7 +109,14 @@ pub fn route(
 ) -> Decision {
     if session.is_some() {
         if let Some(b) = bound {
-            if pool.iter().any(|c| &c.id == b && c.usable(exclude)) {
+            let keep = |c: &Candidate| {
+                !(crate::planted::on(crate::planted::Bug::MoveBoundPastHalf)
+                    && c.utilization_5h > 0.5)
+            };
+            if pool
+                .iter()
+                .any(|c| &c.id == b && c.usable(exclude) && keep(c))
+            {
                 return Decision::Kept(b.clone());
             }
         }

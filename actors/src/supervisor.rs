@@ -70,7 +70,8 @@ struct Member {
 
 impl Member {
     fn routable(&self, now: Timestamp) -> bool {
-        !self.paused && (self.health.usable(now) || self.health.phase == Phase::Refreshing)
+        let paused = self.paused && !crate::planted::on(crate::planted::Bug::IgnorePaused);
+        !paused && (self.health.usable(now) || self.health.phase == Phase::Refreshing)
     }
 }
 
@@ -509,12 +510,19 @@ pub struct Placement {
     pub lease: Lease,
     pub decision: Decision,
     pub addr: Addr<AccountActor>,
+    /// Accounts routing chose first whose lease failed (and why), in the order tried: the
+    /// request was placed elsewhere because of them, so the caller must know.
+    pub skipped: Vec<(AccountId, LeaseError)>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
+    /// Routing found no account it may use. `skipped`: accounts it chose whose lease failed.
     #[error("every account in the pool is limited, dead or paused")]
-    AllLimited { earliest_reset: Option<Timestamp> },
+    AllLimited {
+        earliest_reset: Option<Timestamp>,
+        skipped: Vec<(AccountId, LeaseError)>,
+    },
     #[error("the supervisor stopped")]
     Stopped,
 }
@@ -545,6 +553,7 @@ impl SupervisorHandle {
         family: Option<&str>,
         mut exclude: Vec<AccountId>,
     ) -> Result<Placement, RouteError> {
+        let mut skipped = Vec::new();
         loop {
             let routed = self
                 .addr
@@ -563,7 +572,10 @@ impl SupervisorHandle {
                         Decision::AllLimited { earliest_reset } => earliest_reset,
                         _ => None,
                     };
-                    return Err(RouteError::AllLimited { earliest_reset });
+                    return Err(RouteError::AllLimited {
+                        earliest_reset,
+                        skipped,
+                    });
                 }
             };
             match addr.send(GetLease).await {
@@ -573,10 +585,17 @@ impl SupervisorHandle {
                         lease,
                         decision: routed.decision,
                         addr,
+                        skipped,
                     })
                 }
-                Ok(Err(LeaseError::Dead | LeaseError::Unavailable | LeaseError::Stopped))
-                | Err(_) => exclude.push(account),
+                Ok(Err(e)) => {
+                    skipped.push((account.clone(), e));
+                    exclude.push(account);
+                }
+                Err(_) => {
+                    skipped.push((account.clone(), LeaseError::Stopped));
+                    exclude.push(account);
+                }
             }
         }
     }

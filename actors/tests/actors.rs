@@ -112,7 +112,7 @@ impl Store for MemStore {
         self.dead.lock().unwrap().push(account.to_string());
         Ok(())
     }
-    fn save_quota(&self, _account: &str, _quota: &Quota) -> Result<(), StoreError> {
+    fn save_quota(&self, _account: &str, _quota: &Quota, _durable: bool) -> Result<(), StoreError> {
         Ok(())
     }
     fn save_binding(&self, session: &str, binding: &Binding) -> Result<(), StoreError> {
@@ -215,10 +215,16 @@ async fn until(
     );
 }
 
-/// Lets spawned futures run so that a negative check means something.
-async fn settle() {
-    for _ in 0..5 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+/// Runs the single-threaded test runtime until the actor is idle, so that a negative check
+/// means something: every task that can run gets many turns, and the actor's answer to a
+/// state query, which it gives only after everything queued before it, is the signal. No
+/// real-time sleep: nothing here waits on wall-clock time.
+async fn settle(addr: &Addr<AccountActor>) {
+    for _ in 0..8 {
+        for _ in 0..32 {
+            tokio::task::yield_now().await;
+        }
+        let _ = addr.send(GetState).await;
     }
 }
 
@@ -229,7 +235,7 @@ async fn refresh_starts_at_expiry_minus_lead() {
     until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
 
     rig.clock.set(t(3600 - 300 - 1));
-    settle().await;
+    settle(&addr).await;
     assert_eq!(rig.refresher.calls(), 0, "refreshed before expiry - lead");
 
     rig.clock.advance(Duration::from_secs(1));
@@ -267,7 +273,7 @@ async fn a_thousand_leases_during_a_refresh_make_one_refresher_call() {
     let unauthorized: Vec<_> = (0..50)
         .map(|_| addr.send(Unauthorized { generation: 1 }))
         .collect();
-    settle().await;
+    settle(&addr).await;
     assert_eq!(rig.refresher.calls(), 1);
 
     rig.refresher.gate.add_permits(10_000);
@@ -311,9 +317,9 @@ async fn an_unsaved_token_is_never_published_or_leased() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    settle().await;
+    settle(&addr).await;
     let waiting = addr.send(GetLease);
-    settle().await;
+    settle(&addr).await;
 
     // The crash: the actor goes away while the new token is only in memory.
     addr.do_send(StopAccount);
@@ -345,7 +351,7 @@ async fn a_held_token_is_published_once_the_store_accepts_it() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    settle().await;
+    settle(&addr).await;
     let waiting = addr.send(GetLease);
     rig.store.refuse_tokens.store(false, Ordering::SeqCst);
     rig.clock.advance(Duration::from_secs(2)); // the held write is retried after 1 s
@@ -537,7 +543,8 @@ async fn supervisor_fills_first_moves_a_limited_session_and_reports_all_limited(
     assert_eq!(
         answer,
         Some(RouteError::AllLimited {
-            earliest_reset: Some(t(1800))
+            earliest_reset: Some(t(1800)),
+            skipped: vec![]
         })
     );
 

@@ -199,6 +199,15 @@ fn usable(c: &Candidate, exclude: &[AccountId]) -> bool {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256),
+        // A fixed seed: the same commit passes or fails the same way everywhere.
+        rng_seed: proptest::test_runner::RngSeed::Fixed(
+            std::env::var("PROPTEST_SEED").ok().and_then(|c| c.parse().ok()).unwrap_or(0x00cc_5eed),
+        ),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
     /// R2–R5, R7: never picks a dead, limited or excluded account.
     #[test]
     fn r3_never_picks_an_unusable_account(

@@ -1,7 +1,8 @@
 //! One proxied request's journey through the pool, independent of the transport: route, lease,
 //! send, feed the answer's headers to the account's quota machine, and, before any byte has
 //! reached the client, move on to the next account on a rejected window, a 401 that one forced
-//! refresh did not cure, or a connection lost before headers.
+//! refresh did not cure, or a connection lost before headers. Every account left is recorded
+//! with a typed `Left` reason; a request ends in 429 only when all of them are about quota.
 //!
 //! The daemon drives it over HTTP (`forward.rs`); the failover simulation drives it over the
 //! simulator's model, so both run the same decisions. Must not: retry after handing an answer
@@ -9,7 +10,7 @@
 
 use std::future::Future;
 
-use ccs_actors::account::{Observe, Unauthorized};
+use ccs_actors::account::{LeaseError, Observe, Unauthorized};
 use ccs_actors::quota::Verdict;
 use ccs_actors::routing::{AccountId, Decision};
 use ccs_actors::supervisor::{Placement, RouteError, SupervisorHandle};
@@ -36,6 +37,50 @@ pub trait Upstream {
     ) -> impl Future<Output = Result<Answer<Self::Body>, String>>;
 }
 
+/// Why an account was left for the next one, before any byte reached the client. Each says
+/// which side failed; only `RateLimited` is about quota, so only it may end in a 429.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Left {
+    /// The upstream rejected a window (or backed the account off): quota.
+    RateLimited,
+    /// The connection failed before any header: transport.
+    Unreachable,
+    /// The upstream refused the credential; `after_refresh`: also a freshly refreshed one (the
+    /// account is broken, not expired), else the forced refresh itself failed.
+    Unauthorized { after_refresh: bool },
+    /// Routing chose the account but it could not lease a token (dead, or its refresh failed).
+    NoToken,
+}
+
+impl Left {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Left::RateLimited => "rate limited",
+            Left::Unreachable => "connection failed before headers",
+            Left::Unauthorized {
+                after_refresh: true,
+            } => "401 after a fresh token",
+            Left::Unauthorized {
+                after_refresh: false,
+            } => "401 and the refresh failed",
+            Left::NoToken => "no usable token",
+        }
+    }
+
+    /// Whether the account was left for lack of quota (the only reason a 429 may give).
+    pub fn is_quota(self) -> bool {
+        use ccs_actors::planted::{on, Bug};
+        self == Left::RateLimited
+            || (on(Bug::UnauthorizedIsQuota) && matches!(self, Left::Unauthorized { .. }))
+    }
+}
+
+impl From<LeaseError> for Left {
+    fn from(_: LeaseError) -> Self {
+        Left::NoToken
+    }
+}
+
 /// How a request ended.
 pub enum Driven<B> {
     /// An account answered; relay it.
@@ -44,27 +89,24 @@ pub enum Driven<B> {
         decision: Decision,
         answer: Answer<B>,
         /// Accounts tried first and left, with why.
-        left: Vec<(AccountId, &'static str)>,
+        left: Vec<(AccountId, Left)>,
     },
-    /// Nobody can take it. `left`: the accounts that were tried and failed it first.
+    /// Nobody can take it for lack of quota: every account is limited, dead or paused, and
+    /// every account tried first was left for quota. `left`: those tried first.
     AllLimited {
         earliest_reset: Option<Timestamp>,
-        left: Vec<(AccountId, &'static str)>,
+        left: Vec<(AccountId, Left)>,
     },
-    /// The upstream could not be reached on the accounts that could take the request, and no
-    /// other account can: a transport failure, not a quota one (the client gets a 502, not a 429).
-    Unreachable {
-        left: Vec<(AccountId, &'static str)>,
-    },
+    /// No account could serve, and at least one failed for a reason that is not quota
+    /// (transport, a refused credential, no token): the client gets a 502, never a 429.
+    Failed { left: Vec<(AccountId, Left)> },
     /// The supervisor is gone (shutting down).
     Stopped,
 }
 
-const UNREACHABLE: &str = "connection failed before headers";
-
 enum Outcome<B> {
     Relay(Answer<B>),
-    Next(&'static str),
+    Next(Left),
 }
 
 /// Carries one request through the pool.
@@ -76,21 +118,31 @@ pub async fn drive<U: Upstream>(
     family: Option<&str>,
 ) -> Driven<U::Body> {
     let mut exclude: Vec<AccountId> = Vec::new();
-    let mut left = Vec::new();
+    let mut left: Vec<(AccountId, Left)> = Vec::new();
     loop {
         let placement = match sup.place(pool, session, family, exclude.clone()).await {
             Ok(p) => p,
-            Err(RouteError::AllLimited { earliest_reset }) => {
-                if left.iter().any(|(_, why)| *why == UNREACHABLE) {
-                    return Driven::Unreachable { left };
+            Err(RouteError::AllLimited {
+                earliest_reset,
+                skipped,
+            }) => {
+                left.extend(skipped.into_iter().map(|(a, e)| (a, Left::from(e))));
+                if left.iter().all(|(_, why)| why.is_quota()) {
+                    return Driven::AllLimited {
+                        earliest_reset,
+                        left,
+                    };
                 }
-                return Driven::AllLimited {
-                    earliest_reset,
-                    left,
-                };
+                return Driven::Failed { left };
             }
             Err(RouteError::Stopped) => return Driven::Stopped,
         };
+        left.extend(
+            placement
+                .skipped
+                .iter()
+                .map(|(a, e)| (a.clone(), Left::from(*e))),
+        );
         match attempt(up, &placement).await {
             Outcome::Relay(answer) => {
                 return Driven::Relay {
@@ -101,7 +153,7 @@ pub async fn drive<U: Upstream>(
                 }
             }
             Outcome::Next(why) => {
-                tracing::info!(account = %placement.account, why, "trying the next account");
+                tracing::info!(account = %placement.account, why = why.as_str(), "trying the next account");
                 left.push((placement.account.clone(), why));
                 exclude.push(placement.account);
             }
@@ -118,7 +170,7 @@ async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(account = %p.account, error = %e, "upstream unreachable before any header");
-                return Outcome::Next(UNREACHABLE);
+                return Outcome::Next(Left::Unreachable);
             }
         };
         // The headers are the quota machine's alone: hand them over rather than copy them.
@@ -148,13 +200,26 @@ async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
                         lease = new;
                         continue;
                     }
-                    _ => return Outcome::Next("401 and the refresh failed"),
+                    _ => {
+                        return Outcome::Next(Left::Unauthorized {
+                            after_refresh: false,
+                        })
+                    }
                 }
             }
-            401 => return Outcome::Next("401 after a fresh token"),
+            401 => {
+                return Outcome::Next(Left::Unauthorized {
+                    after_refresh: true,
+                })
+            }
             429 => match verdict {
+                Verdict::Limited { .. }
+                    if ccs_actors::planted::on(ccs_actors::planted::Bug::RelayRejectedWindow) =>
+                {
+                    return Outcome::Relay(answer)
+                }
                 Verdict::Limited { .. } | Verdict::BackedOff { .. } => {
-                    return Outcome::Next("rate limited")
+                    return Outcome::Next(Left::RateLimited)
                 }
                 Verdict::RetryRequest | Verdict::Ok => return Outcome::Relay(answer),
             },

@@ -348,12 +348,18 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
             relay(answer.body)
         }
         Driven::AllLimited { earliest_reset, .. } => all_limited(&ctx, &pool, earliest_reset).await,
-        Driven::Unreachable { left } => {
-            let tried: Vec<String> = left.iter().map(|(a, why)| format!("{a} ({why})")).collect();
+        Driven::Failed { left } => {
+            let tried: Vec<String> = left
+                .iter()
+                .map(|(a, why)| format!("{a} ({})", why.as_str()))
+                .collect();
             anthropic_error(
                 502,
                 "api_error",
-                &format!("the upstream could not be reached: {}; no other account could take the request", tried.join(", ")),
+                &format!(
+                    "no account could serve the request: {}; no other account could take it",
+                    tried.join(", ")
+                ),
             )
         }
         Driven::Stopped => anthropic_error(503, "api_error", "the daemon is shutting down"),

@@ -930,6 +930,22 @@ impl SimModel {
     }
 
     /// Sets a user's budgets; `None` keeps one. False when there is no such user.
+    /// The account is used somewhere else (claude.ai, another machine): `units` of both windows
+    /// are spent without passing through ccs. False for an unknown account.
+    pub fn use_outside(&self, email: &str, units: u64) -> bool {
+        let now = self.now();
+        let mut inner = self.lock();
+        let Some(i) = inner.user(email) else {
+            return false;
+        };
+        let u = &mut inner.users[i];
+        u.five.roll(now);
+        u.seven.roll(now);
+        u.five.consume(units, now);
+        u.seven.consume(units, now);
+        true
+    }
+
     pub fn set_budget(&self, email: &str, five_hour: Option<u64>, seven_day: Option<u64>) -> bool {
         let mut inner = self.lock();
         let Some(i) = inner.user(email) else {

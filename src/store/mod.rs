@@ -563,10 +563,13 @@ impl ports::Store for SledStore {
         Ok(())
     }
 
-    fn save_quota(&self, account: &str, quota: &Quota) -> Result<(), StoreError> {
+    fn save_quota(&self, account: &str, quota: &Quota, durable: bool) -> Result<(), StoreError> {
         self.quota
             .insert(account.as_bytes(), encode(&QuotaRecord::from(quota)))
             .map_err(db_err)?;
+        if durable {
+            self.db.flush().map_err(db_err)?;
+        }
         Ok(())
     }
 
