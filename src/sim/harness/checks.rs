@@ -22,6 +22,8 @@ use crate::sim::model::SimModel;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Delivered {
     Served,
+    /// A 429 whose rate-limit headers reject a window.
+    WindowRejected,
     Status(u16),
     /// The connection was cut before any header.
     Reset,
@@ -79,7 +81,7 @@ impl Checks {
     }
 
     pub fn on_delivered(&mut self, account: &AccountId, d: Delivered) {
-        if d == Delivered::Status(429) {
+        if matches!(d, Delivered::Status(429) | Delivered::WindowRejected) {
             self.last_429.insert(account.to_string(), self.now);
         }
         self.delivered.push((account.clone(), d));
@@ -104,7 +106,10 @@ impl World {
     fn evidenced(&self, account: &AccountId, why: Left) -> bool {
         let c = self.checks.borrow();
         match why {
-            Left::RateLimited => c.was_delivered(account, Delivered::Status(429)),
+            Left::RateLimited => {
+                c.was_delivered(account, Delivered::Status(429))
+                    || c.was_delivered(account, Delivered::WindowRejected)
+            }
             Left::Unreachable => c.was_delivered(account, Delivered::Reset),
             Left::Unauthorized { .. } => c.was_delivered(account, Delivered::Status(401)),
             Left::NoToken => {
@@ -265,6 +270,7 @@ impl World {
                 || m.health.phase == Phase::Dead
                 || !authority_serves(&self.model, &m.id)
                 || c.was_delivered(&m.id, Delivered::Status(429))
+                || c.was_delivered(&m.id, Delivered::WindowRejected)
                 || backoff_after_a_real_429(m, c.last_429.get(&*m.id), now);
             if !excused {
                 able.push(m.id.to_string());
@@ -278,10 +284,16 @@ impl World {
 
     /// I1b: a 429 that rejects a window is never relayed while another account could serve.
     pub(super) fn check_relayed_429(&mut self, account: &AccountId, status: u16) {
-        if status != 429 || authority_serves(&self.model, account) {
+        let c = self.checks.borrow();
+        let rejected = c
+            .delivered
+            .iter()
+            .rev()
+            .find(|(a, _)| a == account)
+            .is_some_and(|(_, d)| *d == Delivered::WindowRejected);
+        if status != 429 || !rejected {
             return;
         }
-        let c = self.checks.borrow();
         let others: Vec<String> = c
             .emails
             .iter()

@@ -121,6 +121,15 @@ impl Upstream for ModelUpstream {
             .admit(Some(access.expose()), Some(OAUTH_BETA), 4_000, false);
         let delivered = match &admission {
             Admission::Serve(_) => Delivered::Served,
+            Admission::Reject { error, .. }
+                if error.status == 429
+                    && error.headers.iter().any(|(k, v)| {
+                        k.eq_ignore_ascii_case("anthropic-ratelimit-unified-status")
+                            && v == "rejected"
+                    }) =>
+            {
+                Delivered::WindowRejected
+            }
             Admission::Reject { error, .. } => Delivered::Status(error.status),
             Admission::CloseBeforeHeaders { .. } => Delivered::Reset,
         };
