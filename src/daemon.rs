@@ -129,9 +129,13 @@ pub async fn serve(
         }
     });
     let mut asked = ctx.shutdown.subscribe();
+    let home = ctx.paths.home.clone();
     tokio::select! {
         _ = shutdown => {},
         _ = asked.changed() => {},
+        _ = home_gone(&home) => {
+            tracing::warn!(home = %home.display(), "the CCS_HOME folder is gone: stopping");
+        },
     }
     tracing::info!("stopping: letting in-flight responses finish");
     handle.stop(true).await;
@@ -140,6 +144,17 @@ pub async fn serve(
     store.flush()?;
     tracing::info!("daemon stopped");
     Ok(())
+}
+
+/// How often the daemon checks that its home folder still exists.
+const HOME_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Completes once `home` no longer exists: a daemon whose CCS_HOME was deleted (a test's
+/// temporary folder, a user's `rm -rf`) has nothing left to serve and must not linger.
+async fn home_gone(home: &std::path::Path) {
+    while home.is_dir() {
+        actix_web::rt::time::sleep(HOME_CHECK_EVERY).await;
+    }
 }
 
 /// A daemon running on its own thread, for tests. Stops when dropped.

@@ -11,10 +11,12 @@ use serde_json::Value;
 
 struct Setup {
     sim: ccs::sim::SimHandle,
+    /// Declared before the folder: fields drop in order, and the daemon must be stopped
+    /// while its home (where its pid file is) still exists.
+    _stop: StopOnDrop,
     _dir: tempfile::TempDir,
     paths: ccs::config::Paths,
     claude_home: tempfile::TempDir,
-    _stop: StopOnDrop,
 }
 
 fn setup(budgets: &[(&str, u64)]) -> Setup {

@@ -211,3 +211,36 @@ fn the_daemon_refuses_a_public_bind_with_default_secrets() {
     assert_ne!(code, 0);
     assert!(err.contains("refusing to listen on 0.0.0.0"), "{err}");
 }
+
+#[test]
+fn a_daemon_whose_home_is_deleted_stops_by_itself() {
+    // A test that dies before its guard runs, or a user's `rm -rf ~/.ccs`, must not leave a
+    // daemon serving from a folder that is gone.
+    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
+    let port = free_port();
+    let (dir, paths, _config) = home_with_port(&sim.url(), port);
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pid: u32 = std::fs::read_to_string(paths.pid_file())
+        .expect("the daemon writes its pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let alive = || std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(alive(), "the daemon runs");
+    drop(dir);
+    // Bounded wait for the daemon to notice (it looks every 2 s).
+    let gone = (0..300).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        !alive()
+    });
+    if !gone {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    assert!(
+        gone,
+        "daemon {pid} still runs 30 s after its home was deleted"
+    );
+}

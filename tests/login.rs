@@ -10,9 +10,11 @@ use common::*;
 use serde_json::{json, Value};
 
 struct Home {
+    /// Declared before the folder: fields drop in order, and the daemon must be stopped
+    /// while its home (where its pid file is) still exists.
+    _stop: StopOnDrop,
     _dir: tempfile::TempDir,
     paths: ccs::config::Paths,
-    _stop: StopOnDrop,
 }
 
 /// A CCS_HOME for `sim` with free daemon and callback ports.

@@ -12,9 +12,11 @@ use serde_json::Value;
 
 struct Setup {
     sim: ccs::sim::SimHandle,
+    /// Declared before the folder: fields drop in order, and the daemon must be stopped
+    /// while its home (where its pid file is) still exists.
+    _stop: StopOnDrop,
     _dir: tempfile::TempDir,
     paths: ccs::config::Paths,
-    _stop: StopOnDrop,
 }
 
 fn setup() -> Setup {
@@ -171,6 +173,7 @@ fn two_profiles_at_once_see_separate_config_folders() {
     assert_eq!(v["profiles"][0]["email"], "bob@example.com");
 }
 
+#[cfg(feature = "external-clients")]
 #[test]
 fn the_real_claude_code_runs_on_a_profiles_own_credentials() {
     let s = setup();

@@ -12,11 +12,13 @@ use serde_json::{json, Value};
 
 struct Setup {
     sim: ccs::sim::SimHandle,
+    /// Declared before the folder: fields drop in order, and the daemon must be stopped
+    /// while its home (where its pid file is) still exists.
+    _stop: StopOnDrop,
     _dir: tempfile::TempDir,
     paths: ccs::config::Paths,
     url: String,
     record: std::path::PathBuf,
-    _stop: StopOnDrop,
 }
 
 /// A stand-in `claude` that writes its environment and arguments to `record`, then exits
