@@ -88,12 +88,32 @@ pub enum SimCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Faults to inject at random times, comma-separated: refresh, fatal, slow, 429,
-        /// 429_retry, 401, 529, reset, midstream, crash, jump, pause.
+        /// 429_retry, 401, 529, reset, midstream, crash, jump, pause, external.
         #[arg(long, value_delimiter = ',')]
         faults: Vec<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Explore many random worlds (the distribution the test suite samples on a fixed seed)
+    /// and report every one that breaks an invariant, as a regression file to keep.
+    #[command(
+        long_about = "Run WORLDS random simulated worlds (1-8 accounts, 1-15 sessions over 1-4 \
+hours, up to 8 faults of every kind) through the real actors and driver, on all cores, checking \
+every invariant of specs/failover-invariants.md. World i of seed S is always the same world.\n\n\
+A failing world is printed as JSON: save it as tests/regressions/NAME.json (fill in name and \
+why) and the test suite runs it from then on. Exits non-zero when any world failed."
+    )]
+    Soak {
+        /// How many worlds.
+        #[arg(long, default_value_t = 10_000)]
+        worlds: u64,
+        /// Which exploration: another seed, other worlds.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// Serve the simulator on 127.0.0.1 until Ctrl-C.
     #[command(

@@ -59,6 +59,9 @@ fn main() {
             faults,
             json,
         }) => ccs::commands::sim::run(accounts, sessions, hours, seed, &faults, json),
+        Command::Sim(SimCommand::Soak { worlds, seed, jobs }) => {
+            ccs::commands::sim::soak(worlds, seed, jobs)
+        }
         Command::Sim(SimCommand::Serve {
             scenario,
             port,
