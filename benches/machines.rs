@@ -28,7 +28,13 @@ fn lifecycle(c: &mut Criterion) {
     c.bench_function("lifecycle/step tick (no change)", |b| {
         b.iter(|| step(black_box(&fresh), Event::Tick, now))
     });
-    let (refreshing, _) = step(&fresh, Event::UpstreamUnauthorized, now);
+    let (refreshing, _) = step(
+        &fresh,
+        Event::UpstreamUnauthorized {
+            generation: fresh.generation,
+        },
+        now,
+    );
     c.bench_function("lifecycle/step refresh succeeded", |b| {
         b.iter(|| {
             step(

@@ -594,6 +594,7 @@ async fn usage_is_polled_on_demand_and_cached() {
     );
 }
 
+#[cfg(feature = "external-clients")]
 #[test]
 fn the_python_sdk_works_through_the_proxy_with_either_key_header() {
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -574,6 +574,7 @@ async fn authorize_denial_and_login_order() {
     );
 }
 
+#[cfg(feature = "external-clients")]
 #[test]
 fn python_sdk_create_stream_count_tokens_and_errors() {
     let sim = sim(&scenario(&[("alice@example.com", 4)]), false);

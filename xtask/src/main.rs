@@ -1,0 +1,229 @@
+//! `cargo xtask`: the project's tasks, in Rust so they run wherever cargo does.
+//!
+//! - `cargo xtask test`: installs the pinned test clients under `target/test-env` when they are
+//!   missing (the `anthropic` Python SDK in a venv, Claude Code from npm) and cargo-deny, then
+//!   runs `cargo fmt --check`, clippy with `-D warnings`, `cargo deny`, and every test of the
+//!   workspace with the planted-bug checks and the real-client suites turned on.
+//! - `cargo xtask soak [--worlds N] [--seed S]`: explores random simulated worlds in release
+//!   mode (`ccs sim soak`), printing any failure as a regression file.
+//!
+//! Must not: download anything but packages by name from their registries, or touch anything
+//! outside the repository and cargo's own folders.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// The real clients the tests drive, pinned so a new release cannot change what they see.
+const ANTHROPIC_SDK_VERSION: &str = "2.14.0";
+const CLAUDE_CODE_VERSION: &str = "2.1.332";
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let started = Instant::now();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("soak") => soak(&args[1..]),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask test             set up the test clients, run every check and test\n\
+                 \x20      cargo xtask soak [ARGS]      explore random simulated worlds (ccs sim soak ARGS)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let secs = started.elapsed().as_secs();
+    match result {
+        Ok(()) => {
+            println!("xtask: done in {}m{:02}s", secs / 60, secs % 60);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xtask: {e} (after {}m{:02}s)", secs / 60, secs % 60);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    // xtask/ sits in the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Runs a command in the repository root; an error names it and its exit status.
+fn run(step: &str, cmd: &mut Command) -> Result<(), String> {
+    println!("== {step}");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("{step}: cannot start {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{step} failed ({status})"))
+    }
+}
+
+fn have(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn test() -> Result<(), String> {
+    let env = root().join("target/test-env");
+    python_sdk(&env)?;
+    claude_code(&env)?;
+    run("format", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--features",
+            "ccs/planted,ccs/external-clients",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    supply_chain()?;
+    run(
+        "tests (every suite, planted-bug checks and real clients included)",
+        cargo()
+            .args([
+                "test",
+                "--workspace",
+                "--features",
+                "ccs/planted,ccs/external-clients",
+            ])
+            .env("CCS_TEST_PYTHON", env.join("venv/bin/python"))
+            .env(
+                "CCS_TEST_CLAUDE",
+                env.join("claude/node_modules/.bin/claude"),
+            ),
+    )
+}
+
+/// The official `anthropic` SDK in a venv of its own.
+fn python_sdk(env: &Path) -> Result<(), String> {
+    let python = env.join("venv/bin/python");
+    let check = format!(
+        "import anthropic, sys; sys.exit(anthropic.__version__ != '{ANTHROPIC_SDK_VERSION}')"
+    );
+    if Command::new(&python)
+        .args(["-c", &check])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        println!("== test clients: anthropic {ANTHROPIC_SDK_VERSION} (Python) already installed");
+        return Ok(());
+    }
+    run(
+        "test clients: a Python venv",
+        Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(env.join("venv")),
+    )?;
+    run(
+        &format!("test clients: anthropic {ANTHROPIC_SDK_VERSION} (Python)"),
+        Command::new(env.join("venv/bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            &format!("anthropic=={ANTHROPIC_SDK_VERSION}"),
+        ]),
+    )
+}
+
+/// The Claude Code CLI from npm (its native binary is an optional dependency of the package).
+fn claude_code(env: &Path) -> Result<(), String> {
+    let prefix = env.join("claude");
+    let bin = prefix.join("node_modules/.bin/claude");
+    let installed = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CLAUDE_CODE_VERSION));
+    if installed {
+        println!("== test clients: Claude Code {CLAUDE_CODE_VERSION} already installed");
+        return Ok(());
+    }
+    if !have("npm", "--version") {
+        return Err("npm is not installed: install Node.js and npm (apt-get install nodejs npm), then run cargo xtask test again".into());
+    }
+    std::fs::create_dir_all(&prefix).map_err(|e| format!("{}: {e}", prefix.display()))?;
+    run(
+        &format!("test clients: Claude Code {CLAUDE_CODE_VERSION} (npm)"),
+        Command::new("npm")
+            .args(["install", "--prefix"])
+            .arg(&prefix)
+            .args(["--no-audit", "--no-fund", "--loglevel=error"])
+            .arg(format!("@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}")),
+    )
+}
+
+/// cargo-deny: bans, licenses and sources always; advisories where the RustSec database can be
+/// had (it is fetched from a git host, which some machines cannot reach).
+fn supply_chain() -> Result<(), String> {
+    let installed = cargo()
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_DENY_VERSION));
+    if !installed {
+        run(
+            &format!("install cargo-deny {CARGO_DENY_VERSION} (once)"),
+            cargo().args([
+                "install",
+                "--locked",
+                "--version",
+                CARGO_DENY_VERSION,
+                "cargo-deny",
+            ]),
+        )?;
+    }
+    run(
+        "supply chain: cargo deny check bans licenses sources",
+        cargo().args(["deny", "check", "bans", "licenses", "sources"]),
+    )?;
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let db = home.map(|h| h.join("advisory-dbs"));
+    let have_db = db
+        .as_ref()
+        .and_then(|d| std::fs::read_dir(d).ok())
+        .is_some_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().is_dir())));
+    if have_db {
+        run(
+            "supply chain: cargo deny check advisories (local database)",
+            cargo().args(["deny", "check", "--disable-fetch", "advisories"]),
+        )
+    } else {
+        println!(
+            "== supply chain: advisories SKIPPED: no RustSec database under {} and it cannot be \
+             fetched from this machine; the accepted advisories are listed in deny.toml",
+            db.map(|d| d.display().to_string()).unwrap_or_default()
+        );
+        Ok(())
+    }
+}
+
+fn soak(args: &[String]) -> Result<(), String> {
+    run(
+        "soak: ccs sim soak (release)",
+        cargo()
+            .args(["run", "--release", "--quiet", "--", "sim", "soak"])
+            .args(args),
+    )
+}
