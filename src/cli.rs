@@ -91,6 +91,10 @@ pub enum SimCommand {
         /// 429_retry, 401, 529, reset, midstream, crash, jump, pause, external.
         #[arg(long, value_delimiter = ',')]
         faults: Vec<String>,
+        /// Replay a world from a file instead of generating one: a regression file
+        /// (tests/regressions/*.json, or what `ccs sim soak` prints) or a bare spec.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["accounts", "sessions", "hours", "seed", "faults"])]
+        spec: Option<std::path::PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,

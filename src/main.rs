@@ -57,8 +57,12 @@ fn main() {
             hours,
             seed,
             faults,
+            spec,
             json,
-        }) => ccs::commands::sim::run(accounts, sessions, hours, seed, &faults, json),
+        }) => match spec {
+            Some(file) => ccs::commands::sim::replay(&file, json),
+            None => ccs::commands::sim::run(accounts, sessions, hours, seed, &faults, json),
+        },
         Command::Sim(SimCommand::Soak { worlds, seed, jobs }) => {
             ccs::commands::sim::soak(worlds, seed, jobs)
         }

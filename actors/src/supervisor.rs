@@ -342,6 +342,9 @@ pub struct Route {
 pub struct Routed {
     pub decision: Decision,
     pub addr: Option<Addr<AccountActor>>,
+    /// With `AllLimited`: the pool's accounts that were passed over for want of a usable token
+    /// (not paused, not dead, not limited): the refusal is then not about quota.
+    pub tokenless: Vec<AccountId>,
 }
 
 impl Handler<Route> for Supervisor {
@@ -398,7 +401,24 @@ impl Handler<Route> for Supervisor {
             .account()
             .and_then(|a| self.accounts.get(a))
             .map(|m| m.addr.clone());
-        MessageResult(Routed { decision, addr })
+        let tokenless = match decision {
+            Decision::AllLimited { .. } => pool
+                .iter()
+                .filter(|c| !c.routable && !msg.exclude.contains(&c.id))
+                .filter(|c| {
+                    self.accounts
+                        .get(&c.id)
+                        .is_some_and(|m| !m.paused && m.health.phase != Phase::Dead)
+                })
+                .map(|c| c.id.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        MessageResult(Routed {
+            decision,
+            addr,
+            tokenless,
+        })
     }
 }
 
@@ -568,6 +588,12 @@ impl SupervisorHandle {
             let (account, addr) = match (routed.decision.account(), routed.addr) {
                 (Some(a), Some(addr)) => (a.clone(), addr),
                 _ => {
+                    skipped.extend(
+                        routed
+                            .tokenless
+                            .into_iter()
+                            .map(|a| (a, LeaseError::Unavailable)),
+                    );
                     let earliest_reset = match routed.decision {
                         Decision::AllLimited { earliest_reset } => earliest_reset,
                         _ => None,

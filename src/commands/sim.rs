@@ -83,15 +83,39 @@ pub fn run(
         .collect();
     let spec = crate::sim::harness::generate(seed, accounts, sessions, hours, &names)
         .map_err(anyhow::Error::msg)?;
+    report(
+        &spec,
+        &format!("{accounts} accounts, {sessions} sessions, {hours} simulated hours, seed {seed}"),
+        json_out,
+    )
+}
+
+/// `ccs sim run --spec FILE`: one world from a regression file or a bare spec.
+pub fn replay(file: &Path, json_out: bool) -> Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let spec_value = value.get("spec").cloned().unwrap_or(value);
+    let spec: crate::sim::harness::Spec = serde_json::from_value(spec_value).with_context(|| {
+        format!(
+            "{} holds no simulated world: expected a regression file (tests/regressions/*.json) or a spec",
+            file.display()
+        )
+    })?;
+    report(&spec, &format!("the world in {}", file.display()), json_out)
+}
+
+fn report(spec: &crate::sim::harness::Spec, what: &str, json_out: bool) -> Result<()> {
     let started = std::time::Instant::now();
-    let report = crate::sim::harness::run_blocking(&spec);
+    let report = crate::sim::harness::run_blocking(spec);
     if json_out {
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({"spec": spec, "report": report}))?
         );
     } else {
-        println!("ccs sim run: {accounts} accounts, {sessions} sessions, {hours} simulated hours, seed {seed}");
+        println!("ccs sim run: {what}");
         println!(
             "  (ran in {:.2} s of real time)",
             started.elapsed().as_secs_f64()
