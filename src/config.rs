@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// The client key the tool we replace uses by default (reference §6).
+/// The client key the tool we replace uses by default (specs/anthropic.md §6).
 pub const DEFAULT_API_KEY: &str = "ccs-internal-managed";
 /// The management secret until the user sets one. Fine on loopback, refused elsewhere.
 pub const DEFAULT_MANAGEMENT_SECRET: &str = "ccs-internal-management";
@@ -245,7 +245,7 @@ pub struct Upstream {
 #[serde(default, deny_unknown_fields)]
 pub struct OAuth {
     pub authorize_url: String,
-    /// Moved twice already (reference §1), hence config.
+    /// Moved twice already (specs/anthropic.md §1), hence config.
     pub token_url: String,
     pub profile_url: String,
     pub usage_url: String,

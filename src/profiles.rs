@@ -3,7 +3,7 @@
 //! file, and optional shared context groups.
 //!
 //! Owns: names, the instance folder and its metadata, Claude Code's `.credentials.json`
-//! format (reference §4), and linking shared folders into a group. Must not: refresh a
+//! format (specs/anthropic.md §4), and linking shared folders into a group. Must not: refresh a
 //! profile's grant (Claude Code owns it until `ccs pool import`), or share credentials.
 
 use std::path::{Path, PathBuf};

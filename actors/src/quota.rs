@@ -1,7 +1,7 @@
 //! The quota machine: folds Anthropic's unified rate-limit headers (and usage-endpoint bodies)
 //! into per-window state, and answers whether an account may take a request at `now`.
 //!
-//! Pure: no I/O, no clock reads. Header names and meanings: reference/anthropic-wire.md §3.
+//! Pure: no I/O, no clock reads. Header names and meanings: specs/anthropic.md §3.
 //! Must not: trust a reset in the past or more than eight days ahead, or bench an account on a
 //! request-scoped 429 (`x-should-retry: true` without unified headers).
 
@@ -47,7 +47,7 @@ const H_RESET: &str = "anthropic-ratelimit-unified-reset";
 const H_CLAIM: &str = "anthropic-ratelimit-unified-representative-claim";
 
 /// The model family a per-model weekly window limits. The `7d_oi` header window limits Opus
-/// (reference §3: "a per-model weekly window"); the usage endpoint names its families.
+/// (specs/anthropic.md §3: "a per-model weekly window"); the usage endpoint names its families.
 pub const OI_FAMILY: &str = "opus";
 
 /// A response header lookup, so this module needs no HTTP types. Names are lower-case.
@@ -372,7 +372,7 @@ fn parse_iso(s: &str) -> Option<Timestamp> {
         .map(Timestamp::from_millis)
 }
 
-/// The body of the usage endpoint (reference §3). Unknown fields are ignored.
+/// The body of the usage endpoint (specs/anthropic.md §3). Unknown fields are ignored.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct UsageBody {
     pub five_hour: Option<UsageWindow>,

@@ -1,4 +1,4 @@
-//! The quota machine against real-looking header sets (reference/anthropic-wire.md §3), and
+//! The quota machine against real-looking header sets (specs/anthropic.md §3), and
 //! its properties over random responses.
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Talking to the OAuth authority: the token response, the refresh client the account actors
-//! use, and the profile and usage endpoints (reference/anthropic-wire.md §1, §3).
+//! use, and the profile and usage endpoints (specs/anthropic.md §1, §3).
 //!
 //! The token endpoint takes JSON, not form encoding, so token calls are made here with reqwest
 //! rather than through the oauth2 crate's form client. Must not: log a token, or call a failure

@@ -1,4 +1,4 @@
-//! The JSON files of the tool ccs replaces (reference/anthropic-wire.md §6): `accounts.json`
+//! The JSON files of the tool ccs replaces (specs/anthropic.md §6): `accounts.json`
 //! and `auth/claude-<email>.json`. Written as a mirror of the store after every change, read
 //! at open to import what another tool (or an older ccs) left there.
 //!
@@ -103,7 +103,7 @@ pub struct TokenFileIn {
     pub modified_ms: u64,
 }
 
-/// The keys other tools use for the expiry (reference §6).
+/// The keys other tools use for the expiry (specs/anthropic.md §6).
 const EXPIRY_KEYS: &[&str] = &[
     "expiry_date",
     "expired",
