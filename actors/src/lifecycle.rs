@@ -462,6 +462,30 @@ mod tests {
     }
 
     #[test]
+    fn a_short_token_is_refreshed_at_half_its_life_also_when_loaded() {
+        // A 60 s token at load: refreshed at 30 s, not at once; a 6-minute one at 3 minutes,
+        // not after 1 (expiry − the 5-minute lead).
+        let now = Timestamp::from_secs(1000);
+        for (life, due) in [(60, 30), (360, 180)] {
+            let token = Token {
+                access: Secret::new("a"),
+                refresh: Secret::new("r"),
+                expires_at: now.plus(Duration::from_secs(life)),
+            };
+            let (s, fx) = step(
+                &State::unloaded(Policy::default()),
+                Event::Loaded(token),
+                now,
+            );
+            assert_eq!(s.phase, Phase::Fresh, "a {life} s token");
+            assert!(
+                fx.contains(&Effect::ArmTimer(now.plus(Duration::from_secs(due)))),
+                "a {life} s token: {fx:?}"
+            );
+        }
+    }
+
+    #[test]
     fn short_lived_tokens_refresh_at_half_life() {
         let now = Timestamp::from_secs(1000);
         let lead = Duration::from_secs(300);

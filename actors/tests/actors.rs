@@ -553,3 +553,58 @@ async fn supervisor_fills_first_moves_a_limited_session_and_reports_all_limited(
     let p = sup.place("claude", Some("s3"), None, vec![]).await.unwrap();
     assert_eq!(&*p.account, "a@x");
 }
+
+#[actix::test]
+async fn a_401_while_the_new_token_waits_for_the_store_replays_nothing() {
+    // The refresh at the lead is answered, but the store refuses the new token. Until it is
+    // written, its refresh token is the grant's only live one: a 401 for the current (old) token
+    // must not start a refresh from the rotated-away refresh token (which kills the grant).
+    let rig = rig(true);
+    let addr = rig.start_account(Initial::Token(token(1, t(3600))));
+    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+    rig.store.refuse_tokens.store(true, Ordering::SeqCst);
+    rig.clock.set(t(3310)); // past the refresh point, the old token still valid
+    until(&addr, "answered but unsaved", |s| {
+        s.machine.unsaved.is_some()
+    })
+    .await;
+    assert_eq!(rig.refresher.calls(), 1);
+
+    let retry = addr.send(Unauthorized { generation: 1 });
+    settle(&addr).await;
+    assert_eq!(
+        rig.refresher.calls(),
+        1,
+        "a 401 during the refused write started another refresh: {:?}",
+        rig.refresher.seen_refresh_tokens.lock().unwrap()
+    );
+
+    // The store accepts on the next try: the new token becomes current, once.
+    rig.store.refuse_tokens.store(false, Ordering::SeqCst);
+    rig.clock.set(t(3312));
+    let s = until(&addr, "saved", |s| s.machine.unsaved.is_none()).await;
+    assert_eq!(s.machine.phase, Phase::Fresh);
+    assert_eq!(s.generation, 2);
+    assert_eq!(
+        s.machine
+            .token
+            .as_ref()
+            .map(|t| t.refresh.expose().to_string()),
+        Some("sk-ant-ort01-101".to_string())
+    );
+    let lease = retry.await.expect("mailbox").expect("a lease");
+    assert_eq!(
+        lease.generation, 2,
+        "the 401 is answered with the new token"
+    );
+    assert_eq!(rig.refresher.calls(), 1);
+    assert_eq!(
+        rig.store
+            .tokens
+            .lock()
+            .unwrap()
+            .get("alice@example.com")
+            .map(|t| t.refresh.expose().to_string()),
+        Some("sk-ant-ort01-101".to_string())
+    );
+}
