@@ -253,6 +253,10 @@ pub struct OAuth {
     pub scope: String,
     /// The login callback listens on 127.0.0.1 at this port.
     pub callback_port: u16,
+    /// How long a refresh call that was sent is waited for. Refresh tokens rotate the moment
+    /// the authority answers, so an answer given up on is a grant lost: this bound is long on
+    /// purpose (the endpoint answers in well under a second when it is healthy).
+    pub refresh_timeout: Span,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -303,6 +307,7 @@ impl Default for OAuth {
             client_id: "9d1c250a-e61b-44d9-88ed-5944d1962f5e".to_string(),
             scope: "user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload".to_string(),
             callback_port: 54545,
+            refresh_timeout: Span(Duration::from_secs(120)),
         }
     }
 }

@@ -85,7 +85,7 @@ pub async fn serve(
         token_url: config.oauth.token_url.clone(),
         client_id: config.oauth.client_id.clone(),
         clock: clock.clone(),
-        timeout: Duration::from_secs(30),
+        timeout: config.oauth.refresh_timeout.0,
     });
     let deps = Deps {
         clock: clock.clone(),

@@ -705,3 +705,26 @@ async fn a_compressed_answer_reaches_the_client_as_the_upstream_sent_it() {
     }
     assert!((seen - 0.1).abs() < 1e-6, "utilization {seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_token_endpoint_is_waited_for_not_abandoned() {
+    // The token endpoint takes 32 s to answer a refresh (the old refresher gave up at 30 s,
+    // while the authority rotated the grant: the retry replayed the dead refresh token and the
+    // account died). The answer must be waited for, and the account stay alive.
+    let r = rig(&[("a@example.com", 10)]).await;
+    fault(
+        &r.sim.url(),
+        json!({"kind": "token_slow", "ms": 32_000, "count": 1, "account": "a@example.com"}),
+    )
+    .await;
+    let (status, body) = manage(&r.daemon.url, Method::POST, "/accounts/a/refresh", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "fresh", "{body}");
+    let c = counters(&r.sim.url()).await;
+    assert_eq!(c["a@example.com"]["refresh_calls"], 1, "{c}");
+    assert_eq!(c["a@example.com"]["refresh_replays"], 0, "{c}");
+    assert_eq!(
+        served_by(ask(&r.daemon.url, Some("s"), false).await).await,
+        "a@example.com"
+    );
+}

@@ -129,8 +129,13 @@ impl Health {
 /// Why a refresh call failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
-    /// Network error, 5xx, 429: try again later (`retry_after` when the server said so).
+    /// The request never reached the authority, or it answered 5xx or 429: try again later
+    /// (`retry_after` when the server said so).
     Transient { retry_after: Option<Duration> },
+    /// The request was sent and no answer came within the (long) bound: the authority may
+    /// have rotated the grant. Retried like a transient failure (nothing else can be done),
+    /// but told apart, so a grant lost this way is named as such.
+    Unknown,
     /// `invalid_grant` or 401 from the token endpoint: the grant is gone.
     Fatal,
 }
@@ -373,6 +378,10 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
         (Refreshing, Event::RefreshFailed(Failure::Transient { retry_after })) => {
             s.failures += 1;
             s.arm_retry(now, retry_after.unwrap_or_default(), &mut fx);
+        }
+        (Refreshing, Event::RefreshFailed(Failure::Unknown)) => {
+            s.failures += 1;
+            s.arm_retry(now, Duration::ZERO, &mut fx);
         }
         (Refreshing, Event::RefreshFailed(Failure::Fatal)) => {
             s.phase = Dead;

@@ -57,7 +57,7 @@ fn classes_of(kind: EventKind) -> &'static [&'static str] {
         EventKind::Loaded => &["valid", "inside_lead", "lapsed"],
         EventKind::Tick | EventKind::LeadReached => &["not_due", "due"],
         EventKind::RefreshSucceeded => &["valid", "lapsed"],
-        EventKind::RefreshFailed => &["transient", "fatal"],
+        EventKind::RefreshFailed => &["transient", "unknown", "fatal"],
         EventKind::Persisted => &["unsaved_valid", "unsaved_lapsed", "other"],
         EventKind::PersistFailed => &[""],
         EventKind::UpstreamUnauthorized => &["current", "stale"],
@@ -217,6 +217,11 @@ fn event(name: &str) -> (Event, bool, Token) {
         ),
         ("refresh_failed", "transient") => (
             Event::RefreshFailed(Failure::Transient { retry_after: None }),
+            false,
+            default_unsaved,
+        ),
+        ("refresh_failed", "unknown") => (
+            Event::RefreshFailed(Failure::Unknown),
             false,
             default_unsaved,
         ),

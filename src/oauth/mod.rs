@@ -89,6 +89,19 @@ pub fn classify(status: u16, body: &str, retry_after: Option<Duration>) -> Failu
     }
 }
 
+/// Whether a failed refresh call may have reached the authority: a connection that never
+/// opened is transient; anything after the request went out (a timeout, a reset, a cut body)
+/// leaves the outcome unknown.
+fn sent_or_not(account: &str, e: &reqwest::Error) -> Failure {
+    if e.is_connect() {
+        tracing::warn!(account, error = %e, "token endpoint unreachable; will retry");
+        Failure::Transient { retry_after: None }
+    } else {
+        tracing::error!(account, error = %e, "a refresh was sent but its answer never arrived: if the authority rotated the grant, the next attempt finds it gone and the account needs a new login");
+        Failure::Unknown
+    }
+}
+
 /// The refresher the daemon's account actors use.
 pub struct HttpRefresher {
     pub client: reqwest::Client,
@@ -116,10 +129,7 @@ impl Refresher for HttpRefresher {
         Box::pin(async move {
             let resp = match req.send().await {
                 Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(account, error = %e, "token endpoint unreachable");
-                    return Err(Failure::Transient { retry_after: None });
-                }
+                Err(e) => return Err(sent_or_not(&account, &e)),
             };
             let status = resp.status().as_u16();
             let retry_after = resp
@@ -128,7 +138,11 @@ impl Refresher for HttpRefresher {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let body = resp.text().await.unwrap_or_default();
+            let body = match resp.text().await {
+                Ok(b) => b,
+                // The authority answered, and the answer was lost on the way in.
+                Err(e) => return Err(sent_or_not(&account, &e)),
+            };
             if !(200..300).contains(&status) {
                 let failure = classify(status, &body, retry_after);
                 tracing::warn!(account, status, ?failure, "refresh refused");

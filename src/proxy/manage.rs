@@ -390,13 +390,34 @@ async fn force_refresh(ctx: Data, req: HttpRequest, who: web::Path<String>) -> H
         })
         .await;
     let state = addr.send(GetState).await.ok();
-    let phase = state.map(|s| s.machine.phase).unwrap_or(Phase::Dead);
-    match result {
-        Ok(Ok(_)) => HttpResponse::Ok().json(json!({"email": a.email, "state": phase.as_str()})),
-        _ => err(
+    let phase = state
+        .as_ref()
+        .map(|s| s.machine.phase)
+        .unwrap_or(Phase::Dead);
+    match (result, phase) {
+        (Ok(Ok(_)), _) => {
+            HttpResponse::Ok().json(json!({"email": a.email, "state": phase.as_str()}))
+        }
+        (_, Phase::Dead) => err(
             502,
-            format!("refreshing {} failed; state is now {} (a dead account needs `ccs claude --auth --add`)", a.email, phase.as_str()),
+            format!(
+                "refreshing {} failed: the authority says the grant is gone; log the account in again with `ccs claude --auth --add`",
+                a.email
+            ),
         ),
+        _ => {
+            let retry = state
+                .and_then(|s| s.machine.retry_at)
+                .map(|t| format!(" at {}", crate::store::mirror::rfc3339(t.as_millis())))
+                .unwrap_or_default();
+            err(
+                502,
+                format!(
+                    "refreshing {} failed for now (the token endpoint did not give a usable answer); it is retried automatically{retry}, nothing to do",
+                    a.email
+                ),
+            )
+        }
     }
 }
 

@@ -39,7 +39,9 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .timeout(Duration::from_secs(30))
+        // A bound for a stuck test, above the slowest answer a test waits for on purpose
+        // (a 32 s token endpoint).
+        .timeout(Duration::from_secs(60))
         .build()
         .expect("client")
 }
