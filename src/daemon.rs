@@ -141,10 +141,23 @@ pub async fn serve(
     handle.stop(true).await;
     let _ = running.await;
     sweeper.abort();
+    // A refresh answered but not written is a grant lost: let every call out come back and its
+    // token reach the store before the process goes (bounded: a hung endpoint cannot hold the
+    // stop forever; the refresh intent then makes the next start check the account at once).
+    let bound = ctx.config.oauth.refresh_timeout.0.min(SETTLE_BOUND);
+    if tokio::time::timeout(bound, sup.settle()).await.is_err() {
+        tracing::error!(
+            "stopping with a refresh still unanswered after {} s; the next start checks its account at once",
+            bound.as_secs()
+        );
+    }
     store.flush()?;
     tracing::info!("daemon stopped");
     Ok(())
 }
+
+/// Longest a stopping daemon waits for refreshes in flight.
+const SETTLE_BOUND: Duration = Duration::from_secs(60);
 
 /// How often the daemon checks that its home folder still exists.
 const HOME_CHECK_EVERY: Duration = Duration::from_secs(2);

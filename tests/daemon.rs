@@ -728,3 +728,55 @@ async fn a_slow_token_endpoint_is_waited_for_not_abandoned() {
         "a@example.com"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_refresh_waits_for_it_and_keeps_the_new_token() {
+    // The timer's refresh is out (the token endpoint takes 3 s) when the daemon is stopped.
+    // Stopping must wait for the answer and write it down: after a restart the stored refresh
+    // token is the live one, so the next refresh works (before, the answer was abandoned, the
+    // restart loaded the rotated-away token, and the account died at its next refresh).
+    let sim = sim(&scenario(&[("a@example.com", 10)]), true);
+    let clock: SharedClock = Arc::new(sim.clock.clone().expect("manual clock"));
+    let (_home, paths, config) = home_for(&sim.url());
+    let start = |paths: &ccs::config::Paths, config: &ccs::config::Config| {
+        tokio::task::block_in_place(|| {
+            DaemonHandle::start(paths.clone(), config.clone(), clock.clone())
+        })
+        .expect("daemon")
+    };
+    let daemon = start(&paths, &config);
+    add_account(&sim.url(), &daemon.url, "a@example.com").await;
+    wait_fresh(&daemon.url, 1).await;
+    fault(
+        &sim.url(),
+        json!({"kind": "token_slow", "ms": 3_000, "count": 1, "account": "a@example.com"}),
+    )
+    .await;
+    // Past the refresh point (8 h tokens, 5 min lead): the timer starts the refresh.
+    sim.clock
+        .as_ref()
+        .unwrap()
+        .advance(Duration::from_secs(8 * 3600 - 200));
+    let mut refreshing = false;
+    for _ in 0..400 {
+        let a = accounts(&daemon.url).await;
+        if a[0]["state"] == "refreshing" {
+            refreshing = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(refreshing, "the refresh never started");
+    tokio::task::block_in_place(|| drop(daemon));
+
+    let daemon = start(&paths, &config);
+    wait_fresh(&daemon.url, 1).await;
+    let (status, body) = manage(&daemon.url, Method::POST, "/accounts/a/refresh", None).await;
+    assert_eq!(
+        status, 200,
+        "the stored refresh token was not the live one: {body}"
+    );
+    let c = counters(&sim.url()).await;
+    assert_eq!(c["a@example.com"]["refresh_replays"], 0, "{c}");
+    assert_eq!(c["a@example.com"]["refresh_ok"], 2, "{c}");
+}

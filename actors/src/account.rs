@@ -120,6 +120,28 @@ impl Handler<StopAccount> for AccountActor {
     }
 }
 
+/// Answers once the account has nothing outstanding: no refresh call out and no new token
+/// waiting to be written. A stopping daemon waits for this (bounded), because a refresh
+/// answered but not written is a grant lost.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Settle;
+
+impl Handler<Settle> for AccountActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: Settle, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.settled() {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = oneshot::channel();
+        self.settle_waiters.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
 /// The account's state, for status views and tests.
 #[derive(Message)]
 #[rtype(result = "AccountState")]
@@ -157,6 +179,9 @@ pub struct AccountActor {
     /// machine state: who waits changes nothing the machine decides, only who hears of it.
     /// Each with the oldest token generation it accepts (after a 401: a newer one).
     waiters: Vec<(u64, oneshot::Sender<Result<Lease, LeaseError>>)>,
+    /// Who waits for the account to settle (no refresh call out, no token unwritten): a
+    /// stopping daemon, which must not abandon a rotation half done.
+    settle_waiters: Vec<oneshot::Sender<()>>,
     refresh_calls: u64,
     /// When the quota was last written to the store.
     quota_saved_at: Option<crate::clock::Timestamp>,
@@ -181,6 +206,7 @@ impl AccountActor {
             quota,
             supervisor,
             timer: None,
+            settle_waiters: Vec::new(),
             waiters: Vec::new(),
             refresh_calls: 0,
             quota_saved_at: None,
@@ -276,7 +302,17 @@ impl AccountActor {
         }
     }
 
+    /// Whether nothing is outstanding: no refresh call out, no token waiting to be written.
+    fn settled(&self) -> bool {
+        self.machine.phase != Phase::Refreshing && !self.machine.stale_in_flight
+    }
+
     fn wake_waiters(&mut self) {
+        if self.settled() {
+            for w in self.settle_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
         let waiters = std::mem::take(&mut self.waiters);
         for (min, w) in waiters {
             match self.answer_for(min) {

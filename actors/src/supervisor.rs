@@ -219,6 +219,28 @@ impl Handler<AddAccount> for Supervisor {
     }
 }
 
+/// Answers once every account has settled (see `account::Settle`); the caller bounds the wait.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SettleAll;
+
+impl Handler<SettleAll> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: SettleAll, _ctx: &mut Context<Self>) -> Self::Result {
+        let pending: Vec<_> = self
+            .accounts
+            .values()
+            .map(|m| m.addr.send(crate::account::Settle))
+            .collect();
+        Box::pin(async move {
+            for p in pending {
+                let _ = p.await;
+            }
+        })
+    }
+}
+
 /// Stops the supervisor (the daemon's end, or a simulated crash).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -628,6 +650,11 @@ impl SupervisorHandle {
 
     pub async fn add(&self, msg: AddAccount) -> Result<(), RouteError> {
         self.addr.send(msg).await.map_err(|_| RouteError::Stopped)
+    }
+
+    /// Waits until no account has a refresh call out or a token unwritten.
+    pub async fn settle(&self) {
+        let _ = self.addr.send(SettleAll).await;
     }
 
     pub async fn view(&self) -> Result<SupervisorView, RouteError> {
