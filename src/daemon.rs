@@ -34,6 +34,7 @@ async fn load(store: &Arc<SledStore>, sup: &SupervisorHandle) -> Result<()> {
     for a in store.accounts()? {
         let id = account_key(&a.email);
         let initial = match (a.dead, store.token(&id)?) {
+            (false, Some(t)) if store.in_doubt(&id, &t)? => Initial::InDoubt(t),
             (false, Some(t)) => Initial::Token(t),
             _ => Initial::Dead,
         };

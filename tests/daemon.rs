@@ -780,3 +780,65 @@ async fn a_stop_during_a_refresh_waits_for_it_and_keeps_the_new_token() {
     assert_eq!(c["a@example.com"]["refresh_replays"], 0, "{c}");
     assert_eq!(c["a@example.com"]["refresh_ok"], 2, "{c}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_answered_but_never_written_shows_at_the_next_start_not_hours_later() {
+    // The daemon sent a refresh, the authority answered (rotating the grant), and the process
+    // died before writing the answer. Replayed here by hand: an intent for the stored token,
+    // and the authority's grant rotated past it. At the next start the account must be checked
+    // at once and shown dead with its fix (before, it showed `fresh` for the token's remaining
+    // life, about 8 hours with real tokens, and died at 3 a.m.).
+    let sim = sim(&scenario(&[("a@example.com", 10)]), true);
+    let clock: SharedClock = Arc::new(sim.clock.clone().expect("manual clock"));
+    let (_home, paths, config) = home_for(&sim.url());
+    let start = || {
+        tokio::task::block_in_place(|| {
+            DaemonHandle::start(paths.clone(), config.clone(), clock.clone())
+        })
+        .expect("daemon")
+    };
+    let daemon = start();
+    add_account(&sim.url(), &daemon.url, "a@example.com").await;
+    wait_fresh(&daemon.url, 1).await;
+    tokio::task::block_in_place(|| drop(daemon));
+
+    let id = "a@example.com";
+    let stored = {
+        use ccs_actors::ports::Store;
+        let store = tokio::task::block_in_place(|| {
+            ccs::store::SledStore::open(&paths, clock.clone()).expect("store")
+        });
+        let t = store.token(id).unwrap().expect("a token");
+        store.save_refresh_intent(id, &t.refresh).unwrap();
+        t
+    };
+    let (status, _) = token_call(
+        &sim.url(),
+        json!({"grant_type": "refresh_token", "refresh_token": stored.refresh.expose(), "client_id": CLIENT_ID}),
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "the authority answered the refresh that was lost"
+    );
+
+    let daemon = start();
+    let mut state = Value::Null;
+    for _ in 0..400 {
+        let a = accounts(&daemon.url).await;
+        state = a[0]["state"].clone();
+        if state == "dead" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(state, "dead", "the lost answer was not found at start");
+    let a = accounts(&daemon.url).await;
+    assert!(
+        a[0]["fix"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ccs claude --auth"),
+        "{a:?}"
+    );
+}

@@ -329,3 +329,27 @@ fn a_second_opener_is_refused_with_a_hint() {
     };
     assert!(err.to_string().contains("another ccs daemon"), "{err}");
 }
+
+#[test]
+fn a_refresh_intent_puts_the_token_in_doubt_until_a_newer_one_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    let c = clock();
+    let id = "alice@example.com";
+    {
+        let store = open(&paths, &c).unwrap();
+        login(&store, id, &token(1));
+        assert!(!store.in_doubt(id, &token(1)).unwrap());
+        store.save_refresh_intent(id, &token(1).refresh).unwrap();
+    }
+    // The process died after sending: the intent survives, and names this very token.
+    let store = open(&paths, &c).unwrap();
+    let stored = store.token(id).unwrap().expect("a token");
+    assert!(store.in_doubt(id, &stored).unwrap());
+    // The answer was written: the stored token is newer than the intent.
+    store.save_token(id, &token(2)).unwrap();
+    assert!(!store.in_doubt(id, &token(2)).unwrap());
+    // The intent holds a fingerprint, never the token itself.
+    let f = ccs_actors::ports::fingerprint(&token(1).refresh);
+    assert!(!f.contains("refresh-1") && f.len() == 16, "{f}");
+}

@@ -36,6 +36,9 @@ pub struct Deps {
 pub enum Initial {
     /// A persisted token, fed to the machine as `Loaded`.
     Token(Token),
+    /// A persisted token with a refresh intent for it (see `Store::save_refresh_intent`): fed
+    /// as `LoadedInDoubt`, which checks the grant at once.
+    InDoubt(Token),
     /// The store says the grant is gone.
     Dead,
 }
@@ -265,6 +268,13 @@ impl AccountActor {
     }
 
     fn start_refresh(&mut self, refresh: Secret, ctx: &mut Context<Self>) {
+        // The intent first: if the process dies between the authority's answer and the write,
+        // the next start knows to check this grant at once.
+        if let Err(e) = self.deps.store.save_refresh_intent(&self.id, &refresh) {
+            tracing::error!(account = %self.id, error = %e, "could not write the refresh intent; not refreshing until the store works");
+            ctx.notify(RefreshDone(Err(Failure::Transient { retry_after: None })));
+            return;
+        }
         self.refresh_calls += 1;
         let call = self.deps.refresher.refresh(&self.id, &refresh);
         ctx.spawn(call.into_actor(self).map(|result, _act, ctx| {
@@ -338,6 +348,10 @@ impl Actor for AccountActor {
         match self.initial.take() {
             // Loaded tokens come from the store: they are already durable.
             Some(Initial::Token(token)) => self.apply(Event::Loaded(token), ctx),
+            Some(Initial::InDoubt(token)) => {
+                tracing::warn!(account = %self.id, "a refresh was sent before the last stop and its answer was never written: checking the grant now");
+                self.apply(Event::LoadedInDoubt(token), ctx)
+            }
             Some(Initial::Dead) => {
                 self.machine = lifecycle::State::dead(self.deps.policy);
                 self.publish();

@@ -148,6 +148,10 @@ pub enum Failure {
 pub enum Event {
     /// The persisted token, at actor start.
     Loaded(Token),
+    /// The persisted token, at actor start, with a refresh intent for it: a refresh was sent
+    /// with its refresh token and no answer was written. The grant may have rotated: check at
+    /// once, so a loss shows now with its fix, not at the next refresh hours later.
+    LoadedInDoubt(Token),
     /// Periodic check (also after the wall clock jumped).
     Tick,
     /// The armed timer fired.
@@ -319,7 +323,13 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
                 s.start_refresh(&mut fx);
             }
         }
-        (Refreshing | Dead, Event::Loaded(_)) => {}
+        (Fresh | Expiring, Event::LoadedInDoubt(token)) => {
+            s.adopt(token);
+            s.refresh_at = refresh_point(s.expires_at, now, s.policy.lead);
+            s.failures = 0;
+            s.start_refresh(&mut fx);
+        }
+        (Refreshing | Dead, Event::Loaded(_) | Event::LoadedInDoubt(_)) => {}
 
         (Dead, Event::Tick) if crate::planted::on(crate::planted::Bug::TickRevivesDead) => {
             s.phase = Expiring;

@@ -12,6 +12,19 @@ use crate::quota::Quota;
 use crate::routing::Binding;
 use crate::token::{Secret, Token};
 
+/// A stable, non-secret fingerprint of a refresh token, for the intent record: enough to tell
+/// whether the stored token is the one a refresh was sent with, and useless to anyone who
+/// reads it.
+pub fn fingerprint(refresh: &Secret) -> String {
+    // FNV-1a, 64 bits: not for security, only to compare without storing the token twice.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in refresh.expose().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Exchanges a refresh token for a new token. Implementations classify their errors:
@@ -32,6 +45,10 @@ pub struct StoreError(pub String);
 pub trait Store: Send + Sync + 'static {
     /// Writes the account's token durably. Called before the token is used or published.
     fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError>;
+    /// Writes down, durably, that a refresh is about to be sent with `refresh` (a refresh
+    /// *intent*). At start, a stored token whose refresh token has an intent is in doubt: its
+    /// refresh may have been answered (and the grant rotated) without the answer being written.
+    fn save_refresh_intent(&self, account: &str, refresh: &Secret) -> Result<(), StoreError>;
     /// Writes down, durably, that the account's grant is gone.
     fn save_dead(&self, account: &str) -> Result<(), StoreError>;
     /// Writes the quota state; `durable` when its limits (a bench, a reset, a backoff) changed,

@@ -108,6 +108,9 @@ impl Store for MemStore {
             .insert(account.to_string(), token.clone());
         Ok(())
     }
+    fn save_refresh_intent(&self, _account: &str, _refresh: &Secret) -> Result<(), StoreError> {
+        Ok(())
+    }
     fn save_dead(&self, account: &str) -> Result<(), StoreError> {
         self.dead.lock().unwrap().push(account.to_string());
         Ok(())

@@ -55,6 +55,7 @@ fn states_of(phase: Phase) -> &'static [&'static str] {
 fn classes_of(kind: EventKind) -> &'static [&'static str] {
     match kind {
         EventKind::Loaded => &["valid", "inside_lead", "lapsed"],
+        EventKind::LoadedInDoubt => &["valid", "lapsed"],
         EventKind::Tick | EventKind::LeadReached => &["not_due", "due"],
         EventKind::RefreshSucceeded => &["valid", "lapsed"],
         EventKind::RefreshFailed => &["transient", "unknown", "fatal"],
@@ -208,6 +209,7 @@ fn event(name: &str) -> (Event, bool, Token) {
     let default_unsaved = class_token("valid");
     match (kind, class) {
         ("loaded", c) => (Event::Loaded(class_token(c)), false, default_unsaved),
+        ("loaded_in_doubt", c) => (Event::LoadedInDoubt(class_token(c)), false, default_unsaved),
         ("tick", c) => (Event::Tick, c == "due", default_unsaved),
         ("lead_reached", c) => (Event::LeadReached, c == "due", default_unsaved),
         ("refresh_succeeded", c) => (
@@ -310,7 +312,7 @@ fn adoption(before: &State, after: &State, event: &Event) -> Result<bool, String
         return Ok(false);
     }
     let expected = match event {
-        Event::Loaded(t) | Event::Persisted(t) => Some(t),
+        Event::Loaded(t) | Event::LoadedInDoubt(t) | Event::Persisted(t) => Some(t),
         _ => None,
     };
     if after.generation == before.generation + 1
@@ -395,7 +397,7 @@ fn every_event_kind_and_phase_has_table_states_and_classes() {
     }
     assert_eq!(
         EventKind::iter().count(),
-        10,
+        11,
         "a new event kind: give it rows"
     );
 }

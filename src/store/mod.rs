@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use ccs_actors::ports::{self, StoreError};
 use ccs_actors::quota::Quota;
 use ccs_actors::routing::Binding;
-use ccs_actors::{SharedClock, Timestamp, Token};
+use ccs_actors::{Secret, SharedClock, Timestamp, Token};
 
 use crate::config::Paths;
 use crate::fsutil;
@@ -54,10 +54,35 @@ pub struct SledStore {
     tokens: sled::Tree,
     quota: sled::Tree,
     affinity: sled::Tree,
+    /// Account → fingerprint of the refresh token a refresh was last sent with.
+    intents: sled::Tree,
     meta: sled::Tree,
     db: sled::Db,
     /// Serialises mirror rewrites, so two writers never interleave their temp files.
     mirror_lock: Mutex<()>,
+}
+
+/// How long opening waits for a lock that a stopping process is still releasing.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens the database, waiting (bounded) while its file lock is held: sled lets go of the lock
+/// up to half a second after its last handle is dropped, so a daemon restarted at once would
+/// otherwise be refused by the one that just stopped. A lock still held after the wait belongs
+/// to a running daemon, and the error says so.
+fn open_db(path: &std::path::Path) -> Result<sled::Db, sled::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::Other
+                    && e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn db_err(e: sled::Error) -> StoreError {
@@ -73,13 +98,10 @@ impl SledStore {
             fsutil::private_dir(&dir).map_err(|source| OpenError::Io { path: dir, source })?;
         }
         let path = paths.store_dir();
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|source| OpenError::Db {
-                path: path.clone(),
-                source,
-            })?;
+        let db = open_db(&path).map_err(|source| OpenError::Db {
+            path: path.clone(),
+            source,
+        })?;
         fsutil::private_dir(&path).map_err(|source| OpenError::Io {
             path: path.clone(),
             source,
@@ -97,6 +119,7 @@ impl SledStore {
             tokens: tree("tokens")?,
             quota: tree("quota")?,
             affinity: tree("affinity")?,
+            intents: tree("intents")?,
             meta: tree("meta")?,
             db,
             mirror_lock: Mutex::new(()),
@@ -552,6 +575,14 @@ impl ports::Store for SledStore {
         Ok(())
     }
 
+    fn save_refresh_intent(&self, account: &str, refresh: &Secret) -> Result<(), StoreError> {
+        self.intents
+            .insert(account.as_bytes(), ports::fingerprint(refresh).as_bytes())
+            .map_err(db_err)?;
+        self.db.flush().map_err(db_err)?;
+        Ok(())
+    }
+
     fn save_dead(&self, account: &str) -> Result<(), StoreError> {
         if let Some(mut a) = self.account(account)? {
             a.dead = true;
@@ -589,6 +620,13 @@ impl ports::Store for SledStore {
 }
 
 impl SledStore {
+    /// Whether `token` is in doubt: a refresh was sent with its refresh token and no newer
+    /// token was written since.
+    pub fn in_doubt(&self, account: &str, token: &Token) -> Result<bool, StoreError> {
+        let intent = self.intents.get(account.as_bytes()).map_err(db_err)?;
+        Ok(intent.is_some_and(|i| *i == *ports::fingerprint(&token.refresh).as_bytes()))
+    }
+
     /// Writes everything to disk (the daemon calls it at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(db_err).map(|_| ())

@@ -112,6 +112,7 @@ impl World {
             let dead = disk.dead.get(e).copied().unwrap_or(false);
             let token = disk.tokens.get(e).cloned();
             let initial = match (dead, token) {
+                (false, Some(t)) if disk.in_doubt(e) => Initial::InDoubt(t),
                 (false, Some(t)) => Initial::Token(t),
                 _ => Initial::Dead,
             };

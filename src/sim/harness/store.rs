@@ -9,10 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use ccs_actors::ports::{Store, StoreError};
+use ccs_actors::ports::{fingerprint, Store, StoreError};
 use ccs_actors::quota::Quota;
 use ccs_actors::routing::Binding;
-use ccs_actors::Token;
+use ccs_actors::{Secret, Token};
 
 /// One copy of everything the store holds.
 #[derive(Clone, Default, PartialEq)]
@@ -21,6 +21,18 @@ pub struct Records {
     pub dead: HashMap<String, bool>,
     pub quota: HashMap<String, Quota>,
     pub bindings: BTreeMap<String, Binding>,
+    /// Account → fingerprint of the refresh token a refresh was last sent with.
+    pub intents: HashMap<String, String>,
+}
+
+impl Records {
+    /// Whether the account's stored token is in doubt (see `Store::save_refresh_intent`).
+    pub fn in_doubt(&self, account: &str) -> bool {
+        match (self.tokens.get(account), self.intents.get(account)) {
+            (Some(t), Some(i)) => *i == fingerprint(&t.refresh),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -90,6 +102,11 @@ impl Store for SimStore {
         self.write(true, |r| {
             r.tokens.insert(account.to_string(), token.clone());
             r.dead.insert(account.to_string(), false);
+        })
+    }
+    fn save_refresh_intent(&self, account: &str, refresh: &Secret) -> Result<(), StoreError> {
+        self.write(true, |r| {
+            r.intents.insert(account.to_string(), fingerprint(refresh));
         })
     }
     fn save_dead(&self, account: &str) -> Result<(), StoreError> {
