@@ -203,6 +203,32 @@ fn a_newer_token_file_is_imported_at_open() {
 }
 
 #[test]
+fn a_restored_stale_token_file_never_replaces_the_live_token() {
+    // A backup of the mirror is restored: its file is the newest on disk, but its token is an
+    // older one (it expires sooner; its refresh token was rotated away). Importing it would
+    // kill the account at its next refresh. The token's content decides, not the file's time.
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    let clock = clock();
+    {
+        let store = open(&paths, &clock).unwrap();
+        login(&store, "alice@example.com", &token(2));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let file = paths.auth_dir().join("claude-alice@example.com.json");
+    // Token 1 expired an hour before token 2 does: issued an hour earlier.
+    std::fs::write(
+        &file,
+        r#"{"type":"claude","access_token":"sk-ant-oat01-access-1","refresh_token":"sk-ant-ort01-refresh-1","email":"alice@example.com","expired":"2025-10-09T15:53:20+00:00"}"#,
+    )
+    .unwrap();
+    let store = open(&paths, &clock).unwrap();
+    let t = store.token("alice@example.com").unwrap().unwrap();
+    assert_eq!(t.refresh.expose(), "sk-ant-ort01-refresh-2");
+    assert_eq!(t.expires_at, token(2).expires_at);
+}
+
+#[test]
 fn a_token_file_from_the_replaced_tool_creates_the_account() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::at(dir.path());

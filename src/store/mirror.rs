@@ -99,7 +99,8 @@ pub struct TokenFileIn {
     pub account_uuid: Option<String>,
     pub organization_uuid: Option<String>,
     pub organization_name: Option<String>,
-    /// File modification time, to decide whether it is newer than the store's record.
+    /// File modification time: the creation time of an account first seen in a file. Never
+    /// used to decide which token is newer (the token's expiry decides).
     pub modified_ms: u64,
 }
 

@@ -404,12 +404,19 @@ impl SledStore {
                     .map(|(_, e)| e)
             });
             let current = self.token_record(&id).map_err(rec_err)?;
+            // Newer by the token's own content, never by file time: a backup restored over the
+            // mirror has a fresh mtime but an old, rotated-away refresh token, and importing it
+            // would kill the account at its next refresh. Tokens are issued with a fixed life, so
+            // the one that expires later was issued later.
             let newer = match &current {
                 None => true,
+                Some(rec) if rec.refresh_token == file.refresh_token => false,
+                Some(rec) if file.expires_at_ms > rec.expires_at_ms => true,
                 Some(rec) => {
-                    (rec.access_token != file.access_token
-                        || rec.refresh_token != file.refresh_token)
-                        && file.modified_ms > rec.updated_at_ms
+                    if rec.access_token != file.access_token {
+                        tracing::warn!(file = %file.path.display(), "a token file holds an older token than the store (it expires sooner): kept the store's");
+                    }
+                    false
                 }
             };
             let mut account = match existing {
