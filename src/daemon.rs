@@ -378,6 +378,9 @@ pub fn run_foreground(paths: &Paths, config: Config) -> Result<()> {
             configured_url(&config)
         );
     }
+    // Everything the daemon creates from here on (sled's files, logs) is private from its
+    // first byte: sled creates its files with the process umask.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     crate::fsutil::private_dir(&paths.cliproxy())?;
     let listener = bind(&config, paths)?;
     let _guard = init_logging(paths)?;

@@ -9,10 +9,55 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// Creates `dir` (and parents) if needed and makes it 0700.
+/// Creates `dir` (and parents) if needed and makes it 0700. For folders ccs owns.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// A folder the user may have chosen (`CCS_HOME`): created 0700 when it is missing, but never
+/// re-moded when it exists (it may be shared, or hold other things). Returns its mode when it
+/// lets others in, for a warning; ccs's secrets live in 0700 folders below it either way.
+pub fn home_dir(dir: &Path) -> io::Result<Option<u32>> {
+    if !dir.exists() {
+        private_dir(dir)?;
+        return Ok(None);
+    }
+    let m = mode(dir)?;
+    Ok((m & 0o077 != 0).then_some(m))
+}
+
+/// Makes every file below `dir` 0600 and every folder 0700 (sled creates its files with the
+/// process umask: `db`, `conf`, `snap.*` and `blobs/` hold tokens).
+pub fn privatize_tree(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o700))?;
+            privatize_tree(&path)?;
+        } else if kind.is_file() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the temp files `write_private` leaves when the process is killed mid-write (they
+/// may hold a token); returns how many.
+pub fn remove_stale_temp_files(dir: &Path) -> io::Result<usize> {
+    let mut n = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(".tmp-") && entry.file_type()?.is_file() {
+            fs::remove_file(entry.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Replaces `path` with `bytes` atomically; the file is 0600 from its first byte.

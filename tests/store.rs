@@ -174,6 +174,52 @@ fn files_and_folders_are_private() {
     ] {
         assert_eq!(mode(&f).unwrap(), 0o600, "{}", f.display());
     }
+    // sled's own files hold tokens too: db, conf, snap.*, blobs/. At the next open (a daemon
+    // start) every one of them is private, whatever the umask made them.
+    drop(store);
+    let _store = open(&paths, &clock).unwrap();
+    let mut seen = 0;
+    let mut stack = vec![paths.store_dir()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let want = if p.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode(&p).unwrap(), want, "{}", p.display());
+            if p.is_dir() {
+                stack.push(p);
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "sled wrote only {seen} entries?");
+}
+
+#[test]
+fn temp_files_left_by_a_killed_write_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    ccs::fsutil::private_dir(&paths.auth_dir()).unwrap();
+    let left = paths
+        .auth_dir()
+        .join(".claude-alice@example.com.json.tmp-4242");
+    std::fs::write(&left, "{\"refresh_token\":\"sk-ant-ort01-half\"}").unwrap();
+    let _store = open(&paths, &clock()).unwrap();
+    assert!(!left.exists(), "a temp file holding a token was left");
+}
+
+#[test]
+fn a_folder_the_user_chose_keeps_its_mode() {
+    // CCS_HOME pointed at an existing, shared folder: ccs must not chmod it (its own folders
+    // below it are private).
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("shared");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let paths = Paths::at(&home);
+    let _store = open(&paths, &clock()).unwrap();
+    assert_eq!(mode(&home).unwrap(), 0o755);
+    assert_eq!(mode(&paths.cliproxy()).unwrap(), 0o700);
 }
 
 #[test]

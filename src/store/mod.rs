@@ -94,18 +94,40 @@ impl SledStore {
     /// newer than the store's records. A mirror file that cannot be read fully is an error
     /// naming it, and then nothing at all is imported.
     pub fn open(paths: &Paths, clock: SharedClock) -> Result<SledStore, OpenError> {
-        for dir in [paths.home.clone(), paths.cliproxy(), paths.auth_dir()] {
-            fsutil::private_dir(&dir).map_err(|source| OpenError::Io { path: dir, source })?;
+        let home = paths.home.clone();
+        match fsutil::home_dir(&home) {
+            Ok(Some(m)) => tracing::warn!(
+                home = %home.display(),
+                "CCS_HOME lets others in (mode {m:o}); ccs keeps its secrets in 0700 folders below it and leaves your folder's mode alone (chmod 700 it to close it)"
+            ),
+            Ok(None) => {}
+            Err(source) => return Err(OpenError::Io { path: home, source }),
+        }
+        for dir in [paths.cliproxy(), paths.auth_dir()] {
+            fsutil::private_dir(&dir).map_err(|source| OpenError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            // A temp file left by a process killed mid-write may hold a token.
+            match fsutil::remove_stale_temp_files(&dir) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(dir = %dir.display(), n, "removed temp files left by an interrupted write")
+                }
+                Err(source) => return Err(OpenError::Io { path: dir, source }),
+            }
         }
         let path = paths.store_dir();
         let db = open_db(&path).map_err(|source| OpenError::Db {
             path: path.clone(),
             source,
         })?;
-        fsutil::private_dir(&path).map_err(|source| OpenError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        fsutil::private_dir(&path)
+            .and_then(|()| fsutil::privatize_tree(&path))
+            .map_err(|source| OpenError::Io {
+                path: path.clone(),
+                source,
+            })?;
         let tree = |name: &str| {
             db.open_tree(name).map_err(|source| OpenError::Db {
                 path: path.clone(),
