@@ -140,11 +140,38 @@ struct Grant {
     email: String,
     /// The only refresh token of this grant that works.
     refresh_token: String,
+    /// How many token pairs this grant has issued (1 at login, +1 per refresh).
+    issued: u64,
+    /// The newest generation whose access token a Messages call used.
+    used: u64,
+}
+
+/// A refresh with a rotated-away refresh token: the client held generation `generation` of a
+/// grant that had issued `lineage.issued`. If a newer generation than the one it held was ever
+/// used upstream (`lineage.used > generation`), the client had written that newer token down
+/// and lost it; otherwise the newer token never reached it durably.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replay {
+    pub email: String,
+    pub generation: u64,
+    pub lineage: Lineage,
+}
+
+/// Where a grant's tokens stand: for crash tests, to tell a token the client never wrote down
+/// from one it wrote, used, and lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lineage {
+    /// Generations issued so far; the newest is the only live refresh token.
+    pub issued: u64,
+    /// The newest generation ever used for a Messages call.
+    pub used: u64,
 }
 
 struct AccessToken {
     email: String,
     expires_at: Timestamp,
+    grant: u64,
+    generation: u64,
 }
 
 struct ActiveFault {
@@ -169,6 +196,10 @@ struct Inner {
     refresh: HashMap<String, u64>,
     /// Rotated-away refresh tokens and whose they were, to attribute replays.
     retired: HashMap<String, String>,
+    /// Every refresh token ever issued: its grant and generation.
+    lineage: HashMap<String, (u64, u64)>,
+    /// Every refresh that came with a rotated-away refresh token, in order.
+    replays: Vec<Replay>,
     grants: HashMap<u64, Grant>,
     faults: Vec<ActiveFault>,
     next_login: VecDeque<NextLogin>,
@@ -373,20 +404,26 @@ impl Inner {
         let access = self.random("sk-ant-oat01-");
         let refresh = self.random("sk-ant-ort01-");
         let expires_at = now.plus(self.token_ttl);
-        self.access.insert(
-            access.clone(),
-            AccessToken {
-                email: email.to_string(),
-                expires_at,
-            },
-        );
+        let mut generation = 0;
         if let Some(g) = self.grants.get_mut(&grant) {
             if self.refresh.remove(&g.refresh_token).is_some() {
                 self.retired
                     .insert(g.refresh_token.clone(), g.email.clone());
             }
             g.refresh_token = refresh.clone();
+            g.issued += 1;
+            generation = g.issued;
         }
+        self.lineage.insert(refresh.clone(), (grant, generation));
+        self.access.insert(
+            access.clone(),
+            AccessToken {
+                email: email.to_string(),
+                expires_at,
+                grant,
+                generation,
+            },
+        );
         self.refresh.insert(refresh.clone(), grant);
         let (uuid, org, org_name) = match self.user(email) {
             Some(i) => (
@@ -485,6 +522,8 @@ impl SimModel {
             access: HashMap::new(),
             refresh: HashMap::new(),
             retired: HashMap::new(),
+            lineage: HashMap::new(),
+            replays: Vec::new(),
             grants: HashMap::new(),
             faults: Vec::new(),
             next_login: VecDeque::new(),
@@ -623,6 +662,22 @@ impl SimModel {
             .map(Duration::from_millis);
         if grant_type.as_deref() == Some("refresh_token") {
             let replay = s("refresh_token").is_some_and(|r| inner.retired.contains_key(&r));
+            if replay {
+                let seen = s("refresh_token")
+                    .and_then(|r| inner.lineage.get(&r).copied())
+                    .and_then(|(grant, generation)| {
+                        let g = inner.grants.get(&grant)?;
+                        Some(Replay {
+                            email: g.email.clone(),
+                            generation,
+                            lineage: Lineage {
+                                issued: g.issued,
+                                used: g.used,
+                            },
+                        })
+                    });
+                inner.replays.extend(seen);
+            }
             if let Some(i) = email.as_deref().and_then(|e| inner.user(e)) {
                 inner.users[i].counters.refresh_calls += 1;
                 if replay {
@@ -677,6 +732,8 @@ impl SimModel {
                         Grant {
                             email: pending.email.clone(),
                             refresh_token: String::new(),
+                            issued: 0,
+                            used: 0,
                         },
                     );
                     if let Some(i) = inner.user(&pending.email) {
@@ -783,6 +840,14 @@ impl SimModel {
             Ok(i) => i,
             Err(error) => return Admission::Reject { delay: None, error },
         };
+        if let Some((grant, generation)) = bearer
+            .and_then(|b| inner.access.get(b))
+            .map(|a| (a.grant, a.generation))
+        {
+            if let Some(g) = inner.grants.get_mut(&grant) {
+                g.used = g.used.max(generation);
+            }
+        }
         if !beta.is_some_and(|b| b.split(',').any(|x| x.trim() == OAUTH_BETA)) {
             return Admission::Reject {
                 delay: None,
@@ -1069,6 +1134,30 @@ impl SimModel {
         if let Some(i) = inner.user(email) {
             inner.users[i].counters.streams_abandoned += 1;
         }
+    }
+
+    /// The newest grant of `email`: how many generations it issued, and the newest one used.
+    pub fn lineage(&self, email: &str) -> Option<Lineage> {
+        let inner = self.lock();
+        inner
+            .grants
+            .iter()
+            .filter(|(_, g)| g.email.eq_ignore_ascii_case(email))
+            .max_by_key(|(id, _)| **id)
+            .map(|(_, g)| Lineage {
+                issued: g.issued,
+                used: g.used,
+            })
+    }
+
+    /// Every replayed refresh so far, in order.
+    pub fn replays(&self) -> Vec<Replay> {
+        self.lock().replays.clone()
+    }
+
+    /// The generation of a refresh token this authority issued (current or rotated away).
+    pub fn generation_of(&self, refresh_token: &str) -> Option<u64> {
+        self.lock().lineage.get(refresh_token).map(|(_, g)| *g)
     }
 
     /// Whether the authority considers this refresh token current (for simulations).

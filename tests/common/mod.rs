@@ -231,6 +231,17 @@ pub async fn manage(
 
 /// One Claude-Code-shaped request through the proxy.
 pub async fn ask(daemon_url: &str, session: Option<&str>, stream: bool) -> reqwest::Response {
+    try_ask(daemon_url, session, stream)
+        .await
+        .expect("the proxy answers")
+}
+
+/// `ask`, for tests where the daemon may be down: the transport error instead of a panic.
+pub async fn try_ask(
+    daemon_url: &str,
+    session: Option<&str>,
+    stream: bool,
+) -> reqwest::Result<reqwest::Response> {
     let mut rb = http()
         .post(format!("{daemon_url}/v1/messages?beta=true"))
         .bearer_auth(CLIENT_KEY)
@@ -243,7 +254,6 @@ pub async fn ask(daemon_url: &str, session: Option<&str>, stream: bool) -> reqwe
     rb.json(&json!({"model":"claude-sonnet-4-5","max_tokens":16,"stream":stream,"messages":[{"role":"user","content":"hi"}]}))
         .send()
         .await
-        .expect("the proxy answers")
 }
 
 /// Which account served a (non-streaming) reply, from the simulator's text.

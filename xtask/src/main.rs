@@ -7,6 +7,10 @@
 //! - `cargo xtask soak [--worlds N] [--seed S]`: explores random simulated worlds in release
 //!   mode (`ccs sim soak`), printing any failure as a regression file.
 //!
+//! - `cargo xtask crash [--cycles N]`: the crash test (`tests/crash.rs`) on the release build:
+//!   SIGKILL the daemon at random moments under load N times (200 by default) and classify
+//!   every account lost.
+//!
 //! Must not: download anything but packages by name from their registries, or touch anything
 //! outside the repository and cargo's own folders.
 #![forbid(unsafe_code)]
@@ -26,10 +30,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("soak") => soak(&args[1..]),
+        Some("crash") => crash(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask test             set up the test clients, run every check and test\n\
-                 \x20      cargo xtask soak [ARGS]      explore random simulated worlds (ccs sim soak ARGS)"
+                 \x20      cargo xtask soak [ARGS]      explore random simulated worlds (ccs sim soak ARGS)\n\
+                 \x20      cargo xtask crash [--cycles N] SIGKILL the release daemon under load N times (default 200)"
             );
             return ExitCode::from(2);
         }
@@ -225,5 +231,19 @@ fn soak(args: &[String]) -> Result<(), String> {
         cargo()
             .args(["run", "--release", "--quiet", "--", "sim", "soak"])
             .args(args),
+    )
+}
+
+fn crash(args: &[String]) -> Result<(), String> {
+    let cycles = match args {
+        [] => "200".to_string(),
+        [flag, n] if flag == "--cycles" && n.parse::<u64>().is_ok() => n.clone(),
+        _ => return Err("usage: cargo xtask crash [--cycles N]".into()),
+    };
+    run(
+        &format!("crash: {cycles} SIGKILLs of the release daemon under load"),
+        cargo()
+            .args(["test", "--release", "--test", "crash", "--", "--nocapture"])
+            .env("CCS_CRASH_CYCLES", &cycles),
     )
 }

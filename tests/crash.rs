@@ -1,0 +1,218 @@
+//! Crash safety: the daemon process is killed with SIGKILL at random moments under load, again
+//! and again, against the simulator with 2-second tokens that rotate on every refresh (the
+//! daemon refreshes each account every second), and restarted each time.
+//!
+//! Every loss is classified with the authority's own record (`SimModel::replays`): a daemon
+//! that finds its stored refresh token rotated away replays it, and the authority knows which
+//! generation it held, how many it had issued, and the newest it ever saw used upstream. A
+//! token is used only after it is durable, so a used generation newer than the stored one is
+//! a token that was *written, then lost*: that must never happen. Otherwise the newer token
+//! was *answered but never durable*: the kill landed between the authority's answer and the
+//! write, which the refresh intent makes visible at the next start (the account shows dead
+//! with its fix at once, never `fresh` until its next refresh).
+//!
+//! `CCS_CRASH_CYCLES` (default 12) sets the cycles, `CCS_CRASH_BIN` the binary (the release
+//! build: `cargo xtask crash --cycles 200`). Dead accounts are logged in again, so every
+//! cycle is a fresh chance to lose one.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ccs::sim::scenario::User;
+use common::*;
+use rand::{Rng, SeedableRng};
+use reqwest::Method;
+
+const EMAILS: [&str; 4] = [
+    "a@example.com",
+    "b@example.com",
+    "c@example.com",
+    "d@example.com",
+];
+
+fn bin() -> PathBuf {
+    std::env::var_os("CCS_CRASH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ccs")))
+}
+
+/// The daemon process; killed with SIGKILL when dropped, so a failing test leaves none behind.
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(home: &std::path::Path) -> Daemon {
+        let child = Command::new(bin())
+            .args(["daemon", "run"])
+            .env("CCS_HOME", home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the daemon");
+        Daemon(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_ready(url: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if ccs::daemon::healthz(url).is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn kill_9_under_load_never_loses_a_written_token_and_never_hides_a_loss() {
+    let cycles: u64 = std::env::var("CCS_CRASH_CYCLES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(12);
+    let scenario = ccs::sim::Scenario {
+        token_ttl: ccs::config::Span(Duration::from_secs(2)),
+        users: EMAILS
+            .iter()
+            .map(|e| User {
+                five_hour: 10_000_000,
+                seven_day: 100_000_000,
+                ..User::new(e)
+            })
+            .collect(),
+        ..ccs::sim::Scenario::default()
+    };
+    let sim = sim(&scenario, false);
+    let port = free_port();
+    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
+    let url = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+
+    let mut daemon = Daemon::start(&paths.home);
+    assert!(wait_ready(&url), "the daemon did not start");
+    for e in EMAILS {
+        rt.block_on(add_account(&sim.url(), &url, e));
+    }
+
+    // Load: four conversations, one request after another, for the whole run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), url.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let session = format!("s{}", n % 4);
+                let r = rt.block_on(async {
+                    tokio::time::timeout(
+                        Duration::from_secs(5),
+                        try_ask(&url, Some(&session), false),
+                    )
+                    .await
+                });
+                match r {
+                    Ok(Ok(resp)) if resp.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xc4a5_4013);
+    let mut relogins = 0;
+    let mut hidden = Vec::new();
+    let started = Instant::now();
+    for cycle in 0..cycles {
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..1500)));
+        daemon.kill();
+        daemon = Daemon::start(&paths.home);
+        assert!(
+            wait_ready(&url),
+            "cycle {cycle}: the daemon did not come back"
+        );
+        // A loss must show at once: within two seconds of the start, every account whose
+        // stored token the authority rotated away is dead (the refresh intent checks it).
+        std::thread::sleep(Duration::from_secs(2));
+        let (s, v) = rt.block_on(manage(&url, Method::GET, "/accounts", None));
+        assert_eq!(s, 200, "{v}");
+        for a in v["accounts"].as_array().cloned().unwrap_or_default() {
+            let email = a["email"].as_str().unwrap_or_default().to_string();
+            if a["state"] == "dead" {
+                relogins += 1;
+                rt.block_on(add_account(&sim.url(), &url, &email));
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.join();
+    // Let the last start's checks finish, then stop the daemon and read what it stored.
+    std::thread::sleep(Duration::from_secs(2));
+    daemon.kill();
+    let store = ccs::store::SledStore::open(
+        &paths,
+        Arc::new(ccs_actors::SystemClock) as ccs_actors::SharedClock,
+    )
+    .expect("the store opens after the daemon is gone");
+    for e in EMAILS {
+        let stored = store.token(e).expect("a readable store");
+        let dead = store
+            .accounts()
+            .expect("accounts")
+            .iter()
+            .any(|a| a.email == e && a.dead);
+        let generation = stored
+            .as_ref()
+            .and_then(|t| sim.model.generation_of(t.refresh.expose()));
+        let live = sim.model.lineage(e).map(|l| l.issued);
+        if !dead && generation != live && !store.in_doubt(e, stored.as_ref().unwrap()).unwrap() {
+            hidden.push(format!(
+                "{e}: stored generation {generation:?}, live {live:?}, shown alive with no intent"
+            ));
+        }
+    }
+
+    let replays = sim.model.replays();
+    let written_then_lost: Vec<_> = replays
+        .iter()
+        .filter(|r| r.lineage.used > r.generation)
+        .collect();
+    let never_durable = replays.len() - written_then_lost.len();
+    println!(
+        "crash test: {cycles} SIGKILLs in {:.0} s; requests {} ok, {} failed; accounts lost {} \
+         (answered but never durable {never_durable}, written then lost {}); re-logins {relogins}",
+        started.elapsed().as_secs_f64(),
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        replays.len(),
+        written_then_lost.len()
+    );
+    assert!(
+        written_then_lost.is_empty(),
+        "tokens written down, used, then lost: {written_then_lost:?}"
+    );
+    assert!(hidden.is_empty(), "losses hidden from the user: {hidden:?}");
+    assert_eq!(
+        relogins as usize,
+        replays.len(),
+        "every loss showed as a dead account at the next start"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 0, "the load never got through");
+}
