@@ -842,3 +842,31 @@ async fn a_refresh_answered_but_never_written_shows_at_the_next_start_not_hours_
         "{a:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_401_benches_the_account_instead_of_rotating_its_grant_per_request() {
+    // Account a's credential is refused even fresh (40 401s in a row). Before, every request
+    // forced a refresh of a: 20 requests, 20 rotations, 40 upstream 401s. Now the first 401
+    // after a fresh token benches a (with a backoff) and b serves everything.
+    let r = rig(&[("a@example.com", 100), ("b@example.com", 100)]).await;
+    fault(
+        &r.sim.url(),
+        json!({"kind": "status_401", "account": "a@example.com", "count": 40}),
+    )
+    .await;
+    for i in 0..20 {
+        assert_eq!(
+            served_by(ask(&r.daemon.url, Some(&format!("s{i}")), false).await).await,
+            "b@example.com"
+        );
+    }
+    let c = counters(&r.sim.url()).await;
+    assert_eq!(c["a@example.com"]["refresh_calls"], 1, "{c}");
+    let list = accounts(&r.daemon.url).await;
+    let a = list.iter().find(|a| a["email"] == "a@example.com").unwrap();
+    assert!(a["refused_until"].is_string(), "{a}");
+    assert!(
+        a["fix"].as_str().unwrap_or("").contains("refuses"),
+        "the account view says why: {a}"
+    );
+}

@@ -84,6 +84,28 @@ pub struct Unauthorized {
     pub generation: u64,
 }
 
+/// The Messages API refused the credential of `generation` even right after a refresh: the
+/// account is broken, not expired. Benches it with a backoff instead of refreshing again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CredentialRefused {
+    pub generation: u64,
+}
+
+impl Handler<CredentialRefused> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CredentialRefused, ctx: &mut Context<Self>) {
+        tracing::warn!(account = %self.id, "the API refuses this account's credential even after a refresh: benched");
+        self.apply(
+            Event::CredentialRefused {
+                generation: msg.generation,
+            },
+            ctx,
+        );
+    }
+}
+
 /// A Messages API response to fold into the quota machine.
 #[derive(Message)]
 #[rtype(result = "Verdict")]
@@ -418,7 +440,11 @@ impl Handler<Unauthorized> for AccountActor {
 impl Handler<Observe> for AccountActor {
     type Result = MessageResult<Observe>;
 
-    fn handle(&mut self, msg: Observe, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Observe, ctx: &mut Context<Self>) -> Self::Result {
+        if (200..300).contains(&msg.status) && self.machine.strikes > 0 {
+            // Served with its credential: the refusal is over.
+            self.apply(Event::Served, ctx);
+        }
         let before = self.quota.limits();
         let now = self.deps.clock.now();
         let verdict = self

@@ -108,6 +108,12 @@ pub struct State {
     /// logout arrived while it was in flight. Its result must not replace (or kill) the newer
     /// login, and no second call may start until it has come back.
     pub stale_in_flight: bool,
+    /// How many times in a row the API refused a freshly refreshed credential. While above
+    /// zero a 401 starts no refresh (rotating a grant the API refuses anyway helps nobody);
+    /// it benches the account instead. Cleared by a served request or a new login.
+    pub strikes: u32,
+    /// Until when the account is benched because the API refuses its credential.
+    pub refused_until: Option<Timestamp>,
     pub policy: Policy,
 }
 
@@ -117,12 +123,16 @@ pub struct Health {
     pub phase: Phase,
     pub expires_at: Timestamp,
     pub retry_at: Option<Timestamp>,
+    /// The API refuses the account's credential even fresh: benched until then.
+    pub refused_until: Option<Timestamp>,
 }
 
 impl Health {
     /// Whether a request may be sent with the account's current access token at `now`.
     pub fn usable(&self, now: Timestamp) -> bool {
-        self.phase != Phase::Dead && now < self.expires_at
+        self.phase != Phase::Dead
+            && now < self.expires_at
+            && self.refused_until.is_none_or(|t| now >= t)
     }
 }
 
@@ -166,6 +176,13 @@ pub enum Event {
     UpstreamUnauthorized {
         generation: u64,
     },
+    /// The Messages API answered 401 again right after a refresh: the account's credential is
+    /// refused, not expired.
+    CredentialRefused {
+        generation: u64,
+    },
+    /// A request with the current credential was served (sent only while `strikes` > 0).
+    Served,
     LoggedIn(Token),
     LoggedOut,
 }
@@ -196,6 +213,11 @@ pub enum LeaseAnswer {
     Unavailable,
 }
 
+/// First bench of an account whose fresh credential the API refuses; doubles per refusal.
+pub const REFUSED_BASE: Duration = Duration::from_secs(30);
+/// Longest such bench.
+pub const REFUSED_CAP: Duration = Duration::from_secs(30 * 60);
+
 /// How long a refused token write waits before it is tried again.
 pub const PERSIST_RETRY: Duration = Duration::from_secs(1);
 
@@ -212,6 +234,8 @@ impl State {
             retry_at: None,
             failures: 0,
             stale_in_flight: false,
+            strikes: 0,
+            refused_until: None,
             policy,
         }
     }
@@ -229,6 +253,7 @@ impl State {
             phase: self.phase,
             expires_at: self.expires_at,
             retry_at: self.retry_at,
+            refused_until: self.refused_until,
         }
     }
 
@@ -285,6 +310,14 @@ impl State {
         self.expires_at = token.expires_at;
         self.token = Some(token);
         self.generation += 1;
+    }
+
+    /// Benches the account for refusal number `self.strikes` (30 s doubling, 30 min cap).
+    fn refuse(&mut self, now: Timestamp) {
+        self.strikes = self.strikes.saturating_add(1);
+        let shift = (self.strikes - 1).min(6);
+        let wait = (REFUSED_BASE * (1u32 << shift)).min(REFUSED_CAP);
+        self.refused_until = Some(now.plus(wait));
     }
 
     /// Arms the retry after transient failure number `self.failures`.
@@ -427,6 +460,12 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
         }
         (_, Event::Persisted(_) | Event::PersistFailed) => {}
 
+        // Refused again after a refresh: bench, do not rotate the grant once more.
+        (Fresh | Expiring, Event::UpstreamUnauthorized { generation })
+            if generation == state.generation && state.strikes > 0 =>
+        {
+            s.refuse(now);
+        }
         (Fresh | Expiring, Event::UpstreamUnauthorized { generation })
             if generation == state.generation =>
         {
@@ -441,9 +480,22 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
         }
         (_, Event::UpstreamUnauthorized { .. }) => {}
 
+        (Fresh | Expiring, Event::CredentialRefused { generation })
+            if generation == state.generation =>
+        {
+            s.refuse(now);
+        }
+        (_, Event::CredentialRefused { .. }) => {}
+        (_, Event::Served) => {
+            s.strikes = 0;
+            s.refused_until = None;
+        }
+
         (_, Event::LoggedIn(token)) => {
             s.failures = 0;
             s.retry_at = None;
+            s.strikes = 0;
+            s.refused_until = None;
             // A call for the older grant may be out: its outcome is stale from now on.
             s.stale_in_flight = state.stale_in_flight || (state.phase == Refreshing && !saving);
             s.phase = Refreshing;

@@ -190,6 +190,7 @@ impl Handler<AddAccount> for Supervisor {
             phase: Phase::Expiring,
             expires_at: Timestamp::EPOCH,
             retry_at: None,
+            refused_until: None,
         };
         let actor = AccountActor::new(
             msg.id.clone(),

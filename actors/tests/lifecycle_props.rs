@@ -28,6 +28,10 @@ enum Input {
     WriteDone(bool),
     /// A 401 to the current token (or, with `false`, to an older one).
     Unauthorized(bool),
+    /// A 401 again right after the forced refresh (current token, or an older one).
+    Refused(bool),
+    /// A request with the current credential was served.
+    Served,
     Login(i64),
     Logout,
 }
@@ -43,6 +47,8 @@ fn input() -> impl Strategy<Value = Input> {
         1 => Just(Input::FailFatal),
         4 => prop_oneof![4 => Just(true), 1 => Just(false)].prop_map(Input::WriteDone),
         2 => any::<bool>().prop_map(Input::Unauthorized),
+        1 => any::<bool>().prop_map(Input::Refused),
+        1 => Just(Input::Served),
         1 => (-60i64..7200).prop_map(Input::Login),
         1 => Just(Input::Logout),
     ]
@@ -152,6 +158,14 @@ fn run(inputs: &[Input]) -> World {
                     state.generation.saturating_sub(1)
                 },
             },
+            Input::Refused(current) => Event::CredentialRefused {
+                generation: if *current {
+                    state.generation
+                } else {
+                    state.generation.saturating_sub(1)
+                },
+            },
+            Input::Served => Event::Served,
             Input::Login(l) => {
                 let t = token(now, *l, n);
                 authority.issue(&t, n);

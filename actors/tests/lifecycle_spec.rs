@@ -37,8 +37,8 @@ struct Row {
 /// being written). Exhaustive over `Phase`.
 fn states_of(phase: Phase) -> &'static [&'static str] {
     match phase {
-        Phase::Fresh => &["fresh"],
-        Phase::Expiring => &["expiring"],
+        Phase::Fresh => &["fresh", "fresh_refused"],
+        Phase::Expiring => &["expiring", "expiring_refused"],
         Phase::Refreshing => &[
             "refreshing",
             "refreshing_unsaved",
@@ -62,6 +62,8 @@ fn classes_of(kind: EventKind) -> &'static [&'static str] {
         EventKind::Persisted => &["unsaved_valid", "unsaved_lapsed", "other"],
         EventKind::PersistFailed => &[""],
         EventKind::UpstreamUnauthorized => &["current", "stale"],
+        EventKind::CredentialRefused => &["current", "stale"],
+        EventKind::Served => &[""],
         EventKind::LoggedIn => &["valid", "lapsed"],
         EventKind::LoggedOut => &[""],
     }
@@ -160,6 +162,11 @@ fn state(name: &str, due: bool, unsaved: Token) -> State {
             failures: 1,
             ..base
         },
+        "fresh_refused" | "expiring_refused" => State {
+            strikes: 1,
+            refused_until: Some(at(30)),
+            ..state(name.trim_end_matches("_refused"), due, unsaved)
+        },
         "refreshing" => State {
             phase: Phase::Refreshing,
             token: current(at(100)),
@@ -248,6 +255,18 @@ fn event(name: &str) -> (Event, bool, Token) {
             false,
             default_unsaved,
         ),
+        ("credential_refused", c) => (
+            Event::CredentialRefused {
+                generation: if c == "current" {
+                    GENERATION
+                } else {
+                    GENERATION - 1
+                },
+            },
+            false,
+            default_unsaved,
+        ),
+        ("served", "") => (Event::Served, false, default_unsaved),
         ("logged_in", c) => (Event::LoggedIn(class_token(c)), false, default_unsaved),
         ("logged_out", "") => (Event::LoggedOut, false, default_unsaved),
         _ => panic!("unknown event {name:?} in the table"),
@@ -256,7 +275,10 @@ fn event(name: &str) -> (Event, bool, Token) {
 
 fn state_name(s: &State) -> String {
     let origin = s.unsaved.as_ref().map(|(_, o)| *o);
+    let refused = s.strikes > 0 && s.refused_until.is_some();
     match (s.phase, s.stale_in_flight, origin) {
+        (Phase::Fresh, false, None) if refused => "fresh_refused",
+        (Phase::Expiring, false, None) if refused => "expiring_refused",
         (Phase::Fresh, false, None) => "fresh",
         (Phase::Expiring, false, None) => "expiring",
         (Phase::Refreshing, false, None) => "refreshing",
@@ -397,7 +419,7 @@ fn every_event_kind_and_phase_has_table_states_and_classes() {
     }
     assert_eq!(
         EventKind::iter().count(),
-        11,
+        13,
         "a new event kind: give it rows"
     );
 }

@@ -10,7 +10,7 @@
 
 use std::future::Future;
 
-use ccs_actors::account::{LeaseError, Observe, Unauthorized};
+use ccs_actors::account::{CredentialRefused, LeaseError, Observe, Unauthorized};
 use ccs_actors::quota::Verdict;
 use ccs_actors::routing::{AccountId, Decision};
 use ccs_actors::supervisor::{Placement, RouteError, SupervisorHandle};
@@ -208,9 +208,14 @@ async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
                 }
             }
             401 => {
+                // Refused with a token fresh from the authority: the account is broken, not
+                // expired. Bench it rather than rotate its grant on every request.
+                p.addr.do_send(CredentialRefused {
+                    generation: lease.generation,
+                });
                 return Outcome::Next(Left::Unauthorized {
                     after_refresh: true,
-                })
+                });
             }
             429 => match verdict {
                 Verdict::Limited { .. }

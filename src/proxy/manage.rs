@@ -98,12 +98,27 @@ fn account_json(
         .map(|i| i + 1);
     let quota = m.map(|m| &m.quota);
     let cooldown = quota.and_then(|q| q.limited_until(now, None));
+    let refused = m.and_then(|m| m.health.refused_until).filter(|t| *t > now);
+    let fix = if state == "dead" {
+        Some(format!(
+            "log it in again: ccs claude --auth --add (as {})",
+            a.email
+        ))
+    } else {
+        refused.map(|t| {
+            format!(
+                "the API refuses this account's credential even right after a refresh; it is benched until {} and tried again then (if it keeps failing, log it in again: ccs claude --auth --add)",
+                rfc3339(t.as_millis())
+            )
+        })
+    };
     json!({
         "email": a.email,
         "nickname": a.nickname,
         "default": default == Some(id.as_str()),
         "state": state,
-        "fix": (state == "dead").then(|| format!("log it in again: ccs claude --auth --add (as {})", a.email)),
+        "fix": fix,
+        "refused_until": refused.map(|t| rfc3339(t.as_millis())),
         "paused": a.paused,
         "plan": a.plan,
         "expires_at": m.map(|m| rfc3339(m.health.expires_at.as_millis())),

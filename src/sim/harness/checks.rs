@@ -41,6 +41,9 @@ pub(super) struct Checks {
     pub delivered: Vec<(AccountId, Delivered)>,
     /// When the authority last answered each account with a 429.
     pub last_429: HashMap<String, Timestamp>,
+    /// When the authority last answered each account with a 401 (a refused credential benches
+    /// an account, and is the evidence for passing it over).
+    pub last_401: HashMap<String, Timestamp>,
 }
 
 impl Checks {
@@ -84,6 +87,9 @@ impl Checks {
         if matches!(d, Delivered::Status(429) | Delivered::WindowRejected) {
             self.last_429.insert(account.to_string(), self.now);
         }
+        if d == Delivered::Status(401) {
+            self.last_401.insert(account.to_string(), self.now);
+        }
         self.delivered.push((account.clone(), d));
     }
 
@@ -115,6 +121,7 @@ impl World {
             Left::NoToken => {
                 !self.model.grant_alive(account)
                     || lock(&self.refresher.failed_at).contains_key(&**account)
+                    || c.last_401.contains_key(&**account)
                     || c.member(account)
                         .is_some_and(|m| m.health.phase == Phase::Dead)
             }
@@ -243,10 +250,12 @@ impl World {
             // Evidence for each reason left is checked by `check_left`.
             "failed" => left_for(|_| true),
             "no_token" => {
+                let cause = lock(&self.refresher.failed_at).contains_key(&**prev)
+                    || self.checks.borrow().last_401.contains_key(&**prev);
                 left_for(|w| w == Left::NoToken)
                     || m.is_some_and(|m| {
                         !m.health.usable(hop.at) && m.health.phase != Phase::Refreshing
-                    }) && lock(&self.refresher.failed_at).contains_key(&**prev)
+                    }) && cause
             }
             _ => false,
         };
