@@ -870,3 +870,37 @@ async fn a_persistent_401_benches_the_account_instead_of_rotating_its_grant_per_
         "the account view says why: {a}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_token_endpoint_outage_a_waiting_request_retries_the_refresh_at_once() {
+    // The token endpoint is down when a's token lapses; the refresh fails and its retry is
+    // 10 s away (doubling to 10 min over a long outage). The endpoint comes back. A request 6 s
+    // after the failure must not wait out the backoff: demand brings the retry forward
+    // (at least 5 s after the failure), and the request is served by the new token.
+    let r = rig(&[("a@example.com", 100)]).await;
+    fault(
+        &r.sim.url(),
+        json!({"kind": "token_down", "account": "a@example.com", "count": 1}),
+    )
+    .await;
+    advance(&r, 8 * 3600 + 5); // past expiry: the timer's refresh meets the outage
+    let mut failed = false;
+    for _ in 0..400 {
+        let a = accounts(&r.daemon.url).await;
+        if a[0]["state"] == "expiring" {
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        failed,
+        "the refresh never failed: {:?}",
+        accounts(&r.daemon.url).await
+    );
+    advance(&r, 6);
+    let resp = ask(&r.daemon.url, Some("s"), false).await;
+    assert_eq!(served_by(resp).await, "a@example.com");
+    let c = counters(&r.sim.url()).await;
+    assert_eq!(c["a@example.com"]["refresh_replays"], 0, "{c}");
+}

@@ -106,6 +106,21 @@ impl Handler<CredentialRefused> for AccountActor {
     }
 }
 
+/// A request wants this account and it has no usable token: the machine may bring its pending
+/// refresh retry forward. Answers whether a refresh is on its way now.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Demand;
+
+impl Handler<Demand> for AccountActor {
+    type Result = bool;
+
+    fn handle(&mut self, _msg: Demand, ctx: &mut Context<Self>) -> bool {
+        self.apply(Event::Demand, ctx);
+        self.machine.phase == Phase::Refreshing
+    }
+}
+
 /// A Messages API response to fold into the quota machine.
 #[derive(Message)]
 #[rtype(result = "Verdict")]

@@ -48,6 +48,9 @@ pub struct Policy {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_cap: Duration,
+    /// While requests wait for an account whose refresh failed, a retry may come this soon after
+    /// the failure instead of at its backoff (demand outweighs backoff, bounded by this gap).
+    pub demand_gap: Duration,
 }
 
 impl Default for Policy {
@@ -56,6 +59,7 @@ impl Default for Policy {
             lead: Duration::from_secs(5 * 60),
             retry_base: Duration::from_secs(10),
             retry_cap: Duration::from_secs(10 * 60),
+            demand_gap: Duration::from_secs(5),
         }
     }
 }
@@ -104,6 +108,8 @@ pub struct State {
     pub retry_at: Option<Timestamp>,
     /// Consecutive transient refresh failures; drives the backoff, reset by any success.
     pub failures: u32,
+    /// When the last refresh attempt failed (for the demand retry's bound).
+    pub failed_at: Option<Timestamp>,
     /// A refresh call is still outstanding but its outcome no longer matters: a login or a
     /// logout arrived while it was in flight. Its result must not replace (or kill) the newer
     /// login, and no second call may start until it has come back.
@@ -183,6 +189,9 @@ pub enum Event {
     },
     /// A request with the current credential was served (sent only while `strikes` > 0).
     Served,
+    /// A request wants this account and it has no usable token: retry the refresh now if the
+    /// last attempt failed at least `demand_gap` ago, instead of waiting out the backoff.
+    Demand,
     LoggedIn(Token),
     LoggedOut,
 }
@@ -233,6 +242,7 @@ impl State {
             refresh_at: Timestamp::EPOCH,
             retry_at: None,
             failures: 0,
+            failed_at: None,
             stale_in_flight: false,
             strikes: 0,
             refused_until: None,
@@ -323,6 +333,7 @@ impl State {
     /// Arms the retry after transient failure number `self.failures`.
     fn arm_retry(&mut self, now: Timestamp, at_least: Duration, fx: &mut Vec<Effect>) {
         self.phase = Phase::Expiring;
+        self.failed_at = Some(now);
         let at = now.plus(self.policy.backoff(self.failures).max(at_least));
         self.retry_at = Some(at);
         if !crate::planted::on(crate::planted::Bug::NoRetryTimer) {
@@ -486,6 +497,17 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
             s.refuse(now);
         }
         (_, Event::CredentialRefused { .. }) => {}
+
+        // Demand brings a pending retry forward (bounded; single flight: only from Expiring).
+        (Expiring, Event::Demand)
+            if state.retry_at.is_some_and(|at| at > now)
+                && state
+                    .failed_at
+                    .is_some_and(|f| now >= f.plus(state.policy.demand_gap)) =>
+        {
+            s.start_refresh(&mut fx);
+        }
+        (_, Event::Demand) => {}
         (_, Event::Served) => {
             s.strikes = 0;
             s.refused_until = None;

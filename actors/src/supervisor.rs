@@ -367,7 +367,7 @@ pub struct Routed {
     pub addr: Option<Addr<AccountActor>>,
     /// With `AllLimited`: the pool's accounts that were passed over for want of a usable token
     /// (not paused, not dead, not limited): the refusal is then not about quota.
-    pub tokenless: Vec<AccountId>,
+    pub tokenless: Vec<(AccountId, Addr<AccountActor>)>,
 }
 
 impl Handler<Route> for Supervisor {
@@ -428,12 +428,11 @@ impl Handler<Route> for Supervisor {
             Decision::AllLimited { .. } => pool
                 .iter()
                 .filter(|c| !c.routable && !msg.exclude.contains(&c.id))
-                .filter(|c| {
-                    self.accounts
-                        .get(&c.id)
-                        .is_some_and(|m| !m.paused && m.health.phase != Phase::Dead)
+                .filter_map(|c| {
+                    let m = self.accounts.get(&c.id)?;
+                    (!m.paused && m.health.phase != Phase::Dead)
+                        .then(|| (c.id.clone(), m.addr.clone()))
                 })
-                .map(|c| c.id.clone())
                 .collect(),
             _ => Vec::new(),
         };
@@ -597,6 +596,7 @@ impl SupervisorHandle {
         mut exclude: Vec<AccountId>,
     ) -> Result<Placement, RouteError> {
         let mut skipped = Vec::new();
+        let mut demanded = false;
         loop {
             let routed = self
                 .addr
@@ -611,11 +611,24 @@ impl SupervisorHandle {
             let (account, addr) = match (routed.decision.account(), routed.addr) {
                 (Some(a), Some(addr)) => (a.clone(), addr),
                 _ => {
+                    // Nobody can serve, but some accounts only lack a token: ask them to retry
+                    // their refresh now (bounded by the machine); if one starts, route again
+                    // once and wait for it rather than refuse the request.
+                    if !demanded && !routed.tokenless.is_empty() {
+                        demanded = true;
+                        let mut started = false;
+                        for (_, addr) in &routed.tokenless {
+                            started |= addr.send(crate::account::Demand).await.unwrap_or(false);
+                        }
+                        if started {
+                            continue;
+                        }
+                    }
                     skipped.extend(
                         routed
                             .tokenless
                             .into_iter()
-                            .map(|a| (a, LeaseError::Unavailable)),
+                            .map(|(a, _)| (a, LeaseError::Unavailable)),
                     );
                     let earliest_reset = match routed.decision {
                         Decision::AllLimited { earliest_reset } => earliest_reset,

@@ -64,6 +64,7 @@ fn classes_of(kind: EventKind) -> &'static [&'static str] {
         EventKind::UpstreamUnauthorized => &["current", "stale"],
         EventKind::CredentialRefused => &["current", "stale"],
         EventKind::Served => &[""],
+        EventKind::Demand => &["after_gap", "within_gap"],
         EventKind::LoggedIn => &["valid", "lapsed"],
         EventKind::LoggedOut => &[""],
     }
@@ -267,6 +268,7 @@ fn event(name: &str) -> (Event, bool, Token) {
             default_unsaved,
         ),
         ("served", "") => (Event::Served, false, default_unsaved),
+        ("demand", _) => (Event::Demand, false, default_unsaved),
         ("logged_in", c) => (Event::LoggedIn(class_token(c)), false, default_unsaved),
         ("logged_out", "") => (Event::LoggedOut, false, default_unsaved),
         _ => panic!("unknown event {name:?} in the table"),
@@ -350,9 +352,22 @@ fn adoption(before: &State, after: &State, event: &Event) -> Result<bool, String
     }
 }
 
+/// The state a row starts from: a demand finds the last refresh failure 10 s back (past the
+/// 5 s demand gap) or 1 s back (within it).
+fn before_state(row_state: &str, row_event: &str, due: bool, unsaved: Token) -> State {
+    let mut s = state(row_state, due, unsaved);
+    if s.phase == Phase::Expiring {
+        s.failed_at = match row_event {
+            "demand:after_gap" => Some(at(-10)),
+            _ => Some(at(-1)),
+        };
+    }
+    s
+}
+
 fn check(row: &Row) -> Result<(), String> {
     let (ev, due, unsaved) = event(&row.event);
-    let before = state(&row.state, due, unsaved);
+    let before = before_state(&row.state, &row.event, due, unsaved);
     let (after, effects) = step(&before, ev.clone(), now());
     let got_next = state_name(&after);
     let got_fx: Vec<String> = effects
@@ -419,7 +434,7 @@ fn every_event_kind_and_phase_has_table_states_and_classes() {
     }
     assert_eq!(
         EventKind::iter().count(),
-        13,
+        14,
         "a new event kind: give it rows"
     );
 }
