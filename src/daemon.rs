@@ -389,6 +389,13 @@ pub fn run_foreground(paths: &Paths, config: Config) -> Result<()> {
         &paths.lock_file(),
         std::process::id().to_string().as_bytes(),
     )?;
+    // A test-only build may be asked to run with a planted bug (tests/crash.rs shows its crash
+    // checks fire); the actors run on this thread, where the switch lives.
+    #[cfg(feature = "planted")]
+    let _planted = std::env::var("CCS_PLANTED_BUG")
+        .ok()
+        .and_then(|b| ccs_actors::planted::by_name(&b))
+        .map(ccs_actors::planted::plant);
     let result = actix_web::rt::System::new().block_on(async {
         let clock: SharedClock = Arc::new(SystemClock);
         serve(config, paths.clone(), listener, clock, async {

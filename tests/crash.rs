@@ -45,8 +45,12 @@ fn bin() -> PathBuf {
 struct Daemon(Child);
 
 impl Daemon {
-    fn start(home: &std::path::Path) -> Daemon {
-        let child = Command::new(bin())
+    fn start(home: &std::path::Path, planted: Option<&str>) -> Daemon {
+        let mut cmd = Command::new(bin());
+        if let Some(bug) = planted {
+            cmd.env("CCS_PLANTED_BUG", bug);
+        }
+        let child = cmd
             .args(["daemon", "run"])
             .env("CCS_HOME", home)
             .stdin(Stdio::null())
@@ -80,12 +84,51 @@ fn wait_ready(url: &str) -> bool {
     false
 }
 
+/// What a run found.
+struct Outcome {
+    written_then_lost: usize,
+    hidden: Vec<String>,
+    replays: usize,
+    relogins: usize,
+    ok: u64,
+}
+
 #[test]
 fn kill_9_under_load_never_loses_a_written_token_and_never_hides_a_loss() {
     let cycles: u64 = std::env::var("CCS_CRASH_CYCLES")
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(12);
+    let o = run(cycles, None);
+    assert_eq!(
+        o.written_then_lost, 0,
+        "tokens written down, used, then lost"
+    );
+    assert!(
+        o.hidden.is_empty(),
+        "losses hidden from the user: {:?}",
+        o.hidden
+    );
+    assert_eq!(
+        o.relogins, o.replays,
+        "every loss showed as a dead account at the next start"
+    );
+    assert!(o.ok > 0, "the load never got through");
+}
+
+/// The teeth: a daemon that uses refreshed tokens without writing them down loses them at a
+/// kill, and the same run must say so.
+#[cfg(feature = "planted")]
+#[test]
+fn the_crash_checks_fire_when_tokens_are_used_before_they_are_written() {
+    let o = run(4, Some("TokenSavedLate"));
+    assert!(
+        o.written_then_lost > 0 || !o.hidden.is_empty(),
+        "a daemon that never writes refreshed tokens lost nothing?"
+    );
+}
+
+fn run(cycles: u64, planted: Option<&str>) -> Outcome {
     let scenario = ccs::sim::Scenario {
         token_ttl: ccs::config::Span(Duration::from_secs(2)),
         users: EMAILS
@@ -104,7 +147,7 @@ fn kill_9_under_load_never_loses_a_written_token_and_never_hides_a_loss() {
     let url = format!("http://127.0.0.1:{port}");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
 
-    let mut daemon = Daemon::start(&paths.home);
+    let mut daemon = Daemon::start(&paths.home, planted);
     assert!(wait_ready(&url), "the daemon did not start");
     for e in EMAILS {
         rt.block_on(add_account(&sim.url(), &url, e));
@@ -143,7 +186,7 @@ fn kill_9_under_load_never_loses_a_written_token_and_never_hides_a_loss() {
     for cycle in 0..cycles {
         std::thread::sleep(Duration::from_millis(rng.random_range(200..1500)));
         daemon.kill();
-        daemon = Daemon::start(&paths.home);
+        daemon = Daemon::start(&paths.home, planted);
         assert!(
             wait_ready(&url),
             "cycle {cycle}: the daemon did not come back"
@@ -196,23 +239,21 @@ fn kill_9_under_load_never_loses_a_written_token_and_never_hides_a_loss() {
         .collect();
     let never_durable = replays.len() - written_then_lost.len();
     println!(
-        "crash test: {cycles} SIGKILLs in {:.0} s; requests {} ok, {} failed; accounts lost {} \
-         (answered but never durable {never_durable}, written then lost {}); re-logins {relogins}",
+        "crash test{}: {cycles} SIGKILLs in {:.0} s; requests {} ok, {} failed; accounts lost {} \
+         (answered but never durable {never_durable}, written then lost {}); hidden {}; re-logins {relogins}",
+        planted.map(|b| format!(" (planted {b})")).unwrap_or_default(),
         started.elapsed().as_secs_f64(),
         ok.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed),
         replays.len(),
-        written_then_lost.len()
+        written_then_lost.len(),
+        hidden.len(),
     );
-    assert!(
-        written_then_lost.is_empty(),
-        "tokens written down, used, then lost: {written_then_lost:?}"
-    );
-    assert!(hidden.is_empty(), "losses hidden from the user: {hidden:?}");
-    assert_eq!(
-        relogins as usize,
-        replays.len(),
-        "every loss showed as a dead account at the next start"
-    );
-    assert!(ok.load(Ordering::Relaxed) > 0, "the load never got through");
+    Outcome {
+        written_then_lost: written_then_lost.len(),
+        hidden,
+        replays: replays.len(),
+        relogins,
+        ok: ok.load(Ordering::Relaxed),
+    }
 }

@@ -63,6 +63,29 @@ pub fn plant(bug: Bug) -> Planted {
     Planted(())
 }
 
+/// The bug named `name` (its variant name), for a test that plants one in another process.
+#[cfg(feature = "planted")]
+pub fn by_name(name: &str) -> Option<Bug> {
+    use Bug::*;
+    [
+        RefusePastThreshold,
+        UnauthorizedIsQuota,
+        RelayRejectedWindow,
+        MoveBoundPastHalf,
+        DoubleRefresh,
+        LeaseLapsed,
+        IgnorePaused,
+        BenchNotDurable,
+        TokenSavedLate,
+        ReverseDrainOrder,
+        BenchPastReset,
+        NoRetryTimer,
+        TickRevivesDead,
+    ]
+    .into_iter()
+    .find(|b| format!("{b:?}") == name)
+}
+
 /// Removes the planted bug when dropped, also on panic.
 #[cfg(feature = "planted")]
 pub struct Planted(());
