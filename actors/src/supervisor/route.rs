@@ -1,0 +1,141 @@
+//! Routing one request: the `Route` message (the pure policy over the health snapshot, then the
+//! binding it implies, persisted and recorded as a hop when it moves), `Peek` and
+//! `ExpireBindings`. Must not: wait on an account (only `Demand` goes out, from the handle).
+
+use actix::prelude::*;
+
+use super::{HopEvent, Supervisor, EVENTS_KEPT, TOUCH_PERSIST_EVERY};
+use crate::account::AccountActor;
+use crate::lifecycle::Phase;
+use crate::routing::{self, AccountId, Decision};
+
+/// One routing decision: which account, and its actor to lease from.
+#[derive(Message)]
+#[rtype(result = "Routed")]
+pub struct Route {
+    pub pool: String,
+    pub session: Option<String>,
+    pub family: Option<String>,
+    /// Accounts that already failed this request.
+    pub exclude: Vec<AccountId>,
+}
+
+pub struct Routed {
+    pub decision: Decision,
+    pub addr: Option<Addr<AccountActor>>,
+    /// With `AllLimited`: the pool's accounts that were passed over for want of a usable token
+    /// (not paused, not dead, not limited): the refusal is then not about quota.
+    pub tokenless: Vec<(AccountId, Addr<AccountActor>)>,
+}
+
+impl Handler<Route> for Supervisor {
+    type Result = MessageResult<Route>;
+
+    fn handle(&mut self, msg: Route, _ctx: &mut Context<Self>) -> Self::Result {
+        let now = self.deps.clock.now();
+        let family = msg.family.as_deref();
+        let pool = self.candidates(&msg.pool, family, now);
+        let session = msg.session.as_deref();
+        let bound = session
+            .and_then(|s| self.affinity.get(s, now, self.policy.affinity_ttl))
+            .map(|b| (b.account.clone(), b.last_used));
+        let decision = routing::route(
+            &pool,
+            session,
+            bound.as_ref().map(|(a, _)| a),
+            &msg.exclude,
+            &self.policy,
+        );
+        if let Some(s) = session {
+            match &decision {
+                Decision::Kept(a) => {
+                    self.affinity.bind(s, a.clone(), now);
+                    let last = bound.map(|(_, t)| t).unwrap_or(now);
+                    if now.since(last) >= TOUCH_PERSIST_EVERY {
+                        self.persist_binding(s);
+                    }
+                }
+                Decision::Bound(a) => {
+                    self.affinity.bind(s, a.clone(), now);
+                    self.persist_binding(s);
+                }
+                Decision::Moved { from, to } => {
+                    let reason = self.hop_reason(from, &msg.exclude, family, now);
+                    tracing::info!(session = s, from = %from, to = %to, reason = reason.as_str(), "session moved");
+                    self.events.push_back(HopEvent {
+                        at: now,
+                        session: s.to_string(),
+                        from: from.clone(),
+                        to: to.clone(),
+                        reason,
+                    });
+                    while self.events.len() > EVENTS_KEPT {
+                        self.events.pop_front();
+                    }
+                    self.affinity.bind(s, to.clone(), now);
+                    self.persist_binding(s);
+                }
+                Decision::Unbound(_) | Decision::AllLimited { .. } => {}
+            }
+        }
+        let addr = decision
+            .account()
+            .and_then(|a| self.accounts.get(a))
+            .map(|m| m.addr.clone());
+        let tokenless = match decision {
+            Decision::AllLimited { .. } => pool
+                .iter()
+                .filter(|c| !c.routable && !msg.exclude.contains(&c.id))
+                .filter_map(|c| {
+                    let m = self.accounts.get(&c.id)?;
+                    (!m.paused && m.health.phase != Phase::Dead)
+                        .then(|| (c.id.clone(), m.addr.clone()))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        MessageResult(Routed {
+            decision,
+            addr,
+            tokenless,
+        })
+    }
+}
+
+/// Which account a new session of `pool` would get now, without binding anything.
+#[derive(Message)]
+#[rtype(result = "Option<AccountId>")]
+pub struct Peek {
+    pub pool: String,
+    pub family: Option<String>,
+}
+
+impl Handler<Peek> for Supervisor {
+    type Result = Option<AccountId>;
+
+    fn handle(&mut self, msg: Peek, _ctx: &mut Context<Self>) -> Self::Result {
+        let now = self.deps.clock.now();
+        let pool = self.candidates(&msg.pool, msg.family.as_deref(), now);
+        routing::route(&pool, Some(""), None, &[], &self.policy)
+            .account()
+            .cloned()
+    }
+}
+
+/// Drops idle bindings; the daemon sends it periodically.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ExpireBindings;
+
+impl Handler<ExpireBindings> for Supervisor {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: ExpireBindings, _ctx: &mut Context<Self>) -> usize {
+        let now = self.deps.clock.now();
+        let gone = self.affinity.expire(now, self.policy.affinity_ttl);
+        if let Err(e) = self.deps.store.remove_bindings(&gone) {
+            tracing::warn!(error = %e, "could not remove expired bindings");
+        }
+        gone.len()
+    }
+}

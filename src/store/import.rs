@@ -1,0 +1,152 @@
+//! Importing the mirror at open: token files and `accounts.json` written by the tool ccs
+//! replaces (or by an older ccs), taken in only when their token is newer by its own content.
+//! Must not: import a token older than the store's, or change anything when a file is unreadable.
+
+use super::*;
+
+impl SledStore {
+    /// Reads every mirror file first; only when all of them read cleanly, imports what is
+    /// newer than the store.
+    pub(super) fn import_mirror(&self) -> Result<(), OpenError> {
+        let accounts_path = self.paths.accounts_json();
+        let accounts_file =
+            AccountsFile::read(&accounts_path).map_err(|reason| OpenError::BadFile {
+                path: accounts_path.clone(),
+                reason,
+            })?;
+        let mut token_files: Vec<TokenFileIn> = Vec::new();
+        let auth = self.paths.auth_dir();
+        let entries = std::fs::read_dir(&auth).map_err(|source| OpenError::Io {
+            path: auth.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| OpenError::Io {
+                path: auth.clone(),
+                source,
+            })?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with("claude-") && name.ends_with(".json")) {
+                continue;
+            }
+            let path = entry.path();
+            let file = mirror::read_token_file(&path)
+                .map_err(|reason| OpenError::BadFile { path, reason })?;
+            token_files.push(file);
+        }
+        token_files.sort_by(|a, b| {
+            a.modified_ms
+                .cmp(&b.modified_ms)
+                .then(a.email.cmp(&b.email))
+        });
+
+        let rec_err = |e: StoreError| OpenError::Record(e.0);
+        let listed = accounts_file.as_ref().and_then(AccountsFile::claude);
+        let mut changed = false;
+        for file in &token_files {
+            let id = account_key(&file.email);
+            let existing = self.account(&id).map_err(rec_err)?;
+            let entry = listed.and_then(|p| {
+                p.accounts
+                    .iter()
+                    .find(|(k, _)| account_key(k) == id)
+                    .map(|(_, e)| e)
+            });
+            let current = self.token_record(&id).map_err(rec_err)?;
+            // Newer by the token's own content, never by file time: a backup restored over the
+            // mirror has a fresh mtime but an old, rotated-away refresh token, and importing it
+            // would kill the account at its next refresh. Tokens are issued with a fixed life, so
+            // the one that expires later was issued later.
+            let newer = match &current {
+                None => true,
+                Some(rec) if rec.refresh_token == file.refresh_token => false,
+                Some(rec) if file.expires_at_ms > rec.expires_at_ms => true,
+                Some(rec) => {
+                    if rec.access_token != file.access_token {
+                        tracing::warn!(file = %file.path.display(), "a token file holds an older token than the store (it expires sooner): kept the store's");
+                    }
+                    false
+                }
+            };
+            let mut account = match existing {
+                Some(a) => a,
+                None => {
+                    let nickname = match entry.map(|e| e.nickname.clone()).filter(|n| !n.is_empty())
+                    {
+                        Some(n) => n,
+                        None => unique_nickname(&file.email, &self.accounts().map_err(rec_err)?),
+                    };
+                    AccountRecord {
+                        v: V,
+                        email: file.email.clone(),
+                        nickname,
+                        created_at_ms: entry
+                            .and_then(|e| AccountsFile::time_ms(&e.created_at))
+                            .unwrap_or(file.modified_ms),
+                        last_used_at_ms: entry.and_then(|e| AccountsFile::time_ms(&e.last_used_at)),
+                        paused: entry.is_some_and(|e| e.paused),
+                        paused_at_ms: entry.and_then(|e| AccountsFile::time_ms(&e.paused_at)),
+                        dead: false,
+                        plan: entry.and_then(|e| e.tier.clone()),
+                        account_uuid: None,
+                        organization_uuid: None,
+                        organization_name: None,
+                        order: self.next_order().map_err(rec_err)?,
+                    }
+                }
+            };
+            if !newer {
+                continue;
+            }
+            tracing::info!(file = %file.path.display(), "importing a newer token file");
+            account.dead = false;
+            account.account_uuid = file.account_uuid.clone().or(account.account_uuid);
+            account.organization_uuid =
+                file.organization_uuid.clone().or(account.organization_uuid);
+            account.organization_name =
+                file.organization_name.clone().or(account.organization_name);
+            let rec = TokenRecord {
+                v: V,
+                access_token: file.access_token.clone(),
+                refresh_token: file.refresh_token.clone(),
+                expires_at_ms: file.expires_at_ms,
+                updated_at_ms: file.modified_ms.max(self.now().as_millis()),
+            };
+            self.accounts
+                .insert(id.as_bytes(), encode(&account))
+                .map_err(|e| OpenError::Record(e.to_string()))?;
+            self.tokens
+                .insert(id.as_bytes(), encode(&rec))
+                .map_err(|e| OpenError::Record(e.to_string()))?;
+            changed = true;
+        }
+        if let Some(default) = listed.and_then(|p| p.default.as_ref()) {
+            if self.default_account().map_err(rec_err)?.is_none()
+                && self
+                    .account(&account_key(default))
+                    .map_err(rec_err)?
+                    .is_some()
+            {
+                self.meta
+                    .insert(META_DEFAULT, account_key(default).as_bytes())
+                    .map_err(|e| OpenError::Record(e.to_string()))?;
+                changed = true;
+            }
+        }
+        if changed {
+            self.db
+                .flush()
+                .map_err(|e| OpenError::Record(e.to_string()))?;
+            if self.default_account().map_err(rec_err)?.is_none() {
+                if let Some(first) = self.accounts().map_err(rec_err)?.first() {
+                    self.meta
+                        .insert(META_DEFAULT, account_key(&first.email).as_bytes())
+                        .map_err(|e| OpenError::Record(e.to_string()))?;
+                }
+            }
+            self.write_accounts_json().map_err(rec_err)?;
+        }
+        Ok(())
+    }
+}
