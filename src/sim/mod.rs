@@ -2,7 +2,7 @@
 //! 127.0.0.1 only. What the tests, the demo and the benchmarks run against, and what users run
 //! (`ccs sim serve`) to try pools without spending quota.
 //!
-//! `model.rs` decides (no HTTP), `server.rs` speaks HTTP, `scenario.rs` reads the scenario file.
+//! `model/` decides (no HTTP), `server.rs` speaks HTTP, `scenario.rs` reads the scenario file.
 
 pub mod harness;
 pub mod model;

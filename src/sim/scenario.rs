@@ -2,7 +2,7 @@
 //! inject from the start. Read from YAML (`ccs sim serve --scenario FILE`); the documented
 //! example is `specs/sim-scenario.yaml`, shown by `ccs sim serve --help`.
 //!
-//! Must not: hold any state of a running simulation (that is `model.rs`).
+//! Must not: hold any state of a running simulation (that is `model/`).
 
 use std::path::Path;
 use std::time::Duration;
