@@ -59,6 +59,16 @@ fn every_invariant_holds_in_the_fixed_worlds() {
     );
 }
 
+/// A world kept in `tests/regressions/NAME.json`.
+fn kept(name: &str) -> Spec {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/regressions")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let r: Regression = serde_json::from_str(&text).expect("a regression file");
+    r.spec
+}
+
 #[derive(serde::Deserialize)]
 struct Regression {
     name: String,
@@ -90,15 +100,7 @@ fn every_regression_world_holds() {
 fn a_credential_refused_after_a_fresh_token_is_a_502_not_a_429() {
     // CI found this world: the only account with room answered 401 even to a fresh token. The
     // client must hear that no account could serve, not that every account is limited.
-    let r: Regression = serde_json::from_str(
-        &std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/regressions/i1_a_refused_credential_is_not_a_quota_429.json"),
-        )
-        .expect("the regression file"),
-    )
-    .expect("a regression");
-    let report = harness::run_blocking(&r.spec);
+    let report = harness::run_blocking(&kept("i1_a_refused_credential_is_not_a_quota_429"));
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     assert!(
         report
@@ -257,24 +259,7 @@ fn a_crash_during_a_slow_refresh_loses_no_token() {
 fn a_request_during_a_slow_refresh_past_expiry_waits_for_the_new_token() {
     // The refresh at expiry - 5 min takes 10 min to come back: requests in between must wait
     // for the new token, never go out with the lapsed one (I4).
-    let spec = Spec {
-        seed: 5,
-        accounts: vec![AccountSpec {
-            five_hour: 100,
-            seven_day: 1000,
-        }],
-        token_ttl_secs: 900,
-        sessions: vec![SessionSpec {
-            start_min: 0,
-            turns: 30,
-            gap_min: 1,
-        }],
-        faults: vec![FaultAt {
-            at_min: 1,
-            fault: Fault::TokenSlow(0, 600),
-        }],
-        hours: 1,
-    };
+    let spec = kept("i4_a_request_during_a_slow_refresh_past_expiry_waits");
     let report = harness::run_blocking(&spec);
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     assert_eq!(

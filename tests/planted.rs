@@ -21,6 +21,16 @@ fn fires(bug: Bug, invariant: &str, worlds: impl IntoIterator<Item = Spec>) -> b
     })
 }
 
+/// A world kept in `tests/regressions/NAME.json`.
+fn kept(name: &str) -> Spec {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/regressions")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let v: serde_json::Value = serde_json::from_str(&text).expect("a regression file");
+    serde_json::from_value(v["spec"].clone()).expect("a spec")
+}
+
 fn random_worlds() -> impl Iterator<Item = Spec> {
     (0..96).map(|i| harness::world(SEED, i))
 }
@@ -62,11 +72,7 @@ fn i1_fires_when_routing_refuses_past_the_threshold() {
 
 #[test]
 fn i1_fires_when_a_refused_credential_counts_as_quota() {
-    let r: serde_json::Value = serde_json::from_str(include_str!(
-        "regressions/i1_a_refused_credential_is_not_a_quota_429.json"
-    ))
-    .expect("the regression");
-    let spec: Spec = serde_json::from_value(r["spec"].clone()).expect("a spec");
+    let spec = kept("i1_a_refused_credential_is_not_a_quota_429");
     assert!(fires(Bug::UnauthorizedIsQuota, "I1", [spec]));
 }
 
@@ -124,25 +130,7 @@ fn i3_fires_when_a_401_starts_a_second_refresh() {
 
 #[test]
 fn i4_fires_when_a_lapsed_token_is_leased() {
-    // The refresh at expiry − 5 min takes 10 min: requests in between must wait.
-    let spec = Spec {
-        seed: 5,
-        accounts: vec![AccountSpec {
-            five_hour: 100,
-            seven_day: 1000,
-        }],
-        token_ttl_secs: 900,
-        sessions: vec![SessionSpec {
-            start_min: 0,
-            turns: 30,
-            gap_min: 1,
-        }],
-        faults: vec![FaultAt {
-            at_min: 1,
-            fault: Fault::TokenSlow(0, 600),
-        }],
-        hours: 1,
-    };
+    let spec = kept("i4_a_request_during_a_slow_refresh_past_expiry_waits");
     assert!(fires(Bug::LeaseLapsed, "I4", [spec]));
 }
 

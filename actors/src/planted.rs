@@ -7,7 +7,7 @@
 //! another test running beside it. Must not: be switched on outside tests.
 
 /// Each bug breaks the behaviour behind one invariant or property.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumIter)]
 pub enum Bug {
     /// I1: routing refuses new sessions when every account is past the soft threshold.
     RefusePastThreshold,
@@ -66,24 +66,8 @@ pub fn plant(bug: Bug) -> Planted {
 /// The bug named `name` (its variant name), for a test that plants one in another process.
 #[cfg(feature = "planted")]
 pub fn by_name(name: &str) -> Option<Bug> {
-    use Bug::*;
-    [
-        RefusePastThreshold,
-        UnauthorizedIsQuota,
-        RelayRejectedWindow,
-        MoveBoundPastHalf,
-        DoubleRefresh,
-        LeaseLapsed,
-        IgnorePaused,
-        BenchNotDurable,
-        TokenSavedLate,
-        ReverseDrainOrder,
-        BenchPastReset,
-        NoRetryTimer,
-        TickRevivesDead,
-    ]
-    .into_iter()
-    .find(|b| format!("{b:?}") == name)
+    use strum::IntoEnumIterator;
+    Bug::iter().find(|b| format!("{b:?}") == name)
 }
 
 /// Removes the planted bug when dropped, also on panic.

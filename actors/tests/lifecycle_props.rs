@@ -6,12 +6,14 @@
 //! the same commit passes or fails the same way everywhere. Each property has a planted bug
 //! (`actors/src/planted.rs`) that makes it fire: see `planted_bugs_make_each_property_fire`.
 
+mod common;
+
 use std::time::Duration;
 
 use ccs_actors::lifecycle::{step, Effect, Event, Failure, Phase, Policy, State};
 use ccs_actors::{Secret, Timestamp, Token};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed, TestRunner};
+use proptest::test_runner::TestRunner;
 
 #[derive(Clone, Debug)]
 enum Input {
@@ -224,13 +226,7 @@ fn run(inputs: &[Input]) -> World {
 
 /// The runner every property uses: a fixed seed unless `PROPTEST_SEED` says otherwise.
 fn runner() -> TestRunner {
-    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    TestRunner::new(Config {
-        cases: env("PROPTEST_CASES").map_or(256, |c| c as u32),
-        rng_seed: RngSeed::Fixed(env("PROPTEST_SEED").unwrap_or(0x00cc_5eed)),
-        failure_persistence: None,
-        ..Config::default()
-    })
+    TestRunner::new(common::config())
 }
 
 type Property = fn(&World) -> Option<&String>;

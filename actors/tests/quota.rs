@@ -1,6 +1,8 @@
 //! The quota machine against real-looking header sets (specs/anthropic.md §3), and
 //! its properties over random responses.
 
+mod common;
+
 use std::time::Duration;
 
 use ccs_actors::quota::{Quota, Status, UsageBody, Verdict, BACKOFF_CAP};
@@ -302,15 +304,7 @@ fn header_set() -> impl Strategy<Value = (u16, Vec<(String, String)>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256),
-        // A fixed seed: the same commit passes or fails the same way everywhere.
-        rng_seed: proptest::test_runner::RngSeed::Fixed(
-            std::env::var("PROPTEST_SEED").ok().and_then(|c| c.parse().ok()).unwrap_or(0x00cc_5eed),
-        ),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::config())]
     /// A verdict's bench lies ahead of the response; `limited_until` is never in the past when
     /// returned and never beyond the 8-day horizon, whatever headers arrive.
     #[test]

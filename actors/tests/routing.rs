@@ -1,5 +1,7 @@
 //! The routing rules of `specs/routing.md`, one test (or property) per rule, named after it.
 
+mod common;
+
 use std::time::Duration;
 
 use ccs_actors::routing::{route, session_key, AccountId, Affinity, Candidate, Decision, Policy};
@@ -199,15 +201,7 @@ fn usable(c: &Candidate, exclude: &[AccountId]) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256),
-        // A fixed seed: the same commit passes or fails the same way everywhere.
-        rng_seed: proptest::test_runner::RngSeed::Fixed(
-            std::env::var("PROPTEST_SEED").ok().and_then(|c| c.parse().ok()).unwrap_or(0x00cc_5eed),
-        ),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::config())]
     /// R2–R5, R7: never picks a dead, limited or excluded account.
     #[test]
     fn r3_never_picks_an_unusable_account(
