@@ -210,6 +210,15 @@ fn state(name: &str, due: bool, unsaved: Token) -> State {
     }
 }
 
+/// The generation a 401 is about: the current token's, or an older one's.
+fn generation_class(class: &str) -> u64 {
+    if class == "current" {
+        GENERATION
+    } else {
+        GENERATION - 1
+    }
+}
+
 /// The event for a table event name, whether its class asks for a due state, and the token a
 /// state being written holds.
 fn event(name: &str) -> (Event, bool, Token) {
@@ -247,22 +256,14 @@ fn event(name: &str) -> (Event, bool, Token) {
         ("persist_failed", "") => (Event::PersistFailed, false, default_unsaved),
         ("upstream_unauthorized", c) => (
             Event::UpstreamUnauthorized {
-                generation: if c == "current" {
-                    GENERATION
-                } else {
-                    GENERATION - 1
-                },
+                generation: generation_class(c),
             },
             false,
             default_unsaved,
         ),
         ("credential_refused", c) => (
             Event::CredentialRefused {
-                generation: if c == "current" {
-                    GENERATION
-                } else {
-                    GENERATION - 1
-                },
+                generation: generation_class(c),
             },
             false,
             default_unsaved,
