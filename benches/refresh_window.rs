@@ -6,9 +6,8 @@
 //! moment (the window, not the network, is what is measured).
 //!
 //! Two cases, in one run: one account refreshing alone, and 16 accounts refreshing at the same
-//! moment (their writes queue behind each other on the actors' thread). The figure ends when
-//! `save_token` returns, which includes the mirror file the store writes after the sled flush,
-//! so it is an upper bound of the durable window.
+//! moment. The figure ends when the store's writer answers that the token is durable (the sled
+//! flush; the mirror file is written after), as the actor sees it.
 //!
 //! `cargo bench --bench refresh_window`. Prints p50/p99/max in milliseconds.
 
@@ -21,7 +20,7 @@ use ccs::config::Paths;
 use ccs::store::SledStore;
 use ccs_actors::account::{AccountActor, Deps, GetState, HealthChanged, Initial, Unauthorized};
 use ccs_actors::lifecycle::{Failure, Policy};
-use ccs_actors::ports::{BoxFuture, Refresher, Store, StoreError};
+use ccs_actors::ports::{BoxFuture, Persisting, Refresher, Store, StoreError};
 use ccs_actors::quota::Quota;
 use ccs_actors::routing::Binding;
 use ccs_actors::{Clock, Secret, SharedClock, SystemClock, Token};
@@ -78,25 +77,52 @@ struct TimedStore {
     windows: Arc<Mutex<Vec<Duration>>>,
 }
 
-impl Store for TimedStore {
-    fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError> {
-        self.inner.save_token(account, token)?;
+impl TimedStore {
+    /// Records the window of `account`'s answered refresh, ending now.
+    fn durable(answered: &Answered, windows: &Arc<Mutex<Vec<Duration>>>, account: &str) {
         let done = Instant::now();
-        if let Some(at) = self
-            .answered
+        if let Some(at) = answered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(account)
         {
-            self.windows
+            windows
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(done - at);
         }
+    }
+}
+
+impl Store for TimedStore {
+    fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError> {
+        self.inner.save_token(account, token)?;
+        TimedStore::durable(&self.answered, &self.windows, account);
         Ok(())
+    }
+    /// The path the actor takes: the store's own writer, timed when it answers.
+    fn persist_token(&self, account: &str, token: &Token) -> Persisting {
+        match self.inner.persist_token(account, token) {
+            Persisting::Done(r) => {
+                TimedStore::durable(&self.answered, &self.windows, account);
+                Persisting::Done(r)
+            }
+            Persisting::Pending(write) => {
+                let (answered, windows) = (self.answered.clone(), self.windows.clone());
+                let account = account.to_string();
+                Persisting::Pending(Box::pin(async move {
+                    let r = write.await;
+                    TimedStore::durable(&answered, &windows, &account);
+                    r
+                }))
+            }
+        }
     }
     fn save_refresh_intent(&self, account: &str, r: &Secret) -> Result<(), StoreError> {
         self.inner.save_refresh_intent(account, r)
+    }
+    fn persist_refresh_intent(&self, account: &str, r: &Secret) -> Persisting {
+        self.inner.persist_refresh_intent(account, r)
     }
     fn save_dead(&self, account: &str) -> Result<(), StoreError> {
         self.inner.save_dead(account)

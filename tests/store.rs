@@ -37,6 +37,8 @@ fn login(store: &SledStore, email: &str, t: &Token) {
     store
         .save_token(&ccs::store::account_key(email), t)
         .unwrap();
+    // The mirror file follows the durable write; these tests read it at once.
+    store.sync_mirror().unwrap();
 }
 
 #[test]

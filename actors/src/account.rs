@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::SharedClock;
 use crate::lifecycle::{self, Effect, Event, Failure, Health, LeaseAnswer, Phase, Policy};
-use crate::ports::{Refresher, Store};
+use crate::ports::{Persisting, Refresher, Store};
 use crate::quota::{Headers, Quota, Verdict};
 use crate::routing::AccountId;
 use crate::token::{Secret, Token};
@@ -274,15 +274,17 @@ impl AccountActor {
     fn carry_out(&mut self, effect: Effect, ctx: &mut Context<Self>) -> Option<Event> {
         match effect {
             Effect::StartRefresh(refresh) => self.start_refresh(refresh, ctx),
-            Effect::Persist(token) => {
-                return Some(match self.deps.store.save_token(&self.id, &token) {
-                    Ok(()) => Event::Persisted(token),
-                    Err(e) => {
-                        tracing::error!(account = %self.id, error = %e, "could not save the new token; holding it back and retrying");
-                        Event::PersistFailed
-                    }
-                });
-            }
+            Effect::Persist(token) => match self.deps.store.persist_token(&self.id, &token) {
+                Persisting::Done(result) => return Some(self.persisted(token, result)),
+                Persisting::Pending(write) => {
+                    // The write runs on the store's own writer; the machine stays Refreshing
+                    // (the token unsaved, leases waiting) until it answers.
+                    ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
+                        let event = act.persisted(token, result);
+                        act.apply(event, ctx);
+                    }));
+                }
+            },
             Effect::PersistDead => {
                 if let Err(e) = self.deps.store.save_dead(&self.id) {
                     tracing::error!(account = %self.id, error = %e, "could not record the account as dead");
@@ -304,10 +306,39 @@ impl AccountActor {
         None
     }
 
+    /// The machine's event for the outcome of a token write.
+    fn persisted(&self, token: Token, result: Result<(), crate::ports::StoreError>) -> Event {
+        match result {
+            Ok(()) => Event::Persisted(token),
+            Err(e) => {
+                tracing::error!(account = %self.id, error = %e, "could not save the new token; holding it back and retrying");
+                Event::PersistFailed
+            }
+        }
+    }
+
     fn start_refresh(&mut self, refresh: Secret, ctx: &mut Context<Self>) {
         // The intent first: if the process dies between the authority's answer and the write,
         // the next start knows to check this grant at once.
-        if let Err(e) = self.deps.store.save_refresh_intent(&self.id, &refresh) {
+        match self.deps.store.persist_refresh_intent(&self.id, &refresh) {
+            Persisting::Done(result) => self.intent_written(refresh, result, ctx),
+            Persisting::Pending(write) => {
+                ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
+                    act.intent_written(refresh, result, ctx);
+                }));
+            }
+        }
+    }
+
+    /// Sends the refresh call once its intent is durable; a refused intent is a transient
+    /// failure (nothing was sent, so nothing can be lost).
+    fn intent_written(
+        &mut self,
+        refresh: Secret,
+        result: Result<(), crate::ports::StoreError>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Err(e) = result {
             tracing::error!(account = %self.id, error = %e, "could not write the refresh intent; not refreshing until the store works");
             ctx.notify(RefreshDone(Err(Failure::Transient { retry_after: None })));
             return;

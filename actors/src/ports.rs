@@ -37,6 +37,13 @@ pub trait Refresher: Send + Sync + 'static {
 #[error("store: {0}")]
 pub struct StoreError(pub String);
 
+/// A token write as the actor starts it: done already (a store that writes in place), or on
+/// its way (a store with a writer of its own, which answers when the token is durable).
+pub enum Persisting {
+    Done(Result<(), StoreError>),
+    Pending(BoxFuture<Result<(), StoreError>>),
+}
+
 /// The writes the actors make. Two durability classes, as sled gives them: a write that must
 /// survive a crash (`save_token`, `save_dead`, and `save_quota` with `durable`) returns only
 /// once it is on disk; the others are batched and may be lost if the process dies within the
@@ -45,10 +52,20 @@ pub struct StoreError(pub String);
 pub trait Store: Send + Sync + 'static {
     /// Writes the account's token durably. Called before the token is used or published.
     fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError>;
+    /// The actor's way to write a new token: without blocking its thread when the store can
+    /// help it. The default writes in place.
+    fn persist_token(&self, account: &str, token: &Token) -> Persisting {
+        Persisting::Done(self.save_token(account, token))
+    }
     /// Writes down, durably, that a refresh is about to be sent with `refresh` (a refresh
     /// *intent*). At start, a stored token whose refresh token has an intent is in doubt: its
     /// refresh may have been answered (and the grant rotated) without the answer being written.
     fn save_refresh_intent(&self, account: &str, refresh: &Secret) -> Result<(), StoreError>;
+    /// The actor's way to write a refresh intent: without blocking its thread when the store
+    /// can help it. The refresh call goes out only once this answers. Default: in place.
+    fn persist_refresh_intent(&self, account: &str, refresh: &Secret) -> Persisting {
+        Persisting::Done(self.save_refresh_intent(account, refresh))
+    }
     /// Writes down, durably, that the account's grant is gone.
     fn save_dead(&self, account: &str) -> Result<(), StoreError>;
     /// Writes the quota state; `durable` when its limits (a bench, a reset, a backoff) changed,

@@ -80,6 +80,27 @@ pub struct TokenFileOut<'a> {
     pub organization_name: Option<&'a str>,
 }
 
+impl<'a> TokenFileOut<'a> {
+    /// The token file of `account` holding `rec`.
+    pub fn new(
+        account: &'a super::records::AccountRecord,
+        rec: &'a super::records::TokenRecord,
+    ) -> Self {
+        TokenFileOut {
+            kind: "claude",
+            access_token: &rec.access_token,
+            refresh_token: &rec.refresh_token,
+            email: &account.email,
+            expired: rfc3339(rec.expires_at_ms),
+            expiry_date: rec.expires_at_ms,
+            last_refresh: rfc3339(rec.updated_at_ms),
+            account_uuid: account.account_uuid.as_deref(),
+            organization_uuid: account.organization_uuid.as_deref(),
+            organization_name: account.organization_name.as_deref(),
+        }
+    }
+}
+
 impl TokenFileOut<'_> {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();

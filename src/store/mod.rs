@@ -10,10 +10,11 @@ mod import;
 pub mod mirror;
 mod port;
 pub mod records;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ccs_actors::ports::{self, StoreError};
 use ccs_actors::quota::Quota;
@@ -22,7 +23,7 @@ use ccs_actors::{Secret, SharedClock, Timestamp, Token};
 
 use crate::config::Paths;
 use crate::fsutil;
-use mirror::{AccountEntry, AccountsFile, DrainOrder, Provider, TokenFileIn, TokenFileOut};
+use mirror::{AccountEntry, AccountsFile, DrainOrder, Provider, TokenFileIn};
 use records::{
     decode, encode, AccountRecord, BindingRecord, PoolsRecord, QuotaRecord, TokenRecord, V,
 };
@@ -60,8 +61,12 @@ pub struct SledStore {
     intents: sled::Tree,
     meta: sled::Tree,
     db: sled::Db,
-    /// Serialises mirror rewrites, so two writers never interleave their temp files.
-    mirror_lock: Mutex<()>,
+    /// Serialises mirror rewrites, so two writers never interleave their temp files (shared
+    /// with the token writer's thread).
+    mirror_lock: Arc<Mutex<()>>,
+    /// The only path for token and dead-flag writes: ordered, off the actors' thread,
+    /// group-committed. Declared last: dropped (and joined) after nothing else writes.
+    writer: writer::Writer,
 }
 
 /// How long opening waits for a lock that a stopping process is still releasing.
@@ -136,6 +141,19 @@ impl SledStore {
                 source,
             })
         };
+        let mirror_lock = Arc::new(Mutex::new(()));
+        let writer = writer::Writer::start(writer::Disk {
+            db: db.clone(),
+            tokens: tree("tokens")?,
+            accounts: tree("accounts")?,
+            intents: tree("intents")?,
+            auth_dir: paths.auth_dir(),
+            mirror_lock: mirror_lock.clone(),
+        })
+        .map_err(|source| OpenError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let store = SledStore {
             paths: paths.clone(),
             clock,
@@ -146,7 +164,8 @@ impl SledStore {
             intents: tree("intents")?,
             meta: tree("meta")?,
             db,
-            mirror_lock: Mutex::new(()),
+            mirror_lock: mirror_lock.clone(),
+            writer,
         };
         store
             .meta
@@ -312,28 +331,6 @@ impl SledStore {
     }
 
     // ---- the mirror -----------------------------------------------------------------------
-
-    fn write_token_file(&self, account: &Account, rec: &TokenRecord) -> Result<(), StoreError> {
-        let out = TokenFileOut {
-            kind: "claude",
-            access_token: &rec.access_token,
-            refresh_token: &rec.refresh_token,
-            email: &account.email,
-            expired: mirror::rfc3339(rec.expires_at_ms),
-            expiry_date: rec.expires_at_ms,
-            last_refresh: mirror::rfc3339(rec.updated_at_ms),
-            account_uuid: account.account_uuid.as_deref(),
-            organization_uuid: account.organization_uuid.as_deref(),
-            organization_name: account.organization_name.as_deref(),
-        };
-        let path = self
-            .paths
-            .auth_dir()
-            .join(mirror::token_file_name(&account.email));
-        let _guard = self.mirror_lock.lock().unwrap_or_else(|p| p.into_inner());
-        fsutil::write_private(&path, &out.to_bytes())
-            .map_err(|e| StoreError(format!("{}: {e}", path.display())))
-    }
 
     fn write_accounts_json(&self) -> Result<(), StoreError> {
         let accounts = self.accounts()?;

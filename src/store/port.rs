@@ -5,25 +5,15 @@ use super::*;
 
 impl ports::Store for SledStore {
     fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError> {
-        let rec = TokenRecord::new(token, self.now());
-        self.tokens
-            .insert(account.as_bytes(), encode(&rec))
-            .map_err(db_err)?;
-        let mut acct = self.account(account)?;
-        if let Some(a) = acct.as_mut().filter(|a| a.dead) {
-            a.dead = false;
-            self.accounts
-                .insert(account.as_bytes(), encode(&*a))
-                .map_err(db_err)?;
-        }
-        self.db.flush().map_err(db_err)?;
-        if let Some(a) = acct {
-            // The store holds the token now; a mirror failure is reported, not fatal.
-            if let Err(e) = self.write_token_file(&a, &rec) {
-                tracing::warn!(error = %e, "could not update the token mirror file");
-            }
-        }
-        Ok(())
+        self.writer
+            .token_blocking(account, TokenRecord::new(token, self.now()))
+    }
+
+    fn persist_token(&self, account: &str, token: &Token) -> ports::Persisting {
+        ports::Persisting::Pending(
+            self.writer
+                .token_later(account, TokenRecord::new(token, self.now())),
+        )
     }
 
     fn save_refresh_intent(&self, account: &str, refresh: &Secret) -> Result<(), StoreError> {
@@ -34,15 +24,16 @@ impl ports::Store for SledStore {
         Ok(())
     }
 
+    fn persist_refresh_intent(&self, account: &str, refresh: &Secret) -> ports::Persisting {
+        ports::Persisting::Pending(
+            self.writer
+                .intent_later(account, ports::fingerprint(refresh)),
+        )
+    }
+
     fn save_dead(&self, account: &str) -> Result<(), StoreError> {
-        if let Some(mut a) = self.account(account)? {
-            a.dead = true;
-            self.accounts
-                .insert(account.as_bytes(), encode(&a))
-                .map_err(db_err)?;
-            self.db.flush().map_err(db_err)?;
-        }
-        Ok(())
+        // Through the writer: after every token write queued before it.
+        self.writer.dead_blocking(account)
     }
 
     fn save_quota(&self, account: &str, quota: &Quota, durable: bool) -> Result<(), StoreError> {
@@ -78,8 +69,15 @@ impl SledStore {
         Ok(intent.is_some_and(|i| *i == *ports::fingerprint(&token.refresh).as_bytes()))
     }
 
+    /// Waits until every token write queued so far is durable and its mirror file written
+    /// (the mirror follows the durable write; other tools reading it see it a moment later).
+    pub fn sync_mirror(&self) -> Result<(), StoreError> {
+        self.writer.barrier()
+    }
+
     /// Writes everything to disk (the daemon calls it at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.writer.barrier()?;
         self.db.flush().map_err(db_err).map(|_| ())
     }
 }

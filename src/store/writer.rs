@@ -1,0 +1,288 @@
+//! The token writer: one thread that is the only path for token and dead-flag writes, so they
+//! reach disk in the order they were asked for (a logout can never be overtaken by an older
+//! token), off the actors' thread, and group-committed: whatever is queued when the thread
+//! wakes goes into one sled flush, every caller is answered, and only then are the mirror
+//! files written (the mirror is a convenience for other tools, not the durable copy).
+//!
+//! Must not: answer a write before the flush that makes it durable, or keep the database
+//! open after the store is dropped (dropping joins the thread).
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use ccs_actors::ports::{BoxFuture, StoreError};
+
+use super::records::{decode, encode, AccountRecord, TokenRecord};
+use super::{db_err, mirror};
+use crate::fsutil;
+
+/// Where a writer's answer goes: a caller blocked on it, or a future an actor awaits.
+enum Reply {
+    Blocking(mpsc::Sender<Result<(), StoreError>>),
+    Future(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
+}
+
+impl Reply {
+    fn send(self, r: Result<(), StoreError>) {
+        match self {
+            Reply::Blocking(tx) => {
+                let _ = tx.send(r);
+            }
+            Reply::Future(tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+enum Job {
+    Token {
+        account: String,
+        rec: TokenRecord,
+        reply: Reply,
+    },
+    Dead {
+        account: String,
+        reply: Reply,
+    },
+    /// A refresh intent (the fingerprint of the refresh token about to be sent).
+    Intent {
+        account: String,
+        fingerprint: String,
+        reply: Reply,
+    },
+    /// Answered once every job queued before it is durable and its mirror file written.
+    Barrier(Reply),
+}
+
+/// What the writer thread writes to.
+pub(super) struct Disk {
+    pub db: sled::Db,
+    pub tokens: sled::Tree,
+    pub accounts: sled::Tree,
+    pub intents: sled::Tree,
+    pub auth_dir: PathBuf,
+    pub mirror_lock: Arc<Mutex<()>>,
+}
+
+pub(super) struct Writer {
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    pub fn start(disk: Disk) -> std::io::Result<Writer> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("ccs-token-writer".into())
+            .spawn(move || run(disk, rx))?;
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, job: Job) -> Result<(), StoreError> {
+        self.tx
+            .as_ref()
+            .ok_or_else(|| StoreError("the token writer stopped".into()))?
+            .send(job)
+            .map_err(|_| StoreError("the token writer stopped".into()))
+    }
+
+    /// Writes a token and waits until it is durable.
+    pub fn token_blocking(&self, account: &str, rec: TokenRecord) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Token {
+            account: account.to_string(),
+            rec,
+            reply: Reply::Blocking(tx),
+        })?;
+        rx.recv()
+            .unwrap_or_else(|_| Err(StoreError("the token writer stopped".into())))
+    }
+
+    /// Writes a token; the future answers once it is durable.
+    pub fn token_later(
+        &self,
+        account: &str,
+        rec: TokenRecord,
+    ) -> BoxFuture<Result<(), StoreError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = self.send(Job::Token {
+            account: account.to_string(),
+            rec,
+            reply: Reply::Future(tx),
+        });
+        Box::pin(async move {
+            queued?;
+            rx.await
+                .unwrap_or_else(|_| Err(StoreError("the token writer stopped".into())))
+        })
+    }
+
+    /// Writes a refresh intent; the future answers once it is durable.
+    pub fn intent_later(
+        &self,
+        account: &str,
+        fingerprint: String,
+    ) -> BoxFuture<Result<(), StoreError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = self.send(Job::Intent {
+            account: account.to_string(),
+            fingerprint,
+            reply: Reply::Future(tx),
+        });
+        Box::pin(async move {
+            queued?;
+            rx.await
+                .unwrap_or_else(|_| Err(StoreError("the token writer stopped".into())))
+        })
+    }
+
+    /// Waits until every write queued so far is durable and mirrored.
+    pub fn barrier(&self) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Barrier(Reply::Blocking(tx)))?;
+        rx.recv()
+            .unwrap_or_else(|_| Err(StoreError("the token writer stopped".into())))
+    }
+
+    /// Marks the account dead, after every token write queued before, and waits.
+    pub fn dead_blocking(&self, account: &str) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Job::Dead {
+            account: account.to_string(),
+            reply: Reply::Blocking(tx),
+        })?;
+        rx.recv()
+            .unwrap_or_else(|_| Err(StoreError("the token writer stopped".into())))
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once the queue is written.
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(disk: Disk, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        // Every write of the batch, then one flush for all of them.
+        let mut done = Vec::with_capacity(batch.len());
+        let mut mirrors = Vec::new();
+        let mut barriers = Vec::new();
+        for job in batch {
+            match job {
+                Job::Token {
+                    account,
+                    rec,
+                    reply,
+                } => {
+                    let r = disk.put_token(&account, &rec);
+                    if let Ok(Some(acct)) = &r {
+                        mirrors.push((acct.clone(), rec));
+                    }
+                    done.push((reply, r.map(|_| ())));
+                }
+                Job::Dead { account, reply } => done.push((reply, disk.put_dead(&account))),
+                Job::Intent {
+                    account,
+                    fingerprint,
+                    reply,
+                } => {
+                    let r = disk
+                        .intents
+                        .insert(account.as_bytes(), fingerprint.as_bytes())
+                        .map(|_| ())
+                        .map_err(db_err);
+                    done.push((reply, r));
+                }
+                Job::Barrier(reply) => barriers.push(reply),
+            }
+        }
+        let flushed = disk.db.flush().map(|_| ()).map_err(db_err);
+        for (reply, r) in done {
+            reply.send(r.and_then(|()| {
+                flushed
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| StoreError(e.0.clone()))
+            }));
+        }
+        // The store holds the tokens now; the mirror follows, and a failure there is reported,
+        // not fatal.
+        if flushed.is_ok() {
+            for (acct, rec) in mirrors {
+                if let Err(e) = disk.mirror(&acct, &rec) {
+                    tracing::warn!(error = %e, "could not update the token mirror file");
+                }
+            }
+        }
+        for reply in barriers {
+            reply.send(
+                flushed
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| StoreError(e.0.clone())),
+            );
+        }
+    }
+}
+
+impl Disk {
+    fn account(&self, id: &str) -> Result<Option<AccountRecord>, StoreError> {
+        self.accounts
+            .get(id.as_bytes())
+            .map_err(db_err)?
+            .map(|v| decode(&v).map_err(StoreError))
+            .transpose()
+    }
+
+    /// Inserts the token (and clears a dead flag); returns the account for the mirror.
+    fn put_token(
+        &self,
+        account: &str,
+        rec: &TokenRecord,
+    ) -> Result<Option<AccountRecord>, StoreError> {
+        self.tokens
+            .insert(account.as_bytes(), encode(rec))
+            .map_err(db_err)?;
+        let mut acct = self.account(account)?;
+        if let Some(a) = acct.as_mut().filter(|a| a.dead) {
+            a.dead = false;
+            self.accounts
+                .insert(account.as_bytes(), encode(&*a))
+                .map_err(db_err)?;
+        }
+        Ok(acct)
+    }
+
+    fn put_dead(&self, account: &str) -> Result<(), StoreError> {
+        if let Some(mut a) = self.account(account)? {
+            a.dead = true;
+            self.accounts
+                .insert(account.as_bytes(), encode(&a))
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    fn mirror(&self, account: &AccountRecord, rec: &TokenRecord) -> Result<(), StoreError> {
+        let out = mirror::TokenFileOut::new(account, rec);
+        let path = self.auth_dir.join(mirror::token_file_name(&account.email));
+        let _guard = self.mirror_lock.lock().unwrap_or_else(|p| p.into_inner());
+        fsutil::write_private(&path, &out.to_bytes())
+            .map_err(|e| StoreError(format!("{}: {e}", path.display())))
+    }
+}
