@@ -17,11 +17,8 @@ impl ports::Store for SledStore {
     }
 
     fn save_refresh_intent(&self, account: &str, refresh: &Secret) -> Result<(), StoreError> {
-        self.intents
-            .insert(account.as_bytes(), ports::fingerprint(refresh).as_bytes())
-            .map_err(db_err)?;
-        self.db.flush().map_err(db_err)?;
-        Ok(())
+        self.writer
+            .intent_blocking(account, ports::fingerprint(refresh))
     }
 
     fn persist_refresh_intent(&self, account: &str, refresh: &Secret) -> ports::Persisting {

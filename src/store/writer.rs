@@ -87,21 +87,36 @@ impl Writer {
     fn send(&self, job: Job) -> Result<(), StoreError> {
         self.tx
             .as_ref()
-            .ok_or_else(|| StoreError("the token writer stopped".into()))?
+            .ok_or_else(stopped)?
             .send(job)
-            .map_err(|_| StoreError("the token writer stopped".into()))
+            .map_err(|_| stopped())
+    }
+
+    /// Queues the job `make` builds around a reply, and waits for that reply.
+    fn blocking(&self, make: impl FnOnce(Reply) -> Job) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(make(Reply::Blocking(tx)))?;
+        rx.recv().unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Queues the job `make` builds around a reply; the future answers with that reply.
+    fn later(&self, make: impl FnOnce(Reply) -> Job) -> BoxFuture<Result<(), StoreError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = self.send(make(Reply::Future(tx)));
+        Box::pin(async move {
+            queued?;
+            rx.await.unwrap_or_else(|_| Err(stopped()))
+        })
     }
 
     /// Writes a token and waits until it is durable.
     pub fn token_blocking(&self, account: &str, rec: TokenRecord) -> Result<(), StoreError> {
-        let (tx, rx) = mpsc::channel();
-        self.send(Job::Token {
-            account: account.to_string(),
+        let account = account.to_string();
+        self.blocking(|reply| Job::Token {
+            account,
             rec,
-            reply: Reply::Blocking(tx),
-        })?;
-        rx.recv()
-            .unwrap_or_else(|_| Err(StoreError("the token writer stopped".into())))
+            reply,
+        })
     }
 
     /// Writes a token; the future answers once it is durable.
@@ -110,16 +125,21 @@ impl Writer {
         account: &str,
         rec: TokenRecord,
     ) -> BoxFuture<Result<(), StoreError>> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let queued = self.send(Job::Token {
-            account: account.to_string(),
+        let account = account.to_string();
+        self.later(|reply| Job::Token {
+            account,
             rec,
-            reply: Reply::Future(tx),
-        });
-        Box::pin(async move {
-            queued?;
-            rx.await
-                .unwrap_or_else(|_| Err(StoreError("the token writer stopped".into())))
+            reply,
+        })
+    }
+
+    /// Writes a refresh intent and waits until it is durable.
+    pub fn intent_blocking(&self, account: &str, fingerprint: String) -> Result<(), StoreError> {
+        let account = account.to_string();
+        self.blocking(|reply| Job::Intent {
+            account,
+            fingerprint,
+            reply,
         })
     }
 
@@ -129,37 +149,28 @@ impl Writer {
         account: &str,
         fingerprint: String,
     ) -> BoxFuture<Result<(), StoreError>> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let queued = self.send(Job::Intent {
-            account: account.to_string(),
+        let account = account.to_string();
+        self.later(|reply| Job::Intent {
+            account,
             fingerprint,
-            reply: Reply::Future(tx),
-        });
-        Box::pin(async move {
-            queued?;
-            rx.await
-                .unwrap_or_else(|_| Err(StoreError("the token writer stopped".into())))
+            reply,
         })
     }
 
     /// Waits until every write queued so far is durable and mirrored.
     pub fn barrier(&self) -> Result<(), StoreError> {
-        let (tx, rx) = mpsc::channel();
-        self.send(Job::Barrier(Reply::Blocking(tx)))?;
-        rx.recv()
-            .unwrap_or_else(|_| Err(StoreError("the token writer stopped".into())))
+        self.blocking(Job::Barrier)
     }
 
     /// Marks the account dead, after every token write queued before, and waits.
     pub fn dead_blocking(&self, account: &str) -> Result<(), StoreError> {
-        let (tx, rx) = mpsc::channel();
-        self.send(Job::Dead {
-            account: account.to_string(),
-            reply: Reply::Blocking(tx),
-        })?;
-        rx.recv()
-            .unwrap_or_else(|_| Err(StoreError("the token writer stopped".into())))
+        let account = account.to_string();
+        self.blocking(|reply| Job::Dead { account, reply })
     }
+}
+
+fn stopped() -> StoreError {
+    StoreError("the token writer stopped".into())
 }
 
 impl Drop for Writer {
@@ -212,13 +223,15 @@ fn run(disk: Disk, rx: mpsc::Receiver<Job>) {
             }
         }
         let flushed = disk.db.flush().map(|_| ()).map_err(db_err);
+        // Every reply carries the flush's outcome: a copy per caller.
+        let flush_result = || {
+            flushed
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| StoreError(e.0.clone()))
+        };
         for (reply, r) in done {
-            reply.send(r.and_then(|()| {
-                flushed
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| StoreError(e.0.clone()))
-            }));
+            reply.send(r.and_then(|()| flush_result()));
         }
         // The store holds the tokens now; the mirror follows, and a failure there is reported,
         // not fatal.
@@ -230,12 +243,7 @@ fn run(disk: Disk, rx: mpsc::Receiver<Job>) {
             }
         }
         for reply in barriers {
-            reply.send(
-                flushed
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| StoreError(e.0.clone())),
-            );
+            reply.send(flush_result());
         }
     }
 }
