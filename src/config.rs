@@ -1,7 +1,7 @@
 //! `CCS_HOME` and every path under it, and `config.yaml`.
 //!
-//! Owns the defaults (proxy on 127.0.0.1:8317, the client key `ccs-internal-managed`, the real
-//! Anthropic URLs) and the loading rules: a missing file means defaults, a malformed one is an
+//! Owns the defaults (proxy on 127.0.0.1:8317, the real Anthropic URLs, generous but finite
+//! upstream timeouts) and the loading rules: a missing file means defaults, a malformed one is an
 //! error that names the file and the line. Must not: create or write anything; commands decide
 //! when folders come into being.
 
@@ -12,10 +12,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// The client key the tool we replace uses by default (specs/anthropic.md §6).
+/// The client key the tool we replace uses by default (specs/anthropic.md §6). Public, so
+/// accepted only when config.yaml names it explicitly (unset keys are generated: `keys.rs`).
 pub const DEFAULT_API_KEY: &str = "ccs-internal-managed";
-/// The management secret until the user sets one. Fine on loopback, refused elsewhere.
+/// The management secret of the tool we replace, public in the same way.
 pub const DEFAULT_MANAGEMENT_SECRET: &str = "ccs-internal-management";
+/// The shortest key or secret accepted when the daemon listens beyond loopback.
+pub const MIN_PUBLIC_KEY_CHARS: usize = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -86,6 +89,10 @@ impl Paths {
     }
     pub fn lock_file(&self) -> PathBuf {
         self.cliproxy().join("daemon.lock")
+    }
+    /// The generated client key and management secret (`keys.rs`).
+    pub fn keys_file(&self) -> PathBuf {
+        self.cliproxy().join("keys.json")
     }
     pub fn instances_dir(&self) -> PathBuf {
         self.home.join("instances")
@@ -221,17 +228,29 @@ pub struct Proxy {
     pub soft_threshold: f64,
     /// Largest request body the proxy accepts.
     pub body_limit: Size,
+    /// Most bytes of request bodies held at once, over all requests; beyond it a new request
+    /// gets 503 with `retry-after`, so memory stays bounded whatever clients send.
+    pub bodies_in_flight: Size,
+    /// Longest time a client may take to send a request body.
+    pub body_timeout: Span,
+    /// How long a stopping daemon lets answers in flight finish; a stream still running then
+    /// ends with an SSE `error` event.
+    pub stop_grace: Span,
+    /// Host names (beyond IP literals and `localhost`) the daemon answers to in `Host`.
+    /// Anything else is refused, which stops DNS-rebinding pages.
+    pub allowed_hosts: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyAuth {
-    /// The client key Claude Code sends (`ANTHROPIC_AUTH_TOKEN`).
-    pub api_key: String,
+    /// The client key Claude Code sends (`ANTHROPIC_AUTH_TOKEN`); generated at first use
+    /// when unset (`keys.rs`).
+    pub api_key: Option<String>,
     /// More accepted client keys, e.g. one per machine.
     pub api_keys: Vec<String>,
-    /// Guards `/v0/management/*`.
-    pub management_secret: String,
+    /// Guards `/v0/management/*`; generated at first use when unset.
+    pub management_secret: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -239,6 +258,16 @@ pub struct ProxyAuth {
 pub struct Upstream {
     /// Base of the Messages API (`/v1/messages` is appended).
     pub api_base: String,
+    /// Longest wait for response headers of a stream, `count_tokens` or `models` (a stream's
+    /// `message_start` comes at once). Past it the next account is tried.
+    pub header_timeout: Span,
+    /// Longest wait for the headers of a non-streaming message, which come only when the whole
+    /// answer is ready; under Claude Code's own 10 minutes so the client hears why. Also the
+    /// bound on a request's whole wait before its first byte, over every account tried.
+    pub header_timeout_whole: Span,
+    /// Longest silence between two chunks of an answer's body; a stream then ends with an
+    /// SSE `error` event.
+    pub idle_timeout: Span,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -275,16 +304,10 @@ impl Default for Proxy {
             affinity_ttl: Span(Duration::from_secs(3600)),
             soft_threshold: 0.95,
             body_limit: Size(32 << 20),
-        }
-    }
-}
-
-impl Default for ProxyAuth {
-    fn default() -> Self {
-        ProxyAuth {
-            api_key: DEFAULT_API_KEY.to_string(),
-            api_keys: Vec::new(),
-            management_secret: DEFAULT_MANAGEMENT_SECRET.to_string(),
+            bodies_in_flight: Size(256 << 20),
+            body_timeout: Span(Duration::from_secs(60)),
+            stop_grace: Span(Duration::from_secs(10)),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -293,6 +316,9 @@ impl Default for Upstream {
     fn default() -> Self {
         Upstream {
             api_base: "https://api.anthropic.com".to_string(),
+            header_timeout: Span(Duration::from_secs(60)),
+            header_timeout_whole: Span(Duration::from_secs(570)),
+            idle_timeout: Span(Duration::from_secs(90)),
         }
     }
 }
@@ -349,15 +375,46 @@ impl Config {
                 "cliproxy.soft_threshold is {t}; it must be between 0 and 1 (default 0.95)"
             )));
         }
-        if self.cliproxy.auth.api_key.is_empty() {
+        if self.cliproxy.auth.api_key.as_deref() == Some("")
+            || self.cliproxy.auth.api_keys.iter().any(String::is_empty)
+        {
             return Err(invalid(
-                "cliproxy.auth.api_key is empty; remove the line to use the default".into(),
+                "a client key in cliproxy.auth is empty; remove the line to use a generated one"
+                    .into(),
             ));
         }
-        if self.cliproxy.auth.management_secret.is_empty() {
+        if self.cliproxy.auth.management_secret.as_deref() == Some("") {
             return Err(invalid(
-                "cliproxy.auth.management_secret is empty; set one or remove the line".into(),
+                "cliproxy.auth.management_secret is empty; remove the line to use a generated one"
+                    .into(),
             ));
+        }
+        if !self.cliproxy.host.is_loopback() {
+            if let Some(problem) = self.public_key_problem() {
+                return Err(invalid(problem));
+            }
+        }
+        for (key, span) in [
+            ("cliproxy.body_timeout", self.cliproxy.body_timeout),
+            ("upstream.header_timeout", self.upstream.header_timeout),
+            (
+                "upstream.header_timeout_whole",
+                self.upstream.header_timeout_whole,
+            ),
+            ("upstream.idle_timeout", self.upstream.idle_timeout),
+        ] {
+            if span.0.is_zero() {
+                return Err(invalid(format!(
+                    "{key} is 0; it must be a positive duration (remove the line for the default)"
+                )));
+            }
+        }
+        if self.cliproxy.bodies_in_flight.0 < self.cliproxy.body_limit.0 {
+            return Err(invalid(format!(
+                "cliproxy.bodies_in_flight ({} bytes) is below cliproxy.body_limit ({} bytes): \
+                 not even one largest body would fit",
+                self.cliproxy.bodies_in_flight.0, self.cliproxy.body_limit.0
+            )));
         }
         for (key, url) in [
             ("upstream.api_base", &self.upstream.api_base),
@@ -375,18 +432,66 @@ impl Config {
         Ok(())
     }
 
-    /// Every accepted client key.
-    pub fn client_keys(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.cliproxy.auth.api_key.as_str())
-            .chain(self.cliproxy.auth.api_keys.iter().map(String::as_str))
+    /// The client key ccs gives Claude Code; empty until the keys are resolved
+    /// (`keys::resolve`), and an empty key matches nothing.
+    pub fn client_key(&self) -> &str {
+        self.cliproxy.auth.api_key.as_deref().unwrap_or("")
     }
 
-    /// Whether the proxy would listen beyond this machine with a default secret or key, which
-    /// the daemon refuses.
-    pub fn exposes_defaults(&self) -> bool {
-        !self.cliproxy.host.is_loopback()
-            && (self.cliproxy.auth.management_secret == DEFAULT_MANAGEMENT_SECRET
-                || self.client_keys().any(|k| k == DEFAULT_API_KEY))
+    /// The management secret; empty (matching nothing) until the keys are resolved.
+    pub fn management_secret(&self) -> &str {
+        self.cliproxy
+            .auth
+            .management_secret
+            .as_deref()
+            .unwrap_or("")
+    }
+
+    /// Every accepted client key (never an empty one).
+    pub fn client_keys(&self) -> impl Iterator<Item = &str> {
+        self.cliproxy
+            .auth
+            .api_key
+            .iter()
+            .chain(&self.cliproxy.auth.api_keys)
+            .map(String::as_str)
+            .filter(|k| !k.is_empty())
+    }
+
+    /// Why the keys set in config.yaml are not fit for a daemon reachable from other machines:
+    /// a public default name, or too short to withstand guessing. Generated keys always are.
+    pub fn public_key_problem(&self) -> Option<String> {
+        let auth = &self.cliproxy.auth;
+        let set = auth
+            .api_key
+            .iter()
+            .chain(&auth.api_keys)
+            .map(|k| ("a client key", k))
+            .chain(
+                auth.management_secret
+                    .iter()
+                    .map(|s| ("the management secret", s)),
+            );
+        for (what, k) in set {
+            if k == DEFAULT_API_KEY || k == DEFAULT_MANAGEMENT_SECRET {
+                return Some(format!(
+                    "{what} in cliproxy.auth is the public default {k:?}, refused when \
+                     cliproxy.host ({}) is not loopback: remove the line to use a generated one, \
+                     or set a random one (e.g. `openssl rand -hex 32`)",
+                    self.cliproxy.host
+                ));
+            }
+            if k.chars().count() < MIN_PUBLIC_KEY_CHARS {
+                return Some(format!(
+                    "{what} in cliproxy.auth has {} characters; a daemon listening beyond \
+                     loopback ({}) needs at least {MIN_PUBLIC_KEY_CHARS}: remove the line to use a \
+                     generated one, or set a random one (e.g. `openssl rand -hex 32`)",
+                    k.chars().count(),
+                    self.cliproxy.host
+                ));
+            }
+        }
+        None
     }
 
     pub fn lifecycle_policy(&self) -> ccs_actors::lifecycle::Policy {
@@ -427,7 +532,15 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.cliproxy.port, 8317);
         assert!(c.cliproxy.host.is_loopback());
-        assert_eq!(c.cliproxy.auth.api_key, "ccs-internal-managed");
+        assert_eq!(
+            c.cliproxy.auth.api_key, None,
+            "generated at first use, not a default"
+        );
+        assert_eq!(
+            c.client_keys().count(),
+            0,
+            "an unresolved key matches nothing"
+        );
         assert_eq!(c.cliproxy.body_limit, Size(32 * 1024 * 1024));
         assert_eq!(c.cliproxy.refresh_lead, Span(Duration::from_secs(300)));
         assert_eq!(c.cliproxy.affinity_ttl, Span(Duration::from_secs(3600)));
@@ -443,7 +556,7 @@ mod tests {
         assert_eq!(c.cliproxy.refresh_lead.0, Duration::from_secs(600));
         assert_eq!(c.cliproxy.affinity_ttl.0, Duration::from_secs(7200));
         assert_eq!(c.cliproxy.body_limit.0, 8 << 20);
-        assert_eq!(c.cliproxy.auth.management_secret, "s3cret");
+        assert_eq!(c.management_secret(), "s3cret");
         assert_eq!(c.upstream.api_base, "http://127.0.0.1:1234");
         assert_eq!(
             c.oauth.client_id,
@@ -481,12 +594,40 @@ mod tests {
     }
 
     #[test]
-    fn non_loopback_with_defaults_is_flagged() {
-        let c = parse("cliproxy:\n  host: 0.0.0.0\n").unwrap();
-        assert!(c.exposes_defaults());
-        let c = parse("cliproxy:\n  host: 0.0.0.0\n  auth:\n    api_key: long-random-key\n    management_secret: other\n").unwrap();
-        assert!(!c.exposes_defaults());
-        assert!(!Config::default().exposes_defaults());
+    fn a_public_bind_refuses_default_names_and_weak_keys() {
+        let strong = "0123456789abcdef0123456789abcdef";
+        assert!(
+            parse("cliproxy:\n  host: 0.0.0.0\n").is_ok(),
+            "generated keys are strong"
+        );
+        for (auth, says) in [
+            ("api_key: ccs-internal-managed", "public default"),
+            (
+                "management_secret: ccs-internal-management",
+                "public default",
+            ),
+            ("api_key: a", "has 1 characters"),
+            ("api_keys: [b]", "has 1 characters"),
+            ("management_secret: short-secret", "has 12 characters"),
+        ] {
+            let err = parse(&format!(
+                "cliproxy:\n  host: 0.0.0.0\n  auth:\n    {auth}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(says) && err.contains("openssl rand"),
+                "{auth}: {err}"
+            );
+        }
+        assert!(parse(&format!(
+            "cliproxy:\n  host: 0.0.0.0\n  auth:\n    api_key: {strong}\n    management_secret: {strong}x\n"
+        ))
+        .is_ok());
+        assert!(
+            parse("cliproxy:\n  auth:\n    api_key: a\n").is_ok(),
+            "any key on loopback"
+        );
     }
 
     #[test]

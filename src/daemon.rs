@@ -24,8 +24,6 @@ use crate::oauth::HttpRefresher;
 use crate::proxy::{self, Ctx};
 use crate::store::{account_key, SledStore};
 
-/// How long in-flight responses may take to finish when the daemon stops.
-pub const GRACE: Duration = Duration::from_secs(10);
 /// How often idle session bindings are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
 
@@ -65,19 +63,22 @@ async fn load(store: &Arc<SledStore>, sup: &SupervisorHandle) -> Result<()> {
 /// to stop; then lets in-flight responses finish (up to `GRACE`) and flushes the store. Must
 /// run inside an actix system.
 pub async fn serve(
-    config: Config,
+    mut config: Config,
     paths: Paths,
     listener: TcpListener,
     clock: SharedClock,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    if config.exposes_defaults() {
-        bail!(
-            "refusing to listen on {} with the default client key or management secret: set \
-             cliproxy.auth.api_key and cliproxy.auth.management_secret in {}",
-            config.cliproxy.host,
-            paths.config_file().display()
-        );
+    crate::keys::resolve(&paths, &mut config)
+        .with_context(|| format!("cannot read or make {}", paths.keys_file().display()))?;
+    let bound = listener.local_addr()?.ip();
+    if !bound.is_loopback() {
+        if let Some(problem) = config.public_key_problem() {
+            bail!(
+                "refusing to listen on {bound}: {problem} (in {})",
+                paths.config_file().display()
+            );
+        }
     }
     let store = Arc::new(SledStore::open(&paths, clock.clone())?);
     let client = crate::oauth::http_client();
@@ -106,16 +107,20 @@ pub async fn serve(
         url.clone(),
     ));
     let app_ctx = ctx.clone();
+    let grace = ctx.config.cliproxy.stop_grace.0;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_ctx.clone())
+            .wrap(actix_web::middleware::from_fn(proxy::check_host))
             .configure(proxy::routes)
     })
     .workers(2)
     // Events go out as they come: no waiting for the peer's delayed ACK (Nagle).
     .tcp_nodelay(true)
     .disable_signals()
-    .shutdown_timeout(GRACE.as_secs())
+    // Streams end themselves just before the grace runs out (with an SSE error event), so the
+    // forced close after it meets no answer still running.
+    .shutdown_timeout(grace.as_secs_f64().ceil() as u64 + 1)
     .listen(listener)?
     .run();
     let handle = server.handle();
@@ -139,6 +144,7 @@ pub async fn serve(
         },
     }
     tracing::info!("stopping: letting in-flight responses finish");
+    let _ = ctx.draining.send(Some(Instant::now() + grace));
     handle.stop(true).await;
     let _ = running.await;
     sweeper.abort();
@@ -370,6 +376,54 @@ fn init_logging(paths: &Paths) -> Result<tracing_appender::non_blocking::WorkerG
     Ok(guard)
 }
 
+/// The one daemon of a `CCS_HOME`: an exclusive lock on `daemon.lock`, held for the whole
+/// run. Only its holder writes or removes the pid and lock files, so a second daemon (started
+/// on another port, say) leaves the running one's alone.
+struct HomeLock {
+    _file: std::fs::File,
+    paths: Paths,
+}
+
+impl HomeLock {
+    fn take(paths: &Paths) -> Result<HomeLock> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .open(paths.lock_file())
+            .with_context(|| format!("cannot open {}", paths.lock_file().display()))?;
+        if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            let pid = read_pid(paths)
+                .map(|p| format!("pid {p}"))
+                .unwrap_or_else(|| "pid unknown".into());
+            bail!(
+                "a ccs daemon ({pid}) already runs on {}; one daemon per CCS_HOME. Stop it first \
+                 (`ccs cliproxy stop`, or `kill` that pid if its port was changed since)",
+                paths.home.display()
+            );
+        }
+        let pid = std::process::id().to_string();
+        crate::fsutil::write_private(&paths.pid_file(), pid.as_bytes())?;
+        // Written in place: replacing the file would drop the lock held on it.
+        std::fs::write(paths.lock_file(), pid.as_bytes())?;
+        Ok(HomeLock {
+            _file: file,
+            paths: paths.clone(),
+        })
+    }
+}
+
+impl Drop for HomeLock {
+    fn drop(&mut self) {
+        // Removed while still locked, so no other daemon is between its lock and these files.
+        let _ = std::fs::remove_file(self.paths.pid_file());
+        let _ = std::fs::remove_file(self.paths.lock_file());
+    }
+}
+
 /// `ccs daemon run`: the daemon in the foreground until SIGINT/SIGTERM or a stop request.
 pub fn run_foreground(paths: &Paths, config: Config) -> Result<()> {
     if let Running::Yes { pid } = running(paths, &config) {
@@ -382,13 +436,9 @@ pub fn run_foreground(paths: &Paths, config: Config) -> Result<()> {
     // first byte: sled creates its files with the process umask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     crate::fsutil::private_dir(&paths.cliproxy())?;
+    let _lock = HomeLock::take(paths)?;
     let listener = bind(&config, paths)?;
     let _guard = init_logging(paths)?;
-    crate::fsutil::write_private(&paths.pid_file(), std::process::id().to_string().as_bytes())?;
-    crate::fsutil::write_private(
-        &paths.lock_file(),
-        std::process::id().to_string().as_bytes(),
-    )?;
     // A test-only build may be asked to run with a planted bug (tests/crash.rs shows its crash
     // checks fire); the actors run on this thread, where the switch lives.
     #[cfg(feature = "planted")]
@@ -411,8 +461,6 @@ pub fn run_foreground(paths: &Paths, config: Config) -> Result<()> {
         })
         .await
     });
-    let _ = std::fs::remove_file(paths.pid_file());
-    let _ = std::fs::remove_file(paths.lock_file());
     result
 }
 
@@ -466,7 +514,7 @@ pub fn stop_background(paths: &Paths, config: &Config) -> Result<bool> {
     let url = configured_url(config);
     // The client (and its keep-alive connection) is gone before we wait: an open connection
     // would hold the daemon's graceful stop until it times out.
-    let asked = crate::client::Client::new(&url, &config.cliproxy.auth.management_secret)
+    let asked = crate::client::Client::new(&url, config.management_secret())
         .post("/v0/management/shutdown", &serde_json::json!({}));
     if asked.is_err() {
         // The API refused (wrong secret?): fall back to the signal.
@@ -474,7 +522,8 @@ pub fn stop_background(paths: &Paths, config: &Config) -> Result<bool> {
             .args(["-TERM", &pid.to_string()])
             .status();
     }
-    let deadline = Instant::now() + GRACE + Duration::from_secs(5);
+    let bound = config.cliproxy.stop_grace.0 + Duration::from_secs(5);
+    let deadline = Instant::now() + bound;
     while Instant::now() < deadline {
         if !pid_alive(pid) && healthz(&url).is_none() {
             return Ok(true);
@@ -483,6 +532,6 @@ pub fn stop_background(paths: &Paths, config: &Config) -> Result<bool> {
     }
     bail!(
         "the daemon (pid {pid}) did not stop within {} s",
-        (GRACE + Duration::from_secs(5)).as_secs()
+        bound.as_secs()
     )
 }

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod fsutil;
+pub mod keys;
 pub mod oauth;
 pub mod profiles;
 pub mod proxy;

@@ -200,16 +200,32 @@ fn a_port_taken_by_another_program_is_named_with_the_key_to_change() {
 }
 
 #[test]
-fn the_daemon_refuses_a_public_bind_with_default_secrets() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("config.yaml"),
-        format!("cliproxy:\n  host: 0.0.0.0\n  port: {}\n", free_port()),
-    )
-    .unwrap();
-    let (code, _out, err) = ccs(dir.path(), &["daemon", "run"]);
-    assert_ne!(code, 0);
-    assert!(err.contains("refusing to listen on 0.0.0.0"), "{err}");
+fn the_daemon_refuses_a_public_bind_with_default_names_or_weak_keys() {
+    for (auth, says) in [
+        ("api_key: ccs-internal-managed", "public default"),
+        (
+            "management_secret: ccs-internal-management",
+            "public default",
+        ),
+        ("api_key: a", "has 1 characters"),
+        ("api_keys: [b]", "has 1 characters"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            format!(
+                "cliproxy:\n  host: 0.0.0.0\n  port: {}\n  auth:\n    {auth}\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        let (code, _out, err) = ccs(dir.path(), &["daemon", "run"]);
+        assert_ne!(code, 0, "{auth}");
+        assert!(
+            err.contains(says) && err.contains("0.0.0.0"),
+            "{auth}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -243,4 +259,36 @@ fn a_daemon_whose_home_is_deleted_stops_by_itself() {
         gone,
         "daemon {pid} still runs 30 s after its home was deleted"
     );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_home_leaves_the_first_ones_files_alone() {
+    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
+    let port = free_port();
+    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
+    let _stop = StopOnDrop(paths.home.clone());
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pid = std::fs::read_to_string(paths.pid_file()).unwrap();
+    // The user edits the port while the first daemon runs, then starts another.
+    let yaml = std::fs::read_to_string(paths.config_file()).unwrap();
+    let edited = yaml.replace(&format!("port: {port}"), &format!("port: {}", free_port()));
+    std::fs::write(paths.config_file(), &edited).unwrap();
+    let (code, _out, err) = ccs(&paths.home, &["daemon", "run"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("pid {}", pid.trim())) && err.contains("already runs on"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(paths.pid_file()).unwrap(),
+        pid,
+        "the pid file is the first daemon's still"
+    );
+    assert!(paths.lock_file().exists(), "the lock file is still there");
+    assert!(
+        ccs::daemon::healthz(&format!("http://127.0.0.1:{port}")).is_some(),
+        "the first daemon still answers"
+    );
+    std::fs::write(paths.config_file(), &yaml).unwrap();
 }

@@ -8,61 +8,11 @@ use std::time::{Duration, Instant};
 
 use ccs::daemon::DaemonHandle;
 use ccs_actors::SharedClock;
+use common::rig::*;
 use common::*;
 use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
-
-struct Rig {
-    sim: ccs::sim::SimHandle,
-    daemon: DaemonHandle,
-    _home: tempfile::TempDir,
-    paths: ccs::config::Paths,
-}
-
-/// A simulator on a manual clock and a daemon sharing it, with `accounts` logged in.
-async fn rig(accounts: &[(&str, u64)]) -> Rig {
-    let sim = sim(&scenario(accounts), true);
-    let clock: SharedClock = Arc::new(sim.clock.clone().expect("manual clock"));
-    let (home, paths, config) = home_for(&sim.url());
-    let daemon = tokio::task::block_in_place(|| DaemonHandle::start(paths.clone(), config, clock))
-        .expect("daemon");
-    for (email, _) in accounts {
-        add_account(&sim.url(), &daemon.url, email).await;
-    }
-    wait_fresh(&daemon.url, accounts.len()).await;
-    Rig {
-        sim,
-        daemon,
-        _home: home,
-        paths,
-    }
-}
-
-async fn accounts(url: &str) -> Vec<Value> {
-    let (s, v) = manage(url, Method::GET, "/accounts", None).await;
-    assert_eq!(s, 200, "{v}");
-    v["accounts"].as_array().cloned().unwrap_or_default()
-}
-
-async fn wait_fresh(url: &str, n: usize) {
-    for _ in 0..400 {
-        let a = accounts(url).await;
-        if a.len() == n && a.iter().all(|a| a["state"] == "fresh") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("accounts never all fresh: {:?}", accounts(url).await);
-}
-
-fn advance(rig: &Rig, secs: u64) {
-    rig.sim
-        .clock
-        .as_ref()
-        .unwrap()
-        .advance(Duration::from_secs(secs));
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_moves_the_conversation_and_all_limited_says_when() {
@@ -309,14 +259,13 @@ async fn a_ten_megabyte_body_passes_unchanged() {
     let resp = http()
         .post(format!("{}/v1/messages", r.daemon.url))
         .header("x-api-key", CLIENT_KEY)
-        .header("x-sim-echo-sha256", "1")
         .header("content-type", "application/json")
         .body(body)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["x-sim-body-sha256"].to_str().unwrap(), want);
+    assert_eq!(last_request(&r.sim.url()).await["body_sha256"], want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,54 +377,6 @@ async fn bodies_over_the_limit_get_a_clear_413() {
             .contains("cliproxy.body_limit"),
         "{v}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn management_needs_the_secret_and_locks_out_after_five_failures() {
-    let r = rig(&[("a@example.com", 10)]).await;
-    let url = &r.daemon.url;
-    let anon = http()
-        .get(format!("{url}/v0/management/accounts"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(anon.status(), 401);
-    for _ in 0..4 {
-        let s = http()
-            .get(format!("{url}/v0/management/accounts"))
-            .header("x-management-key", "nope")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(s.status(), 401);
-    }
-    // Five failures so far (the anonymous one counts): now even the right secret is refused.
-    let locked = http()
-        .get(format!("{url}/v0/management/accounts"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(locked.status(), 429);
-    assert!(locked.text().await.unwrap().contains("locked out"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_default_secret_is_refused_on_a_non_loopback_bind() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = ccs::config::Paths::at(dir.path());
-    let config = ccs::config::Config::parse(
-        "cliproxy:\n  host: 0.0.0.0\n",
-        std::path::Path::new("c.yaml"),
-    )
-    .unwrap();
-    let clock: SharedClock = Arc::new(ccs_actors::SystemClock);
-    let err = tokio::task::block_in_place(|| DaemonHandle::start(paths, config, clock))
-        .err()
-        .expect("refused");
-    let msg = err.to_string();
-    assert!(msg.contains("refusing to listen on 0.0.0.0"), "{msg}");
-    assert!(msg.contains("cliproxy.auth.management_secret"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

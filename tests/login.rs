@@ -135,21 +135,60 @@ fn headless_flow_with_a_pasted_callback_url() {
 }
 
 #[test]
-fn a_state_mismatch_is_refused_and_nothing_is_stored() {
+fn forged_callbacks_and_pastes_are_ignored_and_the_login_goes_on() {
     let sim = three_users();
     let h = home(&sim.url());
     let mut login = start_login(&h, &["--headless"]);
     let url = login.url();
-    let (pasted, _) = code_from_page(&url);
+    let (pasted, callback) = code_from_page(&url);
+    // A paste from another attempt: said so, and the login keeps waiting.
     let code_only = pasted.split('#').next().unwrap();
     login.paste(&format!("{code_only}#forged-state"));
+    login.wait_for("belongs to another login attempt");
+    // A page's forged callback, with a script in `error`: escaped, ignored, login goes on.
+    let port = url::Url::parse(&callback).unwrap().port().unwrap();
+    let forged = get(&format!(
+        "http://127.0.0.1:{port}/callback?error=%3Cscript%3Ealert(1)%3C%2Fscript%3E&state=guess"
+    ));
+    assert_eq!(forged.status(), 400);
+    let page = forged.text().unwrap();
+    assert!(
+        page.contains("does not belong to the login in progress"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>"), "{page}");
+    assert!(accounts_json(&h).is_empty(), "nothing stored meanwhile");
+    // The real answer still completes the login.
+    login.paste(&pasted);
+    let (code, out) = login.finish();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Logged in as alice@example.com"), "{out}");
+}
+
+#[test]
+fn a_refusal_page_escapes_the_error_it_carries() {
+    let sim = three_users();
+    let h = home(&sim.url());
+    let mut login = start_login(&h, &["--headless"]);
+    let url = login.url();
+    let state = url::Url::parse(&url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let (_, callback) = code_from_page(&url);
+    let port = url::Url::parse(&callback).unwrap().port().unwrap();
+    let denied = get(&format!(
+        "http://127.0.0.1:{port}/callback?error=%3Cscript%3Ex%3C%2Fscript%3E&state={state}"
+    ));
+    assert_eq!(denied.status(), 400);
+    let page = denied.text().unwrap();
+    assert!(page.contains("&lt;script&gt;x&lt;/script&gt;"), "{page}");
+    assert!(!page.contains("<script>"), "{page}");
     let (code, out) = login.finish();
     assert_ne!(code, 0);
-    assert!(
-        out.contains("does not match") && out.contains("nothing was stored"),
-        "{out}"
-    );
-    assert!(accounts_json(&h).is_empty());
+    assert!(out.contains("nothing was stored"), "{out}");
 }
 
 #[test]

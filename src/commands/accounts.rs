@@ -34,7 +34,7 @@ fn profile_blocking(config: &Config, access: &str) -> Option<crate::oauth::Profi
     let v: Value = client
         .get(&config.oauth.profile_url)
         .bearer_auth(access)
-        .header("anthropic-beta", crate::proxy::OAUTH_BETA)
+        .header("anthropic-beta", crate::oauth::OAUTH_BETA)
         .send()
         .ok()?
         .error_for_status()
@@ -82,15 +82,34 @@ pub(crate) fn interactive<T>(
         drop(tx);
     }
     let spinner = !headless && std::io::stderr().is_terminal();
-    let Some(source) = login::wait(&rx, login::LOGIN_TIMEOUT, spinner) else {
-        bail!(
-            "no answer within 5 minutes; nothing was stored. Run `{again}` again, or add \
-             --headless to paste the code by hand (works over SSH)"
-        );
-    };
-    let (answer, callback) = match source {
-        Source::Browser(cb) => (cb.answer.clone(), Some(cb)),
-        Source::Paste(a) => (a, None),
+    let deadline = std::time::Instant::now() + login::LOGIN_TIMEOUT;
+    let (answer, callback) = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Some(source) = login::wait(&rx, left, spinner) else {
+            bail!(
+                "no answer within 5 minutes; nothing was stored. Run `{again}` again, or add \
+                 --headless to paste the code by hand (works over SSH)"
+            );
+        };
+        let (answer, callback) = match source {
+            Source::Browser(cb) => (cb.answer.clone(), Some(cb)),
+            Source::Paste(a) => (a, None),
+        };
+        if answer.belongs_to(&attempt) {
+            break (answer, callback);
+        }
+        // A stale tab or a forged callback must not end the login in progress.
+        match callback {
+            Some(cb) => cb.respond(
+                false,
+                "This answer does not belong to the login in progress (its state does not \
+                 match), so it was ignored. Finish the login in the tab ccs opened.",
+            ),
+            None => eprintln!(
+                "that code belongs to another login attempt (its state does not match): paste \
+                 the code of the address above"
+            ),
+        }
     };
     let result = complete(&attempt, &answer);
     if let Some(cb) = callback {

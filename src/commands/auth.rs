@@ -21,7 +21,7 @@ fn check_not_a_pool(paths: &Paths, config: &Config, name: &str) -> Result<()> {
     if let crate::daemon::Running::Yes { .. } = crate::daemon::running(paths, config) {
         let client = crate::client::Client::new(
             &crate::daemon::configured_url(config),
-            &config.cliproxy.auth.management_secret,
+            config.management_secret(),
         );
         if let Ok(p) = client.get("/v0/management/pools") {
             if p["pools"][name].is_array() {
@@ -41,7 +41,7 @@ pub fn create(
     headless: bool,
 ) -> Result<()> {
     let paths = Paths::from_env()?;
-    let config = Config::load(&paths)?;
+    let config = crate::keys::load(&paths)?;
     profiles::check_name(name)?;
     check_not_a_pool(&paths, &config, name)?;
     if profiles::dir(&paths, name).exists() && !force {
@@ -80,7 +80,7 @@ pub fn create(
 
 pub fn list(json_out: bool) -> Result<()> {
     let paths = Paths::from_env()?;
-    let config = Config::load(&paths)?;
+    let config = crate::keys::load(&paths)?;
     let default = std::fs::read_to_string(paths.instances_dir().join(".default")).ok();
     let rows: Vec<serde_json::Value> = profiles::list(&paths)?
         .into_iter()
@@ -200,7 +200,7 @@ pub fn set_default(name: &str) -> Result<()> {
 /// profile's own config folder, with no proxy.
 pub fn launch(name: &str, args: &[String]) -> Result<()> {
     let paths = Paths::from_env()?;
-    let config = Config::load(&paths)?;
+    let config = crate::keys::load(&paths)?;
     let mut meta = profiles::read_meta(&paths, name)?;
     let mut rest = args;
     let mut changed = false;
@@ -263,7 +263,7 @@ pub fn launch(name: &str, args: &[String]) -> Result<()> {
 /// `ccs pool import NAME`: the daemon takes over the profile's grant.
 pub fn import(name: &str) -> Result<()> {
     let paths = Paths::from_env()?;
-    let config = Config::load(&paths)?;
+    let config = crate::keys::load(&paths)?;
     let meta = profiles::read_meta(&paths, name)?;
     let creds = profiles::read_credentials(&paths, name)?;
     let o = &creds["claudeAiOauth"];

@@ -9,7 +9,7 @@ use crate::daemon::{self, Running};
 
 fn setup() -> Result<(Paths, Config)> {
     let paths = Paths::from_env()?;
-    let config = Config::load(&paths)?;
+    let config = crate::keys::load(&paths)?;
     Ok((paths, config))
 }
 
@@ -17,7 +17,7 @@ fn setup() -> Result<(Paths, Config)> {
 /// command that needs the daemon goes through here.
 pub fn ensure_running(paths: &Paths, config: &Config) -> Result<Client> {
     let (url, _) = daemon::start_background(paths, config)?;
-    Ok(Client::new(&url, &config.cliproxy.auth.management_secret))
+    Ok(Client::new(&url, config.management_secret()))
 }
 
 pub fn start() -> Result<()> {
@@ -74,8 +74,7 @@ pub fn status(json_out: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let s =
-        Client::new(&url, &config.cliproxy.auth.management_secret).get("/v0/management/status")?;
+    let s = Client::new(&url, config.management_secret()).get("/v0/management/status")?;
     if json_out {
         println!("{s}");
         return Ok(());

@@ -5,11 +5,12 @@ use serde_json::json;
 
 use crate::config::{Config, Paths, DEFAULT_API_KEY, DEFAULT_MANAGEMENT_SECRET};
 
-fn redact(secret: &str, default: &str) -> String {
-    if secret == default {
-        format!("{default} (default)")
-    } else {
-        format!("<set, {} chars>", secret.chars().count())
+/// How a key is set, never the key itself (a public default name is not a secret).
+fn redact(secret: Option<&str>, default: &str, paths: &Paths) -> String {
+    match secret {
+        Some(s) if s == default => format!("{default} (the public default, named in config)"),
+        Some(s) => format!("<set in config, {} chars>", s.chars().count()),
+        None => format!("<generated, in {}>", paths.keys_file().display()),
     }
 }
 
@@ -24,9 +25,13 @@ pub fn run(json_out: bool) -> Result<()> {
         "store": paths.store_dir(),
         "accounts_json": paths.accounts_json(),
         "proxy": format!("http://{}:{}", p.host, p.port),
-        "client_key": redact(&p.auth.api_key, DEFAULT_API_KEY),
+        "client_key": redact(p.auth.api_key.as_deref(), DEFAULT_API_KEY, &paths),
         "extra_client_keys": p.auth.api_keys.len(),
-        "management_secret": redact(&p.auth.management_secret, DEFAULT_MANAGEMENT_SECRET),
+        "management_secret": redact(
+            p.auth.management_secret.as_deref(),
+            DEFAULT_MANAGEMENT_SECRET,
+            &paths
+        ),
         "refresh_lead_secs": p.refresh_lead.0.as_secs(),
         "affinity_ttl_secs": p.affinity_ttl.0.as_secs(),
         "soft_threshold": p.soft_threshold,
@@ -47,14 +52,6 @@ pub fn run(json_out: bool) -> Result<()> {
                 .unwrap_or_else(|| v.to_string());
             println!("{k:<22} {shown}");
         }
-    }
-    if c.exposes_defaults() {
-        println!("\nwarning: the proxy host is not loopback but a default key or secret is set;");
-        println!("the daemon will refuse to start until cliproxy.auth.api_key and");
-        println!(
-            "cliproxy.auth.management_secret are changed in {}",
-            paths.config_file().display()
-        );
     }
     Ok(())
 }

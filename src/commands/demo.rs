@@ -89,8 +89,8 @@ pub fn demo(with_claude: bool) -> Result<()> {
     );
 
     let mut config = Config::default();
-    config.cliproxy.auth.api_key = KEY.into();
-    config.cliproxy.auth.management_secret = SECRET.into();
+    config.cliproxy.auth.api_key = Some(KEY.into());
+    config.cliproxy.auth.management_secret = Some(SECRET.into());
     config.upstream.api_base = s.clone();
     config.oauth.authorize_url = format!("{s}/oauth/authorize");
     config.oauth.token_url = format!("{s}/v1/oauth/token");

@@ -37,12 +37,12 @@ pub fn in_words(ms: u64) -> Option<String> {
 }
 
 use crate::cli::ClaudeArgs;
-use crate::config::{Config, Paths};
+use crate::config::Paths;
 
 /// `ccs claude …`: account flags manage accounts; anything else launches Claude Code.
 pub fn claude(a: ClaudeArgs) -> Result<()> {
     let paths = Paths::from_env()?;
-    let config = Config::load(&paths)?;
+    let config = crate::keys::load(&paths)?;
     if a.auth {
         accounts::login(&paths, &config, a.add, a.headless)?;
         return Ok(());

@@ -8,11 +8,11 @@ use super::accounts::until;
 use super::cliproxy::ensure_running;
 use crate::cli::PoolCommand;
 use crate::client::Client;
-use crate::config::{Config, Paths};
+use crate::config::Paths;
 
 fn client() -> Result<Client> {
     let paths = Paths::from_env()?;
-    let config = Config::load(&paths)?;
+    let config = crate::keys::load(&paths)?;
     ensure_running(&paths, &config)
 }
 

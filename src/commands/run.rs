@@ -179,7 +179,7 @@ pub fn launch_pool(
     let err = std::process::Command::new(&claude)
         .args(args)
         .env("ANTHROPIC_BASE_URL", base)
-        .env("ANTHROPIC_AUTH_TOKEN", &config.cliproxy.auth.api_key)
+        .env("ANTHROPIC_AUTH_TOKEN", config.client_key())
         .env_remove("ANTHROPIC_API_KEY")
         .exec();
     Err(err).with_context(|| format!("cannot start {}", claude.display()))
@@ -188,7 +188,7 @@ pub fn launch_pool(
 /// `ccs run [TARGET] [-- ARGS]`.
 pub fn run(target: Option<&str>, args: &[String], headless: bool, force: bool) -> Result<()> {
     let paths = Paths::from_env()?;
-    let config = Config::load(&paths)?;
+    let config = crate::keys::load(&paths)?;
     let target = target.unwrap_or("claude");
     if target != "claude" && crate::profiles::exists(&paths, target) {
         return super::auth::launch(target, args);

@@ -66,7 +66,19 @@ pub enum Answer {
     Denied {
         error: String,
         description: Option<String>,
+        state: String,
     },
+}
+
+impl Answer {
+    /// Whether the answer belongs to `attempt` (its state matches, in constant time). Any other
+    /// answer, a page's forged callback say, is ignored rather than allowed to end the login.
+    pub fn belongs_to(&self, attempt: &Attempt) -> bool {
+        let state = match self {
+            Answer::Code { state, .. } | Answer::Denied { state, .. } => state,
+        };
+        crate::keys::constant_time_eq(state.as_bytes(), attempt.state.as_bytes())
+    }
 }
 
 fn query_answer(query: &str) -> Option<Answer> {
@@ -78,6 +90,7 @@ fn query_answer(query: &str) -> Option<Answer> {
         return Some(Answer::Denied {
             error,
             description: get("error_description"),
+            state: get("state").unwrap_or_default(),
         });
     }
     Some(Answer::Code {
@@ -103,8 +116,25 @@ pub fn parse_paste(line: &str) -> Option<Answer> {
     })
 }
 
-/// A page for the browser.
+/// `text` made safe to put inside HTML.
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A page for the browser; `message` may carry text from the callback and is escaped.
 fn page(ok: bool, message: &str) -> String {
+    let message = html_escape(message);
     let title = if ok {
         "ccs: logged in"
     } else {
@@ -257,12 +287,14 @@ pub fn wait(rx: &mpsc::Receiver<Source>, timeout: Duration, spinner: bool) -> Op
 /// stored.
 pub fn check(attempt: &Attempt, answer: &Answer) -> Result<String> {
     match answer {
-        Answer::Denied { error, description } => bail!(
+        Answer::Denied {
+            error, description, ..
+        } => bail!(
             "the login was refused ({error}{}); nothing was stored. Run `ccs claude --auth` to try again",
             description.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
         ),
         Answer::Code { code, state } => {
-            if !crate::proxy::constant_time_eq(state.as_bytes(), attempt.state.as_bytes()) {
+            if !crate::keys::constant_time_eq(state.as_bytes(), attempt.state.as_bytes()) {
                 bail!(
                     "the answer's state does not match this login attempt (a stale or forged callback); \
                      nothing was stored. Run `ccs claude --auth` again"
@@ -354,10 +386,40 @@ mod tests {
             parse_paste("http://localhost:54545/callback?error=access_denied&state=s"),
             Some(Answer::Denied {
                 error: "access_denied".into(),
-                description: None
+                description: None,
+                state: "s".into()
             })
         );
         assert_eq!(parse_paste("   "), None);
+    }
+
+    #[test]
+    fn the_page_escapes_what_the_callback_carried() {
+        let p = page(
+            false,
+            "the login was refused (<script>alert(1)</script>&\"')",
+        );
+        assert!(!p.contains("<script>"), "{p}");
+        assert!(
+            p.contains("&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;&#39;"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn only_answers_with_the_attempts_state_belong_to_it() {
+        let a = Attempt::new(&Config::default()).unwrap();
+        let forged = Answer::Denied {
+            error: "access_denied".into(),
+            description: None,
+            state: "guess".into(),
+        };
+        assert!(!forged.belongs_to(&a));
+        let mine = Answer::Code {
+            code: "c".into(),
+            state: a.state.clone(),
+        };
+        assert!(mine.belongs_to(&a));
     }
 
     #[test]

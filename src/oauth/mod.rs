@@ -15,6 +15,9 @@ use ccs_actors::{Secret, SharedClock, Timestamp, Token};
 use serde::Deserialize;
 use serde_json::json;
 
+/// The beta flag OAuth tokens need on the Messages API (and on the usage endpoint).
+pub const OAUTH_BETA: &str = "oauth-2025-04-20";
+
 /// The authority's answer to a code exchange or a refresh.
 #[derive(Clone, Debug, Deserialize)]
 pub struct TokenResponse {
@@ -178,7 +181,7 @@ async fn oauth_get<T: serde::de::DeserializeOwned>(
     let resp = client
         .get(url)
         .bearer_auth(access.expose())
-        .header("anthropic-beta", crate::proxy::OAUTH_BETA)
+        .header("anthropic-beta", OAUTH_BETA)
         .timeout(Duration::from_secs(15))
         .send()
         .await

@@ -1,7 +1,7 @@
 //! One proxied request's journey through the pool, independent of the transport: route, lease,
 //! send, feed the answer's headers to the account's quota machine, and, before any byte has
 //! reached the client, move on to the next account on a rejected window, a 401 that one forced
-//! refresh did not cure, or a connection lost before headers. Every account left is recorded
+//! refresh did not cure, or a connection lost or silent before headers. Every account left is recorded
 //! with a typed `Left` reason; a request ends in 429 only when all of them are about quota.
 //!
 //! The daemon drives it over HTTP (`forward.rs`); the failover simulation drives it over the
@@ -26,15 +26,33 @@ pub struct Answer<B> {
     pub body: B,
 }
 
+/// Why no answer came before its headers.
+#[derive(Debug)]
+pub enum SendError {
+    /// The connection failed (refused, reset, TLS).
+    Unreachable(String),
+    /// No headers within the bound (the upstream accepted and went silent).
+    TimedOut(std::time::Duration),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Unreachable(e) => write!(f, "{e}"),
+            SendError::TimedOut(d) => write!(f, "no response headers within {} s", d.as_secs()),
+        }
+    }
+}
+
 /// Where requests go: the real API over HTTP, or the simulator's model.
 pub trait Upstream {
     type Body;
-    /// Sends the request with `access`; `Err` when the connection failed before any header.
+    /// Sends the request with `access`; `Err` when no header came back.
     fn send(
         &self,
         account: &AccountId,
         access: &Secret,
-    ) -> impl Future<Output = Result<Answer<Self::Body>, String>>;
+    ) -> impl Future<Output = Result<Answer<Self::Body>, SendError>>;
 }
 
 /// Why an account was left for the next one, before any byte reached the client. Each says
@@ -45,6 +63,8 @@ pub enum Left {
     RateLimited,
     /// The connection failed before any header: transport.
     Unreachable,
+    /// No header came within the bound (`upstream.header_timeout*`): transport.
+    TimedOut,
     /// The upstream refused the credential; `after_refresh`: also a freshly refreshed one (the
     /// account is broken, not expired), else the forced refresh itself failed.
     Unauthorized { after_refresh: bool },
@@ -57,6 +77,7 @@ impl Left {
         match self {
             Left::RateLimited => "rate limited",
             Left::Unreachable => "connection failed before headers",
+            Left::TimedOut => "no response headers in time",
             Left::Unauthorized {
                 after_refresh: true,
             } => "401 after a fresh token",
@@ -169,8 +190,11 @@ async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
         let mut answer = match up.send(&p.account, &lease.access).await {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(account = %p.account, error = %e, "upstream unreachable before any header");
-                return Outcome::Next(Left::Unreachable);
+                tracing::warn!(account = %p.account, error = %e, "no answer from upstream before any header");
+                return Outcome::Next(match e {
+                    SendError::Unreachable(_) => Left::Unreachable,
+                    SendError::TimedOut(_) => Left::TimedOut,
+                });
             }
         };
         // The headers are the quota machine's alone: hand them over rather than copy them.

@@ -1,103 +1,112 @@
-//! The client-facing endpoint: checks the client key, routes each request through the
-//! supervisor, swaps the credential, forwards the body byte for byte, feeds every response's
-//! headers to the account's quota machine, fails over before the first byte, and relays the
-//! answer as it arrives.
+//! The client-facing endpoint: checks the client key (before reading a byte of the body),
+//! routes each request through the supervisor, swaps the credential, forwards the body byte
+//! for byte with only the headers and query Anthropic needs (specs/anthropic.md §2), bounds the
+//! wait for response headers, feeds every response's headers to the account's quota machine,
+//! fails over before the first byte, and relays the answer as it arrives (`relay.rs`).
 //!
-//! Must not: forward the client's key, alter the body, buffer a response, or move a request to
-//! another account once a byte has reached the client.
+//! Must not: forward the client's key or anything else of the client's that Anthropic does not
+//! need (cookies, forwarding headers, other query parameters, ccs's own headers), alter the
+//! body, buffer a response, or move a request to another account once a byte has reached the
+//! client.
+
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::HeaderMap;
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use bytes::BytesMut;
 use ccs_actors::quota::family_of;
 use ccs_actors::routing::{session_key, AccountId};
 use ccs_actors::supervisor::DEFAULT_POOL;
 use ccs_actors::Secret;
 use ccs_actors::Timestamp;
-use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::drive::{drive, Answer, Driven, Upstream};
-use super::{anthropic_error, Ctx, OAUTH_BETA};
+use super::drive::{drive, Answer, Driven, Left, SendError, Upstream};
+use super::guard::ClientKey;
+use super::relay::{relay, Bounds, RequestLog};
+use super::{anthropic_error, body, Ctx};
+use crate::oauth::OAUTH_BETA;
 
-/// Request headers that belong to one hop, or carry the client's own credential.
-const DROP_REQUEST: &[&str] = &[
-    "host",
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-    "authorization",
-    "x-api-key",
-    "anthropic-beta",
-];
+/// Whether a client's request header goes upstream: what the Messages API reads
+/// (specs/anthropic.md §2, §4). The credential and `anthropic-beta` are set by the proxy;
+/// everything else (cookies, forwarding headers, `x-ccs-*`, hop-by-hop headers) stays here.
+fn forwarded(name: &str) -> bool {
+    matches!(
+        name,
+        "content-type"
+            | "accept"
+            | "accept-encoding"
+            | "anthropic-version"
+            | "x-app"
+            | "user-agent"
+            | "x-claude-code-session-id"
+    ) || name.starts_with("x-stainless-")
+}
 
-/// Response headers that belong to one hop.
-const DROP_RESPONSE: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
+/// Header names the client's `Connection` header marks as hop-by-hop.
+fn connection_named(h: &HeaderMap) -> Vec<String> {
+    h.get_all("connection")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// The query sent upstream: only `beta` (Claude Code's `?beta=true`); anything else a client
+/// put there (an `api_key`, say) stays here.
+fn upstream_query(query: &str) -> String {
+    if query.is_empty() || query == "beta=true" {
+        return query.to_string();
+    }
+    let kept: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "beta")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(kept)
+        .finish()
+}
 
 /// Which pool a request draws from: the `/pool/NAME` prefix of its path (what `ccs run NAME`
 /// puts in `ANTHROPIC_BASE_URL`), else `X-CCS-Pool`, else the default pool. Returns the pool
-/// and the path to send upstream.
+/// and the path and query to send upstream.
 fn pool_of(req: &HttpRequest) -> (String, String) {
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| req.path().to_string());
-    if let Some(rest) = pq.strip_prefix("/pool/") {
-        if let Some((name, tail)) = rest.split_once('/') {
-            return (name.to_string(), format!("/{tail}"));
+    let path = req.path();
+    let query = upstream_query(req.query_string());
+    let (pool, path) = match path.strip_prefix("/pool/").and_then(|r| r.split_once('/')) {
+        Some((name, tail)) => (name.to_string(), format!("/{tail}")),
+        None => {
+            let header = req
+                .headers()
+                .get("x-ccs-pool")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (
+                header.unwrap_or_else(|| DEFAULT_POOL.to_string()),
+                path.to_string(),
+            )
         }
+    };
+    if query.is_empty() {
+        (pool, path)
+    } else {
+        (pool, format!("{path}?{query}"))
     }
-    let header = req
-        .headers()
-        .get("x-ccs-pool")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    (header.unwrap_or_else(|| DEFAULT_POOL.to_string()), pq)
 }
 
-#[derive(Deserialize)]
+/// What the proxy reads of a Messages body: the model (for per-family limits) and whether the
+/// answer streams (for the header timeout). The rest is skipped, not kept.
+#[derive(Deserialize, Default)]
 struct Head {
     model: Option<String>,
+    #[serde(default)]
+    stream: bool,
 }
 
-/// The model named in the body, reading no further than needed when `"model"` comes first
-/// (as it does in Claude Code's requests), else parsing the body.
-fn model_of(body: &[u8]) -> Result<Option<String>, String> {
-    let lead = &body[..body.len().min(512)];
-    if let Some(i) = lead.windows(8).position(|w| w == b"\"model\":") {
-        let rest = &lead[i + 8..];
-        let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-        if let Some(rest) = rest.strip_prefix(b"\"") {
-            if let Some(end) = rest.iter().position(|&c| c == b'"' || c == b'\\') {
-                if rest[end] == b'"' {
-                    return Ok(Some(String::from_utf8_lossy(&rest[..end]).into_owned()));
-                }
-            }
-        }
-    }
-    serde_json::from_slice::<Head>(body)
-        .map(|h| h.model)
-        .map_err(|e| e.to_string())
+fn head_of(body: &[u8]) -> Result<Head, String> {
+    serde_json::from_slice::<Head>(body).map_err(|e| e.to_string())
 }
 
 fn beta_with_oauth(h: &HeaderMap) -> String {
@@ -168,6 +177,10 @@ struct HttpUpstream<'a> {
     headers: &'a HeaderMap,
     beta: &'a str,
     body: &'a Bytes,
+    /// The wait for one account's response headers.
+    header_timeout: Duration,
+    /// The end of the whole request's wait before its first byte, over every account.
+    deadline: Instant,
 }
 
 impl Upstream for HttpUpstream<'_> {
@@ -177,7 +190,13 @@ impl Upstream for HttpUpstream<'_> {
         &self,
         _account: &AccountId,
         access: &Secret,
-    ) -> Result<Answer<reqwest::Response>, String> {
+    ) -> Result<Answer<reqwest::Response>, SendError> {
+        let bound = self
+            .header_timeout
+            .min(self.deadline.saturating_duration_since(Instant::now()));
+        if bound.is_zero() {
+            return Err(SendError::TimedOut(self.header_timeout));
+        }
         let url = format!(
             "{}{}",
             self.ctx.config.upstream.api_base.trim_end_matches('/'),
@@ -186,8 +205,9 @@ impl Upstream for HttpUpstream<'_> {
         let method = reqwest::Method::from_bytes(self.method.as_str().as_bytes())
             .unwrap_or(reqwest::Method::POST);
         let mut rb = self.ctx.client.request(method, url);
+        let hop = connection_named(self.headers);
         for (k, v) in self.headers {
-            if !DROP_REQUEST.contains(&k.as_str()) {
+            if forwarded(k.as_str()) && !hop.iter().any(|h| h == k.as_str()) {
                 rb = rb.header(k.as_str(), v.as_bytes());
             }
         }
@@ -195,7 +215,10 @@ impl Upstream for HttpUpstream<'_> {
             .header("authorization", format!("Bearer {}", access.expose()))
             .header("anthropic-beta", self.beta)
             .body(self.body.clone());
-        let resp = rb.send().await.map_err(|e| e.to_string())?;
+        let resp = match tokio::time::timeout(bound, rb.send()).await {
+            Ok(r) => r.map_err(|e| SendError::Unreachable(e.to_string()))?,
+            Err(_) => return Err(SendError::TimedOut(bound)),
+        };
         Ok(Answer {
             status: resp.status().as_u16(),
             headers: observed_headers(&resp),
@@ -215,107 +238,51 @@ fn observed_headers(r: &reqwest::Response) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Relays an upstream answer to the client, event by event.
-fn relay(resp: reqwest::Response) -> HttpResponse {
-    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut out = HttpResponse::build(status);
-    for (k, v) in resp.headers() {
-        if !DROP_RESPONSE.contains(&k.as_str()) {
-            out.append_header((k.as_str(), v.as_bytes()));
-        }
-    }
-    let sse = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("text/event-stream"));
-    let upstream = Box::pin(resp.bytes_stream());
-    let body = futures_util::stream::unfold((upstream, false), move |(mut up, done)| async move {
-        if done {
-            return None;
-        }
-        match up.next().await {
-            None => None,
-            Some(Ok(b)) => Some((Ok(b), (up, false))),
-            Some(Err(e)) if sse => {
-                // The stream broke after bytes reached the client: say so in its own terms.
-                tracing::warn!(error = %e, "upstream stream broke mid-response");
-                let msg = serde_json::json!({"type": "error", "error": {"type": "api_error", "message": format!("upstream connection lost mid-stream: {e}")}});
-                Some((
-                    Ok(Bytes::from(format!("event: error\ndata: {msg}\n\n"))),
-                    (up, true),
-                ))
-            }
-            Some(Err(e)) => Some((Err(std::io::Error::other(e)), (up, true))),
-        }
-    });
-    out.streaming(body)
-}
-
-fn too_large(limit: usize) -> HttpResponse {
-    anthropic_error(
-        413,
-        "request_too_large",
-        &format!(
-            "the request body is larger than the proxy's limit of {limit} bytes \
-             (raise cliproxy.body_limit in config.yaml)"
-        ),
-    )
-}
-
-/// Reads the whole request body into one buffer (sized from `content-length` up front, so a
-/// large body is not copied while it grows), refusing more than `limit` bytes.
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, HttpResponse> {
-    let declared = req
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large(limit));
-    }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 << 10));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            anthropic_error(
-                400,
-                "invalid_request_error",
-                &format!("could not read the request body: {e}"),
-            )
-        })?;
-        if buf.len() + chunk.len() > limit {
-            return Err(too_large(limit));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
 /// `POST /v1/messages` and `/v1/messages/count_tokens` (any query string), `GET /v1/models`.
 pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let started = Instant::now();
     let h = req.headers();
     if !ctx.client_key_ok(h) {
+        let client = ClientKey::of(req.peer_addr().map(|a| a.ip()));
+        if ctx.throttle.punish(client).await {
+            let mut r = anthropic_error(
+                429,
+                "rate_limit_error",
+                &format!("too many requests with a wrong client key from {client}: slow down"),
+            );
+            r.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static("60"),
+            );
+            return r;
+        }
         return anthropic_error(
             401,
             "authentication_error",
-            "invalid client key: send the key from cliproxy.auth.api_key in config.yaml as x-api-key or Authorization: Bearer",
+            "invalid client key: `ccs run` and `ccs claude` pass it to Claude Code themselves; \
+             other clients send cliproxy.auth.api_key (or the generated key of `ccs config`) as \
+             x-api-key or Authorization: Bearer",
         );
     }
-    let limit = usize::try_from(ctx.config.cliproxy.body_limit.0).unwrap_or(usize::MAX);
-    let body = match read_body(&req, payload, limit).await {
+    let p = &ctx.config.cliproxy;
+    let limits = body::Limits {
+        limit: usize::try_from(p.body_limit.0).unwrap_or(usize::MAX),
+        timeout: p.body_timeout.0,
+        budget: &ctx.bodies,
+    };
+    let (body, held) = match body::read(&req, payload, limits).await {
         Ok(b) => b,
         Err(r) => return r,
     };
+    let mut log = RequestLog::new(started, body.len());
     let (pool, path_and_query) = pool_of(&req);
     let is_post = req.method() == Method::POST;
-    let (model, session) = if is_post {
-        let model = match model_of(&body) {
+    let (head, session) = if is_post {
+        let head = match head_of(&body) {
             Ok(m) => m,
             Err(e) => {
+                log.status = 400;
+                log.end = "bad body";
                 return anthropic_error(
                     400,
                     "invalid_request_error",
@@ -326,12 +293,17 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
         let header = h
             .get("x-claude-code-session-id")
             .and_then(|v| v.to_str().ok());
-        (model, session_key(header, &body))
+        (head, session_key(header, &body))
     } else {
-        (None, None)
+        (Head::default(), None)
     };
-    let family = model.as_deref().and_then(family_of);
+    log.session = session.clone();
+    log.model = head.model.clone();
+    let family = head.model.as_deref().and_then(family_of);
     let beta = beta_with_oauth(h);
+    let up_cfg = &ctx.config.upstream;
+    // A non-streaming message's headers come only when the whole answer is ready.
+    let whole = is_post && !head.stream && !req.path().ends_with("/count_tokens");
     let up = HttpUpstream {
         ctx: &ctx,
         method: req.method(),
@@ -339,30 +311,57 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
         headers: h,
         beta: &beta,
         body: &body,
+        header_timeout: if whole {
+            up_cfg.header_timeout_whole.0
+        } else {
+            up_cfg.header_timeout.0
+        },
+        deadline: started + up_cfg.header_timeout_whole.0,
     };
-    match drive(&ctx.sup, &up, &pool, session.as_deref(), family).await {
+    let driven = drive(&ctx.sup, &up, &pool, session.as_deref(), family).await;
+    // The body went upstream: give its share of the budget back before relaying.
+    drop(held);
+    drop(body);
+    let resp = match driven {
         Driven::Relay {
-            account, answer, ..
+            account,
+            answer,
+            left,
+            ..
         } => {
-            ctx.record_request(&account);
-            relay(answer.body)
+            ctx.record_request();
+            log.account = Some(account.to_string());
+            log.hops = left.len();
+            let bounds = Bounds {
+                idle: up_cfg.idle_timeout.0,
+                draining: ctx.draining.subscribe(),
+            };
+            return relay(answer.body, bounds, log);
         }
         Driven::AllLimited { earliest_reset, .. } => all_limited(&ctx, &pool, earliest_reset).await,
-        Driven::Failed { left } => {
-            let tried: Vec<String> = left
-                .iter()
-                .map(|(a, why)| format!("{a} ({})", why.as_str()))
-                .collect();
-            anthropic_error(
-                502,
-                "api_error",
-                &format!(
-                    "no account could serve the request: {}; no other account could take it",
-                    tried.join(", ")
-                ),
-            )
-        }
+        Driven::Failed { left } => failed(&left),
         Driven::Stopped => anthropic_error(503, "api_error", "the daemon is shutting down"),
+    };
+    log.status = resp.status().as_u16();
+    log.end = "refused";
+    resp
+}
+
+/// No account could serve, for reasons that are not all quota: 504 when every one was silent,
+/// else 502, naming each account and why.
+fn failed(left: &[(AccountId, Left)]) -> HttpResponse {
+    let tried: Vec<String> = left
+        .iter()
+        .map(|(a, why)| format!("{a} ({})", why.as_str()))
+        .collect();
+    let message = format!(
+        "no account could serve the request: {}; no other account could take it",
+        tried.join(", ")
+    );
+    if !left.is_empty() && left.iter().all(|(_, why)| *why == Left::TimedOut) {
+        anthropic_error(504, "timeout_error", &message)
+    } else {
+        anthropic_error(502, "api_error", &message)
     }
 }
 
@@ -408,21 +407,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn model_is_read_from_the_front_or_by_parsing() {
-        assert_eq!(
-            model_of(br#"{"model":"claude-opus-4-1","x":1}"#)
-                .unwrap()
-                .as_deref(),
-            Some("claude-opus-4-1")
+    fn the_head_reads_model_and_stream_wherever_they_are() {
+        let h = head_of(br#"{"model":"claude-opus-4-1","x":{"stream":true}}"#).unwrap();
+        assert_eq!(h.model.as_deref(), Some("claude-opus-4-1"));
+        assert!(!h.stream, "a nested key is not the request's");
+        let h = head_of(br#"{"messages":[],"model": "claude-sonnet-4-5","stream": true}"#).unwrap();
+        assert_eq!(h.model.as_deref(), Some("claude-sonnet-4-5"));
+        assert!(h.stream);
+        assert_eq!(head_of(br#"{"messages":[]}"#).unwrap().model, None);
+        assert!(head_of(b"not json").is_err());
+        assert!(
+            head_of(br#"{"model":"m","#).is_err(),
+            "a truncated body is refused"
         );
-        assert_eq!(
-            model_of(br#"{"messages":[],"model": "claude-sonnet-4-5"}"#)
-                .unwrap()
-                .as_deref(),
-            Some("claude-sonnet-4-5")
-        );
-        assert_eq!(model_of(br#"{"messages":[]}"#).unwrap(), None);
-        assert!(model_of(b"not json").is_err());
+    }
+
+    #[test]
+    fn only_what_anthropic_reads_goes_upstream() {
+        for name in [
+            "content-type",
+            "anthropic-version",
+            "x-app",
+            "user-agent",
+            "x-claude-code-session-id",
+            "x-stainless-lang",
+            "accept-encoding",
+        ] {
+            assert!(forwarded(name), "{name}");
+        }
+        for name in [
+            "cookie",
+            "x-forwarded-for",
+            "x-ccs-pool",
+            "authorization",
+            "x-api-key",
+            "anthropic-beta",
+            "host",
+            "connection",
+            "content-length",
+            "origin",
+        ] {
+            assert!(!forwarded(name), "{name}");
+        }
+        assert_eq!(upstream_query("beta=true"), "beta=true");
+        assert_eq!(upstream_query("beta=true&api_key=sk-x"), "beta=true");
+        assert_eq!(upstream_query("api_key=sk-x"), "");
+        assert_eq!(upstream_query(""), "");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The daemon's HTTP face on actix-web: the Anthropic-compatible endpoint Claude Code talks to
-//! (`forward.rs`) and the management API the CLI uses (`manage.rs`), on one port.
+//! (`forward.rs`) and the management API the CLI uses (`manage/`), on one port, behind the
+//! checks of `guard.rs` (Host, origin, throttled key failures).
 //!
 //! Owns the shared request context, client-key and management-secret checks (constant time),
 //! and Anthropic-shaped errors. Must not: forward the client's own credential, rewrite a body,
@@ -9,40 +10,34 @@
 // at the point that knows why, and these are not hot paths where its size matters.
 #![allow(clippy::result_large_err)]
 
+pub mod body;
+mod counter;
 pub mod drive;
 pub mod forward;
+pub mod guard;
 pub mod manage;
+pub mod relay;
 
-use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::HeaderMap;
+use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use ccs_actors::routing::AccountId;
 use ccs_actors::supervisor::SupervisorHandle;
-use ccs_actors::{SharedClock, Timestamp};
+use ccs_actors::SharedClock;
 use serde_json::json;
 
 use crate::config::{Config, Paths};
+use crate::keys::constant_time_eq;
 use crate::store::SledStore;
 
-/// The beta flag OAuth tokens need on the Messages API.
-pub const OAUTH_BETA: &str = "oauth-2025-04-20";
-/// Failures from one address before it is locked out of the management API.
-pub const LOCKOUT_FAILURES: u32 = 5;
-pub const LOCKOUT_FOR: Duration = Duration::from_secs(30 * 60);
 /// The usage endpoint is itself rate-limited: ask it at most this often per account.
 pub const USAGE_CACHE: Duration = Duration::from_secs(30);
-
-/// Compares secrets in time independent of where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// `Authorization: Bearer X` or the given fallback header.
 pub fn presented_secret<'a>(h: &'a HeaderMap, fallback: &str) -> Option<&'a str> {
@@ -66,12 +61,6 @@ pub fn anthropic_error(status: u16, kind: &str, message: &str) -> HttpResponse {
     .json(json!({"type": "error", "error": {"type": kind, "message": message}}))
 }
 
-#[derive(Default)]
-struct Lockout {
-    failures: u32,
-    locked_until: Option<Instant>,
-}
-
 /// Everything a request handler needs, shared by all workers.
 pub struct Ctx {
     pub config: Config,
@@ -82,13 +71,18 @@ pub struct Ctx {
     pub clock: SharedClock,
     pub started: Instant,
     pub url: String,
-    lockouts: Mutex<HashMap<IpAddr, Lockout>>,
+    /// Failed keys and secrets, per client.
+    pub throttle: guard::Throttle,
     /// When each account's usage was last fetched.
     usage_fetched: Mutex<HashMap<AccountId, Instant>>,
-    /// Served requests in the last hour (time, account), for status.
-    recent: Mutex<VecDeque<(Timestamp, AccountId)>>,
+    /// Served requests per minute of the last hour, for status.
+    recent: counter::PerMinute,
     /// Asked to stop (management API); the daemon's run loop watches it.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// The deadline answers still streaming must end by, once the daemon is stopping.
+    pub draining: tokio::sync::watch::Sender<Option<Instant>>,
+    /// Bytes of request bodies held at once.
+    pub bodies: body::Budget,
 }
 
 impl Ctx {
@@ -100,6 +94,7 @@ impl Ctx {
         clock: SharedClock,
         url: String,
     ) -> Self {
+        let bodies = body::Budget::new(config.cliproxy.bodies_in_flight.0);
         Ctx {
             config,
             paths,
@@ -109,10 +104,12 @@ impl Ctx {
             clock,
             started: Instant::now(),
             url,
-            lockouts: Mutex::default(),
+            throttle: guard::Throttle::default(),
             usage_fetched: Mutex::default(),
-            recent: Mutex::default(),
+            recent: counter::PerMinute::default(),
             shutdown: tokio::sync::watch::channel(false).0,
+            draining: tokio::sync::watch::channel(None).0,
+            bodies,
         }
     }
 
@@ -126,51 +123,20 @@ impl Ctx {
         })
     }
 
-    /// Checks the management secret; `Err` carries the response for a refusal.
-    pub fn management_ok(&self, h: &HeaderMap, peer: Option<IpAddr>) -> Result<(), HttpResponse> {
-        let peer = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let mut locks = self.lockouts.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = locks.entry(peer).or_default();
-        if let Some(until) = entry.locked_until {
-            if Instant::now() < until {
-                let left = until.saturating_duration_since(Instant::now()).as_secs() / 60 + 1;
-                return Err(HttpResponse::TooManyRequests().json(json!({
-                    "error": format!("too many failed attempts from {peer}: locked out for {left} more minutes")
-                })));
-            }
-            *entry = Lockout::default();
-        }
+    /// Whether the management secret was presented (`Authorization: Bearer` or
+    /// `X-Management-Key`).
+    pub fn management_ok(&self, h: &HeaderMap) -> bool {
         let given = presented_secret(h, "x-management-key").unwrap_or("");
-        let secret = &self.config.cliproxy.auth.management_secret;
-        if constant_time_eq(given.as_bytes(), secret.as_bytes()) {
-            entry.failures = 0;
-            return Ok(());
-        }
-        entry.failures += 1;
-        if entry.failures >= LOCKOUT_FAILURES {
-            entry.locked_until = Some(Instant::now() + LOCKOUT_FOR);
-            tracing::warn!(%peer, "management API: five failed attempts, locked out for 30 minutes");
-        }
-        Err(HttpResponse::Unauthorized().json(json!({
-            "error": "management secret required (Authorization: Bearer or X-Management-Key; cliproxy.auth.management_secret in config.yaml)"
-        })))
+        let secret = self.config.management_secret();
+        !secret.is_empty() && constant_time_eq(given.as_bytes(), secret.as_bytes())
     }
 
-    pub fn record_request(&self, account: &AccountId) {
-        let now = ccs_actors::Clock::now(&*self.clock);
-        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        r.push_back((now, account.clone()));
-        let hour_ago = now.minus(Duration::from_secs(3600));
-        while r.front().is_some_and(|(t, _)| *t < hour_ago) {
-            r.pop_front();
-        }
+    pub fn record_request(&self) {
+        self.recent.add(self.clock.now(), 1);
     }
 
-    pub fn requests_last_hour(&self) -> usize {
-        let now = ccs_actors::Clock::now(&*self.clock);
-        let hour_ago = now.minus(Duration::from_secs(3600));
-        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        r.iter().filter(|(t, _)| *t >= hour_ago).count()
+    pub fn requests_last_hour(&self) -> u64 {
+        self.recent.last_hour(self.clock.now())
     }
 
     /// Whether the usage of `account` may be fetched now (at most every 30 s); marks it.
@@ -192,15 +158,52 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     forward::routes(cfg);
 }
 
+/// Middleware for every route: the `Host` must name this daemon (`guard::host_allowed`), so a
+/// page that rebinds its own name to 127.0.0.1 reaches nothing.
+pub async fn check_host(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let allowed = req
+        .app_data::<web::Data<Ctx>>()
+        .map(|ctx| ctx.config.cliproxy.allowed_hosts.clone())
+        .unwrap_or_default();
+    let host = req
+        .headers()
+        .get("host")
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
+    if guard::host_allowed(host, &allowed) {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    }
+    let shown: String = host.unwrap_or("").chars().take(80).collect();
+    let resp = anthropic_error(
+        403,
+        "permission_error",
+        &format!(
+            "this ccs daemon does not answer to the host name {shown:?}: use 127.0.0.1 or \
+             localhost, or add the name to cliproxy.allowed_hosts in config.yaml"
+        ),
+    );
+    Ok(req.into_response(resp).map_into_right_body())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn constant_time_eq_is_eq() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(constant_time_eq(b"", b""));
+    fn the_secret_is_read_from_bearer_or_the_fallback_header() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_secret(&h, "x-api-key"), None);
+        h.insert("x-api-key".parse().unwrap(), "k2".parse().unwrap());
+        assert_eq!(presented_secret(&h, "x-api-key"), Some("k2"));
+        h.insert(
+            "authorization".parse().unwrap(),
+            "Bearer k1".parse().unwrap(),
+        );
+        assert_eq!(presented_secret(&h, "x-api-key"), Some("k1"));
     }
 }

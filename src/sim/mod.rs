@@ -54,6 +54,7 @@ impl SimHandle {
         let state = server::SimState {
             model: model.clone(),
             clock: clock.clone(),
+            last: Default::default(),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()

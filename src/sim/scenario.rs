@@ -87,7 +87,7 @@ pub struct FaultSpec {
     /// For `latency`, `event_latency` and `token_slow`: the delay in milliseconds.
     #[serde(default)]
     pub ms: Option<u64>,
-    /// For `close_mid_stream`: events sent before the connection is cut.
+    /// For `close_mid_stream` and `close_mid_event`: whole events sent before the cut.
     #[serde(default)]
     pub after_events: Option<usize>,
 }
@@ -113,6 +113,8 @@ pub enum FaultKind {
     CloseBeforeHeaders,
     /// The SSE stream is cut after `after_events` events.
     CloseMidStream,
+    /// Like `close_mid_stream`, but the cut lands inside the next event: half of it is sent.
+    CloseMidEvent,
     /// Adds `ms` before the response.
     Latency,
     /// Adds `ms` before every SSE event.

@@ -29,6 +29,17 @@ pub struct SimState {
     /// Present when the simulator runs on a manual clock (`--manual-clock`): `/sim/clock`
     /// moves it.
     pub clock: Option<ManualClock>,
+    /// The last Messages request as it arrived (`/sim/last-request`), so a test sees exactly
+    /// what a proxy forwarded.
+    pub last: std::sync::Mutex<Option<Received>>,
+}
+
+/// A request as the simulator received it.
+pub struct Received {
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    /// Kept whole (a reference, not a copy); digested only when asked.
+    pub body: Bytes,
 }
 
 type State = web::Data<SimState>;
@@ -227,6 +238,18 @@ fn broken_body(
 
 async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
     let h = req.headers();
+    *st.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Received {
+        path_and_query: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
+        headers: h
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect(),
+        body: body.clone(),
+    });
     let Ok(head) = serde_json::from_slice::<MessageHead>(&body) else {
         return error_response(&ApiError::anthropic(
             400,
@@ -258,12 +281,6 @@ async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
         resp.insert_header((k.as_str(), v.as_str()));
     }
     resp.insert_header(("request-id", format!("req_{}", message_id(&serve))));
-    if h.contains_key("x-sim-echo-sha256") {
-        // Lets a test check that a body arrived byte for byte.
-        let digest = sha2::Sha256::digest(&body);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        resp.insert_header(("x-sim-body-sha256", hex));
-    }
     if head.stream != Some(true) {
         let body = json!({
             "id": message_id(&serve),
@@ -295,6 +312,7 @@ async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
     }
     let events = sse_events(&serve, &model);
     let close_after = serve.close_after;
+    let cut_inside = serve.cut_inside;
     let event_delay = serve.event_delay;
     // Counts the stream as abandoned if the client goes away before its last event.
     let watch = Abandoned {
@@ -302,13 +320,29 @@ async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
         email: serve.email.clone(),
         done: false,
     };
+    /// Where a stream is: `n` whole events sent, then maybe half of one, then the cut.
+    #[derive(PartialEq)]
+    enum At {
+        Events(usize),
+        HalfSent,
+        Cut,
+    }
     let body = stream::unfold(
-        (events.into_iter(), 0usize, watch),
-        move |(mut it, n, mut watch)| async move {
-            if close_after.is_some_and(|c| n >= c) {
-                if n == usize::MAX {
-                    return None;
-                }
+        (events.into_iter(), At::Events(0), watch),
+        move |(mut it, at, mut watch)| async move {
+            let n = match at {
+                At::Cut => return None,
+                At::Events(n) => Some(n),
+                At::HalfSent => None,
+            };
+            let due = n.is_none_or(|n| close_after.is_some_and(|c| n >= c));
+            if due && cut_inside && n.is_some() {
+                // Half of the next event, then the cut.
+                let next = it.next().unwrap_or_default();
+                let half = next.slice(..next.len() / 2);
+                return Some((Ok(half), (it, At::HalfSent, watch)));
+            }
+            if due {
                 // Let the events so far reach the socket before the cut.
                 actix_web::rt::time::sleep(Duration::from_millis(2)).await;
                 let err = std::io::Error::new(
@@ -316,14 +350,18 @@ async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
                     "simulated reset mid-stream",
                 );
                 watch.done = true;
-                return Some((Err(err), (it, usize::MAX, watch)));
+                return Some((Err(err), (it, At::Cut, watch)));
             }
             let Some(next) = it.next() else {
                 watch.finish();
                 return None;
             };
             pause(event_delay).await;
-            Some((Ok::<_, std::io::Error>(next), (it, n + 1, watch)))
+            let n = n.unwrap_or(0);
+            Some((
+                Ok::<_, std::io::Error>(next),
+                (it, At::Events(n + 1), watch),
+            ))
         },
     );
     resp.insert_header((header::CONTENT_TYPE, "text/event-stream"))
@@ -427,6 +465,23 @@ async fn sim_budget(st: State, email: web::Path<String>, b: web::Json<Budget>) -
     }
 }
 
+async fn sim_last_request(st: State) -> HttpResponse {
+    let last = st.last.lock().unwrap_or_else(|p| p.into_inner());
+    match last.as_ref() {
+        Some(r) => {
+            let digest = sha2::Sha256::digest(&r.body);
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            HttpResponse::Ok().json(json!({
+                "path_and_query": r.path_and_query,
+                "headers": r.headers,
+                "body_len": r.body.len(),
+                "body_sha256": hex,
+            }))
+        }
+        None => HttpResponse::NotFound().json(json!({"error": "no Messages request yet"})),
+    }
+}
+
 async fn sim_add_fault(st: State, f: web::Json<FaultSpec>) -> HttpResponse {
     let id = st.model.add_fault(f.into_inner());
     HttpResponse::Ok().json(json!({"id": id}))
@@ -492,6 +547,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/sim/users", web::post().to(sim_add_user))
         .route("/sim/users/{email}/budget", web::post().to(sim_budget))
         .route("/sim/users/{email}/revoke", web::post().to(sim_revoke))
+        .route("/sim/last-request", web::get().to(sim_last_request))
         .route("/sim/faults", web::post().to(sim_add_fault))
         .route("/sim/faults", web::delete().to(sim_clear_faults))
         .route("/sim/next-login", web::post().to(sim_next_login))

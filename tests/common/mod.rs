@@ -2,6 +2,8 @@
 //! browser would do it, and the Python interpreter that has the official `anthropic` SDK.
 #![allow(dead_code)]
 
+pub mod rig;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -378,6 +380,20 @@ impl Login {
             self.seen.push(l.clone());
             if let Some(u) = l.trim().strip_prefix("http").map(|r| format!("http{r}")) {
                 return u;
+            }
+        }
+    }
+
+    /// Waits for a printed line containing `needle`; returns it.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            let l = self
+                .lines
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no line with {needle:?}; saw {:?}", self.seen));
+            self.seen.push(l.clone());
+            if l.contains(needle) {
+                return l;
             }
         }
     }

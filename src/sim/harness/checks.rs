@@ -117,6 +117,8 @@ impl World {
                     || c.was_delivered(account, Delivered::WindowRejected)
             }
             Left::Unreachable => c.was_delivered(account, Delivered::Reset),
+            // The model answers at once: it never leaves an upstream silent.
+            Left::TimedOut => false,
             Left::Unauthorized { .. } => c.was_delivered(account, Delivered::Status(401)),
             Left::NoToken => {
                 !self.model.grant_alive(account)

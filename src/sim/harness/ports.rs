@@ -18,7 +18,7 @@ use serde_json::json;
 use super::checks::{Checks, Delivered};
 use super::store::lock;
 use super::CLIENT_ID;
-use crate::proxy::drive::{Answer, Upstream};
+use crate::proxy::drive::{Answer, SendError, Upstream};
 use crate::sim::model::{Admission, SimModel, OAUTH_BETA};
 
 /// The refresher over the simulator's model: the same JSON grant, classified like the real one.
@@ -112,7 +112,7 @@ pub(super) struct ModelUpstream {
 impl Upstream for ModelUpstream {
     type Body = Body;
 
-    async fn send(&self, account: &AccountId, access: &Secret) -> Result<Answer<Body>, String> {
+    async fn send(&self, account: &AccountId, access: &Secret) -> Result<Answer<Body>, SendError> {
         self.checks
             .borrow_mut()
             .on_send(account, &self.model, access);
@@ -149,9 +149,9 @@ impl Upstream for ModelUpstream {
                 headers: error.headers,
                 body: Body::Error,
             }),
-            Admission::CloseBeforeHeaders { .. } => {
-                Err("connection reset before headers (simulated)".into())
-            }
+            Admission::CloseBeforeHeaders { .. } => Err(SendError::Unreachable(
+                "connection reset before headers (simulated)".into(),
+            )),
         }
     }
 }

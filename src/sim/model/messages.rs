@@ -48,6 +48,7 @@ impl SimModel {
                 delay: None,
                 event_delay: None,
                 close_after: None,
+                cut_inside: false,
                 stream_events: 0,
                 input_tokens,
             });
@@ -70,6 +71,7 @@ impl SimModel {
         let fault_error =
             |status: u16, kind: &str, msg: &str| ApiError::anthropic(status, kind, msg);
         let mut close_after = None;
+        let mut cut_inside = false;
         if let Some(f) = terminal {
             let error = match f.kind {
                 FaultKind::Status429 => Some(fault_error(
@@ -111,6 +113,11 @@ impl SimModel {
                 }
                 FaultKind::CloseMidStream => {
                     close_after = Some(f.after_events.unwrap_or(2));
+                    None
+                }
+                FaultKind::CloseMidEvent => {
+                    close_after = Some(f.after_events.unwrap_or(2));
+                    cut_inside = true;
                     None
                 }
                 _ => None,
@@ -162,6 +169,7 @@ impl SimModel {
             delay,
             event_delay,
             close_after,
+            cut_inside,
             stream_events,
             input_tokens,
         })

@@ -298,6 +298,8 @@ pub struct Serve {
     pub event_delay: Option<Duration>,
     /// Cut the stream after this many events.
     pub close_after: Option<usize>,
+    /// The cut lands inside the next event (half of it is sent first).
+    pub cut_inside: bool,
     pub stream_events: usize,
     pub input_tokens: u64,
 }

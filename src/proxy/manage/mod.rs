@@ -1,0 +1,169 @@
+//! The management API (`/v0/management/*`): everything the CLI reads or changes goes through
+//! here, because the daemon is the only process that opens the store. One file per resource:
+//! `accounts.rs`, `pools.rs`, `status.rs` (the daemon as a whole).
+//!
+//! Every route sits behind `check`, which runs before any body is read: a foreign `Origin` is
+//! refused, and a request without the secret is refused (its failures slowed by the throttle)
+//! without the daemon reading a byte of its body. Bodies are small JSON (at most `BODY_LIMIT`).
+//!
+//! Must not: return a token, or change the store without telling the supervisor (and the other
+//! way round).
+
+mod accounts;
+mod pools;
+mod status;
+
+use std::collections::BTreeMap;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpResponse};
+use ccs_actors::routing::AccountId;
+use serde_json::json;
+
+use super::guard::{origin_allowed, ClientKey};
+use super::Ctx;
+use crate::store::{account_key, Account};
+
+/// The largest management request body (a login's token response is a few KiB).
+pub const BODY_LIMIT: usize = 64 << 10;
+
+type Data = web::Data<Ctx>;
+
+fn err(status: u16, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(status)
+            .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
+    )
+    .json(json!({"error": message.into()}))
+}
+
+fn internal(e: impl std::fmt::Display) -> HttpResponse {
+    err(500, e.to_string())
+}
+
+/// Finds an account by e-mail or nickname; the error lists the known ones.
+fn resolve(ctx: &Ctx, who: &str) -> Result<Account, HttpResponse> {
+    let accounts = ctx.store.accounts().map_err(internal)?;
+    let key = account_key(who);
+    if let Some(a) = accounts
+        .iter()
+        .find(|a| account_key(&a.email) == key || a.nickname.eq_ignore_ascii_case(who))
+    {
+        return Ok(a.clone());
+    }
+    let known: Vec<String> = accounts
+        .iter()
+        .map(|a| format!("{} ({})", a.nickname, a.email))
+        .collect();
+    Err(err(
+        404,
+        if known.is_empty() {
+            format!("no account {who:?}: none is logged in yet (run `ccs claude --auth`)")
+        } else {
+            format!("no account {who:?}; known accounts: {}", known.join(", "))
+        },
+    ))
+}
+
+fn save_pools(
+    ctx: &Ctx,
+    pools: &BTreeMap<String, Vec<AccountId>>,
+) -> Result<(), ccs_actors::ports::StoreError> {
+    let plain: BTreeMap<String, Vec<String>> = pools
+        .iter()
+        .map(|(k, v)| (k.clone(), v.iter().map(|a| a.to_string()).collect()))
+        .collect();
+    ctx.store.set_pools(&plain)
+}
+
+/// Middleware of the whole scope, before any extractor reads a body: same origin, then the
+/// secret.
+async fn check(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let Some(ctx) = req.app_data::<Data>().cloned() else {
+        return Ok(req
+            .into_response(internal("the daemon has no context"))
+            .map_into_right_body());
+    };
+    let h = req.headers();
+    let host = h.get("host").and_then(|v| v.to_str().ok());
+    let origin = h.get("origin").map(|v| v.to_str().unwrap_or("null"));
+    if !origin_allowed(origin, host) {
+        let resp = err(
+            403,
+            format!(
+                "the management API answers the ccs CLI and the daemon's own pages only; a \
+                 request from the web page {:?} is refused",
+                origin.unwrap_or("").chars().take(80).collect::<String>()
+            ),
+        );
+        return Ok(req.into_response(resp).map_into_right_body());
+    }
+    if ctx.management_ok(h) {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    }
+    let client = ClientKey::of(req.peer_addr().map(|a| a.ip()));
+    let resp = if ctx.throttle.punish(client).await {
+        let mut r = err(
+            429,
+            format!(
+                "too many failed attempts from {client}: slow down (the right secret is always \
+                 let in)"
+            ),
+        );
+        r.headers_mut().insert(
+            actix_web::http::header::RETRY_AFTER,
+            actix_web::http::header::HeaderValue::from_static("60"),
+        );
+        r
+    } else {
+        err(
+            401,
+            format!(
+                "management secret required (Authorization: Bearer or X-Management-Key): the CLI \
+                 reads it from cliproxy.auth.management_secret in config.yaml, else from {}",
+                ctx.paths.keys_file().display()
+            ),
+        )
+    };
+    Ok(req.into_response(resp).map_into_right_body())
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/v0/management")
+            .wrap(from_fn(check))
+            .app_data(web::JsonConfig::default().limit(BODY_LIMIT))
+            .route("/status", web::get().to(status::status))
+            .route("/accounts", web::get().to(accounts::list_accounts))
+            .route("/accounts", web::post().to(accounts::add_account))
+            .route(
+                "/accounts/{who}",
+                web::delete().to(accounts::remove_account),
+            )
+            .route("/accounts/{who}/pause", web::post().to(accounts::pause))
+            .route("/accounts/{who}/resume", web::post().to(accounts::resume))
+            .route("/accounts/{who}/rename", web::post().to(accounts::rename))
+            .route(
+                "/accounts/{who}/default",
+                web::post().to(accounts::set_default),
+            )
+            .route(
+                "/accounts/{who}/refresh",
+                web::post().to(accounts::force_refresh),
+            )
+            .route("/pools", web::get().to(pools::pools))
+            .route("/pools/{name}", web::put().to(pools::set_pool))
+            .route("/pools/{name}", web::delete().to(pools::delete_pool))
+            .route("/events", web::get().to(status::events))
+            .route("/quota", web::get().to(status::quota))
+            .route("/shutdown", web::post().to(status::shutdown)),
+    );
+}

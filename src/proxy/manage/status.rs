@@ -1,0 +1,122 @@
+//! The daemon as a whole: `/status`, `/events` (hops between accounts), `/quota` (with an
+//! on-demand usage fetch) and `/shutdown`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use ccs_actors::account::{GetLease, ObserveUsage};
+use ccs_actors::lifecycle::Phase;
+use ccs_actors::supervisor::DEFAULT_POOL;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::accounts::accounts_value;
+use super::{internal, Data};
+use crate::store::mirror::rfc3339;
+
+pub(super) async fn events(ctx: Data) -> HttpResponse {
+    match ctx.sup.view().await {
+        Ok(v) => HttpResponse::Ok().json(json!({"events": v.events.iter().map(|e| json!({
+            "at": rfc3339(e.at.as_millis()),
+            "session": e.session,
+            "from": e.from.to_string(),
+            "to": e.to.to_string(),
+            "reason": e.reason.as_str(),
+        })).collect::<Vec<_>>()})),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct QuotaQuery {
+    /// Fetch the usage endpoint for accounts whose data is older than this many seconds.
+    max_age: Option<u64>,
+    /// The pool whose next account to report (default `claude`).
+    pool: Option<String>,
+}
+
+pub(super) async fn quota(ctx: Data, q: web::Query<QuotaQuery>) -> HttpResponse {
+    if let Some(max_age) = q.max_age {
+        let view = match ctx.sup.view().await {
+            Ok(v) => v,
+            Err(e) => return internal(e),
+        };
+        for m in view
+            .accounts
+            .iter()
+            .filter(|m| m.health.phase != Phase::Dead)
+        {
+            if !ctx.usage_due(&m.id, Duration::from_secs(max_age)) {
+                continue;
+            }
+            let Some(addr) = ctx.sup.account(&m.id).await else {
+                continue;
+            };
+            let Ok(Ok(lease)) = addr.send(GetLease).await else {
+                continue;
+            };
+            match crate::oauth::fetch_usage(&ctx.client, &ctx.config.oauth.usage_url, &lease.access)
+                .await
+            {
+                Ok(body) => {
+                    let _ = addr.send(ObserveUsage(body)).await;
+                }
+                Err(e) => tracing::warn!(account = %m.id, error = %e, "usage fetch failed"),
+            }
+        }
+        // Let the published health reach the supervisor before reading it back.
+        tokio::task::yield_now().await;
+    }
+    let pool = q.pool.clone().unwrap_or_else(|| DEFAULT_POOL.to_string());
+    let next = ctx
+        .sup
+        .addr()
+        .send(ccs_actors::supervisor::Peek {
+            pool: pool.clone(),
+            family: None,
+        })
+        .await
+        .ok()
+        .flatten()
+        .map(|a| a.to_string());
+    match accounts_value(&ctx).await {
+        Ok(mut v) => {
+            v["pool"] = json!(pool);
+            v["next_for_new_sessions"] = json!(next);
+            HttpResponse::Ok().json(v)
+        }
+        Err(r) => r,
+    }
+}
+
+pub(super) async fn status(ctx: Data) -> HttpResponse {
+    let view = match ctx.sup.view().await {
+        Ok(v) => v,
+        Err(e) => return internal(e),
+    };
+    let now = ctx.clock.now();
+    let hour_ago = now.minus(Duration::from_secs(3600));
+    let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+    for m in &view.accounts {
+        *by_state.entry(m.health.phase.as_str()).or_default() += 1;
+    }
+    let paused = view.accounts.iter().filter(|m| m.paused).count();
+    HttpResponse::Ok().json(json!({
+        "state": "running",
+        "url": ctx.url,
+        "pid": std::process::id(),
+        "uptime_secs": ctx.started.elapsed().as_secs(),
+        "accounts": view.accounts.len(),
+        "by_state": by_state,
+        "paused": paused,
+        "requests_last_hour": ctx.requests_last_hour(),
+        "hops_last_hour": view.events.iter().filter(|e| e.at >= hour_ago).count(),
+        "sessions": view.bindings.len(),
+    }))
+}
+
+pub(super) async fn shutdown(ctx: Data) -> HttpResponse {
+    let _ = ctx.shutdown.send(true);
+    HttpResponse::Ok().json(json!({"stopping": true}))
+}

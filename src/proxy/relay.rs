@@ -1,0 +1,276 @@
+//! Relaying an upstream answer to the client as it arrives, with three bounds: the silence
+//! between two chunks (`upstream.idle_timeout`), the daemon stopping (`cliproxy.stop_grace`),
+//! and the upstream breaking. A stream that ends for any of them ends with an SSE `error`
+//! event that starts on an event boundary: only whole events are passed on, so a cut inside an
+//! event never glues `event: error` onto half a `data:` line. Every relayed request ends in
+//! one log line (`RequestLog`).
+//!
+//! Must not: buffer more than the one unfinished event, alter an event, or add anything to an
+//! answer that is not an uncompressed event stream (those are cut by closing the connection).
+
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+/// Response headers that belong to one hop.
+const DROP_RESPONSE: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// Holds back the unfinished tail of an event stream, so only whole events go out.
+#[derive(Default)]
+pub struct Framer {
+    tail: BytesMut,
+}
+
+/// The end of the last complete event in `b` (just after its blank line), if any.
+fn last_boundary(b: &[u8]) -> Option<usize> {
+    let mut i = b.len();
+    while i >= 2 {
+        if b[i - 1] == b'\n' && (b[i - 2] == b'\n' || (i >= 4 && &b[i - 4..i] == b"\r\n\r\n")) {
+            return Some(i);
+        }
+        i -= 1;
+    }
+    None
+}
+
+impl Framer {
+    /// Takes a chunk; returns the whole events now complete (nothing when none is).
+    pub fn push(&mut self, chunk: Bytes) -> Option<Bytes> {
+        if self.tail.is_empty() && chunk.ends_with(b"\n\n") {
+            // The common case: the chunk is whole events; pass it on without a copy.
+            return Some(chunk);
+        }
+        self.tail.extend_from_slice(&chunk);
+        let end = last_boundary(&self.tail)?;
+        Some(self.tail.split_to(end).freeze())
+    }
+
+    /// The stream ended cleanly: whatever is left goes out as it came.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        (!self.tail.is_empty()).then(|| self.tail.split().freeze())
+    }
+}
+
+/// An SSE `error` event in Anthropic's shape.
+pub fn error_event(kind: &str, message: &str) -> Bytes {
+    let msg = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
+    Bytes::from(format!("event: error\ndata: {msg}\n\n"))
+}
+
+/// One line per proxied request, written when the answer is over (or the client left).
+pub struct RequestLog {
+    pub started: Instant,
+    pub session: Option<String>,
+    pub account: Option<String>,
+    pub model: Option<String>,
+    pub status: u16,
+    pub bytes_in: usize,
+    pub bytes_out: u64,
+    /// Accounts left before the one that answered.
+    pub hops: usize,
+    /// How it ended: `complete`, `client gone`, or why it was cut.
+    pub end: &'static str,
+}
+
+impl RequestLog {
+    pub fn new(started: Instant, bytes_in: usize) -> Self {
+        RequestLog {
+            started,
+            session: None,
+            account: None,
+            model: None,
+            status: 0,
+            bytes_in,
+            bytes_out: 0,
+            hops: 0,
+            end: "client gone",
+        }
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            target: "ccs::request",
+            session = self.session.as_deref().unwrap_or("-"),
+            account = self.account.as_deref().unwrap_or("-"),
+            model = self.model.as_deref().unwrap_or("-"),
+            status = self.status,
+            latency_ms = self.started.elapsed().as_millis() as u64,
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            hops = self.hops,
+            end = self.end,
+            "request"
+        );
+    }
+}
+
+/// What bounds a relay.
+pub struct Bounds {
+    /// Longest silence between two chunks.
+    pub idle: Duration,
+    /// Set to a deadline when the daemon starts stopping; the relay ends at it.
+    pub draining: tokio::sync::watch::Receiver<Option<Instant>>,
+}
+
+/// Completes at the drain deadline, once there is one.
+async fn drained(rx: &mut tokio::sync::watch::Receiver<Option<Instant>>) {
+    loop {
+        let deadline = *rx.borrow_and_update();
+        if let Some(d) = deadline {
+            tokio::time::sleep_until(d.into()).await;
+            return;
+        }
+        if rx.changed().await.is_err() {
+            // The daemon is gone without draining: nothing will ever set a deadline.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+enum Next {
+    Chunk(Bytes),
+    End,
+    Cut { why: &'static str, message: String },
+}
+
+struct State {
+    upstream: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    bounds: Bounds,
+    framer: Option<Framer>,
+    log: RequestLog,
+    done: bool,
+}
+
+impl State {
+    async fn next(&mut self) -> Next {
+        let idle = self.bounds.idle;
+        tokio::select! {
+            r = tokio::time::timeout(idle, self.upstream.next()) => match r {
+                Ok(Some(Ok(b))) => Next::Chunk(b),
+                Ok(None) => Next::End,
+                Ok(Some(Err(e))) => Next::Cut {
+                    why: "upstream broke",
+                    message: format!("upstream connection lost mid-stream: {e}"),
+                },
+                Err(_) => Next::Cut {
+                    why: "upstream silent",
+                    message: format!(
+                        "the upstream sent nothing for {} s (upstream.idle_timeout); the answer is incomplete",
+                        idle.as_secs_f64()
+                    ),
+                },
+            },
+            _ = drained(&mut self.bounds.draining) => Next::Cut {
+                why: "daemon stopping",
+                message: "the ccs daemon is stopping; the answer is incomplete: retry the request".into(),
+            },
+        }
+    }
+}
+
+/// Relays `resp` to the client, chunk by chunk as it arrives.
+pub fn relay(resp: reqwest::Response, bounds: Bounds, mut log: RequestLog) -> HttpResponse {
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    log.status = status.as_u16();
+    let mut out = HttpResponse::build(status);
+    for (k, v) in resp.headers() {
+        if !DROP_RESPONSE.contains(&k.as_str()) {
+            out.append_header((k.as_str(), v.as_bytes()));
+        }
+    }
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+    let sse = header("content-type").is_some_and(|c| c.starts_with("text/event-stream"));
+    let plain = header("content-encoding").is_none_or(|e| e.eq_ignore_ascii_case("identity"));
+    // Only an uncompressed event stream can be framed, and be told of a cut in its own terms.
+    let framer = (sse && plain).then(Framer::default);
+    let state = State {
+        upstream: resp.bytes_stream().boxed(),
+        bounds,
+        framer,
+        log,
+        done: false,
+    };
+    let body = futures_util::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            let out = match st.next().await {
+                Next::Chunk(b) => match st.framer.as_mut() {
+                    Some(f) => match f.push(b) {
+                        Some(whole) => whole,
+                        None => continue,
+                    },
+                    None => b,
+                },
+                Next::End => {
+                    st.done = true;
+                    st.log.end = "complete";
+                    match st.framer.as_mut().and_then(Framer::finish) {
+                        Some(rest) => rest,
+                        None => return None,
+                    }
+                }
+                Next::Cut { why, message } => {
+                    st.done = true;
+                    st.log.end = why;
+                    tracing::warn!(why, %message, "answer cut short");
+                    if st.framer.is_none() {
+                        return Some((Err(std::io::Error::other(message)), st));
+                    }
+                    error_event("api_error", &message)
+                }
+            };
+            st.log.bytes_out += out.len() as u64;
+            return Some((Ok::<_, std::io::Error>(out), st));
+        }
+    });
+    out.streaming(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_events_pass_and_a_clean_end_flushes_the_rest() {
+        let mut f = Framer::default();
+        let whole = Bytes::from_static(b"event: a\ndata: {}\n\n");
+        assert_eq!(f.push(whole.clone()), Some(whole), "passed on as it is");
+        assert_eq!(f.push(Bytes::from_static(b"event: b\nda")), None);
+        assert_eq!(
+            f.push(Bytes::from_static(b"ta: {}\n\nevent: c\n")),
+            Some(Bytes::from_static(b"event: b\ndata: {}\n\n"))
+        );
+        assert_eq!(f.finish(), Some(Bytes::from_static(b"event: c\n")));
+        assert_eq!(f.finish(), None);
+        let mut crlf = Framer::default();
+        assert_eq!(
+            crlf.push(Bytes::from_static(b"data: 1\r\n\r\ndata: 2")),
+            Some(Bytes::from_static(b"data: 1\r\n\r\n"))
+        );
+    }
+
+    #[test]
+    fn boundaries_are_found_at_the_last_blank_line() {
+        assert_eq!(last_boundary(b"a\n\nb\n\nc"), Some(6));
+        assert_eq!(last_boundary(b"a\nb\n"), None);
+        assert_eq!(last_boundary(b"\n\n"), Some(2));
+        assert_eq!(last_boundary(b"x\r\n\r\n"), Some(5));
+    }
+}

@@ -1,0 +1,83 @@
+//! A simulator on a manual clock and an in-process daemon sharing it, with accounts logged in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ccs::daemon::DaemonHandle;
+use ccs_actors::SharedClock;
+use reqwest::Method;
+use serde_json::Value;
+
+use super::*;
+
+pub struct Rig {
+    pub sim: ccs::sim::SimHandle,
+    pub daemon: DaemonHandle,
+    pub _home: tempfile::TempDir,
+    pub paths: ccs::config::Paths,
+}
+
+/// A simulator on a manual clock and a daemon sharing it, with `accounts` logged in.
+pub async fn rig(accounts: &[(&str, u64)]) -> Rig {
+    rig_with(accounts, |_| {}).await
+}
+
+/// `rig`, with the daemon's config changed by `tweak` first.
+pub async fn rig_with(
+    accounts: &[(&str, u64)],
+    tweak: impl FnOnce(&mut ccs::config::Config),
+) -> Rig {
+    let sim = sim(&scenario(accounts), true);
+    let clock: SharedClock = Arc::new(sim.clock.clone().expect("manual clock"));
+    let (home, paths, mut config) = home_for(&sim.url());
+    tweak(&mut config);
+    let daemon = tokio::task::block_in_place(|| DaemonHandle::start(paths.clone(), config, clock))
+        .expect("daemon");
+    for (email, _) in accounts {
+        add_account(&sim.url(), &daemon.url, email).await;
+    }
+    wait_fresh(&daemon.url, accounts.len()).await;
+    Rig {
+        sim,
+        daemon,
+        _home: home,
+        paths,
+    }
+}
+
+pub async fn accounts(url: &str) -> Vec<Value> {
+    let (s, v) = manage(url, Method::GET, "/accounts", None).await;
+    assert_eq!(s, 200, "{v}");
+    v["accounts"].as_array().cloned().unwrap_or_default()
+}
+
+pub async fn wait_fresh(url: &str, n: usize) {
+    for _ in 0..400 {
+        let a = accounts(url).await;
+        if a.len() == n && a.iter().all(|a| a["state"] == "fresh") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("accounts never all fresh: {:?}", accounts(url).await);
+}
+
+pub fn advance(rig: &Rig, secs: u64) {
+    rig.sim
+        .clock
+        .as_ref()
+        .unwrap()
+        .advance(Duration::from_secs(secs));
+}
+
+/// What the simulator received last (`/sim/last-request`).
+pub async fn last_request(sim: &str) -> Value {
+    http()
+        .get(format!("{sim}/sim/last-request"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
