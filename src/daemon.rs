@@ -351,30 +351,9 @@ fn bind(config: &Config, paths: &Paths) -> Result<TcpListener> {
     })
 }
 
-/// Logs to `CCS_HOME/cliproxy/logs/ccs.log.<date>` (daily files, seven kept) and stderr.
-fn init_logging(paths: &Paths) -> Result<tracing_appender::non_blocking::WorkerGuard> {
-    use tracing_subscriber::prelude::*;
-    crate::fsutil::private_dir(&paths.logs_dir())?;
-    let appender = tracing_appender::rolling::Builder::new()
-        .rotation(tracing_appender::rolling::Rotation::DAILY)
-        .filename_prefix("ccs.log")
-        .max_log_files(7)
-        .build(paths.logs_dir())
-        .context("cannot open the log folder")?;
-    let (file, guard) = tracing_appender::non_blocking(appender);
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("CCS_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(file)
-                .with_ansi(false),
-        )
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .try_init();
-    Ok(guard)
-}
+/// Set by `ccs cliproxy start` for the daemon it starts in the background: log to the file
+/// only (its stderr is `daemon.out`, which is not rotated).
+const DETACHED_ENV: &str = "CCS_DAEMON_DETACHED";
 
 /// The one daemon of a `CCS_HOME`: an exclusive lock on `daemon.lock`, held for the whole
 /// run. Only its holder writes or removes the pid and lock files, so a second daemon (started
@@ -438,7 +417,8 @@ pub fn run_foreground(paths: &Paths, config: Config) -> Result<()> {
     crate::fsutil::private_dir(&paths.cliproxy())?;
     let _lock = HomeLock::take(paths)?;
     let listener = bind(&config, paths)?;
-    let _guard = init_logging(paths)?;
+    let detached = std::env::var_os(DETACHED_ENV).is_some();
+    let _guard = crate::logging::init(paths, !detached)?;
     // A test-only build may be asked to run with a planted bug (tests/crash.rs shows its crash
     // checks fire); the actors run on this thread, where the switch lives.
     #[cfg(feature = "planted")]
@@ -474,14 +454,18 @@ pub fn start_background(paths: &Paths, config: &Config) -> Result<(String, bool)
     // Fail early, with the config key, when the port is taken by something else.
     drop(bind(config, paths)?);
     crate::fsutil::private_dir(&paths.logs_dir())?;
+    // Fresh at each start: it only ever holds what one run said before its log was up (or a
+    // panic), so it cannot grow across runs.
     let out = std::fs::OpenOptions::new()
         .create(true)
-        .append(true)
+        .write(true)
+        .truncate(true)
         .open(paths.logs_dir().join("daemon.out"))?;
     let exe = std::env::current_exe().context("cannot find the ccs executable")?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["daemon", "run"])
         .env("CCS_HOME", &paths.home)
+        .env(DETACHED_ENV, "1")
         .stdin(std::process::Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out);
@@ -493,9 +477,17 @@ pub fn start_background(paths: &Paths, config: &Config) -> Result<(String, bool)
             return Ok((url, false));
         }
         if let Some(status) = child.try_wait()? {
+            // Its last words (a second daemon on this home, a bad config) are the error.
+            let said =
+                std::fs::read_to_string(paths.logs_dir().join("daemon.out")).unwrap_or_default();
+            let last = said
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             bail!(
-                "the daemon exited while starting ({status}); see {}",
-                paths.logs_dir().join("daemon.out").display()
+                "the daemon exited while starting ({status}): {}",
+                last.strip_prefix("ccs: ").unwrap_or(last)
             );
         }
         std::thread::sleep(Duration::from_millis(10));

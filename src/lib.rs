@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod fsutil;
 pub mod keys;
+pub mod logging;
 pub mod oauth;
 pub mod profiles;
 pub mod proxy;

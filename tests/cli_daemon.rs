@@ -292,3 +292,88 @@ fn a_second_daemon_on_the_same_home_leaves_the_first_ones_files_alone() {
     );
     std::fs::write(paths.config_file(), &yaml).unwrap();
 }
+
+#[test]
+fn the_log_has_a_line_per_request_no_token_no_colour_and_no_flood() {
+    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
+    let port = free_port();
+    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
+    let _stop = StopOnDrop(paths.home.clone());
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let url = format!("http://127.0.0.1:{port}");
+    let rt = rt();
+    let token = rt.block_on(async {
+        let tokens = login(&sim.url(), "a@example.com").await;
+        let (s, v) = manage(
+            &url,
+            reqwest::Method::POST,
+            "/accounts",
+            Some(serde_json::json!({ "token_response": tokens })),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let r = ask(&url, Some("sess-log-1"), true).await;
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap();
+        tokens
+    });
+    // A flood of requests the HTTP layer cannot parse: each used to write an ERROR line.
+    for _ in 0..300 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+            .unwrap();
+        let _ = s.read(&mut [0u8; 256]);
+    }
+    // The log is written off the request path: wait for the request line.
+    let log_dir = paths.logs_dir();
+    let read_log = || {
+        std::fs::read_dir(&log_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("ccs.log"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect::<String>()
+    };
+    let mut log = String::new();
+    for _ in 0..200 {
+        log = read_log();
+        if log.contains("sess-log-1") && log.contains("stream error") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let line = log
+        .lines()
+        .find(|l| l.contains("ccs::request") && l.contains("sess-log-1"))
+        .unwrap_or_else(|| panic!("no request line:\n{log}"));
+    for field in [
+        "account=\"a@example.com\"",
+        "model=\"claude-sonnet-4-5\"",
+        "status=200",
+        "latency_ms=",
+        "bytes_in=",
+        "bytes_out=",
+        "end=\"complete\"",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    for t in ["access_token", "refresh_token"] {
+        let secret = token[t].as_str().unwrap();
+        assert!(!log.contains(secret), "the {t} is in the log:\n{log}");
+    }
+    assert!(!log.contains("sk-ant-"), "no token in the log:\n{log}");
+    assert!(!log.contains('\u{1b}'), "no colour codes in the file");
+    let parse_errors = log.lines().filter(|l| l.contains("stream error")).count();
+    assert!(
+        (1..=ccs::logging::ERRORS_PER_WINDOW as usize).contains(&parse_errors),
+        "{parse_errors} parse-error lines for 300 bad requests"
+    );
+    // The background daemon writes its log once: daemon.out stays empty of it.
+    let out = std::fs::read_to_string(log_dir.join("daemon.out")).unwrap();
+    assert!(
+        !out.contains("daemon ready"),
+        "daemon.out repeats the log:\n{out}"
+    );
+}
