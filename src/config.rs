@@ -631,6 +631,18 @@ mod tests {
     }
 
     #[test]
+    fn the_readmes_config_block_parses_to_the_defaults() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("## config.yaml").expect("the section")..];
+        let start = section.find("```yaml\n").expect("a yaml block") + 8;
+        let block = &section[start..start + section[start..].find("```").unwrap()];
+        let mut c = parse(block).unwrap_or_else(|e| panic!("README's config.yaml: {e}"));
+        assert_eq!(c.accounts["work"].context_group.as_deref(), Some("team"));
+        c.accounts.clear();
+        assert_eq!(c, Config::default(), "README shows the defaults");
+    }
+
+    #[test]
     fn durations_in_words() {
         assert_eq!(words(Duration::from_secs(1)), "1m");
         assert_eq!(words(Duration::from_secs(61)), "2m");

@@ -259,9 +259,12 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
         return anthropic_error(
             401,
             "authentication_error",
-            "invalid client key: `ccs run` and `ccs claude` pass it to Claude Code themselves; \
-             other clients send cliproxy.auth.api_key (or the generated key of `ccs config`) as \
-             x-api-key or Authorization: Bearer",
+            &format!(
+                "invalid client key: `ccs run` and `ccs claude` pass it to Claude Code \
+                 themselves; other clients send cliproxy.auth.api_key from config.yaml, else \
+                 client_key from {}, as x-api-key or Authorization: Bearer",
+                ctx.paths.keys_file().display()
+            ),
         );
     }
     let p = &ctx.config.cliproxy;

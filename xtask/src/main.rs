@@ -31,11 +31,13 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("soak") => soak(&args[1..]),
         Some("crash") => crash(&args[1..]),
+        Some("memory") => memory(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask test             set up the test clients, run every check and test\n\
                  \x20      cargo xtask soak [ARGS]      explore random simulated worlds (ccs sim soak ARGS)\n\
-                 \x20      cargo xtask crash [--cycles N] SIGKILL the release daemon under load N times (default 200)"
+                 \x20      cargo xtask crash [--cycles N] SIGKILL the release daemon under load N times (default 200)\n\
+                 \x20      cargo xtask memory [--minutes N] the release daemon under full load N minutes (default 60): RSS report"
             );
             return ExitCode::from(2);
         }
@@ -231,6 +233,20 @@ fn soak(args: &[String]) -> Result<(), String> {
         cargo()
             .args(["run", "--release", "--quiet", "--", "sim", "soak"])
             .args(args),
+    )
+}
+
+fn memory(args: &[String]) -> Result<(), String> {
+    let minutes = match args {
+        [] => "60".to_string(),
+        [flag, n] if flag == "--minutes" && n.parse::<u64>().is_ok_and(|n| n > 0) => n.clone(),
+        _ => return Err("usage: cargo xtask memory [--minutes N]".into()),
+    };
+    run(
+        &format!("memory: {minutes} min of full load on the release daemon"),
+        cargo()
+            .args(["bench", "--bench", "memory"])
+            .env("MEMORY_MINUTES", &minutes),
     )
 }
 
