@@ -3,6 +3,7 @@
 //! commands and the simulator. See ARCHITECTURE.md for the map.
 #![forbid(unsafe_code)]
 
+pub mod claude_code;
 pub mod cli;
 pub mod client;
 pub mod commands;

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::accounts::{interactive, tokens_for};
 use super::cliproxy::ensure_running;
 use super::now_ms;
-use super::run::find_claude;
+use crate::claude_code::find_claude;
 use crate::config::{Config, Paths};
 use crate::profiles::{self, Meta};
 

@@ -195,7 +195,8 @@ fn account_of(text: &str) -> String {
 
 /// The conversation through the real Claude Code CLI: `-p` with one session id, resumed.
 fn claude_turns(url: &str, home: &std::path::Path) -> Result<Vec<String>> {
-    let claude = super::run::find_claude(&Config::load(&Paths::from_env()?).unwrap_or_default())?;
+    let claude =
+        crate::claude_code::find_claude(&Config::load(&Paths::from_env()?).unwrap_or_default())?;
     let session = uuid_v4();
     let claude_home = home.join("claude-home");
     std::fs::create_dir_all(&claude_home)?;
