@@ -368,3 +368,59 @@ fn the_demo_exits_zero_and_shows_the_hop() {
         "{out}"
     );
 }
+
+#[test]
+fn a_home_without_keys_gets_random_ones_that_the_cli_and_claude_code_use_unseen() {
+    let s = setup(&[("a@example.com", 10)], false);
+    // A config.yaml that names no key: ccs makes them at first use.
+    let yaml = std::fs::read_to_string(s.paths.config_file()).unwrap();
+    let yaml: String = yaml
+        .lines()
+        .filter(|l| !l.contains("api_key:") && !l.contains("management_secret:"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replace("  auth:\n", "");
+    std::fs::write(s.paths.config_file(), yaml).unwrap();
+    let (code, out, err) = run_ccs(&s, &["cliproxy", "start"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let keys: Value =
+        serde_json::from_str(&std::fs::read_to_string(s.paths.keys_file()).unwrap()).unwrap();
+    let secret = keys["management_secret"].as_str().unwrap();
+    let key = keys["client_key"].as_str().unwrap();
+    assert!(key.len() >= 64 && secret.len() >= 64);
+    // The CLI manages the daemon with the generated secret, without being told it.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let tokens = login(&s.sim.url(), "a@example.com").await;
+        let r = http()
+            .post(format!("{}/v0/management/accounts", s.url))
+            .bearer_auth(secret)
+            .json(&json!({"token_response": tokens}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    });
+    let (code, out, err) = run_ccs(&s, &["claude", "--accounts", "--json"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("a@example.com"), "{out}");
+    // Claude Code is handed the generated key, and the proxy takes it.
+    let (code, out, err) = run_ccs(&s, &["claude", "-p", "hi"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        record(&s).contains(&format!("TOKEN={key}")),
+        "{:?}",
+        record(&s)
+    );
+    let status = rt.block_on(async {
+        http()
+            .post(format!("{}/v1/messages", s.url))
+            .bearer_auth(key)
+            .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 1, "messages": []}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+}
