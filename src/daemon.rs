@@ -56,6 +56,46 @@ async fn load(store: &Arc<SledStore>, sup: &SupervisorHandle) -> Result<()> {
     for (session, binding) in store.bindings()? {
         sup.addr().send(RestoreBinding { session, binding }).await?;
     }
+    adopt_poolless(store, sup).await
+}
+
+/// Every account belongs to the default pool unless it was arranged into another: one in no
+/// pool at all (a token file dropped into `auth/` after the pools were saved, a damaged pools
+/// record) would take no traffic while looking fine. It joins the default pool at the end.
+async fn adopt_poolless(store: &Arc<SledStore>, sup: &SupervisorHandle) -> Result<()> {
+    let view = sup.view().await?;
+    let pooled: std::collections::HashSet<&str> =
+        view.pools.values().flatten().map(|a| &**a).collect();
+    let orphans: Vec<ccs_actors::routing::AccountId> = view
+        .accounts
+        .iter()
+        .filter(|m| !pooled.contains(&*m.id))
+        .map(|m| m.id.clone())
+        .collect();
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    let mut members = view
+        .pools
+        .get(ccs_actors::supervisor::DEFAULT_POOL)
+        .cloned()
+        .unwrap_or_default();
+    for id in &orphans {
+        tracing::info!(account = %id, "the account was in no pool: it joins the default pool, last");
+        members.push(id.clone());
+    }
+    sup.addr()
+        .send(SetPool {
+            name: ccs_actors::supervisor::DEFAULT_POOL.to_string(),
+            members,
+        })
+        .await?;
+    let pools = sup.view().await?.pools;
+    let plain = pools
+        .iter()
+        .map(|(k, v)| (k.clone(), v.iter().map(|a| a.to_string()).collect()))
+        .collect();
+    store.set_pools(&plain)?;
     Ok(())
 }
 
@@ -299,8 +339,29 @@ pub fn configured_url(config: &Config) -> String {
     format!("http://{}:{}", config.cliproxy.host, config.cliproxy.port)
 }
 
-fn pid_alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// Whether a process `pid` exists (a signal-0 probe: portable, unlike reading `/proc`). A
+/// process of another user counts as alive too.
+pub fn pid_alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
+}
+
+/// Sends SIGTERM to `pid`, without shelling out.
+fn terminate(pid: u32) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
 }
 
 fn read_pid(paths: &Paths) -> Option<u32> {
@@ -510,9 +571,7 @@ pub fn stop_background(paths: &Paths, config: &Config) -> Result<bool> {
         .post("/v0/management/shutdown", &serde_json::json!({}));
     if asked.is_err() {
         // The API refused (wrong secret?): fall back to the signal.
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
+        terminate(pid);
     }
     let bound = config.cliproxy.stop_grace.0 + Duration::from_secs(5);
     let deadline = Instant::now() + bound;

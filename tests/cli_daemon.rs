@@ -53,9 +53,10 @@ fn restart_keeps_bindings_and_cooldowns() {
     let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(&url), "{out}");
-    let (code, out, _) = ccs(&paths.home, &["cliproxy", "start"]);
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
     assert_eq!(code, 0);
     assert!(out.contains("already runs"), "{out}");
+    assert!(!err.contains("starting"), "nothing is started: {err}");
 
     let rt = rt();
     let (c_cooldown, rejected_before) = rt.block_on(async {

@@ -87,6 +87,10 @@ async fn failover_moves_the_conversation_and_all_limited_says_when() {
             .contains("all 3 accounts"),
         "{body}"
     );
+    assert!(
+        !body["error"]["message"].as_str().unwrap().contains("Z UTC"),
+        "a time says its zone once: {body}"
+    );
 
     advance(&r, 5 * 3600);
     assert_eq!(

@@ -413,3 +413,54 @@ fn a_token_file_of_the_replaced_tool_is_imported_and_usable() {
     });
     assert_eq!(who, "carol@example.com");
 }
+
+#[test]
+fn an_account_imported_after_the_pools_were_saved_joins_the_default_pool() {
+    let sim = three_users();
+    let h = home(&sim.url());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    login_browser(&h, &[]);
+    let (code, out, err) = ccs(&h.paths.home, &["cliproxy", "stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // A token file of the replaced tool dropped in while a pools record exists.
+    let tokens = rt.block_on(login(&sim.url(), "carol@example.com"));
+    std::fs::write(
+        h.paths.auth_dir().join("claude-carol@example.com.json"),
+        serde_json::to_vec(&json!({
+            "type": "claude",
+            "access_token": tokens["access_token"],
+            "refresh_token": tokens["refresh_token"],
+            "email": "carol@example.com",
+            "expired": "2099-01-01T00:00:00Z",
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let list = accounts_json(&h);
+    let carol = list
+        .iter()
+        .find(|a| a["email"] == "carol@example.com")
+        .expect("imported");
+    assert_eq!(carol["position"], 2, "in the default pool, last: {carol}");
+    // With the first account paused, the imported one serves.
+    let (code, out, err) = ccs(&h.paths.home, &["pool", "pause", "alice@example.com"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let yaml = std::fs::read_to_string(h.paths.config_file()).unwrap();
+    let port: u16 = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("port: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let who = rt.block_on(async {
+        served_by(ask(&format!("http://127.0.0.1:{port}"), None, false).await).await
+    });
+    assert_eq!(who, "carol@example.com");
+    let log = std::fs::read_dir(h.paths.logs_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ccs.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(log.contains("was in no pool"), "said in the log:\n{log}");
+}

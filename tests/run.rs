@@ -274,7 +274,7 @@ fn all_limited_says_when_and_starts_only_with_force() {
     let (code, _, err) = run_ccs(&s, &["run"], &[]);
     assert_ne!(code, 0);
     assert!(
-        err.contains("a@example.com resets first") && err.contains("--force"),
+        err.contains("a@example.com resets first") && err.contains("`ccs claude --force …`"),
         "{err}"
     );
     assert!(record(&s).is_empty(), "claude was not started");
@@ -423,4 +423,73 @@ fn a_home_without_keys_gets_random_ones_that_the_cli_and_claude_code_use_unseen(
             .status()
     });
     assert_eq!(status, 200);
+}
+
+#[test]
+fn a_first_run_with_stdin_closed_fails_at_once_naming_the_headless_login() {
+    let s = setup(&[("a@example.com", 10)], false);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ccs"))
+        .args(["claude", "-p", "hi"])
+        .env("CCS_HOME", &s.paths.home)
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A bound for a stuck test (the login used to wait five minutes for a paste).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still waiting for a paste that cannot come");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("standard input is closed") && err.contains("--auth --headless"),
+        "{err}"
+    );
+    assert!(record(&s).is_empty(), "Claude Code was not started");
+}
+
+#[test]
+fn use_makes_the_default_account_where_new_conversations_start() {
+    let s = setup(&[("a@example.com", 10), ("b@example.com", 10)], true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let serve = |session: &str| {
+        rt.block_on(async { served_by(ask(&s.url, Some(session), false).await).await })
+    };
+    assert_eq!(serve("s1"), "a@example.com");
+    let (code, out, err) = run_ccs(&s, &["claude", "--use", "b"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        serve("s2"),
+        "b@example.com",
+        "a new conversation starts on b"
+    );
+    assert_eq!(serve("s1"), "a@example.com", "a running one stays");
+    let default = |s: &Setup| {
+        let (_, out, _) = run_ccs(s, &["claude", "--accounts", "--json"], &[]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["default"] == true)
+            .map(|a| a["email"].as_str().unwrap().to_string())
+    };
+    assert_eq!(default(&s).as_deref(), Some("b@example.com"));
+    // Reordering the default pool moves the default with its head.
+    let (code, out, err) = run_ccs(&s, &["pool", "order", "claude", "a,b"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(default(&s).as_deref(), Some("a@example.com"));
+    assert_eq!(serve("s3"), "a@example.com");
 }

@@ -94,6 +94,11 @@ pub(crate) fn interactive<T>(
         let (answer, callback) = match source {
             Source::Browser(cb) => (cb.answer.clone(), Some(cb)),
             Source::Paste(a) => (a, None),
+            Source::StdinClosed => bail!(
+                "no code can be pasted here (standard input is closed); nothing was stored. \
+                 Run `{again} --headless` in a terminal (it works over SSH) and paste the code \
+                 there"
+            ),
         };
         if answer.belongs_to(&attempt) {
             break (answer, callback);

@@ -22,17 +22,21 @@ pub fn ensure_running(paths: &Paths, config: &Config) -> Result<Client> {
 
 pub fn start() -> Result<()> {
     let (paths, config) = setup()?;
-    eprint!("starting the ccs daemon… ");
-    let (url, already) = daemon::start_background(&paths, &config)?;
-    eprintln!("done");
-    if already {
-        println!("the ccs daemon already runs at {url}");
-    } else {
+    if let daemon::Running::Yes { pid } = daemon::running(&paths, &config) {
         println!(
-            "the ccs daemon runs at {url} (logs: {})",
-            paths.logs_dir().display()
+            "the ccs daemon already runs at {} (pid {pid})",
+            daemon::configured_url(&config)
         );
+        return Ok(());
     }
+    eprint!("starting the ccs daemon… ");
+    let started = daemon::start_background(&paths, &config);
+    eprintln!("{}", if started.is_ok() { "done" } else { "failed" });
+    let (url, _) = started?;
+    println!(
+        "the ccs daemon runs at {url} (logs: {})",
+        paths.logs_dir().display()
+    );
     Ok(())
 }
 

@@ -124,7 +124,10 @@ fn prepare(
             None => format!("no account in pool {pool:?} can take requests (dead or paused): see `ccs claude --accounts`"),
         };
         if !force {
-            bail!("{msg}. Start anyway with --force (Claude Code will show the proxy's 429)");
+            bail!(
+                "{msg}. Start anyway with `ccs claude --force …` (--force goes before Claude's \
+                 own arguments, which pass through untouched; Claude Code will show the proxy's 429)"
+            );
         }
         eprintln!("warning: {msg}; starting anyway (--force)");
     }

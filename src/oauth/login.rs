@@ -229,6 +229,8 @@ pub fn serve_callbacks(listener: TcpListener, tx: mpsc::Sender<Source>) {
 pub enum Source {
     Browser(Callback),
     Paste(Answer),
+    /// Standard input ended: nothing more can be pasted.
+    StdinClosed,
 }
 
 /// Reads pasted answers from stdin on a thread.
@@ -239,7 +241,10 @@ pub fn read_pastes(tx: mpsc::Sender<Source>) {
         loop {
             line.clear();
             match stdin.lock().read_line(&mut line) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(Source::StdinClosed);
+                    return;
+                }
                 Ok(_) => {
                     if let Some(a) = parse_paste(&line) {
                         if tx.send(Source::Paste(a)).is_err() {

@@ -149,7 +149,7 @@ async fn all_limited(ctx: &Ctx, pool: &str, earliest: Option<Timestamp>) -> Http
                 429,
                 "rate_limit_error",
                 &format!(
-                    "all {members} accounts in pool '{pool}' are limited; the first resets in {} ({} UTC)",
+                    "all {members} accounts in pool '{pool}' are limited; the first resets in {} ({})",
                     crate::config::words(wait),
                     crate::store::mirror::rfc3339(t.as_millis())
                 ),

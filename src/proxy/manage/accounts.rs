@@ -7,7 +7,7 @@ use ccs_actors::lifecycle::Phase;
 use ccs_actors::quota::Window;
 use ccs_actors::routing::AccountId;
 use ccs_actors::supervisor::{
-    AddAccount, MemberView, RemoveAccount, SetPaused, SupervisorView, DEFAULT_POOL,
+    AddAccount, MemberView, RemoveAccount, SetPaused, SetPool, SupervisorView, DEFAULT_POOL,
 };
 use ccs_actors::Timestamp;
 use serde::Deserialize;
@@ -304,7 +304,33 @@ pub(super) async fn set_default(ctx: Data, who: web::Path<String>) -> HttpRespon
         Ok(a) => a,
         Err(r) => return r,
     };
-    if let Err(e) = ctx.store.set_default(&account_key(&a.email)) {
+    let id = account_key(&a.email);
+    if let Err(e) = ctx.store.set_default(&id) {
+        return internal(e);
+    }
+    // New conversations of the default pool start on the default account: it heads the
+    // pool's drain order (specs/routing.md R8).
+    let pools = ctx.sup.view().await.map(|v| v.pools).unwrap_or_default();
+    let id: AccountId = id.as_str().into();
+    let mut order: Vec<AccountId> = vec![id.clone()];
+    order.extend(
+        pools
+            .get(DEFAULT_POOL)
+            .into_iter()
+            .flatten()
+            .filter(|m| **m != id)
+            .cloned(),
+    );
+    let _ = ctx
+        .sup
+        .addr()
+        .send(SetPool {
+            name: DEFAULT_POOL.to_string(),
+            members: order,
+        })
+        .await;
+    let pools = ctx.sup.view().await.map(|v| v.pools).unwrap_or_default();
+    if let Err(e) = save_pools(&ctx, &pools) {
         return internal(e);
     }
     HttpResponse::Ok().json(json!({"default": a.email}))

@@ -51,6 +51,10 @@ pub(super) async fn set_pool(
             Err(r) => return r,
         }
     }
+    // The default account is the head of the default pool (specs/routing.md R8).
+    let head = (name == DEFAULT_POOL)
+        .then(|| members.first().cloned())
+        .flatten();
     let _ = ctx
         .sup
         .addr()
@@ -62,6 +66,11 @@ pub(super) async fn set_pool(
     let pools = ctx.sup.view().await.map(|v| v.pools).unwrap_or_default();
     if let Err(e) = save_pools(&ctx, &pools) {
         return internal(e);
+    }
+    if let Some(head) = head {
+        if let Err(e) = ctx.store.set_default(&head) {
+            return internal(e);
+        }
     }
     HttpResponse::Ok().json(json!({"pool": name, "accounts": pools.get(&name).map(|m| m.iter().map(|a| a.to_string()).collect::<Vec<_>>())}))
 }
