@@ -809,3 +809,28 @@ async fn after_a_token_endpoint_outage_a_waiting_request_retries_the_refresh_at_
     let c = counters(&r.sim.url()).await;
     assert_eq!(c["a@example.com"]["refresh_replays"], 0, "{c}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_on_one_account_is_routed_around_and_a_403_from_all_reaches_the_client() {
+    let r = rig(&[("a@example.com", 100), ("b@example.com", 100)]).await;
+    // a's permission is gone for good; b is fine.
+    fault(
+        &r.sim.url(),
+        json!({"kind": "status_403", "account": "a@example.com"}),
+    )
+    .await;
+    for i in 0..10 {
+        let who = served_by(ask(&r.daemon.url, Some(&format!("new-{i}")), false).await).await;
+        assert_eq!(who, "b@example.com", "session {i}");
+    }
+    // Every account refuses: the request itself is refused, in the upstream's words.
+    fault(
+        &r.sim.url(),
+        json!({"kind": "status_403", "account": "b@example.com"}),
+    )
+    .await;
+    let resp = ask(&r.daemon.url, Some("new-x"), false).await;
+    assert_eq!(resp.status(), 403);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "permission_error", "{v}");
+}

@@ -493,3 +493,33 @@ fn use_makes_the_default_account_where_new_conversations_start() {
     assert_eq!(default(&s).as_deref(), Some("a@example.com"));
     assert_eq!(serve("s3"), "a@example.com");
 }
+
+#[test]
+fn an_account_that_served_shows_when_in_the_cli_and_in_accounts_json() {
+    let s = setup(&[("a@example.com", 10)], true);
+    let last_used = |s: &Setup| {
+        let (_, out, _) = run_ccs(s, &["claude", "--accounts", "--json"], &[]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["accounts"][0]["last_used_at"].clone()
+    };
+    assert_eq!(last_used(&s), Value::Null, "never used yet");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async { served_by(ask(&s.url, Some("s1"), false).await).await });
+    assert!(last_used(&s).is_string(), "{}", last_used(&s));
+    // The mirror file of the replaced tool says it too (written off the request's thread).
+    let mut mirrored = Value::Null;
+    for _ in 0..200 {
+        let v: Value =
+            serde_json::from_str(&std::fs::read_to_string(s.paths.accounts_json()).unwrap())
+                .unwrap();
+        mirrored = v["providers"]["claude"]["accounts"]["a@example.com"]["lastUsedAt"].clone();
+        if mirrored.is_string() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(
+        mirrored.is_string(),
+        "lastUsedAt in accounts.json: {mirrored}"
+    );
+}

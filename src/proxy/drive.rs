@@ -70,6 +70,9 @@ pub enum Left {
     Unauthorized { after_refresh: bool },
     /// Routing chose the account but it could not lease a token (dead, or its refresh failed).
     NoToken,
+    /// The upstream answered 403 (`permission_error`): this account may not serve it
+    /// (specs/routing.md R9).
+    Forbidden,
 }
 
 impl Left {
@@ -85,6 +88,7 @@ impl Left {
                 after_refresh: false,
             } => "401 and the refresh failed",
             Left::NoToken => "no usable token",
+            Left::Forbidden => "403 forbidden",
         }
     }
 
@@ -128,6 +132,9 @@ pub enum Driven<B> {
 enum Outcome<B> {
     Relay(Answer<B>),
     Next(Left),
+    /// A 403: try the next account, but keep the answer to relay if no account serves and
+    /// every one of them refused the same way.
+    Forbidden(Answer<B>),
 }
 
 /// Carries one request through the pool.
@@ -140,6 +147,7 @@ pub async fn drive<U: Upstream>(
 ) -> Driven<U::Body> {
     let mut exclude: Vec<AccountId> = Vec::new();
     let mut left: Vec<(AccountId, Left)> = Vec::new();
+    let mut forbidden: Option<(AccountId, Decision, Answer<U::Body>)> = None;
     loop {
         let placement = match sup.place(pool, session, family, exclude.clone()).await {
             Ok(p) => p,
@@ -148,6 +156,18 @@ pub async fn drive<U: Upstream>(
                 skipped,
             }) => {
                 left.extend(skipped.into_iter().map(|(a, e)| (a, Left::from(e))));
+                // Every account refused the request itself: the upstream's own 403 says why.
+                if let Some((account, decision, answer)) = forbidden {
+                    if left.iter().all(|(_, why)| *why == Left::Forbidden) {
+                        let left = left.into_iter().filter(|(a, _)| *a != account).collect();
+                        return Driven::Relay {
+                            account,
+                            decision,
+                            answer,
+                            left,
+                        };
+                    }
+                }
                 if left.iter().all(|(_, why)| why.is_quota()) {
                     return Driven::AllLimited {
                         earliest_reset,
@@ -176,6 +196,12 @@ pub async fn drive<U: Upstream>(
             Outcome::Next(why) => {
                 tracing::info!(account = %placement.account, why = why.as_str(), "trying the next account");
                 left.push((placement.account.clone(), why));
+                exclude.push(placement.account);
+            }
+            Outcome::Forbidden(answer) => {
+                tracing::info!(account = %placement.account, "403 forbidden: trying the next account");
+                left.push((placement.account.clone(), Left::Forbidden));
+                forbidden = Some((placement.account.clone(), placement.decision, answer));
                 exclude.push(placement.account);
             }
         }
@@ -252,6 +278,7 @@ async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
                 }
                 Verdict::RetryRequest | Verdict::Ok => return Outcome::Relay(answer),
             },
+            403 => return Outcome::Forbidden(answer),
             _ => return Outcome::Relay(answer),
         }
     }

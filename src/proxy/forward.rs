@@ -332,7 +332,7 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
             left,
             ..
         } => {
-            ctx.record_request();
+            ctx.record_request(&account);
             log.account = Some(account.to_string());
             log.hops = left.len();
             let bounds = Bounds {

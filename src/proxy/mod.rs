@@ -38,6 +38,8 @@ use crate::store::SledStore;
 
 /// The usage endpoint is itself rate-limited: ask it at most this often per account.
 pub const USAGE_CACHE: Duration = Duration::from_secs(30);
+/// An account's last use is written to the store at most this often.
+pub const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 
 /// `Authorization: Bearer X` or the given fallback header.
 pub fn presented_secret<'a>(h: &'a HeaderMap, fallback: &str) -> Option<&'a str> {
@@ -77,6 +79,8 @@ pub struct Ctx {
     usage_fetched: Mutex<HashMap<AccountId, Instant>>,
     /// Served requests per minute of the last hour, for status.
     recent: counter::PerMinute,
+    /// When each account last served, and when that was last written to the store.
+    last_used: Mutex<HashMap<AccountId, (u64, u64)>>,
     /// Asked to stop (management API); the daemon's run loop watches it.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// The deadline answers still streaming must end by, once the daemon is stopping.
@@ -107,6 +111,7 @@ impl Ctx {
             throttle: guard::Throttle::default(),
             usage_fetched: Mutex::default(),
             recent: counter::PerMinute::default(),
+            last_used: Mutex::default(),
             shutdown: tokio::sync::watch::channel(false).0,
             draining: tokio::sync::watch::channel(None).0,
             bodies,
@@ -131,8 +136,39 @@ impl Ctx {
         !secret.is_empty() && constant_time_eq(given.as_bytes(), secret.as_bytes())
     }
 
-    pub fn record_request(&self) {
-        self.recent.add(self.clock.now(), 1);
+    /// An account served a request: counted, and its last use noted (written to the store,
+    /// and so to `accounts.json`, at most once a minute per account, off the request's thread).
+    pub fn record_request(self: &Arc<Self>, account: &AccountId) {
+        let now = self.clock.now();
+        self.recent.add(now, 1);
+        let ms = now.as_millis();
+        let due = {
+            let mut m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
+            let e = m.entry(account.clone()).or_insert((0, 0));
+            e.0 = ms;
+            let due = ms.saturating_sub(e.1) >= LAST_USED_EVERY.as_millis() as u64;
+            if due {
+                e.1 = ms;
+            }
+            due
+        };
+        if due {
+            let (me, id) = (self.clone(), account.clone());
+            actix_web::rt::task::spawn_blocking(move || {
+                if let Ok(Some(mut a)) = me.store.account(&id) {
+                    a.last_used_at_ms = Some(ms);
+                    if let Err(e) = me.store.put_account(&a) {
+                        tracing::warn!(account = %id, error = %e, "cannot note the account's last use");
+                    }
+                }
+            });
+        }
+    }
+
+    /// When `account` last served, as this daemon saw it (newer than the store's note).
+    pub fn last_used_ms(&self, account: &str) -> Option<u64> {
+        let m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(account).map(|(ms, _)| *ms)
     }
 
     pub fn requests_last_hour(&self) -> u64 {

@@ -42,6 +42,7 @@ fn account_json(
     view: &SupervisorView,
     default: Option<&str>,
     now: Timestamp,
+    last_used: Option<u64>,
 ) -> Value {
     let id = account_key(&a.email);
     let state = phase_name(m, a);
@@ -81,7 +82,7 @@ fn account_json(
         "seven_day": quota.map(|q| window_json(&q.seven_day, now)),
         "cooldown_until": cooldown.map(|t| rfc3339(t.as_millis())),
         "created_at": rfc3339(a.created_at_ms),
-        "last_used_at": a.last_used_at_ms.map(rfc3339),
+        "last_used_at": last_used.or(a.last_used_at_ms).map(rfc3339),
     })
 }
 
@@ -95,7 +96,7 @@ pub(super) async fn accounts_value(ctx: &Ctx) -> Result<Value, HttpResponse> {
         .map(|a| {
             let id = account_key(&a.email);
             let m = view.accounts.iter().find(|m| *m.id == *id);
-            account_json(a, m, &view, default.as_deref(), now)
+            account_json(a, m, &view, default.as_deref(), now, ctx.last_used_ms(&id))
         })
         .collect();
     Ok(json!({"accounts": list}))

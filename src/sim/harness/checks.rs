@@ -119,6 +119,7 @@ impl World {
             Left::Unreachable => c.was_delivered(account, Delivered::Reset),
             // The model answers at once: it never leaves an upstream silent.
             Left::TimedOut => false,
+            Left::Forbidden => c.was_delivered(account, Delivered::Status(403)),
             Left::Unauthorized { .. } => c.was_delivered(account, Delivered::Status(401)),
             Left::NoToken => {
                 !self.model.grant_alive(account)
