@@ -547,7 +547,8 @@ async fn supervisor_fills_first_moves_a_limited_session_and_reports_all_limited(
         answer,
         Some(RouteError::AllLimited {
             earliest_reset: Some(t(1800)),
-            skipped: vec![]
+            skipped: vec![],
+            members: 2,
         })
     );
 

@@ -121,6 +121,8 @@ pub enum Driven<B> {
     AllLimited {
         earliest_reset: Option<Timestamp>,
         left: Vec<(AccountId, Left)>,
+        /// Accounts in the pool.
+        members: usize,
     },
     /// No account could serve, and at least one failed for a reason that is not quota
     /// (transport, a refused credential, no token): the client gets a 502, never a 429.
@@ -154,6 +156,7 @@ pub async fn drive<U: Upstream>(
             Err(RouteError::AllLimited {
                 earliest_reset,
                 skipped,
+                members,
             }) => {
                 left.extend(skipped.into_iter().map(|(a, e)| (a, Left::from(e))));
                 // Every account refused the request itself: the upstream's own 403 says why.
@@ -172,6 +175,7 @@ pub async fn drive<U: Upstream>(
                     return Driven::AllLimited {
                         earliest_reset,
                         left,
+                        members,
                     };
                 }
                 return Driven::Failed { left };

@@ -126,13 +126,10 @@ fn beta_with_oauth(h: &HeaderMap) -> String {
     }
 }
 
-async fn all_limited(ctx: &Ctx, pool: &str, earliest: Option<Timestamp>) -> HttpResponse {
+/// Every account of the pool is limited (or none can serve): when the first frees up, from
+/// what routing knew (no snapshot of the whole supervisor on a path that may be hot).
+fn all_limited(ctx: &Ctx, pool: &str, members: usize, earliest: Option<Timestamp>) -> HttpResponse {
     let now = ctx.clock.now();
-    let view = ctx.sup.view().await.ok();
-    let members = view
-        .as_ref()
-        .and_then(|v| v.pools.get(pool).map(Vec::len))
-        .unwrap_or(0);
     if members == 0 {
         return anthropic_error(
             401,
@@ -341,7 +338,11 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
             };
             return relay(answer.body, bounds, log);
         }
-        Driven::AllLimited { earliest_reset, .. } => all_limited(&ctx, &pool, earliest_reset).await,
+        Driven::AllLimited {
+            earliest_reset,
+            members,
+            ..
+        } => all_limited(&ctx, &pool, members, earliest_reset),
         Driven::Failed { left } => failed(&left),
         Driven::Stopped => anthropic_error(503, "api_error", "the daemon is shutting down"),
     };

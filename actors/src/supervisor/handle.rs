@@ -28,6 +28,8 @@ pub enum RouteError {
     AllLimited {
         earliest_reset: Option<Timestamp>,
         skipped: Vec<(AccountId, LeaseError)>,
+        /// Accounts in the pool (0: no such pool, or an empty one).
+        members: usize,
     },
     #[error("the supervisor stopped")]
     Stopped,
@@ -101,6 +103,7 @@ impl SupervisorHandle {
                     return Err(RouteError::AllLimited {
                         earliest_reset,
                         skipped,
+                        members: routed.members,
                     });
                 }
             };

@@ -26,6 +26,8 @@ pub struct Routed {
     /// With `AllLimited`: the pool's accounts that were passed over for want of a usable token
     /// (not paused, not dead, not limited): the refusal is then not about quota.
     pub tokenless: Vec<(AccountId, Addr<AccountActor>)>,
+    /// Accounts in the pool, so a refusal can say how many without a snapshot of everything.
+    pub members: usize,
 }
 
 impl Handler<Route> for Supervisor {
@@ -98,6 +100,7 @@ impl Handler<Route> for Supervisor {
             decision,
             addr,
             tokenless,
+            members: self.pools.get(&msg.pool).map_or(0, Vec::len),
         })
     }
 }
