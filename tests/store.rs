@@ -312,7 +312,7 @@ fn a_token_file_from_the_replaced_tool_creates_the_account() {
 }
 
 #[test]
-fn a_corrupt_file_is_named_and_nothing_changes() {
+fn a_foreign_token_file_is_passed_over_and_the_rest_imported() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::at(dir.path());
     let clock = clock();
@@ -328,36 +328,78 @@ fn a_corrupt_file_is_named_and_nothing_changes() {
     .unwrap();
     let bad = paths.auth_dir().join("claude-zed@example.com.json");
     std::fs::write(&bad, b"{ this is not json").unwrap();
-    let before = std::fs::read(paths.accounts_json()).unwrap();
 
-    let err = match open(&paths, &clock) {
-        Err(e) => e,
-        Ok(_) => panic!("opened despite a corrupt token file"),
-    };
-    let msg = err.to_string();
-    assert!(msg.contains("claude-zed@example.com.json"), "{msg}");
-    assert!(msg.contains("nothing was imported"), "{msg}");
-    assert_eq!(std::fs::read(paths.accounts_json()).unwrap(), before);
-
-    std::fs::remove_file(&bad).unwrap();
-    let store = open(&paths, &clock).unwrap();
+    let store = open(&paths, &clock).expect("a stray file does not stop the daemon");
     assert_eq!(
         store.accounts().unwrap().len(),
         2,
-        "dave imported once the bad file is gone"
+        "dave imported beside it"
     );
+    let notes = store.notes();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("claude-zed@example.com.json") && n.contains("passed over")),
+        "{notes:?}"
+    );
+    assert!(bad.exists(), "the foreign file is left where it is");
 }
 
 #[test]
-fn a_corrupt_accounts_json_is_named() {
+fn a_damaged_or_empty_accounts_json_is_set_aside_and_rewritten_from_the_store() {
+    for damaged in [&b"[1,2"[..], &b""[..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::at(dir.path());
+        let clock = clock();
+        {
+            let store = open(&paths, &clock).unwrap();
+            login(&store, "alice@example.com", &token(1));
+        }
+        std::fs::write(paths.accounts_json(), damaged).unwrap();
+        let store = open(&paths, &clock).expect("opens");
+        assert_eq!(store.accounts().unwrap().len(), 1);
+        assert!(
+            store.notes().iter().any(|n| n.contains("accounts.json")),
+            "{:?}",
+            store.notes()
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(paths.accounts_json()).unwrap()).unwrap();
+        assert!(
+            v["providers"]["claude"]["accounts"]["alice@example.com"].is_object(),
+            "rewritten from the store: {v}"
+        );
+        let aside = std::fs::read_dir(paths.cliproxy())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .contains("accounts.json.damaged-")
+            });
+        assert!(aside, "the damaged file is kept aside");
+    }
+}
+
+#[test]
+fn an_emptied_store_says_what_came_back_from_the_files_and_what_did_not() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::at(dir.path());
-    ccs::fsutil::private_dir(&paths.cliproxy()).unwrap();
-    std::fs::write(paths.accounts_json(), b"[1,2").unwrap();
-    let Err(err) = open(&paths, &clock()) else {
-        panic!("opened despite a corrupt accounts.json")
-    };
-    assert!(err.to_string().contains("accounts.json"), "{err}");
+    let clock = clock();
+    {
+        let store = open(&paths, &clock).unwrap();
+        login(&store, "alice@example.com", &token(1));
+        login(&store, "bob@example.com", &token(2));
+    }
+    std::fs::remove_dir_all(paths.store_dir()).unwrap();
+    let store = open(&paths, &clock).unwrap();
+    assert_eq!(store.accounts().unwrap().len(), 2, "back from the mirror");
+    let notes = store.notes();
+    assert!(
+        notes.iter().any(|n| n.contains("took 2 account(s)")
+            && n.contains("pools, session bindings and quota windows")),
+        "{notes:?}"
+    );
 }
 
 #[test]

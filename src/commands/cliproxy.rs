@@ -115,6 +115,9 @@ pub fn status(json_out: bool) -> Result<()> {
         "last hour     {} requests, {} hops",
         s["requests_last_hour"], s["hops_last_hour"]
     );
+    for note in s["store_notes"].as_array().into_iter().flatten() {
+        println!("at start     {}", note.as_str().unwrap_or(""));
+    }
     if s["by_state"]["dead"].as_u64().unwrap_or(0) > 0 {
         println!("\nsome accounts are dead: see `ccs claude --accounts` and log them in again");
     }

@@ -1,19 +1,39 @@
 //! Importing the mirror at open: token files and `accounts.json` written by the tool ccs
 //! replaces (or by an older ccs), taken in only when their token is newer by its own content.
-//! Must not: import a token older than the store's, or change anything when a file is unreadable.
+//! A file that cannot be read is passed over with a warning (a damaged `accounts.json` is moved
+//! aside and rewritten from the store), since the store holds everything; and when the store
+//! held no account, the notes say what came back from the files and what did not.
+//! Must not: import a token older than the store's, or stop the daemon for a stray file.
 
 use super::*;
 
 impl SledStore {
-    /// Reads every mirror file first; only when all of them read cleanly, imports what is
-    /// newer than the store.
-    pub(super) fn import_mirror(&self) -> Result<(), OpenError> {
+    /// Reads the mirror files, passing over those it cannot read, and imports what is newer
+    /// than the store. Returns notes for the log: what was passed over, what was recovered.
+    pub(super) fn import_mirror(&self) -> Result<Vec<String>, OpenError> {
+        let mut notes = Vec::new();
+        let store_was_empty = self.accounts.is_empty();
         let accounts_path = self.paths.accounts_json();
-        let accounts_file =
-            AccountsFile::read(&accounts_path).map_err(|reason| OpenError::BadFile {
-                path: accounts_path.clone(),
-                reason,
-            })?;
+        let mut changed = false;
+        let accounts_file = match AccountsFile::read(&accounts_path) {
+            Ok(f) => f,
+            Err(reason) => {
+                let aside = accounts_path
+                    .with_extension(format!("json.damaged-{}", self.now().as_millis()));
+                let moved = std::fs::rename(&accounts_path, &aside).is_ok();
+                notes.push(format!(
+                    "{}: {reason}; {} and rewrote it from the store",
+                    accounts_path.display(),
+                    if moved {
+                        format!("moved it to {}", aside.display())
+                    } else {
+                        "left it".to_string()
+                    }
+                ));
+                changed = true;
+                None
+            }
+        };
         let mut token_files: Vec<TokenFileIn> = Vec::new();
         let auth = self.paths.auth_dir();
         let entries = std::fs::read_dir(&auth).map_err(|source| OpenError::Io {
@@ -31,9 +51,14 @@ impl SledStore {
                 continue;
             }
             let path = entry.path();
-            let file = mirror::read_token_file(&path)
-                .map_err(|reason| OpenError::BadFile { path, reason })?;
-            token_files.push(file);
+            match mirror::read_token_file(&path) {
+                Ok(file) => token_files.push(file),
+                Err(reason) => notes.push(format!(
+                    "{}: {reason}; passed over (it is not a token file ccs can read: fix or \
+                     move it)",
+                    path.display()
+                )),
+            }
         }
         token_files.sort_by(|a, b| {
             a.modified_ms
@@ -43,7 +68,7 @@ impl SledStore {
 
         let rec_err = |e: StoreError| OpenError::Record(e.0);
         let listed = accounts_file.as_ref().and_then(AccountsFile::claude);
-        let mut changed = false;
+        let mut imported = 0;
         for file in &token_files {
             let id = account_key(&file.email);
             let existing = self.account(&id).map_err(rec_err)?;
@@ -120,6 +145,16 @@ impl SledStore {
                 .insert(id.as_bytes(), encode(&rec))
                 .map_err(|e| OpenError::Record(e.to_string()))?;
             changed = true;
+            imported += 1;
+        }
+        if store_was_empty && imported > 0 {
+            notes.push(format!(
+                "the state database held no account: took {imported} account(s) and their \
+                 tokens from {} and {}; pools, session bindings and quota windows are not in \
+                 those files and start afresh",
+                accounts_path.display(),
+                auth.display()
+            ));
         }
         if let Some(default) = listed.and_then(|p| p.default.as_ref()) {
             if self.default_account().map_err(rec_err)?.is_none()
@@ -147,6 +182,6 @@ impl SledStore {
             }
             self.write_accounts_json().map_err(rec_err)?;
         }
-        Ok(())
+        Ok(notes)
     }
 }

@@ -34,8 +34,6 @@ const META_SCHEMA: &[u8] = b"schema";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("{path}: {reason}\n  nothing was imported; fix the file or move it out of the folder, then try again")]
-    BadFile { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -64,9 +62,18 @@ pub struct SledStore {
     /// Serialises mirror rewrites, so two writers never interleave their temp files (shared
     /// with the token writer's thread).
     mirror_lock: Arc<Mutex<()>>,
+    /// What opening passed over or recovered (also logged), for status and tests.
+    notes: Mutex<Vec<String>>,
     /// The only path for token and dead-flag writes: ordered, off the actors' thread,
     /// group-committed. Declared last: dropped (and joined) after nothing else writes.
     writer: writer::Writer,
+}
+
+impl SledStore {
+    /// What opening passed over or recovered (damaged mirror files, an empty database).
+    pub fn notes(&self) -> Vec<String> {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// How long opening waits for a lock that a stopping process is still releasing.
@@ -166,6 +173,7 @@ impl SledStore {
             db,
             mirror_lock: mirror_lock.clone(),
             writer,
+            notes: Mutex::default(),
         };
         store
             .meta
@@ -174,7 +182,14 @@ impl SledStore {
                 path: path.clone(),
                 source,
             })?;
-        store.import_mirror()?;
+        for note in store.import_mirror()? {
+            tracing::warn!("{note}");
+            store
+                .notes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(note);
+        }
         Ok(store)
     }
 

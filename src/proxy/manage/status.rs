@@ -113,6 +113,7 @@ pub(super) async fn status(ctx: Data) -> HttpResponse {
         "requests_last_hour": ctx.requests_last_hour(),
         "hops_last_hour": view.events.iter().filter(|e| e.at >= hour_ago).count(),
         "sessions": view.bindings.len(),
+        "store_notes": ctx.store.notes(),
     }))
 }
 
