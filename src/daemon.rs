@@ -146,6 +146,7 @@ pub async fn serve(
         clock,
         url.clone(),
     ));
+    proxy::recent::restore(&ctx).await;
     let app_ctx = ctx.clone();
     let grace = ctx.config.cliproxy.stop_grace.0;
     let server = HttpServer::new(move || {
@@ -167,11 +168,12 @@ pub async fn serve(
     let running = actix_web::rt::spawn(server);
     tracing::info!(%url, "daemon ready");
 
-    let sweeper_sup = sup.clone();
+    let sweeper_ctx = ctx.clone();
     let sweeper = actix_web::rt::spawn(async move {
         loop {
             actix_web::rt::time::sleep(SWEEP_EVERY).await;
-            let _ = sweeper_sup.addr().send(ExpireBindings).await;
+            let _ = sweeper_ctx.sup.addr().send(ExpireBindings).await;
+            proxy::recent::save(&sweeper_ctx).await;
         }
     });
     let mut asked = ctx.shutdown.subscribe();
@@ -188,6 +190,7 @@ pub async fn serve(
     handle.stop(true).await;
     let _ = running.await;
     sweeper.abort();
+    proxy::recent::save(&ctx).await;
     // A refresh answered but not written is a grant lost: let every call out come back and its
     // token reach the store before the process goes (bounded: a hung endpoint cannot hold the
     // stop forever; the refresh intent then makes the next start check the account at once).

@@ -38,6 +38,19 @@ impl PerMinute {
         slot.1 += n;
     }
 
+    /// The buckets that hold a count, to keep across a restart.
+    pub fn snapshot(&self) -> Vec<(u64, u64)> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.iter().copied().filter(|(_, n)| *n > 0).collect()
+    }
+
+    /// Adds buckets kept from before a restart.
+    pub fn restore(&self, buckets: &[(u64, u64)]) {
+        for (m, n) in buckets {
+            self.add(Timestamp::from_millis(m * 60_000), *n);
+        }
+    }
+
     /// The count of the 60 minutes up to and including the current one.
     pub fn last_hour(&self, now: Timestamp) -> u64 {
         let m = minute(now);

@@ -11,11 +11,12 @@
 #![allow(clippy::result_large_err)]
 
 pub mod body;
-mod counter;
+pub mod counter;
 pub mod drive;
 pub mod forward;
 pub mod guard;
 pub mod manage;
+pub mod recent;
 pub mod relay;
 
 use std::collections::HashMap;
@@ -169,6 +170,15 @@ impl Ctx {
     pub fn last_used_ms(&self, account: &str) -> Option<u64> {
         let m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
         m.get(account).map(|(ms, _)| *ms)
+    }
+
+    /// The request counts to keep across a restart.
+    pub fn recent_snapshot(&self) -> Vec<(u64, u64)> {
+        self.recent.snapshot()
+    }
+
+    pub fn restore_recent(&self, buckets: &[(u64, u64)]) {
+        self.recent.restore(buckets);
     }
 
     pub fn requests_last_hour(&self) -> u64 {

@@ -31,6 +31,7 @@ use records::{
 const META_DEFAULT: &[u8] = b"default";
 const META_POOLS: &[u8] = b"pools";
 const META_SCHEMA: &[u8] = b"schema";
+const META_RECENT: &[u8] = b"recent";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -307,6 +308,22 @@ impl SledStore {
         self.meta.insert(META_POOLS, encode(&rec)).map_err(db_err)?;
         self.db.flush().map_err(db_err)?;
         self.write_accounts_json()
+    }
+
+    /// What the daemon keeps across a restart for its status: recent hop events and request
+    /// counts (an opaque JSON value of the daemon's). Batched: a crash loses the last minutes.
+    pub fn set_recent(&self, recent: &serde_json::Value) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(recent).map_err(|e| StoreError(e.to_string()))?;
+        self.meta.insert(META_RECENT, bytes).map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn recent(&self) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self
+            .meta
+            .get(META_RECENT)
+            .map_err(db_err)?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
     /// Removes an account with its token, quota, bindings and token file.

@@ -50,6 +50,20 @@ pub enum HopReason {
 }
 
 impl HopReason {
+    pub const ALL: [HopReason; 6] = [
+        HopReason::Limited,
+        HopReason::Dead,
+        HopReason::Paused,
+        HopReason::NoToken,
+        HopReason::Failed,
+        HopReason::Removed,
+    ];
+
+    /// The reason `as_str` names.
+    pub fn parse(s: &str) -> Option<HopReason> {
+        HopReason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             HopReason::Limited => "limited",
@@ -350,6 +364,24 @@ impl Handler<RestoreBinding> for Supervisor {
 
     fn handle(&mut self, msg: RestoreBinding, _ctx: &mut Context<Self>) {
         self.affinity.restore(msg.session, msg.binding);
+    }
+}
+
+/// Restores hop events kept across a restart (at start, before any new one).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RestoreEvents(pub Vec<HopEvent>);
+
+impl Handler<RestoreEvents> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RestoreEvents, _ctx: &mut Context<Self>) {
+        for e in msg.0.into_iter().rev() {
+            self.events.push_front(e);
+        }
+        while self.events.len() > EVENTS_KEPT {
+            self.events.pop_front();
+        }
     }
 }
 
