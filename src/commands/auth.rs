@@ -78,9 +78,34 @@ pub fn create(
     Ok(())
 }
 
+/// The profile table: a header, then one line per row behind its mark, every column as wide
+/// as its widest value (long e-mails or names never push the next column out of line).
+fn table(marks: &[&str], cells: &[[String; 4]]) -> Vec<String> {
+    let header = ["PROFILE", "EMAIL", "TOKEN", "CONTEXT GROUP"].map(String::from);
+    let width = |i: usize| {
+        std::iter::once(&header)
+            .chain(cells)
+            .map(|c| c[i].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1, w2) = (width(0), width(1), width(2));
+    let line = |mark: &str, c: &[String; 4]| {
+        format!(
+            "{mark} {:<w0$}  {:<w1$}  {:<w2$}  {}",
+            c[0], c[1], c[2], c[3]
+        )
+        .trim_end()
+        .to_string()
+    };
+    std::iter::once(line(" ", &header))
+        .chain(marks.iter().zip(cells).map(|(m, c)| line(m, c)))
+        .collect()
+}
+
 pub fn list(json_out: bool) -> Result<()> {
     let paths = Paths::from_env()?;
-    let config = crate::keys::load(&paths)?;
+    let config = Config::load(&paths)?;
     let default = std::fs::read_to_string(paths.instances_dir().join(".default")).ok();
     let rows: Vec<serde_json::Value> = profiles::list(&paths)?
         .into_iter()
@@ -109,26 +134,35 @@ pub fn list(json_out: bool) -> Result<()> {
         println!("No native profile yet. Create one with `ccs auth create NAME`.");
         return Ok(());
     }
-    println!(
-        "  {:<16} {:<30} {:<22} CONTEXT GROUP",
-        "PROFILE", "EMAIL", "TOKEN"
-    );
-    for r in rows {
-        println!(
-            "{} {:<16} {:<30} {:<22} {}",
-            if r["default"] == true { "*" } else { " " },
-            r["name"].as_str().unwrap_or(""),
-            r["email"].as_str().unwrap_or("-"),
-            r["expires"].as_str().unwrap_or("no credentials"),
-            r["context_group"]
-                .as_str()
-                .map(|g| if r["deeper_continuity"] == true {
-                    format!("{g} (deeper)")
-                } else {
-                    g.to_string()
-                })
-                .unwrap_or_else(|| "-".into()),
-        );
+    let cells: Vec<[String; 4]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r["name"].as_str().unwrap_or("").to_string(),
+                r["email"].as_str().unwrap_or("-").to_string(),
+                r["expires"]
+                    .as_str()
+                    .unwrap_or("no credentials")
+                    .to_string(),
+                r["context_group"]
+                    .as_str()
+                    .map(|g| {
+                        if r["deeper_continuity"] == true {
+                            format!("{g} (deeper)")
+                        } else {
+                            g.to_string()
+                        }
+                    })
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let marks: Vec<&str> = rows
+        .iter()
+        .map(|r| if r["default"] == true { "*" } else { " " })
+        .collect();
+    for line in table(&marks, &cells) {
+        println!("{line}");
     }
     Ok(())
 }
@@ -303,5 +337,31 @@ pub fn import(name: &str) -> Result<()> {
             "imported {email}, but the authority refused to refresh the grant ({e}): it needs a fresh login, \
              run `ccs claude --auth --add` and sign in as {email}"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_profile_table_lines_up_whatever_the_lengths() {
+        let row = |a: &str, b: &str| [a, b, "in 2h 00m", "-"].map(String::from);
+        let lines = table(
+            &["*", " "],
+            &[
+                row("w", "a@example.com"),
+                row(
+                    "a-very-long-profile-name",
+                    "someone.with.a.long.address@example.com",
+                ),
+            ],
+        );
+        let token_at: Vec<usize> = lines
+            .iter()
+            .map(|l| l.find("TOKEN").or_else(|| l.find("in 2h")).unwrap())
+            .collect();
+        assert!(token_at.windows(2).all(|w| w[0] == w[1]), "{lines:#?}");
+        assert!(lines[1].starts_with("* w "), "{lines:#?}");
     }
 }
