@@ -148,7 +148,10 @@ fn restart_keeps_bindings_and_cooldowns() {
     let (_, out, _) = ccs(&paths.home, &["cliproxy", "status", "--json"]);
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["accounts"], 3);
-    assert_eq!(v["requests_last_hour"], 3, "served since the restart");
+    assert_eq!(
+        v["requests_last_hour"], 5,
+        "two served before the restart (kept), three since"
+    );
 
     let (code, out, _) = ccs(&paths.home, &["cliproxy", "stop"]);
     assert_eq!(code, 0);

@@ -867,3 +867,27 @@ async fn status_keeps_the_last_hours_requests_and_hops_across_a_restart() {
     assert_eq!(list[0]["from"], "a@example.com");
     assert_eq!(list[0]["to"], "b@example.com");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_benched_on_a_guess_is_probed_before_a_client_is_refused() {
+    let r = rig(&[("a@example.com", 100), ("b@example.com", 1)]).await;
+    // One bare 429 on a (no rate-limit headers): benched on a guess; b takes the request.
+    fault(
+        &r.sim.url(),
+        json!({"kind": "status_429", "account": "a@example.com", "count": 1}),
+    )
+    .await;
+    let first = ask(&r.daemon.url, Some("c1"), false).await;
+    assert_eq!(first.status(), 200, "the first conversation is served");
+    assert_eq!(served_by(first).await, "b@example.com");
+    // b's window is now spent (its answer says so): only a's guess stands between the next
+    // conversation and a 429, and a has 99 requests of budget left. It is probed, and serves.
+    let second = ask(&r.daemon.url, Some("c2"), false).await;
+    assert_eq!(second.status(), 200, "the probe serves");
+    assert_eq!(served_by(second).await, "a@example.com");
+    // The probe cleared a's bench: the conversations after it are served too.
+    assert_eq!(
+        served_by(ask(&r.daemon.url, Some("c3"), false).await).await,
+        "a@example.com"
+    );
+}

@@ -203,6 +203,16 @@ fn parse_retry_after(v: Option<&str>, now: Timestamp) -> Option<Timestamp> {
 }
 
 impl Quota {
+    /// Whether the account is limited for `family` at `now` only by a backoff after a 429 that
+    /// named no reset: a guess, worth one probe before a client is refused (routing R10).
+    pub fn limited_by_guess(&self, now: Timestamp, family: Option<&str>) -> bool {
+        let family_window = family.and_then(|f| self.families.get(f));
+        self.backoff_until.is_some_and(|t| t > now)
+            && self.five_hour.blocks_until(now).is_none()
+            && self.seven_day.blocks_until(now).is_none()
+            && family_window.and_then(|w| w.blocks_until(now)).is_none()
+    }
+
     /// Until when the account can take no request for `family` at `now` (`None`: it can).
     /// Never returns a time at or before `now`.
     pub fn limited_until(&self, now: Timestamp, family: Option<&str>) -> Option<Timestamp> {

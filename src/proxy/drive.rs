@@ -234,7 +234,9 @@ async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
         };
         // Only a 429 waits for the quota machine's verdict; every other answer is relayed at
         // once while the account folds its headers.
-        let verdict = if answer.status == 429 {
+        // A probe's answer is waited for too, so the next request sees whether it freed the
+        // account.
+        let verdict = if answer.status == 429 || p.probe {
             p.addr.send(observe).await.unwrap_or(Verdict::Ok)
         } else {
             p.addr.do_send(observe);

@@ -19,6 +19,9 @@ pub struct Placement {
     /// Accounts routing chose first whose lease failed (and why), in the order tried: the
     /// request was placed elsewhere because of them, so the caller must know.
     pub skipped: Vec<(AccountId, LeaseError)>,
+    /// The account was limited on a guess and gets this request as its probe (R10): the
+    /// caller waits for its answer to be folded, so the next request sees the outcome.
+    pub probe: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +118,7 @@ impl SupervisorHandle {
                         decision: routed.decision,
                         addr,
                         skipped,
+                        probe: routed.probe,
                     })
                 }
                 Ok(Err(e)) => {

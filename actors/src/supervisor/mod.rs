@@ -99,6 +99,9 @@ pub struct Supervisor {
     pools: BTreeMap<String, Vec<AccountId>>,
     affinity: Affinity,
     events: VecDeque<HopEvent>,
+    /// Accounts benched on a guess that were given one probe request in their current spell
+    /// of being limited (specs/routing.md R10); cleared when the account is free again.
+    probed: std::collections::HashSet<AccountId>,
 }
 
 impl Supervisor {
@@ -112,6 +115,7 @@ impl Supervisor {
             pools,
             affinity: Affinity::default(),
             events: VecDeque::new(),
+            probed: Default::default(),
         }
     }
 
@@ -179,6 +183,10 @@ impl Handler<HealthChanged> for Supervisor {
         if let Some(m) = self.accounts.get_mut(&msg.account) {
             m.health = msg.health;
             m.quota = msg.quota;
+            let now = self.deps.clock.now();
+            if m.quota.limited_until(now, None).is_none() {
+                self.probed.remove(&msg.account);
+            }
         }
     }
 }

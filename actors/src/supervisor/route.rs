@@ -28,6 +28,8 @@ pub struct Routed {
     pub tokenless: Vec<(AccountId, Addr<AccountActor>)>,
     /// Accounts in the pool, so a refusal can say how many without a snapshot of everything.
     pub members: usize,
+    /// The decision is a probe of an account limited on a guess (R10).
+    pub probe: bool,
 }
 
 impl Handler<Route> for Supervisor {
@@ -41,13 +43,20 @@ impl Handler<Route> for Supervisor {
         let bound = session
             .and_then(|s| self.affinity.get(s, now, self.policy.affinity_ttl))
             .map(|b| (b.account.clone(), b.last_used));
-        let decision = routing::route(
+        let mut decision = routing::route(
             &pool,
             session,
             bound.as_ref().map(|(a, _)| a),
             &msg.exclude,
             &self.policy,
         );
+        let mut probe = false;
+        if matches!(decision, Decision::AllLimited { .. }) {
+            if let Some(id) = self.probe(&pool, &msg.exclude, family, now) {
+                decision = Decision::Unbound(id);
+                probe = true;
+            }
+        }
         if let Some(s) = session {
             match &decision {
                 Decision::Kept(a) => {
@@ -101,7 +110,35 @@ impl Handler<Route> for Supervisor {
             addr,
             tokenless,
             members: self.pools.get(&msg.pool).map_or(0, Vec::len),
+            probe,
         })
+    }
+}
+
+impl Supervisor {
+    /// Before a client is refused: an account limited only by a guess (a 429 that named no
+    /// reset) that has not been probed in this spell gets the request, unbound (R10). Single
+    /// flight: it is marked at once, so requests meanwhile are refused as before.
+    fn probe(
+        &mut self,
+        pool: &[routing::Candidate],
+        exclude: &[AccountId],
+        family: Option<&str>,
+        now: crate::clock::Timestamp,
+    ) -> Option<AccountId> {
+        let id = pool
+            .iter()
+            .filter(|c| c.routable && !exclude.contains(&c.id) && !self.probed.contains(&c.id))
+            .find(|c| {
+                self.accounts
+                    .get(&c.id)
+                    .is_some_and(|m| m.quota.limited_by_guess(now, family))
+            })?
+            .id
+            .clone();
+        tracing::info!(account = %id, "every account is limited, this one only on a guess: probing it with this request");
+        self.probed.insert(id.clone());
+        Some(id)
     }
 }
 
