@@ -891,3 +891,32 @@ async fn an_account_benched_on_a_guess_is_probed_before_a_client_is_refused() {
         "a@example.com"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_refresh_says_which_case_it_is_passing_or_a_lost_grant() {
+    let r = rig(&[("a@example.com", 10), ("b@example.com", 10)]).await;
+    fault(&r.sim.url(), json!({"kind": "token_down", "count": 1})).await;
+    let (s, v) = manage(&r.daemon.url, Method::POST, "/accounts/a/refresh", None).await;
+    assert_eq!(s, 502, "{v}");
+    let passing = v["error"].as_str().unwrap();
+    assert!(
+        passing.contains("failed for now") && passing.contains("retried automatically"),
+        "{passing}"
+    );
+    assert!(!passing.contains("log the account in again"), "{passing}");
+    // b's grant is revoked at the authority: a new login is the only fix.
+    let revoked = http()
+        .post(format!("{}/sim/users/b@example.com/revoke", r.sim.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let (s, v) = manage(&r.daemon.url, Method::POST, "/accounts/b/refresh", None).await;
+    assert_eq!(s, 502, "{v}");
+    let lost = v["error"].as_str().unwrap();
+    assert!(
+        lost.contains("grant is gone") && lost.contains("ccs claude --auth --add"),
+        "{lost}"
+    );
+    assert!(!lost.contains("retried automatically"), "{lost}");
+}

@@ -104,7 +104,9 @@ fn prepare(
             &format!("/v0/management/accounts/{who}/refresh"),
             &json!({}),
         ) {
-            eprintln!("warning: refreshing {who} before the launch failed: {e}");
+            // The daemon's message names the account and says which case it is (the grant is
+            // gone: log in again; or a passing failure: retried by itself).
+            eprintln!("warning: before the launch, {e}");
         }
     }
     let q = client.get(&format!("/v0/management/quota?pool={pool}"))?;
