@@ -589,3 +589,19 @@ pub fn stop_background(paths: &Paths, config: &Config) -> Result<bool> {
         bound.as_secs()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_alive_until_it_is_reaped_whatever_the_os() {
+        assert!(pid_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!pid_alive(pid), "a reaped child is gone");
+        assert!(!pid_alive(0), "pid 0 is no process of ours");
+        assert!(!pid_alive(u32::MAX), "an impossible pid");
+    }
+}
