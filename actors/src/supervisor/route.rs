@@ -53,7 +53,17 @@ impl Handler<Route> for Supervisor {
         let mut probe = false;
         if matches!(decision, Decision::AllLimited { .. }) {
             if let Some(id) = self.probe(&pool, &msg.exclude, family, now) {
-                decision = Decision::Unbound(id);
+                // The probe serves the session like any placement: bound there, and a hop
+                // recorded when it moves.
+                decision = match (session, bound.as_ref().map(|(a, _)| a)) {
+                    (None, _) => Decision::Unbound(id),
+                    (Some(_), Some(from)) if *from == id => Decision::Kept(id),
+                    (Some(_), Some(from)) => Decision::Moved {
+                        from: from.clone(),
+                        to: id,
+                    },
+                    (Some(_), None) => Decision::Bound(id),
+                };
                 probe = true;
             }
         }
@@ -117,7 +127,7 @@ impl Handler<Route> for Supervisor {
 
 impl Supervisor {
     /// Before a client is refused: an account limited only by a guess (a 429 that named no
-    /// reset) that has not been probed in this spell gets the request, unbound (R10). Single
+    /// reset) that has not been probed in this spell gets the request (R10). Single
     /// flight: it is marked at once, so requests meanwhile are refused as before.
     fn probe(
         &mut self,
