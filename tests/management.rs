@@ -1,0 +1,162 @@
+//! The management API the CLI uses, against a daemon and the simulator on 127.0.0.1 with a
+//! temporary CCS_HOME: accounts and pools, on-demand usage, status across a restart.
+
+mod common;
+
+use std::sync::Arc;
+
+use ccs::daemon::DaemonHandle;
+use ccs_actors::SharedClock;
+use common::rig::*;
+use common::*;
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_manages_accounts_and_pools() {
+    let r = rig(&[("a@example.com", 10), ("b@example.com", 10)]).await;
+    let url = &r.daemon.url;
+    // Pause takes an account out at once; resume brings it back.
+    assert_eq!(
+        manage(url, Method::POST, "/accounts/a/pause", None).await.0,
+        200
+    );
+    assert_eq!(
+        served_by(ask(url, None, false).await).await,
+        "b@example.com"
+    );
+    assert_eq!(
+        manage(url, Method::POST, "/accounts/a@example.com/resume", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        served_by(ask(url, None, false).await).await,
+        "a@example.com"
+    );
+    // Drain order.
+    let (s, _) = manage(
+        url,
+        Method::PUT,
+        "/pools/claude",
+        Some(json!({"accounts": ["b", "a"]})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        served_by(ask(url, Some("new"), false).await).await,
+        "b@example.com"
+    );
+    // A named pool routes only to its members.
+    manage(
+        url,
+        Method::PUT,
+        "/pools/solo",
+        Some(json!({"accounts": ["a"]})),
+    )
+    .await;
+    let resp = http()
+        .post(format!("{url}/v1/messages"))
+        .bearer_auth(CLIENT_KEY)
+        .header("x-ccs-pool", "solo")
+        .json(&json!({"model":"m","max_tokens":1,"messages":[]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served_by(resp).await, "a@example.com");
+    // Rename with collision, unknown account lists the known ones.
+    let (s, v) = manage(
+        url,
+        Method::POST,
+        "/accounts/a/rename",
+        Some(json!({"nickname": "b"})),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    let (s, v) = manage(url, Method::POST, "/accounts/zed/pause", None).await;
+    assert_eq!(s, 404);
+    assert!(
+        v["error"].as_str().unwrap().contains("a (a@example.com)"),
+        "{v}"
+    );
+    // A forced refresh rotates the token at the authority.
+    let (s, _) = manage(url, Method::POST, "/accounts/a/refresh", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        counters(&r.sim.url()).await["a@example.com"]["refresh_ok"],
+        1
+    );
+    // Logging the same account in again refreshes it, no duplicate.
+    let again = add_account(&r.sim.url(), url, "a@example.com").await;
+    assert_eq!(again["created"], false);
+    assert_eq!(accounts(url).await.len(), 2);
+    // Removal.
+    assert_eq!(
+        manage(url, Method::DELETE, "/accounts/b", None).await.0,
+        200
+    );
+    assert_eq!(accounts(url).await.len(), 1);
+    assert!(!r
+        .paths
+        .auth_dir()
+        .join("claude-b@example.com.json")
+        .exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_polled_on_demand_and_cached() {
+    let r = rig(&[("a@example.com", 10)]).await;
+    let url = &r.daemon.url;
+    served_by(ask(url, None, false).await).await;
+    let (s, v) = manage(url, Method::GET, "/quota?max_age=60", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        (v["accounts"][0]["five_hour"]["utilization"]
+            .as_f64()
+            .unwrap()
+            - 0.1)
+            .abs()
+            < 1e-6,
+        "{v}"
+    );
+    manage(url, Method::GET, "/quota?max_age=0", None).await;
+    assert_eq!(
+        counters(&r.sim.url()).await["a@example.com"]["usage_calls"],
+        1,
+        "cached for 30 s at least"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_keeps_the_last_hours_requests_and_hops_across_a_restart() {
+    let Rig {
+        sim,
+        daemon,
+        _home,
+        paths,
+    } = rig(&[("a@example.com", 1), ("b@example.com", 10)]).await;
+    served_by(ask(&daemon.url, Some("s"), false).await).await;
+    // a's budget is spent: the conversation hops to b.
+    assert_eq!(
+        served_by(ask(&daemon.url, Some("s"), false).await).await,
+        "b@example.com"
+    );
+    let (_, before) = manage(&daemon.url, Method::GET, "/status", None).await;
+    assert_eq!(before["requests_last_hour"], 2, "{before}");
+    assert_eq!(before["hops_last_hour"], 1, "{before}");
+    tokio::task::block_in_place(|| daemon.stop()).unwrap();
+
+    let clock: SharedClock = Arc::new(sim.clock.clone().unwrap());
+    let config = ccs::config::Config::load(&paths).unwrap();
+    let again =
+        tokio::task::block_in_place(|| DaemonHandle::start(paths.clone(), config, clock)).unwrap();
+    let (_, after) = manage(&again.url, Method::GET, "/status", None).await;
+    assert_eq!(after["requests_last_hour"], 2, "{after}");
+    assert_eq!(after["hops_last_hour"], 1, "{after}");
+    let (_, events) = manage(&again.url, Method::GET, "/events", None).await;
+    let list = events["events"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{events}");
+    assert_eq!(list[0]["from"], "a@example.com");
+    assert_eq!(list[0]["to"], "b@example.com");
+}
