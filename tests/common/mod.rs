@@ -436,16 +436,21 @@ pub fn code_from_page(url: &str) -> (String, String) {
     (page[start..start + end].to_string(), loc)
 }
 
-/// The simulator's counters per account (`GET /sim/counters`).
-pub async fn counters(sim: &str) -> Value {
+/// `GET {sim}{path}` of the simulator's control API, as JSON.
+pub async fn sim_get(sim: &str, path: &str) -> Value {
     http()
-        .get(format!("{sim}/sim/counters"))
+        .get(format!("{sim}{path}"))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap()
+}
+
+/// The simulator's counters per account (`GET /sim/counters`).
+pub async fn counters(sim: &str) -> Value {
+    sim_get(sim, "/sim/counters").await
 }
 
 /// Adds a fault to the simulator (`POST /sim/faults`).

@@ -72,12 +72,5 @@ pub fn advance(rig: &Rig, secs: u64) {
 
 /// What the simulator received last (`/sim/last-request`).
 pub async fn last_request(sim: &str) -> Value {
-    http()
-        .get(format!("{sim}/sim/last-request"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    sim_get(sim, "/sim/last-request").await
 }
