@@ -90,12 +90,7 @@ async fn adopt_poolless(store: &Arc<SledStore>, sup: &SupervisorHandle) -> Resul
             members,
         })
         .await?;
-    let pools = sup.view().await?.pools;
-    let plain = pools
-        .iter()
-        .map(|(k, v)| (k.clone(), v.iter().map(|a| a.to_string()).collect()))
-        .collect();
-    store.set_pools(&plain)?;
+    store.set_pools(&sup.view().await?.pools)?;
     Ok(())
 }
 

@@ -210,21 +210,32 @@ pub async fn check_host(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let allowed = req
-        .app_data::<web::Data<Ctx>>()
-        .map(|ctx| ctx.config.cliproxy.allowed_hosts.clone())
-        .unwrap_or_default();
-    let host = req
-        .headers()
-        .get("host")
-        .map(|v| v.to_str().unwrap_or("\u{0}"));
-    if guard::host_allowed(host, &allowed) {
+    // Judged on borrowed names: nothing is copied per request.
+    let allowed = {
+        let names = req
+            .app_data::<web::Data<Ctx>>()
+            .map(|ctx| ctx.config.cliproxy.allowed_hosts.as_slice())
+            .unwrap_or_default();
+        let h = req
+            .headers()
+            .get("host")
+            .map(|v| v.to_str().unwrap_or("\u{0}"));
+        guard::host_allowed(h, names)
+    };
+    if allowed {
         return next
             .call(req)
             .await
             .map(ServiceResponse::map_into_left_body);
     }
-    let shown: String = host.unwrap_or("").chars().take(80).collect();
+    let shown: String = req
+        .headers()
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(80)
+        .collect();
     let resp = anthropic_error(
         403,
         "permission_error",

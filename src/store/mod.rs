@@ -300,10 +300,22 @@ impl SledStore {
         self.write_accounts_json()
     }
 
-    pub fn set_pools(&self, pools: &BTreeMap<String, Vec<String>>) -> Result<(), StoreError> {
+    /// Saves every pool's members in drain order (e-mail keys or account ids alike).
+    pub fn set_pools<S: AsRef<str>>(
+        &self,
+        pools: &BTreeMap<String, Vec<S>>,
+    ) -> Result<(), StoreError> {
         let rec = PoolsRecord {
             v: V,
-            pools: pools.clone(),
+            pools: pools
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.iter().map(|a| a.as_ref().to_string()).collect(),
+                    )
+                })
+                .collect(),
         };
         self.meta.insert(META_POOLS, encode(&rec)).map_err(db_err)?;
         self.db.flush().map_err(db_err)?;

@@ -71,11 +71,7 @@ fn save_pools(
     ctx: &Ctx,
     pools: &BTreeMap<String, Vec<AccountId>>,
 ) -> Result<(), ccs_actors::ports::StoreError> {
-    let plain: BTreeMap<String, Vec<String>> = pools
-        .iter()
-        .map(|(k, v)| (k.clone(), v.iter().map(|a| a.to_string()).collect()))
-        .collect();
-    ctx.store.set_pools(&plain)
+    ctx.store.set_pools(pools)
 }
 
 /// Middleware of the whole scope, before any extractor reads a body: same origin, then the
