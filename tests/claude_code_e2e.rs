@@ -26,17 +26,11 @@ fn setup(budgets: &[(&str, u64)]) -> Setup {
     let stop = StopOnDrop(paths.home.clone());
     let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
     assert_eq!(code, 0, "{out}{err}");
-    let yaml = std::fs::read_to_string(paths.config_file()).unwrap();
-    let port: u16 = yaml
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("port: "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let daemon = configured_url(&paths);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         for (email, _) in budgets {
-            add_account(&sim.url(), &format!("http://127.0.0.1:{port}"), email).await;
+            add_account(&sim.url(), &daemon, email).await;
         }
     });
     Setup {

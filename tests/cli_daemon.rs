@@ -332,17 +332,9 @@ fn the_log_has_a_line_per_request_no_token_no_colour_and_no_flood() {
     }
     // The log is written off the request path: wait for the request line.
     let log_dir = paths.logs_dir();
-    let read_log = || {
-        std::fs::read_dir(&log_dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("ccs.log"))
-            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-            .collect::<String>()
-    };
     let mut log = String::new();
     for _ in 0..200 {
-        log = read_log();
+        log = daemon_log(&paths);
         if log.contains("sess-log-1") && log.contains("stream error") {
             break;
         }

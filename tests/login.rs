@@ -401,16 +401,8 @@ fn a_token_file_of_the_replaced_tool_is_imported_and_usable() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["email"], "carol@example.com");
     assert_eq!(list[0]["nickname"], "carol");
-    let yaml = std::fs::read_to_string(h.paths.config_file()).unwrap();
-    let port: u16 = yaml
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("port: "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let who = rt.block_on(async {
-        served_by(ask(&format!("http://127.0.0.1:{port}"), None, false).await).await
-    });
+    let daemon = configured_url(&h.paths);
+    let who = rt.block_on(async { served_by(ask(&daemon, None, false).await).await });
     assert_eq!(who, "carol@example.com");
 }
 
@@ -445,22 +437,9 @@ fn an_account_imported_after_the_pools_were_saved_joins_the_default_pool() {
     // With the first account paused, the imported one serves.
     let (code, out, err) = ccs(&h.paths.home, &["pool", "pause", "alice@example.com"]);
     assert_eq!(code, 0, "{out}{err}");
-    let yaml = std::fs::read_to_string(h.paths.config_file()).unwrap();
-    let port: u16 = yaml
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("port: "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let who = rt.block_on(async {
-        served_by(ask(&format!("http://127.0.0.1:{port}"), None, false).await).await
-    });
+    let daemon = configured_url(&h.paths);
+    let who = rt.block_on(async { served_by(ask(&daemon, None, false).await).await });
     assert_eq!(who, "carol@example.com");
-    let log = std::fs::read_dir(h.paths.logs_dir())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("ccs.log"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect::<String>();
+    let log = daemon_log(&h.paths);
     assert!(log.contains("was in no pool"), "said in the log:\n{log}");
 }

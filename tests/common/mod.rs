@@ -296,6 +296,23 @@ pub fn ccs(home: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The daemon's URL as the CCS_HOME's config.yaml sets it.
+pub fn configured_url(paths: &ccs::config::Paths) -> String {
+    ccs::daemon::configured_url(&ccs::config::Config::load(paths).expect("config"))
+}
+
+/// Everything the daemon of `paths` has logged so far (its daily files, in one string).
+pub fn daemon_log(paths: &ccs::config::Paths) -> String {
+    std::fs::read_dir(paths.logs_dir())
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("ccs.log"))
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Stops the daemon of a CCS_HOME when the test ends, however it ends.
 pub struct StopOnDrop(pub std::path::PathBuf);
 
