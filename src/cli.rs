@@ -47,6 +47,10 @@ pub enum Command {
         /// Run the turns through the real Claude Code CLI (when installed).
         #[arg(long)]
         claude: bool,
+        /// Leave the simulator and the daemon running afterwards (until Ctrl-C), with a
+        /// dashboard login link, so the dashboard can be looked at and more hops driven.
+        #[arg(long)]
+        keep: bool,
     },
     /// The local proxy daemon Claude Code talks to: start, stop, restart, status.
     #[command(subcommand)]
@@ -61,8 +65,29 @@ pub enum Command {
     /// The simulated Anthropic (OAuth authority + Messages API with quotas and faults).
     #[command(subcommand)]
     Sim(SimCommand),
-    /// Show the effective configuration (secrets redacted) and where each file lives.
+    /// Open the dashboard in the browser, already logged in (a one-time link), and print its
+    /// address; over SSH or without a display it only prints. `ccs config show` prints the
+    /// configuration.
     Config {
+        #[command(subcommand)]
+        show: Option<ConfigCommand>,
+        /// Only print the address and the one-time login link; open nothing.
+        #[arg(long)]
+        print: bool,
+        /// Print the addresses as JSON for scripts (opens nothing).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Claude Code's status line: reads the status JSON Claude Code gives on stdin and prints
+    /// the account serving this conversation with its 5-hour and weekly use. `ccs claude` and
+    /// `ccs run` set it up (cliproxy.status_line); it prints nothing when the daemon is down.
+    Statusline,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Show the effective configuration (secrets redacted) and where each file lives.
+    Show {
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -166,6 +191,16 @@ pub enum CliproxyCommand {
         /// The pool to show (default: claude).
         #[arg(long)]
         pool: Option<String>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tokens used per account and per model over the last 24 hours or 7 days, read from
+    /// the usage of every answer, and how much of each window is used.
+    Usage {
+        /// `24h` or `7d`.
+        #[arg(long, default_value = "24h", value_parser = ["24h", "7d"])]
+        span: String,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,

@@ -3,12 +3,14 @@
 //! commands and the simulator. See ARCHITECTURE.md for the map.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod claude_code;
 pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod fsutil;
 pub mod keys;
 pub mod logging;
@@ -17,3 +19,4 @@ pub mod profiles;
 pub mod proxy;
 pub mod sim;
 pub mod store;
+pub mod telemetry;

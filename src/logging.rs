@@ -6,7 +6,7 @@
 //!
 //! Must not: log a token (callers never pass one), or grow with the number of lines left out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -147,6 +147,65 @@ impl<S: Subscriber> Layer<S> for Limiter {
 /// Sets up the daemon's log. `to_stderr`: also on stderr (a person ran `ccs daemon run`); a
 /// daemon started in the background writes its file only, so `daemon.out` holds nothing but
 /// what comes before logging starts (and a panic).
+/// How many warnings and errors `recent_problems` keeps.
+const PROBLEMS_KEPT: usize = 50;
+
+static PROBLEMS: Mutex<VecDeque<crate::api::LogRecord>> = Mutex::new(VecDeque::new());
+
+/// The latest warnings and errors this process logged (after the limiter), newest last, for
+/// the dashboard's health page.
+pub fn recent_problems() -> Vec<crate::api::LogRecord> {
+    PROBLEMS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect()
+}
+
+/// Renders an event's message and fields as one line.
+#[derive(Default)]
+struct Line(String);
+
+impl tracing::field::Visit for Line {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+}
+
+/// Keeps the warnings and errors for `recent_problems`.
+struct Problems;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Problems {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let level = *event.metadata().level();
+        if level > Level::WARN {
+            return;
+        }
+        let mut line = Line::default();
+        event.record(&mut line);
+        let mut p = PROBLEMS.lock().unwrap_or_else(|p| p.into_inner());
+        if p.len() >= PROBLEMS_KEPT {
+            p.pop_front();
+        }
+        p.push_back(crate::api::LogRecord {
+            at: crate::store::mirror::rfc3339(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            ),
+            level: level.as_str().to_ascii_lowercase(),
+            message: line.0,
+        });
+    }
+}
+
 pub fn init(paths: &Paths, to_stderr: bool) -> Result<tracing_appender::non_blocking::WorkerGuard> {
     use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
@@ -169,6 +228,7 @@ pub fn init(paths: &Paths, to_stderr: bool) -> Result<tracing_appender::non_bloc
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(limiter.clone())
+        .with(Problems)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(file)

@@ -3,12 +3,23 @@
 
 use clap::Parser;
 
-use ccs::cli::{AuthCommand, Cli, CliproxyCommand, Command, DaemonCommand, SimCommand};
+use ccs::cli::{
+    AuthCommand, Cli, CliproxyCommand, Command, ConfigCommand, DaemonCommand, SimCommand,
+};
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Config { json } => ccs::commands::config::run(json),
+        Command::Config {
+            show: Some(ConfigCommand::Show { json }),
+            ..
+        } => ccs::commands::config::show(json),
+        Command::Config {
+            show: None,
+            print,
+            json,
+        } => ccs::commands::config::dashboard(print, json),
+        Command::Statusline => ccs::commands::statusline::run(),
         Command::Claude(args) => ccs::commands::claude(args),
         Command::Run {
             target,
@@ -40,7 +51,7 @@ fn main() {
             AuthCommand::LeaveGroup { name } => ccs::commands::auth::leave_group(&name),
         },
         Command::Profile(argv) => ccs::commands::profile(argv),
-        Command::Demo { claude } => ccs::commands::demo::demo(claude),
+        Command::Demo { claude, keep } => ccs::commands::demo::demo(claude, keep),
         Command::Cliproxy(c) => match c {
             CliproxyCommand::Start => ccs::commands::cliproxy::start(),
             CliproxyCommand::Stop => ccs::commands::cliproxy::stop(),
@@ -49,6 +60,7 @@ fn main() {
             CliproxyCommand::Quota { pool, json } => {
                 ccs::commands::pool::quota(pool.as_deref(), json)
             }
+            CliproxyCommand::Usage { span, json } => ccs::commands::usage::usage(&span, json),
         },
         Command::Daemon(DaemonCommand::Run) => ccs::commands::cliproxy::run_foreground(),
         Command::Sim(SimCommand::Run {

@@ -168,3 +168,133 @@ fn the_demo_runs_its_turns_through_the_real_claude_code() {
         "{stdout}"
     );
 }
+
+/// A tmux server of the test's own (a private socket), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        Tmux {
+            socket: format!("ccs-test-{}-{}", std::process::id(), free_port()),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "ccs"])
+            .output()
+            .expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        assert!(self
+            .cmd()
+            .args(["send-keys", "-t", "ccs"])
+            .args(keys)
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Waits (a bound for a stuck test, not a speed check) until the screen shows `needle`.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the terminal never showed {needle:?}; it shows:\n{screen}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}
+
+#[test]
+fn the_status_line_in_claude_codes_terminal_names_the_account_and_the_hop() {
+    let s = setup(&[("alice@example.com", 2), ("bob@example.com", 100)]);
+    let work = tempfile::tempdir().unwrap();
+    let work_path = work.path().canonicalize().unwrap();
+    // A Claude Code that has been set up before: no theme picker, the folder trusted.
+    std::fs::write(
+        s.claude_home.path().join(".claude.json"),
+        serde_json::json!({
+            "hasCompletedOnboarding": true,
+            "theme": "dark",
+            "projects": {work_path.to_string_lossy(): {"hasTrustDialogAccepted": true}},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let t = Tmux::new();
+    let script = format!(
+        "cd '{}' && HOME='{}' CCS_HOME='{}' DISABLE_TELEMETRY=1 \
+         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_AUTOUPDATER=1 \
+         ANTHROPIC_API_KEY= exec '{}' run",
+        work_path.display(),
+        s.claude_home.path().display(),
+        s.paths.home.display(),
+        env!("CARGO_BIN_EXE_ccs"),
+    );
+    assert!(t
+        .cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "ccs",
+            "-x",
+            "160",
+            "-y",
+            "45",
+            &script
+        ])
+        .status()
+        .unwrap()
+        .success());
+    t.wait_for("ccs: new conversation");
+    t.keys(&["say hello", "Enter"]);
+    let screen = t.wait_for("ccs: alice");
+    assert!(screen.contains("5h "), "{screen}");
+    let mut hopped = String::new();
+    for turn in 0..4 {
+        if t.screen().contains("moved from alice@example.com") {
+            hopped = t.screen();
+            break;
+        }
+        t.keys(&[&format!("turn {turn}"), "Enter"]);
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+    if hopped.is_empty() {
+        hopped = t.wait_for("moved from alice@example.com");
+    }
+    assert!(hopped.contains("ccs: bob"), "{hopped}");
+    let artifacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("statusline.txt"), &hopped).unwrap();
+    for secret in [CLIENT_KEY, SECRET] {
+        assert!(!hopped.contains(secret), "no secret on screen");
+    }
+    t.keys(&["C-c"]);
+    t.keys(&["C-c"]);
+}

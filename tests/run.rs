@@ -523,3 +523,51 @@ fn an_account_that_served_shows_when_in_the_cli_and_in_accounts_json() {
         "lastUsedAt in accounts.json: {mirrored}"
     );
 }
+
+#[test]
+fn an_interactive_launch_gets_the_status_line_unless_the_user_has_one() {
+    let s = setup(&[("a@example.com", 10)], true);
+    let user = tempfile::tempdir().unwrap();
+    let config_dir = user.path().join(".claude");
+    let env = [
+        ("HOME", user.path().to_str().unwrap()),
+        ("CLAUDE_CONFIG_DIR", config_dir.to_str().unwrap()),
+    ];
+    let (code, out, err) = run_ccs(&s, &["claude", "--model", "claude-opus-4-1"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let r = record(&s);
+    assert_eq!(r[3], "ARG=--settings", "{r:?}");
+    let settings: serde_json::Value =
+        serde_json::from_str(r[4].strip_prefix("ARG=").unwrap()).unwrap();
+    assert_eq!(settings["statusLine"]["type"], "command");
+    assert!(
+        settings["statusLine"]["command"]
+            .as_str()
+            .unwrap()
+            .ends_with(" statusline"),
+        "{settings}"
+    );
+    assert_eq!(
+        &r[5..],
+        ["ARG=--model", "ARG=claude-opus-4-1"],
+        "the user's arguments follow untouched"
+    );
+
+    // A status line of the user's own is never replaced.
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("settings.json"),
+        r#"{"statusLine": {"type": "command", "command": "my-own-line"}}"#,
+    )
+    .unwrap();
+    let (code, _, _) = run_ccs(&s, &["claude", "--model", "claude-opus-4-1"], &env);
+    assert_eq!(code, 0);
+    assert_eq!(&record(&s)[3..], ["ARG=--model", "ARG=claude-opus-4-1"]);
+
+    // Turned off in config.yaml.
+    std::fs::remove_file(config_dir.join("settings.json")).unwrap();
+    config_line(&s.paths, "status_line: false");
+    let (code, _, _) = run_ccs(&s, &["claude", "--model", "claude-opus-4-1"], &env);
+    assert_eq!(code, 0);
+    assert_eq!(&record(&s)[3..], ["ARG=--model", "ARG=claude-opus-4-1"]);
+}

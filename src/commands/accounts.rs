@@ -3,46 +3,14 @@
 
 use std::io::IsTerminal;
 use std::sync::mpsc;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
 
 use super::cliproxy::ensure_running;
+use crate::api;
 use crate::client::Client;
 use crate::config::{Config, Paths};
 use crate::oauth::login::{self, Answer, Attempt, Source};
-use crate::oauth::parse_profile;
-
-fn accounts(client: &Client) -> Result<Vec<Value>> {
-    Ok(client.get("/v0/management/accounts")?["accounts"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
-}
-
-/// Percent-encodes an account name for a URL path segment.
-fn seg(who: &str) -> String {
-    url::form_urlencoded::byte_serialize(who.as_bytes()).collect()
-}
-
-fn profile_blocking(config: &Config, access: &str) -> Option<crate::oauth::Profile> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .ok()?;
-    let v: Value = client
-        .get(&config.oauth.profile_url)
-        .bearer_auth(access)
-        .header("anthropic-beta", crate::oauth::OAUTH_BETA)
-        .send()
-        .ok()?
-        .error_for_status()
-        .ok()?
-        .json()
-        .ok()?;
-    Some(parse_profile(&v))
-}
 
 /// Runs one login's conversation with the person: the callback listener (and, headless, the
 /// paste on stdin), the spinner, the timeout, and the page the browser gets. `complete` turns
@@ -129,12 +97,16 @@ pub(crate) fn interactive<T>(
 /// `ccs claude --auth [--add] [--headless]`. Returns the e-mail logged in.
 pub fn login(paths: &Paths, config: &Config, add: bool, headless: bool) -> Result<String> {
     let client = ensure_running(paths, config)?;
-    let before = accounts(&client)?;
+    let before = client.accounts()?;
     let (email, reply) = interactive(config, headless, "ccs claude --auth", |attempt, answer| {
         finish(config, &client, attempt, answer)
     })?;
-    let nickname = reply["account"]["nickname"].as_str().unwrap_or("");
-    if reply["created"] == false {
+    let nickname = reply
+        .account
+        .as_ref()
+        .map(|a| a.nickname.as_str())
+        .unwrap_or("");
+    if !reply.created {
         println!(
             "Logged in as {email} (nickname {nickname}): credentials refreshed, no new account"
         );
@@ -147,59 +119,39 @@ pub fn login(paths: &Paths, config: &Config, add: bool, headless: bool) -> Resul
     Ok(email)
 }
 
-/// Exchanges the answer for tokens and learns the account's e-mail and profile (token
-/// response first, then the profile endpoint).
-pub(crate) fn tokens_for(
-    config: &Config,
-    attempt: &Attempt,
-    answer: &Answer,
-) -> Result<(String, Value, Option<crate::oauth::Profile>)> {
-    let code = login::check(attempt, answer)?;
-    let tokens = login::exchange(config, attempt, &code)?;
-    let access = tokens["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let profile = profile_blocking(config, &access);
-    let email = tokens["account"]["email_address"]
-        .as_str()
-        .map(str::to_string)
-        .or_else(|| profile.as_ref().and_then(|p| p.email.clone()))
-        .context("neither the token response nor the profile endpoint named the account's e-mail; nothing was stored")?;
-    Ok((email, tokens, profile))
-}
-
 pub(crate) fn finish(
     config: &Config,
     client: &Client,
     attempt: &Attempt,
     answer: &Answer,
-) -> Result<(String, Value)> {
-    let (email, tokens, profile) = tokens_for(config, attempt, answer)?;
-    let body = json!({
-        "token_response": tokens,
-        "email": email,
-        "plan": profile.as_ref().and_then(|p| p.plan.clone()),
-        "account_uuid": profile.as_ref().and_then(|p| p.account_uuid.clone()),
-        "organization_uuid": profile.as_ref().and_then(|p| p.organization_uuid.clone()),
-        "organization_name": profile.as_ref().and_then(|p| p.organization_name.clone()),
-    });
+) -> Result<(String, api::Added)> {
+    let (email, tokens, profile) = login::complete(config, attempt, answer)?;
+    let token_response = serde_json::from_value(tokens)
+        .context("the token endpoint's answer has no access_token; nothing was stored")?;
+    let body = api::AddAccount {
+        token_response,
+        email: Some(email.clone()),
+        plan: profile.as_ref().and_then(|p| p.plan.clone()),
+        account_uuid: profile.as_ref().and_then(|p| p.account_uuid.clone()),
+        organization_uuid: profile.as_ref().and_then(|p| p.organization_uuid.clone()),
+        organization_name: profile.as_ref().and_then(|p| p.organization_name.clone()),
+    };
     let reply = client
-        .post("/v0/management/accounts", &body)
+        .add_account(&body)
         .context("the daemon did not take the new token")?;
     Ok((email, reply))
 }
 
-fn pct(w: &Value) -> String {
-    match w["utilization"].as_f64() {
-        Some(u) => format!("{:.0}%", u * 100.0),
+fn pct(w: Option<&api::WindowView>) -> String {
+    match w {
+        Some(w) => format!("{:.0}%", w.utilization * 100.0),
         None => "-".into(),
     }
 }
 
 /// "in 2h 13m" from an RFC 3339 time.
-pub fn until(t: &Value) -> String {
-    let Some(s) = t.as_str() else {
+pub fn until(t: Option<&str>) -> String {
+    let Some(s) = t else {
         return "-".into();
     };
     let Ok(at) = chrono::DateTime::parse_from_rfc3339(s) else {
@@ -212,11 +164,11 @@ pub fn until(t: &Value) -> String {
 /// `ccs claude --accounts [--json]`.
 pub fn list(paths: &Paths, config: &Config, json_out: bool) -> Result<()> {
     let client = ensure_running(paths, config)?;
-    let list = accounts(&client)?;
+    let list = client.accounts()?;
     if json_out {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"accounts": list}))?
+            serde_json::to_string_pretty(&api::Accounts { accounts: list })?
         );
         return Ok(());
     }
@@ -230,32 +182,27 @@ pub fn list(paths: &Paths, config: &Config, json_out: bool) -> Result<()> {
     );
     let mut fixes = Vec::new();
     for a in &list {
-        let state = if a["paused"] == true {
-            format!("{} (paused)", a["state"].as_str().unwrap_or("?"))
+        let state = if a.paused {
+            format!("{} (paused)", a.state)
         } else {
-            a["state"].as_str().unwrap_or("?").to_string()
+            a.state.clone()
         };
         println!(
             "{} {:<14} {:<30} {:<5} {:<10} {:>5} {:>6}  {:<14} {:>3}",
-            if a["default"] == true { "*" } else { " " },
-            a["nickname"].as_str().unwrap_or(""),
-            a["email"].as_str().unwrap_or(""),
-            a["plan"].as_str().unwrap_or("-"),
+            if a.default { "*" } else { " " },
+            a.nickname,
+            a.email,
+            a.plan.as_deref().unwrap_or("-"),
             state,
-            pct(&a["five_hour"]),
-            pct(&a["seven_day"]),
-            if a["cooldown_until"].is_null() {
-                "-".to_string()
-            } else {
-                until(&a["cooldown_until"])
-            },
-            a["position"]
-                .as_u64()
+            pct(a.five_hour.as_ref()),
+            pct(a.seven_day.as_ref()),
+            until(a.cooldown_until.as_deref()),
+            a.position
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "-".into()),
         );
-        if let Some(f) = a["fix"].as_str() {
-            fixes.push(format!("{}: {f}", a["nickname"].as_str().unwrap_or("")));
+        if let Some(f) = &a.fix {
+            fixes.push(format!("{}: {f}", a.nickname));
         }
     }
     for f in fixes {
@@ -267,22 +214,17 @@ pub fn list(paths: &Paths, config: &Config, json_out: bool) -> Result<()> {
 /// `ccs claude --use <nickname or email>`.
 pub fn use_account(paths: &Paths, config: &Config, who: &str) -> Result<()> {
     let client = ensure_running(paths, config)?;
-    let r = client.post(
-        &format!("/v0/management/accounts/{}/default", seg(who)),
-        &json!({}),
-    )?;
-    println!(
-        "{} is now the default account",
-        r["default"].as_str().unwrap_or(who)
-    );
+    let r = client.set_default(who)?;
+    println!("{} is now the default account", r.default);
     Ok(())
 }
 
 fn default_account(client: &Client) -> Result<String> {
-    accounts(client)?
-        .iter()
-        .find(|a| a["default"] == true)
-        .and_then(|a| a["email"].as_str().map(str::to_string))
+    client
+        .accounts()?
+        .into_iter()
+        .find(|a| a.default)
+        .map(|a| a.email)
         .context("no account is logged in: run `ccs claude --auth`")
 }
 
@@ -293,15 +235,8 @@ pub fn nickname(paths: &Paths, config: &Config, new: &str, account: Option<&str>
         Some(a) => a.to_string(),
         None => default_account(&client)?,
     };
-    let r = client.post(
-        &format!("/v0/management/accounts/{}/rename", seg(&who)),
-        &json!({"nickname": new}),
-    )?;
-    println!(
-        "{} is now called {}",
-        r["email"].as_str().unwrap_or(&who),
-        r["nickname"].as_str().unwrap_or(new)
-    );
+    let r = client.rename(&who, new)?;
+    println!("{} is now called {}", r.email, r.nickname);
     Ok(())
 }
 
@@ -315,10 +250,7 @@ pub fn logout(
 ) -> Result<()> {
     let client = ensure_running(paths, config)?;
     let targets: Vec<String> = if all {
-        accounts(&client)?
-            .iter()
-            .filter_map(|a| a["email"].as_str().map(str::to_string))
-            .collect()
+        client.accounts()?.into_iter().map(|a| a.email).collect()
     } else {
         vec![match account {
             Some(a) => a.to_string(),
@@ -343,11 +275,8 @@ pub fn logout(
         }
     }
     for who in targets {
-        let r = client.delete(&format!("/v0/management/accounts/{}", seg(&who)))?;
-        println!(
-            "Logged out {} (token and token file removed)",
-            r["removed"].as_str().unwrap_or(&who)
-        );
+        let r = client.remove_account(&who)?;
+        println!("Logged out {} (token and token file removed)", r.removed);
     }
     Ok(())
 }

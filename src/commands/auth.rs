@@ -5,7 +5,7 @@ use std::os::unix::process::CommandExt;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use super::accounts::{interactive, tokens_for};
+use super::accounts::interactive;
 use super::cliproxy::ensure_running;
 use super::now_ms;
 use crate::claude_code::find_claude;
@@ -23,8 +23,8 @@ fn check_not_a_pool(paths: &Paths, config: &Config, name: &str) -> Result<()> {
             &crate::daemon::configured_url(config),
             config.management_secret(),
         );
-        if let Ok(p) = client.get("/v0/management/pools") {
-            if p["pools"][name].is_array() {
+        if let Ok(p) = client.pools() {
+            if p.pools.contains_key(name) {
                 bail!("{name:?} is the name of a pool; choose another profile name");
             }
         }
@@ -52,7 +52,7 @@ pub fn create(
         .or_else(|| (share || deeper).then(|| "default".to_string()));
     let again = format!("ccs auth create {name}");
     let (email, dir) = interactive(&config, headless, &again, |attempt, answer| {
-        let (email, tokens, profile) = tokens_for(&config, attempt, answer)?;
+        let (email, tokens, profile) = crate::oauth::login::complete(&config, attempt, answer)?;
         let creds = profiles::credentials_json(
             &tokens,
             profile.as_ref().and_then(|p| p.plan.as_deref()),
@@ -311,23 +311,32 @@ pub fn import(name: &str) -> Result<()> {
         .saturating_sub(now_ms())
         / 1000;
     let client = ensure_running(&paths, &config)?;
-    client.post(
-        "/v0/management/accounts",
-        &json!({
-            "token_response": {
-                "access_token": o["accessToken"],
-                "refresh_token": refresh,
-                "expires_in": expires_in,
-                "account": {"email_address": email},
-            },
-            "email": email,
-            "plan": o["subscriptionType"].as_str().map(|p| { let mut c = p.chars(); c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default() }),
+    client.add_account(&crate::api::AddAccount {
+        token_response: crate::oauth::TokenResponse {
+            access_token: o["accessToken"].as_str().unwrap_or_default().to_string(),
+            refresh_token: Some(refresh.to_string()),
+            expires_in: Some(expires_in),
+            account: Some(crate::oauth::TokenAccount {
+                uuid: None,
+                email_address: Some(email.clone()),
+            }),
+            organization: None,
+        },
+        email: Some(email.clone()),
+        plan: o["subscriptionType"].as_str().map(|p| {
+            let mut c = p.chars();
+            c.next()
+                .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+                .unwrap_or_default()
         }),
-    )?;
+        account_uuid: None,
+        organization_uuid: None,
+        organization_name: None,
+    })?;
     profiles::retire_credentials(&paths, name)?;
     // Refresh now, through the daemon: from here on it is the grant's only refresher, and the
     // rotation makes any copy of the old refresh token worthless.
-    match client.post(&format!("/v0/management/accounts/{email}/refresh"), &json!({})) {
+    match client.refresh(&email) {
         Ok(_) => {
             println!("Imported {email} from profile {name} into the pool; the daemon now refreshes its grant.");
             println!("The profile's credential file is retired: start it again only after `ccs auth create {name} --force`.");

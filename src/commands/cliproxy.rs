@@ -1,7 +1,6 @@
 //! `ccs cliproxy start|stop|restart|status` and `ccs daemon run`.
 
 use anyhow::Result;
-use serde_json::Value;
 
 use crate::client::Client;
 use crate::config::{Config, Paths};
@@ -58,8 +57,7 @@ pub fn restart() -> Result<()> {
     Ok(())
 }
 
-fn secs(v: &Value) -> String {
-    let s = v.as_u64().unwrap_or(0);
+fn secs(s: u64) -> String {
     match s {
         0..=59 => format!("{s}s"),
         60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
@@ -78,47 +76,43 @@ pub fn status(json_out: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let s = Client::new(&url, config.management_secret()).get("/v0/management/status")?;
+    let s = Client::new(&url, config.management_secret()).status()?;
     if json_out {
-        println!("{s}");
+        println!("{}", serde_json::to_string(&s)?);
         return Ok(());
     }
     println!(
-        "ccs daemon    running at {} (pid {})",
-        s["url"].as_str().unwrap_or(&url),
-        s["pid"]
+        "ccs daemon    running at {} (pid {}, version {})",
+        s.url, s.pid, s.version
     );
-    println!("uptime        {}", secs(&s["uptime_secs"]));
-    let by_state = s["by_state"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{v} {k}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default();
+    println!("uptime        {}", secs(s.uptime_secs));
+    let by_state = s
+        .by_state
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     println!(
         "accounts      {}{}{}",
-        s["accounts"],
+        s.accounts,
         if by_state.is_empty() {
             String::new()
         } else {
             format!(" ({by_state})")
         },
-        match s["paused"].as_u64() {
-            Some(p) if p > 0 => format!(", {p} paused"),
+        match s.paused {
+            p if p > 0 => format!(", {p} paused"),
             _ => String::new(),
         }
     );
     println!(
         "last hour     {} requests, {} hops",
-        s["requests_last_hour"], s["hops_last_hour"]
+        s.requests_last_hour, s.hops_last_hour
     );
-    for note in s["store_notes"].as_array().into_iter().flatten() {
-        println!("at start     {}", note.as_str().unwrap_or(""));
+    for note in &s.store_notes {
+        println!("at start     {note}");
     }
-    if s["by_state"]["dead"].as_u64().unwrap_or(0) > 0 {
+    if s.by_state.get("dead").copied().unwrap_or(0) > 0 {
         println!("\nsome accounts are dead: see `ccs claude --accounts` and log them in again");
     }
     Ok(())

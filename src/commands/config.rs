@@ -1,9 +1,13 @@
-//! `ccs config`: the effective configuration and the paths, secrets redacted.
+//! `ccs config`: the dashboard (opened logged in through a one-time link, or printed), and
+//! `ccs config show`: the effective configuration and the paths, secrets redacted.
 
 use anyhow::Result;
 use serde_json::json;
 
+use super::cliproxy::ensure_running;
 use crate::config::{Config, Paths, DEFAULT_API_KEY, DEFAULT_MANAGEMENT_SECRET};
+use crate::daemon::configured_url;
+use crate::oauth::login::open_browser;
 
 /// How a key is set, never the key itself (a public default name is not a secret).
 fn redact(secret: Option<&str>, default: &str, paths: &Paths) -> String {
@@ -14,7 +18,49 @@ fn redact(secret: Option<&str>, default: &str, paths: &Paths) -> String {
     }
 }
 
-pub fn run(json_out: bool) -> Result<()> {
+/// Whether a browser can be opened here: not over SSH, and on Linux only with a display.
+fn can_open_browser() -> bool {
+    let ssh = std::env::var_os("SSH_CONNECTION").is_some() || std::env::var_os("SSH_TTY").is_some();
+    let display = cfg!(target_os = "macos")
+        || std::env::var_os("DISPLAY").is_some()
+        || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    !ssh && display
+}
+
+/// `ccs config [--print] [--json]`.
+pub fn dashboard(print_only: bool, json_out: bool) -> Result<()> {
+    let paths = Paths::from_env()?;
+    let config = crate::keys::load(&paths)?;
+    let client = ensure_running(&paths, &config)?;
+    let link = client.login_link()?;
+    let url = format!("{}/dashboard", configured_url(&config));
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"dashboard": url, "login_link": link.url}))?
+        );
+        return Ok(());
+    }
+    let opened = !print_only && can_open_browser() && open_browser(&link.url);
+    if opened {
+        println!("Opened the dashboard in your browser: {url}");
+    } else {
+        println!("Dashboard: {url}");
+        println!(
+            "Log in once with this link (it works once, within 2 minutes):\n\n  {}\n",
+            link.url
+        );
+        println!(
+            "Over SSH, forward the port first (ssh -L {p}:127.0.0.1:{p} HOST), or log in with the \
+             management secret (`ccs config show` says where it is).",
+            p = config.cliproxy.port
+        );
+    }
+    Ok(())
+}
+
+/// `ccs config show [--json]`.
+pub fn show(json_out: bool) -> Result<()> {
     let paths = Paths::from_env()?;
     let c = Config::load(&paths)?;
     let p = &c.cliproxy;
@@ -25,6 +71,7 @@ pub fn run(json_out: bool) -> Result<()> {
         "store": paths.store_dir(),
         "accounts_json": paths.accounts_json(),
         "proxy": format!("http://{}:{}", p.host, p.port),
+        "dashboard": format!("http://{}:{}/dashboard", p.host, p.port),
         "client_key": redact(p.auth.api_key.as_deref(), DEFAULT_API_KEY, &paths),
         "extra_client_keys": p.auth.api_keys.len(),
         "management_secret": redact(
@@ -32,10 +79,12 @@ pub fn run(json_out: bool) -> Result<()> {
             DEFAULT_MANAGEMENT_SECRET,
             &paths
         ),
+        "metrics_key": if p.auth.metrics_key.is_some() { "<set in config>" } else { "<none: /metrics takes the management secret>" },
         "refresh_lead_secs": p.refresh_lead.0.as_secs(),
         "affinity_ttl_secs": p.affinity_ttl.0.as_secs(),
         "soft_threshold": p.soft_threshold,
         "body_limit_bytes": p.body_limit.0,
+        "status_line": c.status_line.0,
         "upstream": c.upstream.api_base,
         "oauth_token_url": c.oauth.token_url,
         "oauth_authorize_url": c.oauth.authorize_url,

@@ -55,7 +55,7 @@ fn paste_from_page(url: &str) -> Result<String> {
     Ok(page[start..start + end].to_string())
 }
 
-pub fn demo(with_claude: bool) -> Result<()> {
+pub fn demo(with_claude: bool, keep: bool) -> Result<()> {
     let home = std::env::temp_dir().join(format!(
         "ccs-demo-{}-{:x}",
         std::process::id(),
@@ -110,7 +110,7 @@ pub fn demo(with_claude: bool) -> Result<()> {
         let (email, reply) = finish(&config, &client, &attempt, &answer)?;
         println!(
             "login   {email} (nickname {}), headless flow: pasted CODE#STATE",
-            reply["account"]["nickname"].as_str().unwrap_or("")
+            reply.account.map(|a| a.nickname).unwrap_or_default()
         );
     }
     println!();
@@ -120,27 +120,123 @@ pub fn demo(with_claude: bool) -> Result<()> {
     } else {
         api_turns(&daemon.url)?
     };
-    let events = client.get("/v0/management/events")?;
-    let hops = events["events"].as_array().cloned().unwrap_or_default();
+    let hops = client.events()?;
     if !served.windows(2).any(|w| w[0] != w[1]) {
         bail!("the conversation never changed account: the demo did not show a failover");
     }
     for h in &hops {
         println!(
             "hop     session {} moved {} → {} ({})",
-            h["session"].as_str().unwrap_or(""),
-            h["from"].as_str().unwrap_or(""),
-            h["to"].as_str().unwrap_or(""),
-            h["reason"].as_str().unwrap_or("")
+            h.session, h.from, h.to, h.reason
         );
     }
     println!();
     print_quota(&client, "claude", false)?;
+    if keep {
+        keep_running(&home, &daemon.url, &s, &client)?;
+    }
     daemon.stop()?;
     sim.stop();
     println!("\nDone: nothing is left running and the temporary CCS_HOME is removed.");
     println!("Next: `ccs claude --auth` logs in a real account; `ccs claude` starts Claude Code on the pool.");
     Ok(())
+}
+
+/// `--keep`: writes a config.yaml so `CCS_HOME=… ccs config` (and every other command) finds
+/// this daemon, prints the dashboard's login link, and drives a conversation every few seconds
+/// (raising the simulated budgets when every account is spent) until Ctrl-C.
+fn keep_running(home: &std::path::Path, url: &str, sim: &str, client: &Client) -> Result<()> {
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .context("the daemon's address has no port")?;
+    let yaml = format!(
+        "# Written by `ccs demo --keep` for its own daemon and simulator.\n\
+         cliproxy:\n  port: {port}\n  auth:\n    api_key: {KEY}\n    management_secret: {SECRET}\n\
+         upstream:\n  api_base: {sim}\n\
+         oauth:\n  authorize_url: {sim}/oauth/authorize\n  token_url: {sim}/v1/oauth/token\n  \
+         profile_url: {sim}/api/oauth/profile\n  usage_url: {sim}/api/oauth/usage\n"
+    );
+    crate::fsutil::write_private(&Paths::at(home).config_file(), yaml.as_bytes())?;
+    let link = client.login_link()?;
+    println!(
+        "\nThe daemon and the simulator keep running (Ctrl-C ends them and removes the home)."
+    );
+    println!(
+        "Dashboard, logged in (the link works once, within 2 minutes):\n\n  {}\n",
+        link.url
+    );
+    println!(
+        "Or from another terminal: CCS_HOME={} ccs config",
+        home.display()
+    );
+    println!(
+        "A turn goes through the proxy every {} s; watch the Live page for hops.\n",
+        KEEP_EVERY.as_secs()
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (u, s, flag) = (url.to_string(), sim.to_string(), stop.clone());
+    let traffic = std::thread::spawn(move || keep_traffic(&u, &s, &flag));
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(tokio::signal::ctrl_c())?;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = traffic.join();
+    println!();
+    Ok(())
+}
+
+/// How often `--keep` sends a turn.
+const KEEP_EVERY: Duration = Duration::from_secs(5);
+
+fn keep_traffic(url: &str, sim: &str, stop: &std::sync::atomic::AtomicBool) {
+    let Ok(http) = blocking() else { return };
+    let session = format!("demo-live-{:08x}", fresh_seed() as u32);
+    let mut budget = BUDGET;
+    let mut last: Option<String> = None;
+    let mut turn = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(250));
+        turn += 1;
+        if turn % (KEEP_EVERY.as_millis() / 250) as u64 != 0 {
+            continue;
+        }
+        let r = http
+            .post(format!("{url}/v1/messages?beta=true"))
+            .bearer_auth(KEY)
+            .header("x-claude-code-session-id", &session)
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 64,
+                "messages": [{"role": "user", "content": "keep going"}]}))
+            .send();
+        let Ok(r) = r else { continue };
+        if r.status().as_u16() == 429 {
+            // Every account is spent: the simulated windows get more room.
+            budget += BUDGET;
+            for e in ["alice@example.com", "bob@example.com", "carol@example.com"] {
+                let _ = http
+                    .post(format!("{sim}/sim/users/{e}/budget"))
+                    .json(&json!({"five_hour": budget}))
+                    .send();
+            }
+            println!(
+                "all three accounts are spent: the simulator gives each {BUDGET} more requests"
+            );
+            continue;
+        }
+        let text = r
+            .json::<Value>()
+            .ok()
+            .and_then(|b| b["content"][0]["text"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let who = account_of(&text);
+        if last.as_ref().is_some_and(|l| *l != who) {
+            println!("hop     the conversation moved to {who}");
+        }
+        last = Some(who);
+    }
 }
 
 /// The conversation as raw Messages API calls with a fixed session id.

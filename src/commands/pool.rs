@@ -2,10 +2,10 @@
 //! stands.
 
 use anyhow::{bail, Result};
-use serde_json::{json, Value};
 
 use super::accounts::until;
 use super::cliproxy::ensure_running;
+use crate::api;
 use crate::cli::PoolCommand;
 use crate::client::Client;
 use crate::config::Paths;
@@ -17,34 +17,24 @@ fn client() -> Result<Client> {
 }
 
 fn members(c: &Client, name: &str) -> Result<Vec<String>> {
-    let pools = c.get("/v0/management/pools")?;
-    match pools["pools"][name].as_array() {
-        Some(m) => Ok(m
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect()),
+    let mut pools = c.pools()?.pools;
+    match pools.remove(name) {
+        Some(m) => Ok(m),
         None => {
-            let names: Vec<String> = pools["pools"]
-                .as_object()
-                .map(|o| o.keys().cloned().collect())
-                .unwrap_or_default();
-            bail!("no pool named {name:?}; pools: {}", names.join(", "))
+            let names: Vec<&String> = pools.keys().collect();
+            bail!(
+                "no pool named {name:?}; pools: {}",
+                names
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         }
     }
 }
 
-fn set(c: &Client, name: &str, accounts: &[String]) -> Result<Value> {
-    c.put(
-        &format!("/v0/management/pools/{name}"),
-        &json!({"accounts": accounts}),
-    )
-}
-
-fn print_pool(name: &str, r: &Value) {
-    let list: Vec<&str> = r["accounts"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+fn print_pool(name: &str, list: &[String]) {
     println!(
         "{name}: {}",
         if list.is_empty() {
@@ -59,35 +49,31 @@ pub fn pool(cmd: PoolCommand) -> Result<()> {
     let c = client()?;
     match cmd {
         PoolCommand::List { json: as_json } => {
-            let pools = c.get("/v0/management/pools")?;
+            let pools = c.pools()?;
             if as_json {
-                println!("{pools}");
-            } else if let Some(o) = pools["pools"].as_object() {
-                for (name, m) in o {
-                    print_pool(name, &json!({"accounts": m}));
+                println!("{}", serde_json::to_string(&pools)?);
+            } else {
+                for (name, m) in &pools.pools {
+                    print_pool(name, m);
                 }
             }
         }
         PoolCommand::Show { name } => {
             let name = name.unwrap_or_else(|| "claude".into());
             let m = members(&c, &name)?;
-            let accounts = c.get("/v0/management/accounts")?;
+            let accounts = c.accounts()?;
             println!("pool {name} (drain order):");
             for (i, email) in m.iter().enumerate() {
-                let a = accounts["accounts"].as_array().and_then(|l| {
-                    l.iter().find(|a| {
-                        a["email"]
-                            .as_str()
-                            .is_some_and(|e| e.eq_ignore_ascii_case(email))
-                    })
-                });
-                let state = a.map(|a| {
-                    let mut s = a["state"].as_str().unwrap_or("?").to_string();
-                    if a["paused"] == true {
-                        s.push_str(", paused");
-                    }
-                    s
-                });
+                let state = accounts
+                    .iter()
+                    .find(|a| a.email.eq_ignore_ascii_case(email))
+                    .map(|a| {
+                        let mut s = a.state.clone();
+                        if a.paused {
+                            s.push_str(", paused");
+                        }
+                        s
+                    });
                 println!(
                     "  {}. {email} ({})",
                     i + 1,
@@ -96,31 +82,25 @@ pub fn pool(cmd: PoolCommand) -> Result<()> {
             }
         }
         PoolCommand::Create { name, accounts } => {
-            if c.get("/v0/management/pools")?["pools"][&name].is_array() {
+            if c.pools()?.pools.contains_key(&name) {
                 bail!("pool {name:?} exists already: use `ccs pool add` or `ccs pool order`");
             }
-            print_pool(&name, &set(&c, &name, &accounts)?);
+            print_pool(&name, &c.set_pool(&name, &accounts)?.accounts);
         }
         PoolCommand::Add { name, account } => {
             let mut m = members(&c, &name)?;
             m.push(account);
-            print_pool(&name, &set(&c, &name, &m)?);
+            print_pool(&name, &c.set_pool(&name, &m)?.accounts);
         }
         PoolCommand::Remove { name, account } => {
-            let all = c.get("/v0/management/accounts")?;
-            let email = all["accounts"]
-                .as_array()
-                .and_then(|l| {
-                    l.iter().find(|a| {
-                        a["email"]
-                            .as_str()
-                            .is_some_and(|e| e.eq_ignore_ascii_case(&account))
-                            || a["nickname"]
-                                .as_str()
-                                .is_some_and(|n| n.eq_ignore_ascii_case(&account))
-                    })
+            let email = c
+                .accounts()?
+                .into_iter()
+                .find(|a| {
+                    a.email.eq_ignore_ascii_case(&account)
+                        || a.nickname.eq_ignore_ascii_case(&account)
                 })
-                .and_then(|a| a["email"].as_str().map(str::to_ascii_lowercase));
+                .map(|a| a.email.to_ascii_lowercase());
             let Some(email) = email else {
                 bail!("no account {account:?}: see `ccs claude --accounts`")
             };
@@ -128,7 +108,7 @@ pub fn pool(cmd: PoolCommand) -> Result<()> {
                 .into_iter()
                 .filter(|e| !e.eq_ignore_ascii_case(&email))
                 .collect();
-            print_pool(&name, &set(&c, &name, &m)?);
+            print_pool(&name, &c.set_pool(&name, &m)?.accounts);
         }
         PoolCommand::Order { name, order } => {
             members(&c, &name)?;
@@ -137,57 +117,47 @@ pub fn pool(cmd: PoolCommand) -> Result<()> {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect();
-            print_pool(&name, &set(&c, &name, &list)?);
+            print_pool(&name, &c.set_pool(&name, &list)?.accounts);
         }
         PoolCommand::Pause { account } => {
-            let r = c.post(
-                &format!("/v0/management/accounts/{account}/pause"),
-                &json!({}),
-            )?;
+            let r = c.set_paused(&account, true)?;
             println!(
                 "{} is paused: logged in and refreshed, but it takes no traffic",
-                r["email"].as_str().unwrap_or(&account)
+                r.email
             );
         }
         PoolCommand::Resume { account } => {
-            let r = c.post(
-                &format!("/v0/management/accounts/{account}/resume"),
-                &json!({}),
-            )?;
-            println!(
-                "{} takes traffic again",
-                r["email"].as_str().unwrap_or(&account)
-            );
+            let r = c.set_paused(&account, false)?;
+            println!("{} takes traffic again", r.email);
         }
         PoolCommand::Import { name } => super::auth::import(&name)?,
         PoolCommand::Delete { name } => {
-            c.delete(&format!("/v0/management/pools/{name}"))?;
+            c.delete_pool(&name)?;
             println!("pool {name} deleted (its accounts stay logged in)");
         }
     }
     Ok(())
 }
 
-fn bar(util: Option<f64>) -> String {
-    let Some(u) = util else {
-        return format!("[{}]   ?", " ".repeat(20));
-    };
-    let filled = ((u.clamp(0.0, 1.0) * 20.0).round()) as usize;
+fn bar(util: f64) -> String {
+    let filled = ((util.clamp(0.0, 1.0) * 20.0).round()) as usize;
     format!(
         "[{}{}] {:>3.0}%",
         "#".repeat(filled),
         ".".repeat(20 - filled),
-        u * 100.0
+        util * 100.0
     )
 }
 
-fn window(w: &Value) -> String {
-    let reset = if w["resets_at"].is_null() {
-        String::new()
-    } else {
-        format!(" resets {}", until(&w["resets_at"]))
+fn window(w: Option<&api::WindowView>) -> String {
+    let Some(w) = w else {
+        return format!("[{}]   ?", " ".repeat(20));
     };
-    format!("{}{reset}", bar(w["utilization"].as_f64()))
+    let reset = match &w.resets_at {
+        Some(r) => format!(" resets {}", until(Some(r))),
+        None => String::new(),
+    };
+    format!("{}{reset}", bar(w.utilization))
 }
 
 /// `ccs cliproxy quota [--pool NAME] [--json]`: refreshed from the usage endpoint when the
@@ -196,47 +166,29 @@ pub fn quota(pool: Option<&str>, as_json: bool) -> Result<()> {
     print_quota(&client()?, pool.unwrap_or("claude"), as_json)
 }
 
-/// Prints the quota view of `pool` from the daemon behind `c`.
+/// Prints the quota view of `pool` from the daemon behind `c`: its accounts in drain order.
 pub fn print_quota(c: &Client, pool: &str, as_json: bool) -> Result<()> {
-    let m = members(c, pool)?;
-    let q = c.get(&format!("/v0/management/quota?max_age=60&pool={pool}"))?;
-    let accounts: Vec<Value> = q["accounts"]
-        .as_array()
-        .map(|l| {
-            l.iter()
-                .filter(|a| super::member_of(a, &m))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
+    members(c, pool)?;
+    let mut q = c.quota(pool, Some(60))?;
+    q.accounts.sort_by_key(|a| a.position);
     if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"pool": pool, "accounts": accounts, "next_for_new_sessions": q["next_for_new_sessions"]})
-            )?
-        );
+        println!("{}", serde_json::to_string_pretty(&q)?);
         return Ok(());
     }
     println!("pool {pool}");
-    for a in &accounts {
-        let mut state = a["state"].as_str().unwrap_or("?").to_string();
-        if a["paused"] == true {
+    for a in &q.accounts {
+        let mut state = a.state.clone();
+        if a.paused {
             state.push_str(", paused");
         }
-        if !a["cooldown_until"].is_null() {
-            state.push_str(&format!(", limited, back {}", until(&a["cooldown_until"])));
+        if let Some(c) = &a.cooldown_until {
+            state.push_str(&format!(", limited, back {}", until(Some(c))));
         }
-        println!(
-            "{:>2}. {} ({})",
-            a["position"].as_u64().unwrap_or(0),
-            a["email"].as_str().unwrap_or(""),
-            state
-        );
-        println!("    5-hour  {}", window(&a["five_hour"]));
-        println!("    weekly  {}", window(&a["seven_day"]));
+        println!("{:>2}. {} ({})", a.position.unwrap_or(0), a.email, state);
+        println!("    5-hour  {}", window(a.five_hour.as_ref()));
+        println!("    weekly  {}", window(a.seven_day.as_ref()));
     }
-    match q["next_for_new_sessions"].as_str() {
+    match &q.next_for_new_sessions {
         Some(n) => println!("new sessions go to: {n}"),
         None => println!("new sessions: none can be served now (all limited, dead or paused)"),
     }

@@ -1,13 +1,15 @@
 //! `ccs run [TARGET] [-- ARGS]` and `ccs claude [ARGS]`: make sure the daemon runs and an
 //! account of the pool can take a request, then become Claude Code pointed at the proxy.
 //!
-//! Must not: alter Claude Code's arguments, or hand it anything but the client key.
+//! Must not: alter Claude Code's arguments (in front of them, an interactive session gets
+//! `--settings` with ccs's status line unless the user has one: `statusline.rs`), or hand it
+//! anything but the client key.
 
 use std::io::IsTerminal;
 use std::os::unix::process::CommandExt;
 
+use crate::api::AccountView;
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
 
 use super::accounts;
 use super::cliproxy::ensure_running;
@@ -16,18 +18,10 @@ use crate::client::Client;
 use crate::config::{Config, Paths};
 use crate::daemon::configured_url;
 
-fn pool_members(client: &Client, pool: &str) -> Result<Option<Vec<String>>> {
-    let pools = client.get("/v0/management/pools")?;
-    Ok(pools["pools"][pool].as_array().map(|m| {
-        m.iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect()
-    }))
-}
-
-fn within_lead(a: &Value, lead_secs: u64) -> bool {
-    let Some(exp) = a["expires_at"]
-        .as_str()
+fn within_lead(a: &AccountView, lead_secs: u64) -> bool {
+    let Some(exp) = a
+        .expires_at
+        .as_deref()
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
     else {
         return false;
@@ -46,10 +40,7 @@ fn prepare(
     headless: bool,
     force: bool,
 ) -> Result<()> {
-    let mut list: Vec<Value> = client.get("/v0/management/accounts")?["accounts"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let mut list = client.accounts()?;
     if list.is_empty() {
         if pool != "claude" {
             bail!("no account is logged in: run `ccs claude --auth` first");
@@ -63,25 +54,25 @@ fn prepare(
             false,
             headless || (no_display && !cfg!(target_os = "macos")),
         )?;
-        list = client.get("/v0/management/accounts")?["accounts"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        list = client.accounts()?;
     }
-    let members = pool_members(client, pool)?
+    let members = client
+        .pools()?
+        .pools
+        .remove(pool)
         .with_context(|| format!("there is no pool named {pool:?}: see `ccs pool list`"))?;
-    let in_pool: Vec<&Value> = list
+    let in_pool: Vec<&AccountView> = list
         .iter()
-        .filter(|a| super::member_of(a, &members))
+        .filter(|a| super::member_of(&a.email, &members))
         .collect();
     if in_pool.is_empty() {
         bail!("pool {pool:?} has no accounts: add one with `ccs pool add {pool} ACCOUNT`");
     }
-    for a in in_pool.iter().filter(|a| a["state"] == "dead") {
-        let email = a["email"].as_str().unwrap_or("");
+    for a in in_pool.iter().filter(|a| a.state == "dead") {
+        let email = &a.email;
         eprintln!(
             "Account {} ({email}) needs a new login: its grant is gone.",
-            a["nickname"].as_str().unwrap_or("")
+            a.nickname
         );
         if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
             eprint!("Log it in again now? [Y/n] ");
@@ -97,32 +88,23 @@ fn prepare(
     let lead = config.cliproxy.refresh_lead.0.as_secs();
     for a in in_pool
         .iter()
-        .filter(|a| a["state"] != "dead" && a["paused"] != true && within_lead(a, lead))
+        .filter(|a| a.state != "dead" && !a.paused && within_lead(a, lead))
     {
-        let who = a["email"].as_str().unwrap_or("");
-        if let Err(e) = client.post(
-            &format!("/v0/management/accounts/{who}/refresh"),
-            &json!({}),
-        ) {
+        if let Err(e) = client.refresh(&a.email) {
             // The daemon's message names the account and says which case it is (the grant is
             // gone: log in again; or a passing failure: retried by itself).
             eprintln!("warning: before the launch, {e}");
         }
     }
-    let q = client.get(&format!("/v0/management/quota?pool={pool}"))?;
-    if q["next_for_new_sessions"].is_null() {
-        let accounts = q["accounts"].as_array().cloned().unwrap_or_default();
-        let first = accounts
+    let q = client.quota(pool, None)?;
+    if q.next_for_new_sessions.is_none() {
+        let first = q
+            .accounts
             .iter()
-            .filter(|a| super::member_of(a, &members))
-            .filter_map(|a| {
-                a["cooldown_until"]
-                    .as_str()
-                    .map(|t| (t.to_string(), a["email"].as_str().unwrap_or("").to_string()))
-            })
+            .filter_map(|a| a.cooldown_until.clone().map(|t| (t, a.email.clone())))
             .min();
         let msg = match first {
-            Some((t, who)) => format!("every account in pool {pool:?} is limited; {who} resets first, {} ({t})", accounts::until(&json!(t))),
+            Some((t, who)) => format!("every account in pool {pool:?} is limited; {who} resets first, {} ({t})", accounts::until(Some(&t))),
             None => format!("no account in pool {pool:?} can take requests (dead or paused): see `ccs claude --accounts`"),
         };
         if !force {
@@ -153,7 +135,12 @@ pub fn launch_pool(
     } else {
         format!("{}/pool/{pool}", configured_url(config))
     };
-    let err = std::process::Command::new(&claude)
+    let mut cmd = std::process::Command::new(&claude);
+    let cwd = std::env::current_dir().unwrap_or_default();
+    if let Some(settings) = super::statusline::settings_for(config, args, &cwd) {
+        cmd.arg("--settings").arg(settings);
+    }
+    let err = cmd
         .args(args)
         .env("ANTHROPIC_BASE_URL", base)
         .env("ANTHROPIC_AUTH_TOKEN", config.client_key())

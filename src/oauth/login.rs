@@ -28,10 +28,17 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// A login whose browser comes back to the CLI's callback listener.
     pub fn new(config: &Config) -> Result<Attempt> {
+        let redirect_uri = format!("http://localhost:{}/callback", config.oauth.callback_port);
+        Attempt::with_redirect(config, redirect_uri)
+    }
+
+    /// A login whose browser comes back to `redirect_uri` (the daemon's own `/callback`,
+    /// for a login started from the dashboard).
+    pub fn with_redirect(config: &Config, redirect_uri: String) -> Result<Attempt> {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = CsrfToken::new_random().secret().clone();
-        let redirect_uri = format!("http://localhost:{}/callback", config.oauth.callback_port);
         let mut url = url::Url::parse(&config.oauth.authorize_url).with_context(|| {
             format!(
                 "oauth.authorize_url {:?} is not a URL",
@@ -308,6 +315,46 @@ pub fn check(attempt: &Attempt, answer: &Answer) -> Result<String> {
             Ok(code.clone())
         }
     }
+}
+
+fn profile_blocking(config: &Config, access: &str) -> Option<crate::oauth::Profile> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .ok()?;
+    let v: Value = client
+        .get(&config.oauth.profile_url)
+        .bearer_auth(access)
+        .header("anthropic-beta", crate::oauth::OAUTH_BETA)
+        .send()
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .json()
+        .ok()?;
+    Some(crate::oauth::parse_profile(&v))
+}
+
+/// Checks the answer, exchanges its code for tokens and learns the account's e-mail and
+/// profile (token response first, then the profile endpoint). Blocking.
+pub fn complete(
+    config: &Config,
+    attempt: &Attempt,
+    answer: &Answer,
+) -> Result<(String, Value, Option<crate::oauth::Profile>)> {
+    let code = check(attempt, answer)?;
+    let tokens = exchange(config, attempt, &code)?;
+    let access = tokens["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let profile = profile_blocking(config, &access);
+    let email = tokens["account"]["email_address"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| profile.as_ref().and_then(|p| p.email.clone()))
+        .context("neither the token response nor the profile endpoint named the account's e-mail; nothing was stored")?;
+    Ok((email, tokens, profile))
 }
 
 /// Exchanges the code for tokens (JSON body, as the authority expects).

@@ -12,14 +12,14 @@ use std::time::Duration;
 use ccs_actors::lifecycle::Failure;
 use ccs_actors::ports::{BoxFuture, Refresher};
 use ccs_actors::{Secret, SharedClock, Timestamp, Token};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// The beta flag OAuth tokens need on the Messages API (and on the usage endpoint).
 pub const OAUTH_BETA: &str = "oauth-2025-04-20";
 
 /// The authority's answer to a code exchange or a refresh.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TokenResponse {
     pub access_token: String,
     /// Absent means: keep the refresh token you have.
@@ -31,13 +31,13 @@ pub struct TokenResponse {
     pub organization: Option<TokenOrganization>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TokenAccount {
     pub uuid: Option<String>,
     pub email_address: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TokenOrganization {
     pub uuid: Option<String>,
     pub name: Option<String>,

@@ -274,7 +274,7 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
         Ok(b) => b,
         Err(r) => return r,
     };
-    let mut log = RequestLog::new(started, body.len());
+    let mut log = RequestLog::new(started, body.len(), Some(ctx.telemetry.clone()));
     let (pool, path_and_query) = pool_of(&req);
     let is_post = req.method() == Method::POST;
     let (head, session) = if is_post {

@@ -18,6 +18,7 @@ pub mod guard;
 pub mod manage;
 pub mod recent;
 pub mod relay;
+pub mod sessions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -88,6 +89,10 @@ pub struct Ctx {
     pub draining: tokio::sync::watch::Sender<Option<Instant>>,
     /// Bytes of request bodies held at once.
     pub bodies: body::Budget,
+    /// The live feed, usage book and metrics.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// Dashboard logins, one-time links and OAuth logins started from the dashboard.
+    pub sessions: sessions::Sessions,
 }
 
 impl Ctx {
@@ -98,6 +103,7 @@ impl Ctx {
         sup: SupervisorHandle,
         clock: SharedClock,
         url: String,
+        telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> Self {
         let bodies = body::Budget::new(config.cliproxy.bodies_in_flight.0);
         Ctx {
@@ -116,6 +122,8 @@ impl Ctx {
             shutdown: tokio::sync::watch::channel(false).0,
             draining: tokio::sync::watch::channel(None).0,
             bodies,
+            telemetry,
+            sessions: sessions::Sessions::default(),
         }
     }
 

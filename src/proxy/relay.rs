@@ -8,12 +8,18 @@
 //! Must not: buffer more than the one unfinished event, alter an event, or add anything to an
 //! answer that is not an uncompressed event stream (those are cut by closing the connection).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+
+use crate::api::RequestRecord;
+use crate::store::mirror::rfc3339;
+use crate::telemetry::scan::{Shape, UsageScan};
+use crate::telemetry::Telemetry;
 
 /// Response headers that belong to one hop.
 const DROP_RESPONSE: &[&str] = &[
@@ -70,7 +76,8 @@ pub fn error_event(kind: &str, message: &str) -> Bytes {
     Bytes::from(format!("event: error\ndata: {msg}\n\n"))
 }
 
-/// One line per proxied request, written when the answer is over (or the client left).
+/// One line per proxied request, written when the answer is over (or the client left), and
+/// the same record handed to the telemetry (metrics, usage, the live feed).
 pub struct RequestLog {
     pub started: Instant,
     pub session: Option<String>,
@@ -83,10 +90,18 @@ pub struct RequestLog {
     pub hops: usize,
     /// How it ended: `complete`, `client gone`, or why it was cut.
     pub end: &'static str,
+    /// When the upstream answer's headers came.
+    pub ttfb: Option<Duration>,
+    /// Reads the answer's usage as it passes.
+    pub scan: Option<UsageScan>,
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl RequestLog {
-    pub fn new(started: Instant, bytes_in: usize) -> Self {
+    pub fn new(started: Instant, bytes_in: usize, telemetry: Option<Arc<Telemetry>>) -> Self {
+        if let Some(t) = &telemetry {
+            t.request_started();
+        }
         RequestLog {
             started,
             session: None,
@@ -97,19 +112,41 @@ impl RequestLog {
             bytes_out: 0,
             hops: 0,
             end: "client gone",
+            ttfb: None,
+            scan: None,
+            telemetry,
         }
     }
 }
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
+        let latency = self.started.elapsed();
+        if let Some(t) = self.telemetry.take() {
+            t.request_finished(
+                RequestRecord {
+                    at: rfc3339(t.now_ms()),
+                    session: self.session.clone(),
+                    account: self.account.clone(),
+                    model: self.model.clone(),
+                    status: self.status,
+                    latency_ms: latency.as_millis() as u64,
+                    ttfb_ms: self.ttfb.map(|d| d.as_millis() as u64),
+                    hops: self.hops,
+                    end: self.end.to_string(),
+                    tokens: self.scan.take().and_then(UsageScan::finish),
+                },
+                latency,
+                self.ttfb,
+            );
+        }
         tracing::info!(
             target: "ccs::request",
             session = self.session.as_deref().unwrap_or("-"),
             account = self.account.as_deref().unwrap_or("-"),
             model = self.model.as_deref().unwrap_or("-"),
             status = self.status,
-            latency_ms = self.started.elapsed().as_millis() as u64,
+            latency_ms = latency.as_millis() as u64,
             bytes_in = self.bytes_in,
             bytes_out = self.bytes_out,
             hops = self.hops,
@@ -187,6 +224,7 @@ impl State {
 pub fn relay(resp: reqwest::Response, bounds: Bounds, mut log: RequestLog) -> HttpResponse {
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     log.status = status.as_u16();
+    log.ttfb = Some(log.started.elapsed());
     let mut out = HttpResponse::build(status);
     for (k, v) in resp.headers() {
         if !DROP_RESPONSE.contains(&k.as_str()) {
@@ -198,6 +236,15 @@ pub fn relay(resp: reqwest::Response, bounds: Bounds, mut log: RequestLog) -> Ht
     let plain = header("content-encoding").is_none_or(|e| e.eq_ignore_ascii_case("identity"));
     // Only an uncompressed event stream can be framed, and be told of a cut in its own terms.
     let framer = (sse && plain).then(Framer::default);
+    let json = header("content-type").is_some_and(|c| c.starts_with("application/json"));
+    let gzip = header("content-encoding").is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
+    log.scan = if sse && plain {
+        Some(UsageScan::new(Shape::Events))
+    } else if json && (plain || gzip) && status.is_success() {
+        Some(UsageScan::new(Shape::Json { gzip }))
+    } else {
+        None
+    };
     let state = State {
         upstream: resp.bytes_stream().boxed(),
         bounds,
@@ -237,6 +284,9 @@ pub fn relay(resp: reqwest::Response, bounds: Bounds, mut log: RequestLog) -> Ht
                 }
             };
             st.log.bytes_out += out.len() as u64;
+            if let Some(scan) = st.log.scan.as_mut() {
+                scan.seen(&out);
+            }
             return Some((Ok::<_, std::io::Error>(out), st));
         }
     });

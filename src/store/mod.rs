@@ -10,6 +10,7 @@ mod import;
 pub mod mirror;
 mod port;
 pub mod records;
+mod usage;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -59,7 +60,11 @@ pub struct SledStore {
     /// Account → fingerprint of the refresh token a refresh was last sent with.
     intents: sled::Tree,
     meta: sled::Tree,
+    /// Hour → tokens per account and model (`usage.rs`).
+    usage: sled::Tree,
     db: sled::Db,
+    /// How long the token writer's flushes take, for `/metrics`.
+    pub flush_seconds: prometheus_client::metrics::histogram::Histogram,
     /// Serialises mirror rewrites, so two writers never interleave their temp files (shared
     /// with the token writer's thread).
     mirror_lock: Arc<Mutex<()>>,
@@ -150,6 +155,9 @@ impl SledStore {
             })
         };
         let mirror_lock = Arc::new(Mutex::new(()));
+        let flush_seconds = prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16),
+        );
         let writer = writer::Writer::start(writer::Disk {
             db: db.clone(),
             tokens: tree("tokens")?,
@@ -157,6 +165,7 @@ impl SledStore {
             intents: tree("intents")?,
             auth_dir: paths.auth_dir(),
             mirror_lock: mirror_lock.clone(),
+            flush_seconds: flush_seconds.clone(),
         })
         .map_err(|source| OpenError::Io {
             path: path.clone(),
@@ -171,7 +180,9 @@ impl SledStore {
             affinity: tree("affinity")?,
             intents: tree("intents")?,
             meta: tree("meta")?,
+            usage: tree("usage")?,
             db,
+            flush_seconds,
             mirror_lock: mirror_lock.clone(),
             writer,
             notes: Mutex::default(),

@@ -65,6 +65,8 @@ pub(super) struct Disk {
     pub intents: sled::Tree,
     pub auth_dir: PathBuf,
     pub mirror_lock: Arc<Mutex<()>>,
+    /// How long each group commit's flush took (the `/metrics` store write latency).
+    pub flush_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
 pub(super) struct Writer {
@@ -222,7 +224,9 @@ fn run(disk: Disk, rx: mpsc::Receiver<Job>) {
                 Job::Barrier(reply) => barriers.push(reply),
             }
         }
+        let t = std::time::Instant::now();
         let flushed = disk.db.flush().map(|_| ()).map_err(db_err);
+        disk.flush_seconds.observe(t.elapsed().as_secs_f64());
         // Every reply carries the flush's outcome: a copy per caller.
         let flush_result = || {
             flushed

@@ -70,6 +70,18 @@ pub fn advance(rig: &Rig, secs: u64) {
         .advance(Duration::from_secs(secs));
 }
 
+/// Points the home's config.yaml at the rig's daemon (the in-process daemon listens on a port
+/// of its own), so the real `ccs` binary finds it.
+pub fn point_cli_at_daemon(rig: &Rig) {
+    let port = rig.daemon.url.rsplit(':').next().unwrap();
+    let yaml = std::fs::read_to_string(rig.paths.config_file()).unwrap();
+    std::fs::write(
+        rig.paths.config_file(),
+        yaml.replace("port: 8317", &format!("port: {port}")),
+    )
+    .unwrap();
+}
+
 /// What the simulator received last (`/sim/last-request`).
 pub async fn last_request(sim: &str) -> Value {
     sim_get(sim, "/sim/last-request").await

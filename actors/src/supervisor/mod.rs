@@ -102,6 +102,7 @@ pub struct Supervisor {
     /// Accounts benched on a guess that were given one probe request in their current spell
     /// of being limited (specs/routing.md R10); cleared when the account is free again.
     probed: std::collections::HashSet<AccountId>,
+    on_hop: Option<HopWatcher>,
 }
 
 impl Supervisor {
@@ -116,6 +117,7 @@ impl Supervisor {
             affinity: Affinity::default(),
             events: VecDeque::new(),
             probed: Default::default(),
+            on_hop: None,
         }
     }
 
@@ -390,6 +392,23 @@ impl Handler<RestoreEvents> for Supervisor {
         while self.events.len() > EVENTS_KEPT {
             self.events.pop_front();
         }
+    }
+}
+
+/// Someone to tell of every hop as it is made (the daemon's live feed and metrics). Called on
+/// the supervisor's thread: it must not block.
+pub type HopWatcher = std::sync::Arc<dyn Fn(&HopEvent) + Send + Sync>;
+
+/// Sets the hop watcher.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WatchHops(pub HopWatcher);
+
+impl Handler<WatchHops> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchHops, _ctx: &mut Context<Self>) {
+        self.on_hop = Some(msg.0);
     }
 }
 

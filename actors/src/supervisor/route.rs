@@ -83,13 +83,17 @@ impl Handler<Route> for Supervisor {
                 Decision::Moved { from, to } => {
                     let reason = self.hop_reason(from, &msg.exclude, family, now);
                     tracing::info!(session = s, from = %from, to = %to, reason = reason.as_str(), "session moved");
-                    self.events.push_back(HopEvent {
+                    let hop = HopEvent {
                         at: now,
                         session: s.to_string(),
                         from: from.clone(),
                         to: to.clone(),
                         reason,
-                    });
+                    };
+                    if let Some(watch) = &self.on_hop {
+                        watch(&hop);
+                    }
+                    self.events.push_back(hop);
                     while self.events.len() > EVENTS_KEPT {
                         self.events.pop_front();
                     }

@@ -10,21 +10,22 @@ use ccs_actors::supervisor::{
     AddAccount, MemberView, RemoveAccount, SetPaused, SetPool, SupervisorView, DEFAULT_POOL,
 };
 use ccs_actors::Timestamp;
-use serde::Deserialize;
-use serde_json::{json, Value};
 
-use super::{err, internal, resolve, save_pools, Ctx, Data};
-use crate::oauth::TokenResponse;
+use super::{err, internal, resolve, save_pools, write, Ctx, Data};
+use crate::api;
 use crate::store::mirror::rfc3339;
 use crate::store::{account_key, Account};
 
-pub(super) fn window_json(w: &Window, now: Timestamp) -> Value {
-    json!({
-        "status": w.status.as_str(),
-        "utilization": w.utilization_at(now),
-        "resets_at": w.resets_at.filter(|r| *r > now).map(|r| rfc3339(r.as_millis())),
-        "seen_at": w.seen_at.map(|r| rfc3339(r.as_millis())),
-    })
+pub(crate) fn window_view(w: &Window, now: Timestamp) -> api::WindowView {
+    api::WindowView {
+        status: w.status.as_str().to_string(),
+        utilization: w.utilization_at(now),
+        resets_at: w
+            .resets_at
+            .filter(|r| *r > now)
+            .map(|r| rfc3339(r.as_millis())),
+        seen_at: w.seen_at.map(|r| rfc3339(r.as_millis())),
+    }
 }
 
 fn phase_name(m: Option<&MemberView>, a: &Account) -> &'static str {
@@ -35,22 +36,30 @@ fn phase_name(m: Option<&MemberView>, a: &Account) -> &'static str {
     }
 }
 
-/// One account as the CLI shows it.
-fn account_json(
+/// What one account looks like to the CLI and the dashboard; `position` is its place in
+/// `pool`.
+fn account_view(
     a: &Account,
     m: Option<&MemberView>,
     view: &SupervisorView,
+    pool: &str,
     default: Option<&str>,
     now: Timestamp,
     last_used: Option<u64>,
-) -> Value {
+) -> api::AccountView {
     let id = account_key(&a.email);
     let state = phase_name(m, a);
     let position = view
         .pools
-        .get(DEFAULT_POOL)
+        .get(pool)
         .and_then(|order| order.iter().position(|x| **x == *id))
         .map(|i| i + 1);
+    let pools = view
+        .pools
+        .iter()
+        .filter(|(_, members)| members.iter().any(|x| **x == *id))
+        .map(|(name, _)| name.clone())
+        .collect();
     let quota = m.map(|m| &m.quota);
     let cooldown = quota.and_then(|q| q.limited_until(now, None));
     let refused = m.and_then(|m| m.health.refused_until).filter(|t| *t > now);
@@ -67,89 +76,94 @@ fn account_json(
             )
         })
     };
-    json!({
-        "email": a.email,
-        "nickname": a.nickname,
-        "default": default == Some(id.as_str()),
-        "state": state,
-        "fix": fix,
-        "refused_until": refused.map(|t| rfc3339(t.as_millis())),
-        "paused": a.paused,
-        "plan": a.plan,
-        "expires_at": m.map(|m| rfc3339(m.health.expires_at.as_millis())),
-        "position": position,
-        "five_hour": quota.map(|q| window_json(&q.five_hour, now)),
-        "seven_day": quota.map(|q| window_json(&q.seven_day, now)),
-        "cooldown_until": cooldown.map(|t| rfc3339(t.as_millis())),
-        "created_at": rfc3339(a.created_at_ms),
-        "last_used_at": last_used.or(a.last_used_at_ms).map(rfc3339),
-    })
+    api::AccountView {
+        email: a.email.clone(),
+        nickname: a.nickname.clone(),
+        default: default == Some(id.as_str()),
+        state: state.to_string(),
+        fix,
+        refused_until: refused.map(|t| rfc3339(t.as_millis())),
+        paused: a.paused,
+        plan: a.plan.clone(),
+        expires_at: m.map(|m| rfc3339(m.health.expires_at.as_millis())),
+        position,
+        pools,
+        five_hour: quota.map(|q| window_view(&q.five_hour, now)),
+        seven_day: quota.map(|q| window_view(&q.seven_day, now)),
+        cooldown_until: cooldown.map(|t| rfc3339(t.as_millis())),
+        created_at: rfc3339(a.created_at_ms),
+        last_used_at: last_used.or(a.last_used_at_ms).map(rfc3339),
+    }
 }
 
-pub(super) async fn accounts_value(ctx: &Ctx) -> Result<Value, HttpResponse> {
+/// Every account, with positions in `pool`.
+pub(super) async fn account_views(
+    ctx: &Ctx,
+    pool: &str,
+) -> Result<Vec<api::AccountView>, HttpResponse> {
     let view = ctx.sup.view().await.map_err(internal)?;
     let accounts = ctx.store.accounts().map_err(internal)?;
     let default = ctx.store.default_account().map_err(internal)?;
     let now = ctx.clock.now();
-    let list: Vec<Value> = accounts
+    Ok(accounts
         .iter()
         .map(|a| {
             let id = account_key(&a.email);
             let m = view.accounts.iter().find(|m| *m.id == *id);
-            account_json(a, m, &view, default.as_deref(), now, ctx.last_used_ms(&id))
+            account_view(
+                a,
+                m,
+                &view,
+                pool,
+                default.as_deref(),
+                now,
+                ctx.last_used_ms(&id),
+            )
         })
-        .collect();
-    Ok(json!({"accounts": list}))
+        .collect())
 }
 
 pub(super) async fn list_accounts(ctx: Data) -> HttpResponse {
-    match accounts_value(&ctx).await {
-        Ok(v) => HttpResponse::Ok().json(v),
+    match account_views(&ctx, DEFAULT_POOL).await {
+        Ok(accounts) => HttpResponse::Ok().json(api::Accounts { accounts }),
         Err(r) => r,
     }
 }
 
-#[derive(Deserialize)]
-pub(super) struct AddBody {
-    /// The authority's token response, as the login received it.
-    token_response: TokenResponse,
-    /// Used when the token response names no e-mail (then the profile endpoint did).
-    email: Option<String>,
-    plan: Option<String>,
-    account_uuid: Option<String>,
-    organization_uuid: Option<String>,
-    organization_name: Option<String>,
+pub(super) async fn add_account(ctx: Data, body: web::Json<api::AddAccount>) -> HttpResponse {
+    match add(&ctx, body.into_inner()).await {
+        Ok(added) => HttpResponse::Ok().json(added),
+        Err(r) => r,
+    }
 }
 
-pub(super) async fn add_account(ctx: Data, body: web::Json<AddBody>) -> HttpResponse {
-    let b = body.into_inner();
+/// Takes in a login's outcome: a new account, or new credentials for a known one (which
+/// leaves Dead this way only).
+pub(crate) async fn add(ctx: &Ctx, b: api::AddAccount) -> Result<api::Added, HttpResponse> {
     let Some(email) = b
         .token_response
         .email()
         .map(str::to_string)
         .or(b.email.clone())
     else {
-        return err(
+        return Err(err(
             400,
             "the token response names no e-mail address; pass `email`",
-        );
+        ));
     };
     let now = ctx.clock.now();
     let Some(token) = b.token_response.token(now, None) else {
-        return err(400, "the token response has no refresh_token");
+        return Err(err(400, "the token response has no refresh_token"));
     };
     let id = account_key(&email);
-    let existing = match ctx.store.account(&id) {
-        Ok(a) => a,
-        Err(e) => return internal(e),
-    };
+    let existing = ctx.store.account(&id).map_err(internal)?;
     let created = existing.is_none();
     let mut account = match existing {
         Some(a) => a,
-        None => match ctx.store.new_account(&email) {
-            Ok(a) => a,
-            Err(e) => return internal(e),
-        },
+        None => {
+            let e = email.clone();
+            write(ctx, move |s| s.new_account(&e)).await?
+        }
     };
     account.dead = false;
     let tr = &b.token_response;
@@ -172,47 +186,45 @@ pub(super) async fn add_account(ctx: Data, body: web::Json<AddBody>) -> HttpResp
         .and_then(|o| o.name.clone())
         .or(b.organization_name)
         .or(account.organization_name);
-    if let Err(e) = ctx.store.put_account(&account) {
-        return internal(e);
-    }
+    let paused = account.paused;
+    write(ctx, move |s| s.put_account(&account)).await?;
     let id: AccountId = id.as_str().into();
     match ctx.sup.account(&id).await {
         // A known account: the actor persists the new token before using it.
         Some(addr) => {
             if addr.send(LoggedIn(token)).await.is_err() {
-                return internal("the account actor stopped");
+                return Err(internal("the account actor stopped"));
             }
         }
         None => {
-            if let Err(e) = ccs_actors::ports::Store::save_token(&*ctx.store, &id, &token) {
-                return internal(e);
-            }
+            let (key, t) = (id.clone(), token.clone());
+            write(ctx, move |s| {
+                ccs_actors::ports::Store::save_token(s, &key, &t)
+            })
+            .await?;
             let added = ctx
                 .sup
                 .add(AddAccount {
                     id: id.clone(),
                     initial: ccs_actors::account::Initial::Token(token),
                     quota: Default::default(),
-                    paused: account.paused,
+                    paused,
                     pools: vec![],
                 })
                 .await;
-            if let Err(e) = added {
-                return internal(e);
-            }
+            added.map_err(internal)?;
         }
     }
-    let pools = ctx.sup.view().await.map(|v| v.pools).unwrap_or_default();
-    if let Err(e) = save_pools(&ctx, &pools) {
-        return internal(e);
-    }
+    save_pools(ctx).await?;
     tracing::info!(account = %email, created, "account logged in");
-    let v = accounts_value(&ctx).await.unwrap_or(Value::Null);
-    let this = v["accounts"]
-        .as_array()
-        .and_then(|l| l.iter().find(|a| a["email"] == email).cloned())
-        .unwrap_or(Value::Null);
-    HttpResponse::Ok().json(json!({"created": created, "account": this}))
+    ctx.telemetry
+        .changed(&email, if created { "added" } else { "logged in again" });
+    let account = account_views(ctx, DEFAULT_POOL)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .find(|a| a.email == email);
+    Ok(api::Added { created, account })
 }
 
 pub(super) async fn remove_account(ctx: Data, who: web::Path<String>) -> HttpResponse {
@@ -222,14 +234,14 @@ pub(super) async fn remove_account(ctx: Data, who: web::Path<String>) -> HttpRes
     };
     let id = account_key(&a.email);
     let _ = ctx.sup.addr().send(RemoveAccount(id.as_str().into())).await;
-    if let Err(e) = ctx.store.remove_account(&id) {
-        return internal(e);
+    if let Err(r) = write(&ctx, move |s| s.remove_account(&id)).await {
+        return r;
     }
-    let pools = ctx.sup.view().await.map(|v| v.pools).unwrap_or_default();
-    if let Err(e) = save_pools(&ctx, &pools) {
-        return internal(e);
+    if let Err(r) = save_pools(&ctx).await {
+        return r;
     }
-    HttpResponse::Ok().json(json!({"removed": a.email}))
+    ctx.telemetry.changed(&a.email, "logged out");
+    HttpResponse::Ok().json(api::Removed { removed: a.email })
 }
 
 async fn set_paused(ctx: &Ctx, who: &str, paused: bool) -> HttpResponse {
@@ -239,8 +251,9 @@ async fn set_paused(ctx: &Ctx, who: &str, paused: bool) -> HttpResponse {
     };
     a.paused = paused;
     a.paused_at_ms = paused.then(|| ctx.clock.now().as_millis());
-    if let Err(e) = ctx.store.put_account(&a) {
-        return internal(e);
+    let saved = a.clone();
+    if let Err(r) = write(ctx, move |s| s.put_account(&saved)).await {
+        return r;
     }
     let _ = ctx
         .sup
@@ -250,7 +263,10 @@ async fn set_paused(ctx: &Ctx, who: &str, paused: bool) -> HttpResponse {
             paused,
         })
         .await;
-    HttpResponse::Ok().json(json!({"email": a.email, "paused": paused}))
+    HttpResponse::Ok().json(api::Paused {
+        email: a.email,
+        paused,
+    })
 }
 
 pub(super) async fn pause(ctx: Data, who: web::Path<String>) -> HttpResponse {
@@ -261,15 +277,10 @@ pub(super) async fn resume(ctx: Data, who: web::Path<String>) -> HttpResponse {
     set_paused(&ctx, &who, false).await
 }
 
-#[derive(Deserialize)]
-pub(super) struct Rename {
-    nickname: String,
-}
-
 pub(super) async fn rename(
     ctx: Data,
     who: web::Path<String>,
-    body: web::Json<Rename>,
+    body: web::Json<api::Rename>,
 ) -> HttpResponse {
     let mut a = match resolve(&ctx, &who) {
         Ok(a) => a,
@@ -294,10 +305,14 @@ pub(super) async fn rename(
         return err(409, format!("nickname {new:?} is taken by {}", other.email));
     }
     a.nickname = new.to_string();
-    if let Err(e) = ctx.store.put_account(&a) {
-        return internal(e);
+    let saved = a.clone();
+    if let Err(r) = write(&ctx, move |s| s.put_account(&saved)).await {
+        return r;
     }
-    HttpResponse::Ok().json(json!({"email": a.email, "nickname": a.nickname}))
+    HttpResponse::Ok().json(api::Renamed {
+        email: a.email,
+        nickname: a.nickname,
+    })
 }
 
 pub(super) async fn set_default(ctx: Data, who: web::Path<String>) -> HttpResponse {
@@ -306,8 +321,9 @@ pub(super) async fn set_default(ctx: Data, who: web::Path<String>) -> HttpRespon
         Err(r) => return r,
     };
     let id = account_key(&a.email);
-    if let Err(e) = ctx.store.set_default(&id) {
-        return internal(e);
+    let key = id.clone();
+    if let Err(r) = write(&ctx, move |s| s.set_default(&key)).await {
+        return r;
     }
     // New conversations of the default pool start on the default account: it heads the
     // pool's drain order (specs/routing.md R8).
@@ -330,11 +346,10 @@ pub(super) async fn set_default(ctx: Data, who: web::Path<String>) -> HttpRespon
             members: order,
         })
         .await;
-    let pools = ctx.sup.view().await.map(|v| v.pools).unwrap_or_default();
-    if let Err(e) = save_pools(&ctx, &pools) {
-        return internal(e);
+    if let Err(r) = save_pools(&ctx).await {
+        return r;
     }
-    HttpResponse::Ok().json(json!({"default": a.email}))
+    HttpResponse::Ok().json(api::DefaultSet { default: a.email })
 }
 
 pub(super) async fn force_refresh(ctx: Data, who: web::Path<String>) -> HttpResponse {
@@ -364,7 +379,10 @@ pub(super) async fn force_refresh(ctx: Data, who: web::Path<String>) -> HttpResp
         .unwrap_or(Phase::Dead);
     match (result, phase) {
         (Ok(Ok(_)), _) => {
-            HttpResponse::Ok().json(json!({"email": a.email, "state": phase.as_str()}))
+            HttpResponse::Ok().json(api::Refreshed {
+                email: a.email,
+                state: phase.as_str().to_string(),
+            })
         }
         (_, Phase::Dead) => err(
             502,

@@ -10,8 +10,14 @@
 //! way round).
 
 mod accounts;
+mod live;
+mod metrics;
 mod pools;
 mod status;
+mod usage;
+
+pub(crate) use accounts::add as add_account;
+pub(crate) use status::hop;
 
 use std::collections::BTreeMap;
 
@@ -20,11 +26,14 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpResponse};
 use ccs_actors::routing::AccountId;
-use serde_json::json;
 
 use super::guard::{origin_allowed, ClientKey};
+use super::sessions;
 use super::Ctx;
-use crate::store::{account_key, Account};
+use crate::api;
+use crate::store::{account_key, Account, SledStore};
+use actix_web::http::Method;
+use ccs_actors::ports::StoreError;
 
 /// The largest management request body (a login's token response is a few KiB).
 pub const BODY_LIMIT: usize = 64 << 10;
@@ -36,11 +45,26 @@ fn err(status: u16, message: impl Into<String>) -> HttpResponse {
         actix_web::http::StatusCode::from_u16(status)
             .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
     )
-    .json(json!({"error": message.into()}))
+    .json(api::ApiError {
+        error: message.into(),
+    })
 }
 
 fn internal(e: impl std::fmt::Display) -> HttpResponse {
     err(500, e.to_string())
+}
+
+/// Runs a store write on the blocking pool: a sled flush or a mirror fsync never holds one
+/// of the proxy's HTTP workers (two serve every request of the daemon).
+async fn write<T: Send + 'static>(
+    ctx: &Ctx,
+    f: impl FnOnce(&SledStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, HttpResponse> {
+    let store = ctx.store.clone();
+    web::block(move || f(&store))
+        .await
+        .map_err(internal)?
+        .map_err(internal)
 }
 
 /// Finds an account by e-mail or nickname; the error lists the known ones.
@@ -67,11 +91,11 @@ fn resolve(ctx: &Ctx, who: &str) -> Result<Account, HttpResponse> {
     ))
 }
 
-fn save_pools(
-    ctx: &Ctx,
-    pools: &BTreeMap<String, Vec<AccountId>>,
-) -> Result<(), ccs_actors::ports::StoreError> {
-    ctx.store.set_pools(pools)
+/// Writes the supervisor's pools to the store (off the workers).
+async fn save_pools(ctx: &Ctx) -> Result<(), HttpResponse> {
+    let pools: BTreeMap<String, Vec<AccountId>> =
+        ctx.sup.view().await.map(|v| v.pools).unwrap_or_default();
+    write(ctx, move |s| s.set_pools(&pools)).await
 }
 
 /// Middleware of the whole scope, before any extractor reads a body: same origin, then the
@@ -104,6 +128,27 @@ async fn check(
             .call(req)
             .await
             .map(ServiceResponse::map_into_left_body);
+    }
+    // The dashboard: its session cookie, and on every write the session's CSRF token.
+    if let Some(id) = sessions::cookie_of(h) {
+        if ctx.sessions.csrf(id).is_some() {
+            let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+            let token = h
+                .get(sessions::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if safe || ctx.sessions.csrf_ok(id, token) {
+                return next
+                    .call(req)
+                    .await
+                    .map(ServiceResponse::map_into_left_body);
+            }
+            let resp = err(
+                403,
+                "this change needs the dashboard's CSRF token (X-CSRF-Token): reload the page",
+            );
+            return Ok(req.into_response(resp).map_into_right_body());
+        }
     }
     let client = ClientKey::of(req.peer_addr().map(|a| a.ip()));
     let resp = if ctx.throttle.punish(client).await {
@@ -160,6 +205,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/pools/{name}", web::delete().to(pools::delete_pool))
             .route("/events", web::get().to(status::events))
             .route("/quota", web::get().to(status::quota))
+            .route("/usage", web::get().to(usage::usage))
+            .route("/session", web::get().to(usage::session))
+            .route("/live", web::get().to(live::live))
+            .route("/login-link", web::post().to(live::login_link))
+            .route("/login/start", web::post().to(live::start_login))
             .route("/shutdown", web::post().to(status::shutdown)),
     );
+    cfg.route("/metrics", web::get().to(metrics::metrics));
 }

@@ -1,32 +1,30 @@
 //! `/v0/management/pools…`: list, set and delete named pools of accounts.
 
-use std::collections::BTreeMap;
-
 use actix_web::{web, HttpResponse};
 use ccs_actors::routing::AccountId;
 use ccs_actors::supervisor::{DeletePool, SetPool, DEFAULT_POOL};
-use serde::Deserialize;
-use serde_json::json;
 
-use super::{err, internal, resolve, save_pools, Data};
+use super::{err, internal, resolve, save_pools, write, Data};
+use crate::api;
 use crate::store::account_key;
+
+fn names(members: &[AccountId]) -> Vec<String> {
+    members.iter().map(|a| a.to_string()).collect()
+}
 
 pub(super) async fn pools(ctx: Data) -> HttpResponse {
     match ctx.sup.view().await {
-        Ok(v) => HttpResponse::Ok().json(json!({"pools": v.pools.iter().map(|(k, m)| (k.clone(), m.iter().map(|a| a.to_string()).collect::<Vec<_>>())).collect::<BTreeMap<_, _>>()})),
+        Ok(v) => HttpResponse::Ok().json(api::Pools {
+            pools: v.pools.iter().map(|(k, m)| (k.clone(), names(m))).collect(),
+        }),
         Err(e) => internal(e),
     }
-}
-
-#[derive(Deserialize)]
-pub(super) struct PoolBody {
-    accounts: Vec<String>,
 }
 
 pub(super) async fn set_pool(
     ctx: Data,
     name: web::Path<String>,
-    body: web::Json<PoolBody>,
+    body: web::Json<api::SetPool>,
 ) -> HttpResponse {
     let name = name.into_inner();
     let valid = !name.is_empty()
@@ -63,16 +61,19 @@ pub(super) async fn set_pool(
             members,
         })
         .await;
-    let pools = ctx.sup.view().await.map(|v| v.pools).unwrap_or_default();
-    if let Err(e) = save_pools(&ctx, &pools) {
-        return internal(e);
+    if let Err(r) = save_pools(&ctx).await {
+        return r;
     }
     if let Some(head) = head {
-        if let Err(e) = ctx.store.set_default(&head) {
-            return internal(e);
+        if let Err(r) = write(&ctx, move |s| s.set_default(&head)).await {
+            return r;
         }
     }
-    HttpResponse::Ok().json(json!({"pool": name, "accounts": pools.get(&name).map(|m| m.iter().map(|a| a.to_string()).collect::<Vec<_>>())}))
+    let pools = ctx.sup.view().await.map(|v| v.pools).unwrap_or_default();
+    HttpResponse::Ok().json(api::PoolSet {
+        accounts: pools.get(&name).map(|m| names(m)).unwrap_or_default(),
+        pool: name,
+    })
 }
 
 pub(super) async fn delete_pool(ctx: Data, name: web::Path<String>) -> HttpResponse {
@@ -81,11 +82,12 @@ pub(super) async fn delete_pool(ctx: Data, name: web::Path<String>) -> HttpRespo
     }
     match ctx.sup.addr().send(DeletePool(name.to_string())).await {
         Ok(true) => {
-            let pools = ctx.sup.view().await.map(|v| v.pools).unwrap_or_default();
-            if let Err(e) = save_pools(&ctx, &pools) {
-                return internal(e);
+            if let Err(r) = save_pools(&ctx).await {
+                return r;
             }
-            HttpResponse::Ok().json(json!({"deleted": name.as_str()}))
+            HttpResponse::Ok().json(api::PoolDeleted {
+                deleted: name.into_inner(),
+            })
         }
         _ => err(404, format!("no pool {:?}", name.as_str())),
     }

@@ -7,23 +7,30 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use ccs_actors::account::{GetLease, ObserveUsage};
 use ccs_actors::lifecycle::Phase;
-use ccs_actors::supervisor::DEFAULT_POOL;
+use ccs_actors::supervisor::{HopEvent, DEFAULT_POOL};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::accounts::accounts_value;
+use super::accounts::account_views;
 use super::{internal, Data};
+use crate::api;
 use crate::store::mirror::rfc3339;
+
+/// A hop as the API shows it.
+pub(crate) fn hop(e: &HopEvent) -> api::Hop {
+    api::Hop {
+        at: rfc3339(e.at.as_millis()),
+        session: e.session.clone(),
+        from: e.from.to_string(),
+        to: e.to.to_string(),
+        reason: e.reason.as_str().to_string(),
+    }
+}
 
 pub(super) async fn events(ctx: Data) -> HttpResponse {
     match ctx.sup.view().await {
-        Ok(v) => HttpResponse::Ok().json(json!({"events": v.events.iter().map(|e| json!({
-            "at": rfc3339(e.at.as_millis()),
-            "session": e.session,
-            "from": e.from.to_string(),
-            "to": e.to.to_string(),
-            "reason": e.reason.as_str(),
-        })).collect::<Vec<_>>()})),
+        Ok(v) => HttpResponse::Ok().json(api::Events {
+            events: v.events.iter().map(hop).collect(),
+        }),
         Err(e) => internal(e),
     }
 }
@@ -80,12 +87,15 @@ pub(super) async fn quota(ctx: Data, q: web::Query<QuotaQuery>) -> HttpResponse 
         .ok()
         .flatten()
         .map(|a| a.to_string());
-    match accounts_value(&ctx).await {
-        Ok(mut v) => {
-            v["pool"] = json!(pool);
-            v["next_for_new_sessions"] = json!(next);
-            HttpResponse::Ok().json(v)
-        }
+    match account_views(&ctx, &pool).await {
+        Ok(accounts) => HttpResponse::Ok().json(api::Quota {
+            accounts: accounts
+                .into_iter()
+                .filter(|a| a.position.is_some())
+                .collect(),
+            pool,
+            next_for_new_sessions: next,
+        }),
         Err(r) => r,
     }
 }
@@ -97,27 +107,33 @@ pub(super) async fn status(ctx: Data) -> HttpResponse {
     };
     let now = ctx.clock.now();
     let hour_ago = now.minus(Duration::from_secs(3600));
-    let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
     for m in &view.accounts {
-        *by_state.entry(m.health.phase.as_str()).or_default() += 1;
+        *by_state
+            .entry(m.health.phase.as_str().to_string())
+            .or_default() += 1;
     }
     let paused = view.accounts.iter().filter(|m| m.paused).count();
-    HttpResponse::Ok().json(json!({
-        "state": "running",
-        "url": ctx.url,
-        "pid": std::process::id(),
-        "uptime_secs": ctx.started.elapsed().as_secs(),
-        "accounts": view.accounts.len(),
-        "by_state": by_state,
-        "paused": paused,
-        "requests_last_hour": ctx.requests_last_hour(),
-        "hops_last_hour": view.events.iter().filter(|e| e.at >= hour_ago).count(),
-        "sessions": view.bindings.len(),
-        "store_notes": ctx.store.notes(),
-    }))
+    HttpResponse::Ok().json(api::Status {
+        state: "running".into(),
+        url: ctx.url.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        uptime_secs: ctx.started.elapsed().as_secs(),
+        accounts: view.accounts.len(),
+        by_state,
+        paused,
+        requests_last_hour: ctx.requests_last_hour(),
+        hops_last_hour: view.events.iter().filter(|e| e.at >= hour_ago).count(),
+        sessions: view.bindings.len(),
+        store_notes: ctx.store.notes(),
+        store_bytes: ctx.store.size_on_disk(),
+        refreshes: ctx.telemetry.refreshes(),
+        errors: ctx.telemetry.errors(),
+    })
 }
 
 pub(super) async fn shutdown(ctx: Data) -> HttpResponse {
     let _ = ctx.shutdown.send(true);
-    HttpResponse::Ok().json(json!({"stopping": true}))
+    HttpResponse::Ok().json(api::Stopping { stopping: true })
 }

@@ -161,6 +161,8 @@ impl SimModel {
         u.five.consume(cost, now);
         u.seven.consume(cost, now);
         u.counters.messages_ok += 1;
+        u.counters.input_tokens += input_tokens;
+        u.counters.output_tokens += REPLY_TOKENS;
         let headers = inner.unified_headers(i, now);
         Admission::Serve(Serve {
             id,

@@ -59,6 +59,9 @@ pub struct Counters {
     pub usage_calls: u64,
     /// Streams whose client went away before the last event.
     pub streams_abandoned: u64,
+    /// Tokens the answers of `messages_ok` named in their `usage`.
+    pub input_tokens: u64,
+    pub output_tokens: u64,
 }
 
 #[derive(Clone, Debug)]

@@ -5,12 +5,17 @@
 //! error that names the file and the line. Must not: create or write anything; commands decide
 //! when folders come into being.
 
-use std::fmt;
+mod paths;
+mod values;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+
+pub use paths::Paths;
+pub use values::{words, On, Size, Span};
 
 /// The client key the tool we replace uses by default (specs/anthropic.md §6). Public, so
 /// accepted only when config.yaml names it explicitly (unset keys are generated: `keys.rs`).
@@ -40,167 +45,6 @@ pub enum ConfigError {
     #[error("cannot find a home folder: set CCS_HOME to the folder ccs should use")]
     NoHome,
 }
-
-/// Every place ccs keeps something, derived from `CCS_HOME`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Paths {
-    pub home: PathBuf,
-}
-
-impl Paths {
-    /// `CCS_HOME` if set, else `~/.ccs`.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        if let Some(h) = std::env::var_os("CCS_HOME").filter(|h| !h.is_empty()) {
-            return Ok(Paths { home: h.into() });
-        }
-        let home = std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .ok_or(ConfigError::NoHome)?;
-        Ok(Paths {
-            home: PathBuf::from(home).join(".ccs"),
-        })
-    }
-
-    pub fn at(home: impl Into<PathBuf>) -> Self {
-        Paths { home: home.into() }
-    }
-
-    pub fn config_file(&self) -> PathBuf {
-        self.home.join("config.yaml")
-    }
-    /// Everything of the proxy: the store, the JSON mirror, pid, logs.
-    pub fn cliproxy(&self) -> PathBuf {
-        self.home.join("cliproxy")
-    }
-    pub fn accounts_json(&self) -> PathBuf {
-        self.cliproxy().join("accounts.json")
-    }
-    pub fn auth_dir(&self) -> PathBuf {
-        self.cliproxy().join("auth")
-    }
-    pub fn store_dir(&self) -> PathBuf {
-        self.cliproxy().join("state.sled")
-    }
-    pub fn logs_dir(&self) -> PathBuf {
-        self.cliproxy().join("logs")
-    }
-    pub fn pid_file(&self) -> PathBuf {
-        self.cliproxy().join("daemon.pid")
-    }
-    pub fn lock_file(&self) -> PathBuf {
-        self.cliproxy().join("daemon.lock")
-    }
-    /// The generated client key and management secret (`keys.rs`).
-    pub fn keys_file(&self) -> PathBuf {
-        self.cliproxy().join("keys.json")
-    }
-    pub fn instances_dir(&self) -> PathBuf {
-        self.home.join("instances")
-    }
-}
-
-/// A duration written as seconds (`300`) or with a unit (`300s`, `5m`, `1h`, `250ms`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Span(pub Duration);
-
-impl fmt::Debug for Span {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
-
-impl Span {
-    pub fn parse(s: &str) -> Result<Span, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration (try 300, 300s, 5m or 1h)"))?;
-        let d = match unit.trim() {
-            "" | "s" => Duration::from_secs(n),
-            "ms" => Duration::from_millis(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            "d" => Duration::from_secs(n * 86_400),
-            u => {
-                return Err(format!(
-                    "unknown unit {u:?} in {s:?} (use ms, s, m, h or d)"
-                ))
-            }
-        };
-        Ok(Span(d))
-    }
-}
-
-impl<'de> Deserialize<'de> for Span {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(n) => Ok(Span(Duration::from_secs(n))),
-            Raw::Text(t) => Span::parse(&t).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// A duration as people read it: "5m", "2h 13m", "3d 4h" (under an hour, minutes round up).
-pub fn words(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 86_400 {
-        format!("{}d {}h", s / 86_400, (s % 86_400) / 3600)
-    } else if s >= 3600 {
-        format!("{}h {:02}m", s / 3600, (s % 3600) / 60)
-    } else {
-        format!("{}m", s.div_ceil(60).max(1))
-    }
-}
-
-/// A byte size written as a number or with a unit (`32MiB`, `512KiB`, `10MB`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Size(pub u64);
-
-impl Size {
-    pub fn parse(s: &str) -> Result<Size, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?} is not a size (try 33554432 or 32MiB)"))?;
-        let mult = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "kib" | "k" => 1 << 10,
-            "mib" | "m" => 1 << 20,
-            "gib" | "g" => 1 << 30,
-            "kb" => 1_000,
-            "mb" => 1_000_000,
-            "gb" => 1_000_000_000,
-            u => return Err(format!("unknown unit {u:?} in {s:?} (use KiB, MiB or GiB)")),
-        };
-        Ok(Size(n.saturating_mul(mult)))
-    }
-}
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bytes(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Bytes(n) => Ok(Size(n)),
-            Raw::Text(t) => Size::parse(&t).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
 /// `config.yaml`. Every field has a default; unknown keys are refused so typos surface.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -212,8 +56,10 @@ pub struct Config {
     pub accounts: std::collections::BTreeMap<String, AccountConfig>,
     /// Where Claude Code is, when it is not on PATH.
     pub claude_path: Option<PathBuf>,
+    /// `ccs claude` and `ccs run` give Claude Code a status line (`ccs statusline`) naming the
+    /// account serving the conversation, unless the user has a status line of their own.
+    pub status_line: On,
 }
-
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Proxy {
@@ -249,8 +95,11 @@ pub struct ProxyAuth {
     pub api_key: Option<String>,
     /// More accepted client keys, e.g. one per machine.
     pub api_keys: Vec<String>,
-    /// Guards `/v0/management/*`; generated at first use when unset.
+    /// Guards `/v0/management/*` and the dashboard; generated at first use when unset.
     pub management_secret: Option<String>,
+    /// A key that reads `/metrics` only (for a Prometheus scraper), besides the management
+    /// secret; unset: only the secret reads it.
+    pub metrics_key: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -471,7 +320,8 @@ impl Config {
                 auth.management_secret
                     .iter()
                     .map(|s| ("the management secret", s)),
-            );
+            )
+            .chain(auth.metrics_key.iter().map(|s| ("the metrics key", s)));
         for (what, k) in set {
             if k == DEFAULT_API_KEY || k == DEFAULT_MANAGEMENT_SECRET {
                 return Some(format!(
@@ -632,7 +482,7 @@ mod tests {
 
     #[test]
     fn the_readmes_config_block_parses_to_the_defaults() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let section = &readme[readme.find("## config.yaml").expect("the section")..];
         let start = section.find("```yaml\n").expect("a yaml block") + 8;
         let block = &section[start..start + section[start..].find("```").unwrap()];

@@ -1,0 +1,357 @@
+//! The management API's shapes: every request and answer of `/v0/management/*`, as serde
+//! types shared by the daemon (`proxy/manage/`), the CLI (`client.rs`), the dashboard's
+//! script (which reads the same JSON) and the tests. A field renamed here is renamed for all
+//! of them at once; nothing indexes the JSON by hand.
+//!
+//! Times are RFC 3339 strings in UTC; utilization is a fraction (0.0–1.0).
+//!
+//! Must not: answer with a token or a secret (only `AddAccount`, a request, carries one).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::oauth::TokenResponse;
+
+/// The routes, so the daemon and the client cannot disagree on a path.
+pub mod path {
+    pub const STATUS: &str = "/v0/management/status";
+    pub const ACCOUNTS: &str = "/v0/management/accounts";
+    pub const POOLS: &str = "/v0/management/pools";
+    pub const EVENTS: &str = "/v0/management/events";
+    pub const QUOTA: &str = "/v0/management/quota";
+    pub const USAGE: &str = "/v0/management/usage";
+    pub const SHUTDOWN: &str = "/v0/management/shutdown";
+    pub const SESSION: &str = "/v0/management/session";
+    pub const LOGIN_LINK: &str = "/v0/management/login-link";
+    pub const LIVE: &str = "/v0/management/live";
+    pub const LOGIN_START: &str = "/v0/management/login/start";
+
+    /// Percent-encodes one path segment (an e-mail, a nickname, a pool name).
+    pub fn seg(s: &str) -> String {
+        url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    }
+
+    /// `/v0/management/accounts/{who}` and, with `action`, `…/{who}/{action}`.
+    pub fn account(who: &str, action: Option<&str>) -> String {
+        match action {
+            Some(a) => format!("{ACCOUNTS}/{}/{a}", seg(who)),
+            None => format!("{ACCOUNTS}/{}", seg(who)),
+        }
+    }
+
+    pub fn pool(name: &str) -> String {
+        format!("{POOLS}/{}", seg(name))
+    }
+}
+
+/// Every refusal: a message that says what to do next.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+/// One quota window (5-hour or weekly) of one account.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowView {
+    /// `allowed`, `allowed_warning` or `rejected` (Anthropic's words), or `unknown`.
+    pub status: String,
+    pub utilization: f64,
+    pub resets_at: Option<String>,
+    /// When the daemon last heard of this window.
+    pub seen_at: Option<String>,
+}
+
+/// One account as the daemon sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AccountView {
+    pub email: String,
+    pub nickname: String,
+    /// The default account: the head of the default pool.
+    pub default: bool,
+    /// The token lifecycle state: `fresh`, `expiring`, `refreshing`, `dead` (or `unknown`).
+    pub state: String,
+    /// What the person should do about it, when anything.
+    pub fix: Option<String>,
+    pub refused_until: Option<String>,
+    pub paused: bool,
+    pub plan: Option<String>,
+    pub expires_at: Option<String>,
+    /// 1-based place in the drain order of the pool asked about (the default pool unless the
+    /// request named one); `None` when the account is not in that pool.
+    pub position: Option<usize>,
+    /// The pools this account belongs to.
+    #[serde(default)]
+    pub pools: Vec<String>,
+    pub five_hour: Option<WindowView>,
+    pub seven_day: Option<WindowView>,
+    /// Limited until then (by a window, a backoff or a bench).
+    pub cooldown_until: Option<String>,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Accounts {
+    pub accounts: Vec<AccountView>,
+}
+
+/// `GET /quota?pool=P&max_age=S`: the pool's accounts (positions in that pool) and the one a
+/// new conversation would start on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Quota {
+    pub pool: String,
+    pub accounts: Vec<AccountView>,
+    pub next_for_new_sessions: Option<String>,
+}
+
+/// The body of `POST /accounts`: a login's outcome.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AddAccount {
+    /// The authority's token response, as the login received it.
+    pub token_response: TokenResponse,
+    /// Used when the token response names no e-mail (then the profile endpoint did).
+    pub email: Option<String>,
+    pub plan: Option<String>,
+    pub account_uuid: Option<String>,
+    pub organization_uuid: Option<String>,
+    pub organization_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Added {
+    pub created: bool,
+    pub account: Option<AccountView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Removed {
+    pub removed: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Paused {
+    pub email: String,
+    pub paused: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Rename {
+    pub nickname: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Renamed {
+    pub email: String,
+    pub nickname: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DefaultSet {
+    pub default: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Refreshed {
+    pub email: String,
+    pub state: String,
+}
+
+/// Pool name → members (e-mail keys) in drain order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pools {
+    pub pools: BTreeMap<String, Vec<String>>,
+}
+
+/// The body of `PUT /pools/{name}`: accounts by e-mail or nickname, in drain order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SetPool {
+    pub accounts: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PoolSet {
+    pub pool: String,
+    pub accounts: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PoolDeleted {
+    pub deleted: String,
+}
+
+/// A conversation moved from one account to another.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hop {
+    pub at: String,
+    pub session: String,
+    pub from: String,
+    pub to: String,
+    /// `limited`, `dead`, `paused`, `no_token`, `failed` or `removed`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Events {
+    pub events: Vec<Hop>,
+}
+
+/// The daemon as a whole.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub state: String,
+    pub url: String,
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub accounts: usize,
+    /// Lifecycle state → how many accounts are in it.
+    pub by_state: BTreeMap<String, usize>,
+    pub paused: usize,
+    pub requests_last_hour: u64,
+    pub hops_last_hour: usize,
+    pub sessions: usize,
+    /// What the store noticed at start (files passed over, a damaged file moved aside).
+    pub store_notes: Vec<String>,
+    /// Bytes the store takes on disk.
+    pub store_bytes: u64,
+    /// The latest token refreshes, newest last.
+    #[serde(default)]
+    pub refreshes: Vec<RefreshRecord>,
+    /// The latest warnings and errors the daemon logged, newest last.
+    #[serde(default)]
+    pub errors: Vec<LogRecord>,
+}
+
+/// One refresh call's outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    pub at: String,
+    pub account: String,
+    /// `ok`, `fatal` (the grant is gone), `transient` or `unknown` (sent, answer lost).
+    pub outcome: String,
+    pub millis: u64,
+}
+
+/// One warning or error line of the daemon's log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub at: String,
+    pub level: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Stopping {
+    pub stopping: bool,
+}
+
+/// Tokens counted from the `usage` of answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub requests: u64,
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_creation: u64,
+}
+
+impl Tokens {
+    pub fn add(&mut self, o: &Tokens) {
+        self.requests += o.requests;
+        self.input += o.input;
+        self.output += o.output;
+        self.cache_read += o.cache_read;
+        self.cache_creation += o.cache_creation;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.input + self.output + self.cache_read + self.cache_creation
+    }
+}
+
+/// Use of one account (or one model) over a span.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UsageRow {
+    pub name: String,
+    pub tokens: Tokens,
+}
+
+/// One hour's tokens, for a chart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UsageHour {
+    /// The hour's start.
+    pub at: String,
+    pub tokens: Tokens,
+}
+
+/// `GET /usage?span=24h|7d`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// `24h` or `7d`.
+    pub span: String,
+    pub total: Tokens,
+    pub by_account: Vec<UsageRow>,
+    pub by_model: Vec<UsageRow>,
+    /// Every hour of the span, oldest first (hours without traffic are zero).
+    pub hours: Vec<UsageHour>,
+}
+
+/// One finished request, as the live feed sends it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub at: String,
+    pub session: Option<String>,
+    pub account: Option<String>,
+    pub model: Option<String>,
+    pub status: u16,
+    pub latency_ms: u64,
+    /// Time to the first byte of the answer.
+    pub ttfb_ms: Option<u64>,
+    pub hops: usize,
+    pub end: String,
+    pub tokens: Option<Tokens>,
+}
+
+/// What the live feed (`/dashboard/api/live`, SSE) carries: one event per request or hop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LiveEvent {
+    Request(RequestRecord),
+    Hop(Hop),
+    /// An account was added, logged in again, or logged out.
+    Changed(Changed),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Changed {
+    pub at: String,
+    pub account: String,
+    /// `added`, `logged in again` or `logged out`.
+    pub what: String,
+}
+
+/// `GET /session?id=S`: the account serving a conversation, for Claude Code's status line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub account: Option<String>,
+    pub nickname: Option<String>,
+    pub five_hour: Option<f64>,
+    pub seven_day: Option<f64>,
+    /// The account it moved from, when it moved within the last few turns.
+    pub moved_from: Option<String>,
+}
+
+/// `POST /login-link`: a one-time address that opens the dashboard logged in. The token is
+/// in the fragment, so it never reaches a server log or a `Referer`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginLink {
+    pub url: String,
+}
+
+/// `POST /login/start`: where to send the browser to log a new account in; it comes back to
+/// the daemon's `/callback`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginStart {
+    pub url: String,
+}

@@ -1,0 +1,190 @@
+//! `ccs statusline`: the command Claude Code runs for its status bar (`statusLine` in its
+//! settings). It reads the status JSON Claude Code writes on stdin (`session_id` among it),
+//! asks the daemon which account serves that conversation, and prints one short line. It
+//! never waits long (`ASK_WITHIN`), never fails loudly (a status line is not the place for an
+//! error), and never prints a secret.
+//!
+//! Also here: the settings `ccs claude` / `ccs run` hand Claude Code, unless the user has a
+//! status line of their own.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Deserialize;
+
+use crate::api::SessionView;
+use crate::config::{Config, Paths};
+use crate::daemon::configured_url;
+
+/// How long the status line waits for the daemon.
+const ASK_WITHIN: Duration = Duration::from_millis(400);
+
+#[derive(Deserialize, Default)]
+struct StatusInput {
+    session_id: Option<String>,
+}
+
+/// The line for a conversation the daemon describes as `v`.
+pub fn line(v: &SessionView) -> String {
+    let Some(account) = &v.account else {
+        return "ccs: new conversation".into();
+    };
+    let who = match &v.nickname {
+        Some(n) if !n.is_empty() => n.clone(),
+        _ => account.clone(),
+    };
+    let pct = |u: Option<f64>| {
+        u.map(|u| format!("{:.0}%", u * 100.0))
+            .unwrap_or_else(|| "?".into())
+    };
+    let mut s = format!(
+        "ccs: {who} · 5h {} · week {}",
+        pct(v.five_hour),
+        pct(v.seven_day)
+    );
+    if let Some(from) = &v.moved_from {
+        s.push_str(&format!(" · moved from {from}"));
+    }
+    s
+}
+
+pub fn run() -> Result<()> {
+    let mut input = String::new();
+    let _ = std::io::stdin().take(1 << 20).read_to_string(&mut input);
+    let session = serde_json::from_str::<StatusInput>(&input)
+        .unwrap_or_default()
+        .session_id;
+    let out = (|| {
+        let paths = Paths::from_env().ok()?;
+        let config = crate::keys::load(&paths).ok()?;
+        let client = crate::client::Client::with_timeout(
+            &configured_url(&config),
+            config.management_secret(),
+            ASK_WITHIN,
+        );
+        let Some(id) = session else {
+            return Some("ccs".to_string());
+        };
+        Some(match client.session(&id) {
+            Ok(v) => line(&v),
+            Err(_) => "ccs: daemon not answering".to_string(),
+        })
+    })()
+    .unwrap_or_else(|| "ccs".to_string());
+    println!("{out}");
+    Ok(())
+}
+
+fn has_status_line(file: &Path) -> bool {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("statusLine").is_some())
+}
+
+/// Claude Code's settings files that apply in `cwd` (user, project, local project).
+fn settings_files(cwd: &Path) -> Vec<PathBuf> {
+    let user_dir = std::env::var_os("CLAUDE_CONFIG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".claude")));
+    let mut files: Vec<PathBuf> = user_dir
+        .into_iter()
+        .map(|d| d.join("settings.json"))
+        .collect();
+    files.push(cwd.join(".claude/settings.json"));
+    files.push(cwd.join(".claude/settings.local.json"));
+    files
+}
+
+/// The `--settings` JSON that gives Claude Code ccs's status line, or `None` when it is
+/// turned off, when Claude Code runs without its terminal interface (`-p`/`--print`: no status
+/// bar, and the arguments then go through exactly as typed), when the arguments bring settings
+/// of their own, or when a settings file of the user's already sets a status line (never
+/// overwritten).
+pub fn settings_for(config: &Config, args: &[String], cwd: &Path) -> Option<String> {
+    if !config.status_line.0 {
+        return None;
+    }
+    let print_mode = args.iter().any(|a| a == "-p" || a == "--print");
+    let own = args
+        .iter()
+        .any(|a| a == "--settings" || a.starts_with("--settings="));
+    if print_mode || own {
+        return None;
+    }
+    if settings_files(cwd).iter().any(|f| has_status_line(f)) {
+        return None;
+    }
+    let me = std::env::current_exe().ok()?;
+    let command = format!("{} statusline", shell_quote(&me.to_string_lossy()));
+    Some(
+        serde_json::json!({"statusLine": {"type": "command", "command": command, "padding": 0}})
+            .to_string(),
+    )
+}
+
+/// Quotes a path for `sh -c` (Claude Code runs the status line command through a shell).
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_names_the_account_its_use_and_a_recent_move() {
+        let mut v = SessionView {
+            account: Some("bob@example.com".into()),
+            nickname: Some("bob".into()),
+            five_hour: Some(0.424),
+            seven_day: Some(0.1),
+            moved_from: None,
+        };
+        assert_eq!(line(&v), "ccs: bob · 5h 42% · week 10%");
+        v.moved_from = Some("alice@example.com".into());
+        assert_eq!(
+            line(&v),
+            "ccs: bob · 5h 42% · week 10% · moved from alice@example.com"
+        );
+        v.account = None;
+        assert_eq!(line(&v), "ccs: new conversation");
+    }
+
+    #[test]
+    fn a_status_line_of_the_users_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::default();
+        let none: Vec<String> = vec![];
+        assert!(settings_for(&config, &none, dir.path()).is_some());
+        assert!(
+            settings_for(&config, &["--settings".into(), "x.json".into()], dir.path()).is_none()
+        );
+        assert!(settings_for(&config, &["-p".into(), "hi".into()], dir.path()).is_none());
+        std::fs::create_dir_all(dir.path().join(".claude")).unwrap();
+        std::fs::write(
+            dir.path().join(".claude/settings.local.json"),
+            r#"{"statusLine":{"type":"command","command":"mine"}}"#,
+        )
+        .unwrap();
+        assert!(settings_for(&config, &none, dir.path()).is_none());
+        let off = Config {
+            status_line: crate::config::On(false),
+            ..Config::default()
+        };
+        assert!(settings_for(&off, &none, tempfile::tempdir().unwrap().path()).is_none());
+    }
+
+    #[test]
+    fn paths_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote("/usr/bin/ccs"), "/usr/bin/ccs");
+        assert_eq!(shell_quote("/a b/it's"), r"'/a b/it'\''s'");
+    }
+}

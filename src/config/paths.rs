@@ -1,0 +1,63 @@
+//! `Paths`: every place ccs keeps something, derived from `CCS_HOME`.
+
+use std::path::PathBuf;
+
+use super::ConfigError;
+
+/// Every place ccs keeps something, derived from `CCS_HOME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paths {
+    pub home: PathBuf,
+}
+
+impl Paths {
+    /// `CCS_HOME` if set, else `~/.ccs`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        if let Some(h) = std::env::var_os("CCS_HOME").filter(|h| !h.is_empty()) {
+            return Ok(Paths { home: h.into() });
+        }
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .ok_or(ConfigError::NoHome)?;
+        Ok(Paths {
+            home: PathBuf::from(home).join(".ccs"),
+        })
+    }
+
+    pub fn at(home: impl Into<PathBuf>) -> Self {
+        Paths { home: home.into() }
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.home.join("config.yaml")
+    }
+    /// Everything of the proxy: the store, the JSON mirror, pid, logs.
+    pub fn cliproxy(&self) -> PathBuf {
+        self.home.join("cliproxy")
+    }
+    pub fn accounts_json(&self) -> PathBuf {
+        self.cliproxy().join("accounts.json")
+    }
+    pub fn auth_dir(&self) -> PathBuf {
+        self.cliproxy().join("auth")
+    }
+    pub fn store_dir(&self) -> PathBuf {
+        self.cliproxy().join("state.sled")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.cliproxy().join("logs")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.cliproxy().join("daemon.pid")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.cliproxy().join("daemon.lock")
+    }
+    /// The generated client key and management secret (`keys.rs`).
+    pub fn keys_file(&self) -> PathBuf {
+        self.cliproxy().join("keys.json")
+    }
+    pub fn instances_dir(&self) -> PathBuf {
+        self.home.join("instances")
+    }
+}

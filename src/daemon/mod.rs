@@ -1,0 +1,318 @@
+//! The daemon: `serve` runs it on an injected listener until a shutdown future (or the
+//! management API) says stop; `DaemonHandle` runs one on a thread (tests, the demo).
+//! `process.rs` starts, finds and stops the background process (`ccs cliproxy
+//! start|stop|status`, `ccs daemon run`) through a pid file and `/healthz`.
+//!
+//! Must not: listen beyond loopback while a default key or secret is set, or leave a pid file
+//! behind on a clean exit.
+
+mod process;
+
+pub use process::{
+    configured_url, healthz, pid_alive, run_foreground, running, start_background, stop_background,
+    Running,
+};
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpServer};
+use anyhow::{bail, Context, Result};
+use ccs_actors::account::{Deps, Initial};
+use ccs_actors::supervisor::{
+    AddAccount, ExpireBindings, RestoreBinding, SetPool, SupervisorHandle, WatchHops,
+};
+use ccs_actors::SharedClock;
+
+use crate::config::{Config, Paths};
+use crate::oauth::HttpRefresher;
+use crate::proxy::{self, Ctx};
+use crate::store::{account_key, SledStore};
+use crate::telemetry::{Observed, Telemetry};
+
+/// How often idle session bindings are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(300);
+
+/// Loads every account, pool and binding from the store into a new supervisor.
+async fn load(store: &Arc<SledStore>, sup: &SupervisorHandle) -> Result<()> {
+    for a in store.accounts()? {
+        let id = account_key(&a.email);
+        let initial = match (a.dead, store.token(&id)?) {
+            (false, Some(t)) if store.in_doubt(&id, &t)? => Initial::InDoubt(t),
+            (false, Some(t)) => Initial::Token(t),
+            _ => Initial::Dead,
+        };
+        sup.add(AddAccount {
+            id: id.as_str().into(),
+            initial,
+            quota: store.quota(&id)?,
+            paused: a.paused,
+            pools: vec![],
+        })
+        .await?;
+    }
+    for (name, members) in store.pools()? {
+        sup.addr()
+            .send(SetPool {
+                name,
+                members: members.iter().map(|m| m.as_str().into()).collect(),
+            })
+            .await?;
+    }
+    for (session, binding) in store.bindings()? {
+        sup.addr().send(RestoreBinding { session, binding }).await?;
+    }
+    adopt_poolless(store, sup).await
+}
+
+/// Every account belongs to the default pool unless it was arranged into another: one in no
+/// pool at all (a token file dropped into `auth/` after the pools were saved, a damaged pools
+/// record) would take no traffic while looking fine. It joins the default pool at the end.
+async fn adopt_poolless(store: &Arc<SledStore>, sup: &SupervisorHandle) -> Result<()> {
+    let view = sup.view().await?;
+    let pooled: std::collections::HashSet<&str> =
+        view.pools.values().flatten().map(|a| &**a).collect();
+    let orphans: Vec<ccs_actors::routing::AccountId> = view
+        .accounts
+        .iter()
+        .filter(|m| !pooled.contains(&*m.id))
+        .map(|m| m.id.clone())
+        .collect();
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    let mut members = view
+        .pools
+        .get(ccs_actors::supervisor::DEFAULT_POOL)
+        .cloned()
+        .unwrap_or_default();
+    for id in &orphans {
+        tracing::info!(account = %id, "the account was in no pool: it joins the default pool, last");
+        members.push(id.clone());
+    }
+    sup.addr()
+        .send(SetPool {
+            name: ccs_actors::supervisor::DEFAULT_POOL.to_string(),
+            members,
+        })
+        .await?;
+    store.set_pools(&sup.view().await?.pools)?;
+    Ok(())
+}
+
+/// Runs the daemon on `listener` until `shutdown` completes or the management API asks it
+/// to stop; then lets in-flight responses finish (up to `GRACE`) and flushes the store. Must
+/// run inside an actix system.
+pub async fn serve(
+    mut config: Config,
+    paths: Paths,
+    listener: TcpListener,
+    clock: SharedClock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    crate::keys::resolve(&paths, &mut config)
+        .with_context(|| format!("cannot read or make {}", paths.keys_file().display()))?;
+    let bound = listener.local_addr()?.ip();
+    if !bound.is_loopback() {
+        if let Some(problem) = config.public_key_problem() {
+            bail!(
+                "refusing to listen on {bound}: {problem} (in {})",
+                paths.config_file().display()
+            );
+        }
+    }
+    let store = Arc::new(SledStore::open(&paths, clock.clone())?);
+    let telemetry = Telemetry::new(clock.clone(), store.flush_seconds.clone());
+    telemetry.usage.restore(&store);
+    let client = crate::oauth::http_client();
+    let refresher = Arc::new(Observed {
+        inner: HttpRefresher {
+            client: client.clone(),
+            token_url: config.oauth.token_url.clone(),
+            client_id: config.oauth.client_id.clone(),
+            clock: clock.clone(),
+            timeout: config.oauth.refresh_timeout.0,
+        },
+        telemetry: telemetry.clone(),
+    });
+    let deps = Deps {
+        clock: clock.clone(),
+        refresher,
+        store: store.clone(),
+        policy: config.lifecycle_policy(),
+    };
+    let sup = SupervisorHandle::start(deps, config.routing_policy());
+    let watcher = telemetry.clone();
+    sup.addr()
+        .send(WatchHops(Arc::new(move |e| watcher.hop(e))))
+        .await?;
+    load(&store, &sup).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let ctx = web::Data::new(Ctx::new(
+        config,
+        paths,
+        store.clone(),
+        sup.clone(),
+        clock,
+        url.clone(),
+        telemetry,
+    ));
+    proxy::recent::restore(&ctx).await;
+    let app_ctx = ctx.clone();
+    let grace = ctx.config.cliproxy.stop_grace.0;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_ctx.clone())
+            .wrap(actix_web::middleware::from_fn(proxy::check_host))
+            .configure(crate::dashboard::routes)
+            .configure(proxy::routes)
+    })
+    .workers(2)
+    // Events go out as they come: no waiting for the peer's delayed ACK (Nagle).
+    .tcp_nodelay(true)
+    .disable_signals()
+    // Streams end themselves just before the grace runs out (with an SSE error event), so the
+    // forced close after it meets no answer still running.
+    .shutdown_timeout(grace.as_secs_f64().ceil() as u64 + 1)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let running = actix_web::rt::spawn(server);
+    tracing::info!(%url, "daemon ready");
+
+    let sweeper_ctx = ctx.clone();
+    let sweeper = actix_web::rt::spawn(async move {
+        loop {
+            actix_web::rt::time::sleep(SWEEP_EVERY).await;
+            let _ = sweeper_ctx.sup.addr().send(ExpireBindings).await;
+            proxy::recent::save(&sweeper_ctx).await;
+            save_usage(&sweeper_ctx).await;
+        }
+    });
+    let mut asked = ctx.shutdown.subscribe();
+    let home = ctx.paths.home.clone();
+    tokio::select! {
+        _ = shutdown => {},
+        _ = asked.changed() => {},
+        _ = home_gone(&home) => {
+            tracing::warn!(home = %home.display(), "the CCS_HOME folder is gone: stopping");
+        },
+    }
+    tracing::info!("stopping: letting in-flight responses finish");
+    let _ = ctx.draining.send(Some(Instant::now() + grace));
+    handle.stop(true).await;
+    let _ = running.await;
+    sweeper.abort();
+    proxy::recent::save(&ctx).await;
+    save_usage(&ctx).await;
+    // A refresh answered but not written is a grant lost: let every call out come back and its
+    // token reach the store before the process goes (bounded: a hung endpoint cannot hold the
+    // stop forever; the refresh intent then makes the next start check the account at once).
+    let bound = ctx.config.oauth.refresh_timeout.0.min(SETTLE_BOUND);
+    if tokio::time::timeout(bound, sup.settle()).await.is_err() {
+        tracing::error!(
+            "stopping with a refresh still unanswered after {} s; the next start checks its account at once",
+            bound.as_secs()
+        );
+    }
+    store.flush()?;
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+/// Writes the usage book to the store, off the async workers.
+async fn save_usage(ctx: &web::Data<Ctx>) {
+    let (t, store) = (ctx.telemetry.clone(), ctx.store.clone());
+    let now = t.now_ms();
+    let _ = actix_web::rt::task::spawn_blocking(move || t.usage.save(&store, now)).await;
+}
+
+/// Longest a stopping daemon waits for refreshes in flight.
+const SETTLE_BOUND: Duration = Duration::from_secs(60);
+
+/// How often the daemon checks that its home folder still exists.
+const HOME_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Completes once `home` no longer exists: a daemon whose CCS_HOME was deleted (a test's
+/// temporary folder, a user's `rm -rf`) has nothing left to serve and must not linger.
+async fn home_gone(home: &std::path::Path) {
+    while home.is_dir() {
+        actix_web::rt::time::sleep(HOME_CHECK_EVERY).await;
+    }
+}
+
+/// A daemon running on its own thread, for tests. Stops when dropped.
+pub struct DaemonHandle {
+    pub url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl DaemonHandle {
+    /// Starts a daemon for `paths` on 127.0.0.1, port 0, on `clock` (tests share a manual
+    /// clock with the simulator).
+    pub fn start(paths: Paths, config: Config, clock: SharedClock) -> Result<DaemonHandle> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("ccs-daemon".into())
+            .spawn(move || {
+                actix_web::rt::System::new().block_on(async move {
+                    let _ = ready_tx.send(());
+                    serve(config, paths, listener, clock, async {
+                        let _ = rx.await;
+                    })
+                    .await
+                })
+            })?;
+        let _ = ready_rx.recv();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if healthz(&url).is_some() {
+                return Ok(DaemonHandle {
+                    url,
+                    stop: Some(tx),
+                    thread: Some(thread),
+                });
+            }
+            if thread.is_finished() {
+                let ended = thread
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the daemon thread panicked"))?;
+                return Err(ended
+                    .err()
+                    .unwrap_or_else(|| anyhow::anyhow!("the daemon exited while starting")));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!("the daemon did not answer /healthz within 20 s")
+    }
+
+    /// Stops the daemon gracefully and returns how its run ended.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("the daemon thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for DaemonHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

@@ -1,0 +1,175 @@
+//! The dashboard's logins: sessions (a random id in an HttpOnly, SameSite=Strict cookie, with
+//! a CSRF token every write must echo), one-time login links (what `ccs config` opens, so the
+//! person never types the random secret), and the OAuth logins started from the dashboard
+//! (their PKCE verifier and state, until the browser comes back to `/callback`).
+//!
+//! Only digests of the session ids and link tokens are kept, so a lookup's timing tells
+//! nothing about a stored value. Must not: let a link work twice or after `LINK_TTL`, or keep
+//! a session past `SESSION_TTL`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use crate::keys::constant_time_eq;
+use crate::oauth::login::Attempt;
+
+/// How long a dashboard login lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// How long a one-time login link works.
+pub const LINK_TTL: Duration = Duration::from_secs(120);
+/// How long a login started from the dashboard waits for the browser to come back.
+pub const OAUTH_TTL: Duration = Duration::from_secs(600);
+/// The cookie that carries the session id.
+pub const COOKIE: &str = "ccs_session";
+/// The header every write from the dashboard carries.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// A random token: 32 bytes, unpadded base64url.
+pub fn random_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+struct Session {
+    csrf: String,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<[u8; 32], Session>,
+    links: HashMap<[u8; 32], Instant>,
+    logins: HashMap<[u8; 32], (Attempt, Instant)>,
+}
+
+impl Inner {
+    fn sweep(&mut self, now: Instant) {
+        self.sessions.retain(|_, s| s.expires > now);
+        self.links.retain(|_, e| *e > now);
+        self.logins.retain(|_, (_, e)| *e > now);
+    }
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    inner: Mutex<Inner>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.sweep(Instant::now());
+        g
+    }
+
+    /// A new session: (its id for the cookie, its CSRF token).
+    pub fn open(&self) -> (String, String) {
+        let (id, csrf) = (random_token(), random_token());
+        self.lock().sessions.insert(
+            digest(&id),
+            Session {
+                csrf: csrf.clone(),
+                expires: Instant::now() + SESSION_TTL,
+            },
+        );
+        (id, csrf)
+    }
+
+    /// The CSRF token of a live session.
+    pub fn csrf(&self, id: &str) -> Option<String> {
+        self.lock()
+            .sessions
+            .get(&digest(id))
+            .map(|s| s.csrf.clone())
+    }
+
+    /// Whether `given` is the CSRF token of session `id`.
+    pub fn csrf_ok(&self, id: &str, given: &str) -> bool {
+        self.csrf(id)
+            .is_some_and(|c| constant_time_eq(c.as_bytes(), given.as_bytes()))
+    }
+
+    pub fn close(&self, id: &str) {
+        self.lock().sessions.remove(&digest(id));
+    }
+
+    /// A one-time login link's token.
+    pub fn link(&self) -> String {
+        let token = random_token();
+        self.lock()
+            .links
+            .insert(digest(&token), Instant::now() + LINK_TTL);
+        token
+    }
+
+    /// Uses up a link token; true when it was live.
+    pub fn redeem(&self, token: &str) -> bool {
+        self.lock().links.remove(&digest(token)).is_some()
+    }
+
+    /// Keeps a login started from the dashboard until its browser comes back.
+    pub fn start_login(&self, attempt: Attempt) {
+        let key = digest(&attempt.state);
+        self.lock()
+            .logins
+            .insert(key, (attempt, Instant::now() + OAUTH_TTL));
+    }
+
+    /// The login whose state the browser brought back (taken: a state works once).
+    pub fn take_login(&self, state: &str) -> Option<Attempt> {
+        self.lock().logins.remove(&digest(state)).map(|(a, _)| a)
+    }
+}
+
+/// The session id in a `Cookie` header.
+pub fn cookie_of(h: &actix_web::http::header::HeaderMap) -> Option<&str> {
+    h.get_all("cookie")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_works_once() {
+        let s = Sessions::default();
+        let t = s.link();
+        assert!(!s.redeem("not-a-link"));
+        assert!(s.redeem(&t));
+        assert!(!s.redeem(&t), "used up");
+    }
+
+    #[test]
+    fn a_session_knows_its_csrf_token_until_closed() {
+        let s = Sessions::default();
+        let (id, csrf) = s.open();
+        assert!(s.csrf_ok(&id, &csrf));
+        assert!(!s.csrf_ok(&id, "guess"));
+        assert!(!s.csrf_ok("other", &csrf));
+        s.close(&id);
+        assert!(!s.csrf_ok(&id, &csrf));
+    }
+
+    #[test]
+    fn the_cookie_is_found_among_others() {
+        let mut h = actix_web::http::header::HeaderMap::new();
+        h.insert(
+            actix_web::http::header::COOKIE,
+            "a=1; ccs_session=xyz; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie_of(&h), Some("xyz"));
+    }
+}

@@ -1,0 +1,152 @@
+//! `/metrics`: the daemon's figures in Prometheus' text format. Counters and histograms are
+//! fed as things happen (requests, hops, refreshes, store flushes); the per-account gauges
+//! (lifecycle state, quota) are set from the supervisor's snapshot at each scrape, so an
+//! account that is gone stops being reported.
+//!
+//! Must not: put a secret or a session id in a label.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub account: String,
+    pub status: u16,
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub account: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WindowLabels {
+    pub account: String,
+    pub window: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub account: String,
+    pub model: String,
+    pub kind: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub hops: Family<ReasonLabels, Counter>,
+    pub refreshes: Family<OutcomeLabels, Counter>,
+    pub tokens: Family<TokenLabels, Counter>,
+    pub state: Family<StateLabels, Gauge>,
+    pub utilization: Family<WindowLabels, Gauge<f64, AtomicU64>>,
+    pub resets_at: Family<WindowLabels, Gauge>,
+    pub latency: Histogram,
+    pub ttfb: Histogram,
+    pub in_flight: Gauge,
+}
+
+impl Metrics {
+    pub fn new(store_flush: Histogram) -> Self {
+        let mut registry = Registry::with_prefix("ccs");
+        let m = Metrics {
+            requests: Family::default(),
+            hops: Family::default(),
+            refreshes: Family::default(),
+            tokens: Family::default(),
+            state: Family::default(),
+            utilization: Family::default(),
+            resets_at: Family::default(),
+            latency: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
+            ttfb: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
+            in_flight: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Proxied requests by account, status and model",
+            m.requests.clone(),
+        );
+        registry.register(
+            "hops",
+            "Conversations moved to another account, by reason",
+            m.hops.clone(),
+        );
+        registry.register(
+            "refreshes",
+            "Token refresh calls by outcome (ok, fatal, transient, unknown)",
+            m.refreshes.clone(),
+        );
+        registry.register(
+            "tokens",
+            "Tokens named in the usage of answers, by account, model and kind",
+            m.tokens.clone(),
+        );
+        registry.register(
+            "account_state",
+            "1 for each account's current token lifecycle state",
+            m.state.clone(),
+        );
+        registry.register(
+            "quota_utilization",
+            "Share of each quota window used (0 to 1)",
+            m.utilization.clone(),
+        );
+        registry.register(
+            "quota_resets_at_seconds",
+            "When each quota window resets (Unix seconds)",
+            m.resets_at.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Whole proxied request, from its body read to its answer's end",
+            prometheus_client::registry::Unit::Seconds,
+            m.latency.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_first_byte",
+            "From the request's body read to the upstream answer's headers",
+            prometheus_client::registry::Unit::Seconds,
+            m.ttfb.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Requests being proxied now",
+            m.in_flight.clone(),
+        );
+        registry.register_with_unit(
+            "store_flush",
+            "Token writer group-commit flushes",
+            prometheus_client::registry::Unit::Seconds,
+            store_flush,
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,223 @@
+//! What the daemon tells about itself as it runs: the live feed of requests and hops (the
+//! dashboard's Live page), the usage book (tokens per account and model, `usage.rs`), the
+//! Prometheus figures (`metrics.rs`) and the latest refresh outcomes. Everything is fed from
+//! the request path's end (`RequestLog`'s drop), the supervisor's hop callback and the
+//! refresher wrapper, and costs the request path a mutex and a few atomics.
+//!
+//! Must not: block or slow a request (nothing here touches the disk on the request path), or
+//! keep a secret.
+
+pub mod metrics;
+pub mod scan;
+pub mod usage;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ccs_actors::lifecycle::Failure;
+use ccs_actors::ports::{BoxFuture, Refresher};
+use ccs_actors::supervisor::{HopEvent, SupervisorView};
+use ccs_actors::{Secret, SharedClock, Token};
+use tokio::sync::broadcast;
+
+use crate::api::{self, LiveEvent, RequestRecord};
+use crate::store::mirror::rfc3339;
+use metrics::{
+    Metrics, OutcomeLabels, ReasonLabels, RequestLabels, StateLabels, TokenLabels, WindowLabels,
+};
+
+/// Refresh outcomes kept for the health page.
+const REFRESHES_KEPT: usize = 50;
+/// Live events a slow dashboard may fall behind by before it skips some.
+const LIVE_BACKLOG: usize = 256;
+
+pub struct Telemetry {
+    clock: SharedClock,
+    live: broadcast::Sender<LiveEvent>,
+    pub usage: usage::UsageBook,
+    pub metrics: Metrics,
+    refreshes: Mutex<VecDeque<api::RefreshRecord>>,
+}
+
+impl Telemetry {
+    pub fn new(
+        clock: SharedClock,
+        store_flush: prometheus_client::metrics::histogram::Histogram,
+    ) -> Arc<Self> {
+        Arc::new(Telemetry {
+            clock,
+            live: broadcast::channel(LIVE_BACKLOG).0,
+            usage: usage::UsageBook::default(),
+            metrics: Metrics::new(store_flush),
+            refreshes: Mutex::default(),
+        })
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now().as_millis()
+    }
+
+    /// The live feed, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
+        self.live.subscribe()
+    }
+
+    /// A request is past its body and on its way.
+    pub fn request_started(&self) {
+        self.metrics.in_flight.inc();
+    }
+
+    /// A request is over (answered, refused or abandoned).
+    pub fn request_finished(&self, r: RequestRecord, latency: Duration, ttfb: Option<Duration>) {
+        let m = &self.metrics;
+        m.in_flight.dec();
+        let account = r.account.clone().unwrap_or_else(|| "-".into());
+        let model = r.model.clone().unwrap_or_else(|| "-".into());
+        m.requests
+            .get_or_create(&RequestLabels {
+                account: account.clone(),
+                status: r.status,
+                model: model.clone(),
+            })
+            .inc();
+        m.latency.observe(latency.as_secs_f64());
+        if let Some(t) = ttfb {
+            m.ttfb.observe(t.as_secs_f64());
+        }
+        if let (Some(t), Some(a)) = (&r.tokens, &r.account) {
+            self.usage.record(self.now_ms(), a, &model, t);
+            for (kind, n) in [
+                ("input", t.input),
+                ("output", t.output),
+                ("cache_read", t.cache_read),
+                ("cache_creation", t.cache_creation),
+            ] {
+                m.tokens
+                    .get_or_create(&TokenLabels {
+                        account: account.clone(),
+                        model: model.clone(),
+                        kind: kind.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        // Nobody watching is not an error.
+        let _ = self.live.send(LiveEvent::Request(r));
+    }
+
+    /// The supervisor moved a conversation.
+    pub fn hop(&self, e: &HopEvent) {
+        self.metrics
+            .hops
+            .get_or_create(&ReasonLabels {
+                reason: e.reason.as_str().into(),
+            })
+            .inc();
+        let _ = self.live.send(LiveEvent::Hop(crate::proxy::manage::hop(e)));
+    }
+
+    /// An account was added, logged in again or logged out (so open dashboards refresh).
+    pub fn changed(&self, account: &str, what: &str) {
+        let _ = self.live.send(LiveEvent::Changed(api::Changed {
+            at: rfc3339(self.now_ms()),
+            account: account.to_string(),
+            what: what.to_string(),
+        }));
+    }
+
+    fn refreshed(&self, account: &str, outcome: &str, took: Duration) {
+        self.metrics
+            .refreshes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+        let mut r = self.refreshes.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() >= REFRESHES_KEPT {
+            r.pop_front();
+        }
+        r.push_back(api::RefreshRecord {
+            at: rfc3339(self.now_ms()),
+            account: account.to_string(),
+            outcome: outcome.to_string(),
+            millis: took.as_millis() as u64,
+        });
+    }
+
+    /// The latest refresh outcomes, newest last.
+    pub fn refreshes(&self) -> Vec<api::RefreshRecord> {
+        self.refreshes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// The latest warnings and errors of the log.
+    pub fn errors(&self) -> Vec<api::LogRecord> {
+        crate::logging::recent_problems()
+    }
+
+    /// The Prometheus text, with the per-account gauges set from `view`.
+    pub fn scrape(&self, view: &SupervisorView) -> String {
+        let m = &self.metrics;
+        let now = self.clock.now();
+        m.state.clear();
+        m.utilization.clear();
+        m.resets_at.clear();
+        for a in &view.accounts {
+            let account = a.id.to_string();
+            m.state
+                .get_or_create(&StateLabels {
+                    account: account.clone(),
+                    state: a.health.phase.as_str().into(),
+                })
+                .set(1);
+            for (name, w) in [
+                ("five_hour", &a.quota.five_hour),
+                ("seven_day", &a.quota.seven_day),
+            ] {
+                let labels = WindowLabels {
+                    account: account.clone(),
+                    window: name.into(),
+                };
+                m.utilization
+                    .get_or_create(&labels)
+                    .set(w.utilization_at(now));
+                if let Some(r) = w.resets_at.filter(|r| *r > now) {
+                    m.resets_at
+                        .get_or_create(&labels)
+                        .set((r.as_millis() / 1000) as i64);
+                }
+            }
+        }
+        m.encode()
+    }
+}
+
+/// The refresher the actors get: the real one, with each call's outcome noted.
+pub struct Observed<R> {
+    pub inner: R,
+    pub telemetry: Arc<Telemetry>,
+}
+
+impl<R: Refresher> Refresher for Observed<R> {
+    fn refresh(&self, account: &str, refresh_token: &Secret) -> BoxFuture<Result<Token, Failure>> {
+        let call = self.inner.refresh(account, refresh_token);
+        let (t, account) = (self.telemetry.clone(), account.to_string());
+        Box::pin(async move {
+            let started = Instant::now();
+            let r = call.await;
+            let outcome = match &r {
+                Ok(_) => "ok",
+                Err(Failure::Fatal) => "fatal",
+                Err(Failure::Transient { .. }) => "transient",
+                Err(Failure::Unknown) => "unknown",
+            };
+            t.refreshed(&account, outcome, started.elapsed());
+            r
+        })
+    }
+}

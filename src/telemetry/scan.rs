@@ -1,0 +1,239 @@
+//! Reading the `usage` of an answer as it is relayed, without holding back a byte: the relay
+//! hands every chunk it has already passed on to `UsageScan::seen`, which keeps a reference
+//! (not a copy) to the few chunks that can carry usage; they are parsed once the answer is
+//! over. A stream's usage is in its `message_start` (input, cache) and `message_delta`
+//! (output so far, cumulative) events; a whole message's is its body's `usage` object
+//! (`specs/anthropic.md` §5).
+//!
+//! Must not: keep more than `KEEP_AT_MOST` bytes of an answer, or fail the relay.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::api::Tokens;
+
+/// The most bytes of one answer kept for the scan; a larger body's usage is not counted.
+pub const KEEP_AT_MOST: usize = 4 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// An uncompressed event stream: only events naming `"usage"` are kept.
+    Events,
+    /// A JSON body, compressed with gzip or not: all of it is kept (up to the bound).
+    Json { gzip: bool },
+}
+
+pub struct UsageScan {
+    shape: Shape,
+    kept: Vec<Bytes>,
+    bytes: usize,
+    overflow: bool,
+}
+
+#[derive(Default, Deserialize)]
+struct UsageFields {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+}
+
+impl UsageFields {
+    /// Later fields win: a `message_delta` carries cumulative counts.
+    fn fold_into(&self, t: &mut Tokens) {
+        t.input = self.input_tokens.unwrap_or(t.input);
+        t.output = self.output_tokens.unwrap_or(t.output);
+        t.cache_read = self.cache_read_input_tokens.unwrap_or(t.cache_read);
+        t.cache_creation = self.cache_creation_input_tokens.unwrap_or(t.cache_creation);
+    }
+}
+
+#[derive(Deserialize)]
+struct Body {
+    usage: Option<UsageFields>,
+}
+
+#[derive(Deserialize)]
+struct Event {
+    #[serde(rename = "type")]
+    kind: String,
+    message: Option<Body>,
+    usage: Option<UsageFields>,
+}
+
+/// Whether `b` holds the JSON key `"usage"` (an escaped quote inside text never matches).
+fn names_usage(b: &[u8]) -> bool {
+    b.windows(7).any(|w| w == b"\"usage\"")
+}
+
+impl UsageScan {
+    pub fn new(shape: Shape) -> Self {
+        UsageScan {
+            shape,
+            kept: Vec::new(),
+            bytes: 0,
+            overflow: false,
+        }
+    }
+
+    /// A chunk that has gone to the client.
+    pub fn seen(&mut self, chunk: &Bytes) {
+        if self.overflow {
+            return;
+        }
+        if self.shape == Shape::Events && !names_usage(chunk) {
+            return;
+        }
+        self.bytes += chunk.len();
+        if self.bytes > KEEP_AT_MOST {
+            self.overflow = true;
+            self.kept.clear();
+            return;
+        }
+        self.kept.push(chunk.clone());
+    }
+
+    /// The answer is over: its tokens, when it named any.
+    pub fn finish(self) -> Option<Tokens> {
+        if self.overflow || self.kept.is_empty() {
+            return None;
+        }
+        let mut all = Vec::with_capacity(self.bytes);
+        for c in &self.kept {
+            all.extend_from_slice(c);
+        }
+        match self.shape {
+            Shape::Json { gzip } => {
+                let body = if gzip {
+                    let mut out = Vec::new();
+                    flate2::read::GzDecoder::new(all.as_slice())
+                        .take(KEEP_AT_MOST as u64 * 8)
+                        .read_to_end(&mut out)
+                        .ok()?;
+                    out
+                } else {
+                    all
+                };
+                let b: Body = serde_json::from_slice(&body).ok()?;
+                let mut t = Tokens {
+                    requests: 1,
+                    ..Tokens::default()
+                };
+                b.usage?.fold_into(&mut t);
+                Some(t)
+            }
+            Shape::Events => {
+                let text = String::from_utf8_lossy(&all);
+                let mut t = Tokens {
+                    requests: 1,
+                    ..Tokens::default()
+                };
+                let mut any = false;
+                for line in text.lines() {
+                    let Some(data) = line.strip_prefix("data:") else {
+                        continue;
+                    };
+                    let Ok(ev) = serde_json::from_str::<Event>(data.trim_start()) else {
+                        continue;
+                    };
+                    let usage = match ev.kind.as_str() {
+                        "message_start" => ev.message.and_then(|m| m.usage),
+                        "message_delta" => ev.usage,
+                        _ => None,
+                    };
+                    if let Some(u) = usage {
+                        u.fold_into(&mut t);
+                        any = true;
+                    }
+                }
+                any.then_some(t)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(shape: Shape, chunks: &[&[u8]]) -> Option<Tokens> {
+        let mut s = UsageScan::new(shape);
+        for c in chunks {
+            s.seen(&Bytes::copy_from_slice(c));
+        }
+        s.finish()
+    }
+
+    #[test]
+    fn a_stream_takes_input_from_its_start_and_output_from_its_last_delta() {
+        let t = scan(
+            Shape::Events,
+            &[
+                b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"cache_read_input_tokens\":100,\"output_tokens\":1}}}\n\n",
+                b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"the \\\"usage\\\" word\"}}\n\n",
+                b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\n",
+                b"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":42}}\n\n",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            Tokens {
+                requests: 1,
+                input: 12,
+                output: 42,
+                cache_read: 100,
+                cache_creation: 0
+            }
+        );
+    }
+
+    #[test]
+    fn text_that_mentions_usage_is_not_kept() {
+        let mut s = UsageScan::new(Shape::Events);
+        s.seen(&Bytes::from_static(
+            b"data: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"\\\"usage\\\"\"}}\n\n",
+        ));
+        assert!(s.kept.is_empty());
+        assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn a_whole_body_is_read_plain_or_gzipped_across_chunks() {
+        let body = br#"{"id":"m","usage":{"input_tokens":5,"output_tokens":9,"cache_creation_input_tokens":3}}"#;
+        let want = Tokens {
+            requests: 1,
+            input: 5,
+            output: 9,
+            cache_read: 0,
+            cache_creation: 3,
+        };
+        assert_eq!(
+            scan(Shape::Json { gzip: false }, &[&body[..10], &body[10..]]),
+            Some(want)
+        );
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(body).unwrap();
+        let gz = enc.finish().unwrap();
+        assert_eq!(
+            scan(Shape::Json { gzip: true }, &[&gz[..7], &gz[7..]]),
+            Some(want)
+        );
+        assert_eq!(
+            scan(Shape::Json { gzip: false }, &[b"{\"input_tokens\":3}"]),
+            None
+        );
+    }
+
+    #[test]
+    fn a_body_over_the_bound_is_not_counted() {
+        let mut s = UsageScan::new(Shape::Json { gzip: false });
+        s.seen(&Bytes::from(vec![b' '; KEEP_AT_MOST]));
+        s.seen(&Bytes::from_static(b"{\"usage\":{\"input_tokens\":1}}"));
+        assert!(s.kept.is_empty());
+        assert_eq!(s.finish(), None);
+    }
+}
