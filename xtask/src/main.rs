@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's tasks, in Rust so they run wherever cargo does.
 //!
-//! - `cargo xtask test`: installs the pinned test clients under `target/test-env` when they are
-//!   missing (the `anthropic` Python SDK in a venv, Claude Code from npm) and cargo-deny, then
+//! - `cargo xtask test`: installs what the tests drive when it is missing (Debian's chromium,
+//!   chromium-driver and tmux; the pinned test clients under `target/test-env`: the `anthropic`
+//!   Python SDK in a venv, Claude Code from npm) and cargo-deny, then
 //!   runs `cargo fmt --check`, clippy with `-D warnings`, `cargo deny`, and every test of the
 //!   workspace with the planted-bug checks and the real-client suites turned on.
 //! - `cargo xtask soak [--worlds N] [--seed S]`: explores random simulated worlds in release
@@ -90,6 +91,7 @@ fn have(program: &str, arg: &str) -> bool {
 
 fn test() -> Result<(), String> {
     let env = root().join("target/test-env");
+    system_packages()?;
     python_sdk(&env)?;
     claude_code(&env)?;
     run("format", cargo().args(["fmt", "--all", "--", "--check"]))?;
@@ -122,6 +124,59 @@ fn test() -> Result<(), String> {
                 env.join("claude/node_modules/.bin/claude"),
             ),
     )
+}
+
+/// Debian's packages the tests drive: Chromium and its WebDriver (the dashboard's browser
+/// tests; no browser is downloaded) and tmux (Claude Code's terminal, for its status line).
+fn system_packages() -> Result<(), String> {
+    let wanted = [
+        ("/usr/bin/chromium", "chromium"),
+        ("/usr/bin/chromedriver", "chromium-driver"),
+        ("/usr/bin/tmux", "tmux"),
+    ];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        println!("== system packages: chromium, chromium-driver, tmux already installed");
+        return Ok(());
+    }
+    // As root directly, else through sudo when there is one.
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let apt = |args: &[&str]| {
+        let mut c = if root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    if !root && !have("sudo", "--version") {
+        return Err(format!(
+            "the tests need {}: install them (apt-get install {}) and run cargo xtask test again",
+            missing.join(", "),
+            missing.join(" ")
+        ));
+    }
+    let mut install = vec!["install", "-y", "-qq"];
+    install.extend(&missing);
+    let step = format!("system packages: apt-get install {}", missing.join(" "));
+    if run(&step, &mut apt(&install)).is_err() {
+        run(
+            "system packages: apt-get update",
+            &mut apt(&["update", "-qq"]),
+        )?;
+        run(&step, &mut apt(&install))?;
+    }
+    Ok(())
 }
 
 /// The official `anthropic` SDK in a venv of its own.
