@@ -314,6 +314,12 @@ async fn the_dashboard_lets_in_only_the_secret_and_its_pages_only() {
 
     let wrong = login(&b, &url, json!({"secret": "guess"})).await;
     assert_eq!(wrong.status(), 401);
+    let huge = login(&b, &url, json!({"secret": "x".repeat(64 << 10)})).await;
+    assert!(
+        huge.status().is_client_error() && huge.status() != 401,
+        "a login body is small: {}",
+        huge.status()
+    );
     let foreign = b
         .post(format!("{url}/dashboard/login"))
         .header("origin", "http://evil.example")

@@ -579,3 +579,51 @@ async fn a_post_from_another_origin_is_refused() {
     // Still logged in: the logout from the other page was refused too.
     open(&b, &url, "accounts").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_accounts_page_works_from_the_keyboard() {
+    let rig = rig(&[(A, 100), (B, 100)]).await;
+    let url = rig.daemon.url.clone();
+    let b = browser().await;
+    log_in(&b, &url).await;
+    let target = format!("li[data-account='{B}'] button.pause");
+    let mut reached = false;
+    for _ in 0..60 {
+        let here = eval(
+            &b,
+            &format!("return document.activeElement.matches(\"{target}\")"),
+        )
+        .await;
+        if here == json!(true) {
+            reached = true;
+            break;
+        }
+        b.active_element()
+            .await
+            .unwrap()
+            .send_keys(&fantoccini::key::Key::Tab.to_string())
+            .await
+            .unwrap();
+    }
+    assert!(reached, "Tab reaches the pause button of {B}");
+    let focus_ring = eval(
+        &b,
+        "return getComputedStyle(document.activeElement).outlineStyle",
+    )
+    .await;
+    assert_ne!(focus_ring, json!("none"), "the focused control shows it");
+    b.active_element()
+        .await
+        .unwrap()
+        .send_keys(&fantoccini::key::Key::Enter.to_string())
+        .await
+        .unwrap();
+    wait_true(
+        &b,
+        &format!(
+            "return document.querySelector(\"li[data-account='{B}']\").dataset.paused === 'true'"
+        ),
+        "the account paused from the keyboard",
+    )
+    .await;
+}

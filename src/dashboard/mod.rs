@@ -268,12 +268,19 @@ async fn callback(ctx: Data, q: web::Query<CallbackQuery>) -> HttpResponse {
     }
 }
 
+/// The largest login body (a secret or a link token) read before the secret is checked.
+const LOGIN_BODY_LIMIT: usize = 4 << 10;
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/dashboard", web::get().to(page))
-        .route("/dashboard/", web::get().to(page))
-        .route("/dashboard/assets/{name}", web::get().to(asset))
-        .route("/dashboard/login", web::post().to(do_login))
-        .route("/dashboard/logout", web::post().to(logout))
-        .route("/dashboard/session", web::get().to(session))
+        .service(
+            web::scope("/dashboard")
+                .app_data(web::JsonConfig::default().limit(LOGIN_BODY_LIMIT))
+                .route("/", web::get().to(page))
+                .route("/assets/{name}", web::get().to(asset))
+                .route("/login", web::post().to(do_login))
+                .route("/logout", web::post().to(logout))
+                .route("/session", web::get().to(session)),
+        )
         .route("/callback", web::get().to(callback));
 }

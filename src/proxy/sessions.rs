@@ -27,6 +27,20 @@ pub const OAUTH_TTL: Duration = Duration::from_secs(600);
 pub const COOKIE: &str = "ccs_session";
 /// The header every write from the dashboard carries.
 pub const CSRF_HEADER: &str = "x-csrf-token";
+/// At most this many of each kind are kept (sessions, links, pending logins): making one needs
+/// the secret, but memory must not follow even the owner's clicks. The one nearest its end
+/// makes room.
+pub const KEPT: usize = 64;
+
+/// Makes room for one more entry in `map`: drops the entry whose expiry comes first.
+fn make_room<V>(map: &mut HashMap<[u8; 32], V>, expiry: impl Fn(&V) -> Instant) {
+    if map.len() < KEPT {
+        return;
+    }
+    if let Some(first) = map.iter().min_by_key(|(_, v)| expiry(v)).map(|(k, _)| *k) {
+        map.remove(&first);
+    }
+}
 
 /// A random token: 32 bytes, unpadded base64url.
 pub fn random_token() -> String {
@@ -73,7 +87,9 @@ impl Sessions {
     /// A new session: (its id for the cookie, its CSRF token).
     pub fn open(&self) -> (String, String) {
         let (id, csrf) = (random_token(), random_token());
-        self.lock().sessions.insert(
+        let mut g = self.lock();
+        make_room(&mut g.sessions, |s| s.expires);
+        g.sessions.insert(
             digest(&id),
             Session {
                 csrf: csrf.clone(),
@@ -104,9 +120,9 @@ impl Sessions {
     /// A one-time login link's token.
     pub fn link(&self) -> String {
         let token = random_token();
-        self.lock()
-            .links
-            .insert(digest(&token), Instant::now() + LINK_TTL);
+        let mut g = self.lock();
+        make_room(&mut g.links, |e| *e);
+        g.links.insert(digest(&token), Instant::now() + LINK_TTL);
         token
     }
 
@@ -118,9 +134,9 @@ impl Sessions {
     /// Keeps a login started from the dashboard until its browser comes back.
     pub fn start_login(&self, attempt: Attempt) {
         let key = digest(&attempt.state);
-        self.lock()
-            .logins
-            .insert(key, (attempt, Instant::now() + OAUTH_TTL));
+        let mut g = self.lock();
+        make_room(&mut g.logins, |(_, e)| *e);
+        g.logins.insert(key, (attempt, Instant::now() + OAUTH_TTL));
     }
 
     /// The login whose state the browser brought back (taken: a state works once).
@@ -161,6 +177,22 @@ mod tests {
         assert!(!s.csrf_ok("other", &csrf));
         s.close(&id);
         assert!(!s.csrf_ok(&id, &csrf));
+    }
+
+    #[test]
+    fn sessions_and_links_are_bounded_and_the_oldest_make_room() {
+        let s = Sessions::default();
+        let (first, csrf) = s.open();
+        let links: Vec<String> = (0..KEPT + 10).map(|_| s.link()).collect();
+        for _ in 0..KEPT + 10 {
+            s.open();
+        }
+        let g = s.lock();
+        assert_eq!((g.sessions.len(), g.links.len()), (KEPT, KEPT));
+        drop(g);
+        assert!(!s.csrf_ok(&first, &csrf), "the oldest session made room");
+        assert!(!s.redeem(&links[0]), "the oldest link made room");
+        assert!(s.redeem(&links[KEPT + 9]), "the newest is kept");
     }
 
     #[test]

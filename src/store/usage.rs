@@ -22,8 +22,9 @@ impl SledStore {
             .collect()
     }
 
-    /// Writes some hours and drops those older than `keep_from` (batched: a crash loses at
-    /// most the last flush interval of counts).
+    /// Writes some hours and drops those older than `keep_from`. Batched, like utilization:
+    /// the daemon saves the book at each sweep and at stop, so a crash loses at most the counts
+    /// since the last sweep.
     pub fn put_usage_hours(
         &self,
         hours: &[(u64, Vec<u8>)],
