@@ -585,3 +585,85 @@ async fn the_status_line_names_the_serving_account_and_a_recent_hop() {
         "ccs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_dashboard_logins_are_slowed_like_wrong_secrets_and_the_owner_still_gets_in() {
+    let rig = rig(&[(A, 100)]).await;
+    let url = rig.daemon.url.clone();
+    let guesses: Vec<_> = (0..40)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                login(&browser(), &url, json!({"secret": format!("guess-{i}")}))
+                    .await
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    // Meanwhile the owner logs in at once, more than once.
+    for _ in 0..3 {
+        assert_eq!(
+            login(&browser(), &url, json!({"secret": SECRET}))
+                .await
+                .status(),
+            200
+        );
+    }
+    let mut statuses = Vec::new();
+    for g in guesses {
+        statuses.push(g.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&429),
+        "the guesses were throttled like the management API's: {statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ccs_config_gives_the_dashboard_and_a_link_that_logs_in_once() {
+    let rig = rig(&[(A, 100)]).await;
+    let url = rig.daemon.url.clone();
+    point_cli_at_daemon(&rig);
+    let home = rig.paths.home.clone();
+    let (code, out, err) = tokio::task::block_in_place(|| ccs(&home, &["config", "--json"]));
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["dashboard"], format!("{url}/dashboard"));
+    let link = v["login_link"].as_str().unwrap();
+    let token = link
+        .split("#link=")
+        .nth(1)
+        .expect("the token is in the fragment");
+    assert!(!out.contains(SECRET), "the secret is never printed");
+    assert_eq!(
+        login(&browser(), &url, json!({"link": token}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        login(&browser(), &url, json!({"link": token}))
+            .await
+            .status(),
+        401
+    );
+
+    // `--print` (as on SSH or without a display) prints the address and a link.
+    let (code, out, _) = tokio::task::block_in_place(|| ccs(&home, &["config", "--print"]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("#link=") && out.contains("/dashboard"),
+        "{out}"
+    );
+
+    let (code, out, _) = tokio::task::block_in_place(|| ccs(&home, &["config", "show", "--json"]));
+    assert_eq!(code, 0);
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert!(shown["dashboard"].as_str().unwrap().ends_with("/dashboard"));
+    assert!(!out.contains(SECRET));
+}
