@@ -5,7 +5,8 @@
 //!
 //! Times are RFC 3339 strings in UTC; utilization is a fraction (0.0–1.0).
 //!
-//! Must not: answer with a token or a secret (only `AddAccount`, a request, carries one).
+//! Must not: answer with a token or a secret (only `AddAccount`, a request, carries one; and
+//! `NewClientKey`, the one answer that shows a new client key to its maker).
 
 use std::collections::BTreeMap;
 
@@ -26,6 +27,7 @@ pub mod path {
     pub const LOGIN_LINK: &str = "/v0/management/login-link";
     pub const LIVE: &str = "/v0/management/live";
     pub const LOGIN_START: &str = "/v0/management/login/start";
+    pub const CLIENTS: &str = "/v0/management/clients";
 
     /// Percent-encodes one path segment (an e-mail, a nickname, a pool name).
     pub fn seg(s: &str) -> String {
@@ -293,6 +295,9 @@ pub struct Usage {
     pub total: Tokens,
     pub by_account: Vec<UsageRow>,
     pub by_model: Vec<UsageRow>,
+    /// By the name of the client key the requests came with.
+    #[serde(default)]
+    pub by_client: Vec<UsageRow>,
     /// Every hour of the span, oldest first (hours without traffic are zero).
     pub hours: Vec<UsageHour>,
 }
@@ -301,6 +306,8 @@ pub struct Usage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RequestRecord {
     pub at: String,
+    /// The name of the client key it came with.
+    pub client: Option<String>,
     pub session: Option<String>,
     pub account: Option<String>,
     pub model: Option<String>,
@@ -354,4 +361,38 @@ pub struct LoginLink {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LoginStart {
     pub url: String,
+}
+
+/// A client key as `GET /clients` lists it: never the key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientKeyInfo {
+    pub name: String,
+    /// Set in config.yaml (changed only there), else made with `ccs cliproxy key add`.
+    pub from_config: bool,
+    pub created_at: Option<String>,
+    /// The first 8 hex digits of the key's SHA-256, to tell keys apart.
+    pub key_sha256_prefix: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientKeys {
+    pub clients: Vec<ClientKeyInfo>,
+}
+
+/// The body of `POST /clients`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AddClientKey {
+    pub name: String,
+}
+
+/// A new client key: the only answer that ever carries one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NewClientKey {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientRevoked {
+    pub revoked: String,
 }

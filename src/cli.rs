@@ -85,6 +85,25 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Make a client key named NAME and print it once (only its SHA-256 is kept).
+    Add {
+        name: String,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The client keys: names, where each is set, when it was made (never the keys).
+    List {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke the key named NAME: refused from the next request on, no restart.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Show the effective configuration (secrets redacted) and where each file lives.
     Show {
@@ -195,6 +214,10 @@ pub enum CliproxyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Named client keys, one per person or machine sharing this daemon: requests are
+    /// attributed to the name in the dashboard, usage and metrics.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Tokens used per account and per model over the last 24 hours or 7 days, read from
     /// the usage of every answer, and how much of each window is used.
     Usage {

@@ -167,6 +167,24 @@ impl Client {
         self.post(path::LOGIN_START, &serde_json::json!({}))
     }
 
+    pub fn client_keys(&self) -> Result<Vec<api::ClientKeyInfo>> {
+        Ok(self.get::<api::ClientKeys>(path::CLIENTS)?.clients)
+    }
+
+    /// Makes a named client key; the answer is the only place the key is ever shown.
+    pub fn add_client_key(&self, name: &str) -> Result<api::NewClientKey> {
+        self.post(
+            path::CLIENTS,
+            &api::AddClientKey {
+                name: name.to_string(),
+            },
+        )
+    }
+
+    pub fn revoke_client_key(&self, name: &str) -> Result<api::ClientRevoked> {
+        self.delete(&format!("{}/{}", path::CLIENTS, path::seg(name)))
+    }
+
     pub fn shutdown(&self) -> Result<api::Stopping> {
         self.post(path::SHUTDOWN, &serde_json::json!({}))
     }

@@ -4,7 +4,8 @@
 use clap::Parser;
 
 use ccs::cli::{
-    AuthCommand, Cli, CliproxyCommand, Command, ConfigCommand, DaemonCommand, SimCommand,
+    AuthCommand, Cli, CliproxyCommand, Command, ConfigCommand, DaemonCommand, KeyCommand,
+    SimCommand,
 };
 
 fn main() {
@@ -61,6 +62,11 @@ fn main() {
                 ccs::commands::pool::quota(pool.as_deref(), json)
             }
             CliproxyCommand::Usage { span, json } => ccs::commands::usage::usage(&span, json),
+            CliproxyCommand::Key(k) => match k {
+                KeyCommand::Add { name, json } => ccs::commands::keys::add(&name, json),
+                KeyCommand::List { json } => ccs::commands::keys::list(json),
+                KeyCommand::Revoke { name } => ccs::commands::keys::revoke(&name),
+            },
         },
         Command::Daemon(DaemonCommand::Run) => ccs::commands::cliproxy::run_foreground(),
         Command::Sim(SimCommand::Run {

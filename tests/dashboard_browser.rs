@@ -492,6 +492,12 @@ async fn the_usage_chart_adds_up_to_the_simulators_counters() {
     )
     .await;
     assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
+    let clients = eval(
+        &b,
+        "return [...document.querySelectorAll('#usage-clients tbody tr')].map(r => r.dataset.name)",
+    )
+    .await;
+    assert_eq!(clients, json!(["default"]), "attributed to the key's name");
     screenshot(&b, "usage").await;
     let (s, v) = manage(&url, Method::POST, &format!("/accounts/{B}/refresh"), None).await;
     assert_eq!(s, 200, "{v}");

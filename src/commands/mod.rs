@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cliproxy;
 pub mod config;
 pub mod demo;
+pub mod keys;
 pub mod pool;
 pub mod run;
 pub mod sim;

@@ -100,6 +100,27 @@ pub struct ProxyAuth {
     /// A key that reads `/metrics` only (for a Prometheus scraper), besides the management
     /// secret; unset: only the secret reads it.
     pub metrics_key: Option<String>,
+    /// Named client keys, one per person or machine: requests are attributed to the name in
+    /// the live feed, usage and metrics. Keys made with `ccs cliproxy key add` are kept by the
+    /// daemon (hashed) and need no entry here.
+    pub clients: Vec<ClientEntry>,
+}
+
+/// A client key's name: 1–40 letters, digits, '-', '_' or '.' (it shows in metrics labels).
+pub fn valid_client_name(name: &str) -> bool {
+    (1..=40).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// One named client key in config.yaml: the key itself, or its SHA-256 in hex.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientEntry {
+    pub name: String,
+    pub key: Option<String>,
+    pub key_sha256: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -232,6 +253,33 @@ impl Config {
                     .into(),
             ));
         }
+        let mut names = std::collections::HashSet::new();
+        for c in &self.cliproxy.auth.clients {
+            if !valid_client_name(&c.name) {
+                return Err(invalid(format!(
+                    "cliproxy.auth.clients: name {:?}: use letters, digits, '-', '_' or '.'",
+                    c.name
+                )));
+            }
+            if !names.insert(c.name.to_ascii_lowercase()) {
+                return Err(invalid(format!(
+                    "cliproxy.auth.clients: the name {:?} is given twice",
+                    c.name
+                )));
+            }
+            let hex_ok = |h: &str| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit());
+            match (&c.key, &c.key_sha256) {
+                (Some(k), None) if !k.is_empty() => {}
+                (None, Some(h)) if hex_ok(h) => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "cliproxy.auth.clients: {:?} needs exactly one of `key` or `key_sha256` \
+                         (64 hex digits)",
+                        c.name
+                    )))
+                }
+            }
+        }
         if self.cliproxy.auth.management_secret.as_deref() == Some("") {
             return Err(invalid(
                 "cliproxy.auth.management_secret is empty; remove the line to use a generated one"
@@ -321,7 +369,13 @@ impl Config {
                     .iter()
                     .map(|s| ("the management secret", s)),
             )
-            .chain(auth.metrics_key.iter().map(|s| ("the metrics key", s)));
+            .chain(auth.metrics_key.iter().map(|s| ("the metrics key", s)))
+            .chain(
+                auth.clients
+                    .iter()
+                    .filter_map(|c| c.key.as_ref())
+                    .map(|k| ("a named client key", k)),
+            );
         for (what, k) in set {
             if k == DEFAULT_API_KEY || k == DEFAULT_MANAGEMENT_SECRET {
                 return Some(format!(
@@ -441,6 +495,25 @@ mod tests {
         assert!(err.to_string().contains("line 2"), "{err}");
         let err = parse("cliproxy:\n  soft_threshold: 3\n").unwrap_err();
         assert!(err.to_string().contains("between 0 and 1"), "{err}");
+        let clients =
+            |entries: &str| parse(&format!("cliproxy:\n  auth:\n    clients:\n{entries}"));
+        assert!(clients("      - {name: ann, key: k1}\n      - {name: bob, key_sha256: \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"}\n").is_ok());
+        for (entries, says) in [
+            (
+                "      - {name: ann, key: k1, key_sha256: ab}\n",
+                "exactly one of",
+            ),
+            ("      - {name: ann}\n", "exactly one of"),
+            ("      - {name: ann, key_sha256: xyz}\n", "64 hex digits"),
+            (
+                "      - {name: ann, key: a}\n      - {name: ANN, key: b}\n",
+                "given twice",
+            ),
+            ("      - {name: \"a b\", key: a}\n", "letters, digits"),
+        ] {
+            let err = clients(entries).unwrap_err().to_string();
+            assert!(err.contains(says), "{entries}: {err}");
+        }
     }
 
     #[test]

@@ -239,7 +239,7 @@ fn observed_headers(r: &reqwest::Response) -> Vec<(String, String)> {
 pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     let started = Instant::now();
     let h = req.headers();
-    if !ctx.client_key_ok(h) {
+    let Some(client_name) = ctx.client_of(h) else {
         let client = ClientKey::of(req.peer_addr().map(|a| a.ip()));
         if ctx.throttle.punish(client).await {
             let mut r = anthropic_error(
@@ -263,7 +263,7 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
                 ctx.paths.keys_file().display()
             ),
         );
-    }
+    };
     let p = &ctx.config.cliproxy;
     let limits = body::Limits {
         limit: usize::try_from(p.body_limit.0).unwrap_or(usize::MAX),
@@ -275,6 +275,7 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
         Err(r) => return r,
     };
     let mut log = RequestLog::new(started, body.len(), Some(ctx.telemetry.clone()));
+    log.client = Some(client_name);
     let (pool, path_and_query) = pool_of(&req);
     let is_post = req.method() == Method::POST;
     let (head, session) = if is_post {

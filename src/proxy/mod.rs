@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod body;
+pub mod clients;
 pub mod counter;
 pub mod drive;
 pub mod forward;
@@ -93,6 +94,8 @@ pub struct Ctx {
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// Dashboard logins, one-time links and OAuth logins started from the dashboard.
     pub sessions: sessions::Sessions,
+    /// The client keys, by name.
+    pub clients: clients::Clients,
 }
 
 impl Ctx {
@@ -105,6 +108,13 @@ impl Ctx {
         url: String,
         telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> Self {
+        let made = store
+            .client_keys()
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let clients = clients::Clients::new(&config, made);
         let bodies = body::Budget::new(config.cliproxy.bodies_in_flight.0);
         Ctx {
             config,
@@ -124,17 +134,14 @@ impl Ctx {
             bodies,
             telemetry,
             sessions: sessions::Sessions::default(),
+            clients,
         }
     }
 
-    pub fn client_key_ok(&self, h: &HeaderMap) -> bool {
-        let Some(given) = presented_secret(h, "x-api-key") else {
-            return false;
-        };
-        // Compare against every key, always, so the time does not tell which one matched.
-        self.config.client_keys().fold(false, |ok, k| {
-            constant_time_eq(given.as_bytes(), k.as_bytes()) | ok
-        })
+    /// The name of the client key presented (`Authorization: Bearer` or `x-api-key`), when it
+    /// is one of the daemon's (`clients.rs`).
+    pub fn client_of(&self, h: &HeaderMap) -> Option<String> {
+        self.clients.identify(presented_secret(h, "x-api-key")?)
     }
 
     /// Whether the management secret was presented (`Authorization: Bearer` or

@@ -80,6 +80,8 @@ pub fn error_event(kind: &str, message: &str) -> Bytes {
 /// the same record handed to the telemetry (metrics, usage, the live feed).
 pub struct RequestLog {
     pub started: Instant,
+    /// The name of the client key the request came with.
+    pub client: Option<String>,
     pub session: Option<String>,
     pub account: Option<String>,
     pub model: Option<String>,
@@ -104,6 +106,7 @@ impl RequestLog {
         }
         RequestLog {
             started,
+            client: None,
             session: None,
             account: None,
             model: None,
@@ -126,6 +129,7 @@ impl Drop for RequestLog {
             t.request_finished(
                 RequestRecord {
                     at: rfc3339(t.now_ms()),
+                    client: self.client.clone(),
                     session: self.session.clone(),
                     account: self.account.clone(),
                     model: self.model.clone(),
@@ -142,6 +146,7 @@ impl Drop for RequestLog {
         }
         tracing::info!(
             target: "ccs::request",
+            client = self.client.as_deref().unwrap_or("-"),
             session = self.session.as_deref().unwrap_or("-"),
             account = self.account.as_deref().unwrap_or("-"),
             model = self.model.as_deref().unwrap_or("-"),

@@ -1,10 +1,13 @@
-//! The `usage` tree: tokens per hour, per account and model, so the dashboard's charts and
-//! `ccs cliproxy usage` survive a restart. The shape is the telemetry's (`telemetry/usage.rs`);
-//! the store keeps bytes under the hour's start (big-endian milliseconds, so keys sort by time).
+//! The telemetry's records: the `usage` tree (tokens per hour, per account, model and client
+//! key, so the dashboard's charts and `ccs cliproxy usage` survive a restart; the shape is
+//! `telemetry/usage.rs`'s, kept as bytes under the hour's start in big-endian milliseconds, so
+//! keys sort by time), and the client keys the daemon made (`proxy/clients.rs`).
 
 use ccs_actors::ports::StoreError;
 
 use super::{db_err, SledStore};
+
+const META_CLIENTS: &[u8] = b"clients";
 
 impl SledStore {
     /// Every stored hour, oldest first.
@@ -38,6 +41,23 @@ impl SledStore {
             batch.remove(old.map_err(db_err)?);
         }
         self.usage.apply_batch(batch).map_err(db_err)
+    }
+
+    /// The client keys the daemon made (a JSON list of names and digests).
+    pub fn client_keys(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .meta
+            .get(META_CLIENTS)
+            .map_err(db_err)?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Replaces the client keys the daemon made; flushed, since a revoked key must stay
+    /// revoked across a crash.
+    pub fn set_client_keys(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(META_CLIENTS, bytes).map_err(db_err)?;
+        self.db.flush().map_err(db_err)?;
+        Ok(())
     }
 
     /// Bytes the database takes on disk.

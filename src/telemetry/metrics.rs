@@ -20,6 +20,8 @@ pub struct RequestLabels {
     pub account: String,
     pub status: u16,
     pub model: String,
+    /// The client key's name.
+    pub client: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,6 +50,7 @@ pub struct WindowLabels {
 pub struct TokenLabels {
     pub account: String,
     pub model: String,
+    pub client: String,
     pub kind: String,
 }
 
@@ -83,7 +86,7 @@ impl Metrics {
         };
         registry.register(
             "requests",
-            "Proxied requests by account, status and model",
+            "Proxied requests by account, status, model and client key",
             m.requests.clone(),
         );
         registry.register(
@@ -98,7 +101,7 @@ impl Metrics {
         );
         registry.register(
             "tokens",
-            "Tokens named in the usage of answers, by account, model and kind",
+            "Tokens named in the usage of answers, by account, model, client key and kind",
             m.tokens.clone(),
         );
         registry.register(

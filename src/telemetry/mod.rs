@@ -74,11 +74,13 @@ impl Telemetry {
         m.in_flight.dec();
         let account = r.account.clone().unwrap_or_else(|| "-".into());
         let model = r.model.clone().unwrap_or_else(|| "-".into());
+        let client = r.client.clone().unwrap_or_else(|| "-".into());
         m.requests
             .get_or_create(&RequestLabels {
                 account: account.clone(),
                 status: r.status,
                 model: model.clone(),
+                client: client.clone(),
             })
             .inc();
         m.latency.observe(latency.as_secs_f64());
@@ -86,7 +88,7 @@ impl Telemetry {
             m.ttfb.observe(t.as_secs_f64());
         }
         if let (Some(t), Some(a)) = (&r.tokens, &r.account) {
-            self.usage.record(self.now_ms(), a, &model, t);
+            self.usage.record(self.now_ms(), a, &model, &client, t);
             for (kind, n) in [
                 ("input", t.input),
                 ("output", t.output),
@@ -97,6 +99,7 @@ impl Telemetry {
                     .get_or_create(&TokenLabels {
                         account: account.clone(),
                         model: model.clone(),
+                        client: client.clone(),
                         kind: kind.into(),
                     })
                     .inc_by(n);

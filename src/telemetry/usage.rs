@@ -21,8 +21,8 @@ pub const HOUR_MS: u64 = 3_600_000;
 /// How long hours are kept.
 pub const KEEP: Duration = Duration::from_secs(8 * 24 * 3600);
 
-/// (account, model) → tokens.
-type Cells = HashMap<(String, String), Tokens>;
+/// (account, model, client key name) → tokens.
+type Cells = HashMap<(String, String, String), Tokens>;
 
 #[derive(Default)]
 struct Book {
@@ -43,7 +43,13 @@ struct StoredHour {
 struct StoredCell {
     account: String,
     model: String,
+    #[serde(default = "default_client")]
+    client: String,
     tokens: Tokens,
+}
+
+fn default_client() -> String {
+    crate::proxy::clients::DEFAULT_NAME.to_string()
 }
 
 #[derive(Default)]
@@ -51,7 +57,7 @@ pub struct UsageBook {
     book: Mutex<Book>,
 }
 
-fn add(cells: &mut Cells, key: (String, String), t: &Tokens) {
+fn add(cells: &mut Cells, key: (String, String, String), t: &Tokens) {
     cells.entry(key).or_default().add(t);
 }
 
@@ -60,13 +66,13 @@ impl UsageBook {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An answer ended at `now_ms` with these tokens.
-    pub fn record(&self, now_ms: u64, account: &str, model: &str, t: &Tokens) {
+    /// An answer ended at `now_ms` with these tokens, for `client` (a client key's name).
+    pub fn record(&self, now_ms: u64, account: &str, model: &str, client: &str, t: &Tokens) {
         let minute = now_ms - now_ms % MINUTE_MS;
         let mut b = self.lock();
         add(
             b.minutes.entry(minute).or_default(),
-            (account.to_string(), model.to_string()),
+            (account.to_string(), model.to_string(), client.to_string()),
             t,
         );
     }
@@ -116,11 +122,13 @@ impl UsageBook {
         let mut total = Tokens::default();
         let mut by_account: BTreeMap<String, Tokens> = BTreeMap::new();
         let mut by_model: BTreeMap<String, Tokens> = BTreeMap::new();
+        let mut by_client: BTreeMap<String, Tokens> = BTreeMap::new();
         for cells in hours.values() {
-            for ((account, model), t) in cells {
+            for ((account, model, client), t) in cells {
                 total.add(t);
                 by_account.entry(account.clone()).or_default().add(t);
                 by_model.entry(model.clone()).or_default().add(t);
+                by_client.entry(client.clone()).or_default().add(t);
             }
         }
         let rows = |m: BTreeMap<String, Tokens>| {
@@ -149,6 +157,7 @@ impl UsageBook {
             total,
             by_account: rows(by_account),
             by_model: rows(by_model),
+            by_client: rows(by_client),
             hours,
         }
     }
@@ -165,9 +174,10 @@ impl UsageBook {
                     v: 1,
                     cells: cells
                         .into_iter()
-                        .map(|((account, model), tokens)| StoredCell {
+                        .map(|((account, model, client), tokens)| StoredCell {
                             account,
                             model,
+                            client,
                             tokens,
                         })
                         .collect(),
@@ -197,7 +207,7 @@ impl UsageBook {
             };
             let cells = b.hours.entry(hour).or_default();
             for c in h.cells {
-                add(cells, (c.account, c.model), &c.tokens);
+                add(cells, (c.account, c.model, c.client), &c.tokens);
             }
         }
     }
@@ -221,9 +231,9 @@ mod tests {
     #[test]
     fn minutes_roll_into_hours_and_reports_count_each_once() {
         let b = UsageBook::default();
-        b.record(T0 + 5 * MINUTE_MS, "a", "opus", &t(10, 1));
-        b.record(T0 + 59 * MINUTE_MS, "b", "opus", &t(20, 2));
-        b.record(T0 + HOUR_MS + MINUTE_MS, "a", "sonnet", &t(30, 3));
+        b.record(T0 + 5 * MINUTE_MS, "a", "opus", "ann", &t(10, 1));
+        b.record(T0 + 59 * MINUTE_MS, "b", "opus", "bob", &t(20, 2));
+        b.record(T0 + HOUR_MS + MINUTE_MS, "a", "sonnet", "ann", &t(30, 3));
         let now = T0 + HOUR_MS + 2 * MINUTE_MS;
         let before = b.report(now, Duration::from_secs(24 * 3600), "24h");
         b.roll_up(now);
@@ -238,14 +248,16 @@ mod tests {
         assert_eq!(a.tokens.input, 40);
         let opus = after.by_model.iter().find(|r| r.name == "opus").unwrap();
         assert_eq!((opus.tokens.input, opus.tokens.output), (30, 3));
+        let ann = after.by_client.iter().find(|r| r.name == "ann").unwrap();
+        assert_eq!((ann.tokens.input, ann.tokens.requests), (40, 2));
     }
 
     #[test]
     fn hours_older_than_the_keep_are_dropped() {
         let b = UsageBook::default();
-        b.record(T0, "a", "m", &t(1, 1));
+        b.record(T0, "a", "m", "c", &t(1, 1));
         let later = T0 + KEEP.as_millis() as u64 + 2 * HOUR_MS;
-        b.record(later, "a", "m", &t(2, 2));
+        b.record(later, "a", "m", "c", &t(2, 2));
         b.roll_up(later);
         let r = b.report(later, KEEP, "8d");
         assert_eq!(r.total.input, 2);
@@ -255,8 +267,8 @@ mod tests {
     #[test]
     fn a_span_shows_only_its_hours() {
         let b = UsageBook::default();
-        b.record(T0, "a", "m", &t(1, 0));
-        b.record(T0 + 30 * HOUR_MS, "a", "m", &t(2, 0));
+        b.record(T0, "a", "m", "c", &t(1, 0));
+        b.record(T0 + 30 * HOUR_MS, "a", "m", "c", &t(2, 0));
         let now = T0 + 30 * HOUR_MS;
         assert_eq!(
             b.report(now, Duration::from_secs(24 * 3600), "24h")

@@ -213,12 +213,13 @@
     let row;
     if (ev.kind === 'changed') {
       row = el('tr', { class: 'changed', 'data-kind': 'changed' },
-        el('td', { text: clock(ev.at) }), el('td', { text: ev.what }), el('td'),
+        el('td', { text: clock(ev.at) }), el('td', { text: ev.what }), el('td'), el('td'),
         el('td', { text: ev.account }), el('td'), el('td'), el('td'), el('td'));
     } else if (ev.kind === 'hop') {
       row = el('tr', { class: 'hop', 'data-kind': 'hop', 'data-session': ev.session },
         el('td', { text: clock(ev.at) }),
         el('td', { text: 'hop: ' + ev.reason }),
+        el('td'),
         el('td', { class: 'mono', text: ev.session.slice(0, 8) }),
         el('td', { text: ev.from + ' → ' + ev.to }),
         el('td'), el('td'), el('td'), el('td'));
@@ -227,6 +228,7 @@
       row = el('tr', { 'data-kind': 'request', 'data-account': ev.account || '', class: ev.status >= 400 ? 'bad' : '' },
         el('td', { text: clock(ev.at) }),
         el('td', { text: ev.hops ? 'request (after ' + ev.hops + ' hop' + (ev.hops > 1 ? 's' : '') + ')' : 'request' }),
+        el('td', { text: ev.client || '–' }),
         el('td', { class: 'mono', text: (ev.session || '').slice(0, 8) }),
         el('td', { text: ev.account || '–' }),
         el('td', { text: ev.model || '–' }),
@@ -314,6 +316,7 @@
     document.getElementById('usage-chart').replaceChildren(chart(u.hours));
     rows('#usage-accounts tbody', u.by_account);
     rows('#usage-models tbody', u.by_model);
+    rows('#usage-clients tbody', u.by_client);
     accounts = (await api('GET', '/accounts')).accounts;
     const pct = (w) => (w ? Math.round(w.utilization * 100) + '%' : '?');
     fill('#usage-windows tbody', ordered().map((a) => el('tr', {},

@@ -10,6 +10,7 @@
 //! way round).
 
 mod accounts;
+mod clients;
 mod live;
 mod metrics;
 mod pools;
@@ -207,6 +208,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/quota", web::get().to(status::quota))
             .route("/usage", web::get().to(usage::usage))
             .route("/session", web::get().to(usage::session))
+            .route("/clients", web::get().to(clients::list))
+            .route("/clients", web::post().to(clients::add))
+            .route("/clients/{name}", web::delete().to(clients::revoke))
             .route("/live", web::get().to(live::live))
             .route("/login-link", web::post().to(live::login_link))
             .route("/login/start", web::post().to(live::start_login))

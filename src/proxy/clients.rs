@@ -1,0 +1,265 @@
+//! Named client keys: who is calling. Every accepted key has a name (the generated key is
+//! `default`, further `api_keys` are `key-1`, `key-2`…, config.yaml's `cliproxy.auth.clients`
+//! and keys made with `ccs cliproxy key add` carry their own), and every request is attributed
+//! to it in the live feed, usage and metrics. Only SHA-256 digests are kept; a key made here is
+//! shown once, to its maker. Revoking one takes effect on the next request.
+//!
+//! Must not: keep or log a key, or tell by its timing which key matched.
+
+use std::sync::RwLock;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::api;
+use crate::config::{valid_client_name, Config};
+use crate::keys::constant_time_eq;
+use crate::store::mirror::rfc3339;
+
+/// The name of the main client key (`cliproxy.auth.api_key`, or the generated one).
+pub const DEFAULT_NAME: &str = "default";
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(h: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if h.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Where a key comes from: config.yaml (changed only there) or the daemon's store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    Config,
+    Made,
+}
+
+#[derive(Clone, Debug)]
+struct Named {
+    name: String,
+    digest: [u8; 32],
+    origin: Origin,
+    created_at_ms: Option<u64>,
+}
+
+/// A key made by the daemon, as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredKey {
+    pub name: String,
+    pub key_sha256: String,
+    pub created_at_ms: u64,
+}
+
+#[derive(Default)]
+pub struct Clients {
+    keys: RwLock<Vec<Named>>,
+}
+
+impl Clients {
+    /// The keys of `config` (resolved: the generated key is in it) and those made before.
+    pub fn new(config: &Config, made: Vec<StoredKey>) -> Clients {
+        let auth = &config.cliproxy.auth;
+        let mut keys: Vec<Named> = Vec::new();
+        let mut push = |name: String, digest: [u8; 32], origin, created_at_ms| {
+            keys.push(Named {
+                name,
+                digest,
+                origin,
+                created_at_ms,
+            })
+        };
+        if let Some(k) = auth.api_key.as_deref().filter(|k| !k.is_empty()) {
+            push(DEFAULT_NAME.into(), digest(k), Origin::Config, None);
+        }
+        for (i, k) in auth.api_keys.iter().filter(|k| !k.is_empty()).enumerate() {
+            push(format!("key-{}", i + 1), digest(k), Origin::Config, None);
+        }
+        for c in &auth.clients {
+            let d = match (&c.key, &c.key_sha256) {
+                (Some(k), _) => Some(digest(k)),
+                (None, Some(h)) => unhex(h),
+                _ => None,
+            };
+            if let Some(d) = d {
+                push(c.name.clone(), d, Origin::Config, None);
+            }
+        }
+        for m in made {
+            match unhex(&m.key_sha256) {
+                Some(d) => push(m.name, d, Origin::Made, Some(m.created_at_ms)),
+                None => {
+                    tracing::warn!(name = %m.name, "a stored client key is unreadable; passed over")
+                }
+            }
+        }
+        Clients {
+            keys: RwLock::new(keys),
+        }
+    }
+
+    /// The name of the key presented, if it is one. Every key is compared, always, so the
+    /// time does not tell which one matched.
+    pub fn identify(&self, presented: &str) -> Option<String> {
+        if presented.is_empty() {
+            return None;
+        }
+        let d = digest(presented);
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        let mut found = None;
+        for k in keys.iter() {
+            if constant_time_eq(&d, &k.digest) && found.is_none() {
+                found = Some(k.name.clone());
+            }
+        }
+        found
+    }
+
+    /// Makes a key named `name`; returns it (the only time it is seen).
+    pub fn add(&self, name: &str, now_ms: u64) -> Result<String, String> {
+        if !valid_client_name(name) {
+            return Err(format!(
+                "key name {name:?}: use 1–40 letters, digits, '-', '_' or '.'"
+            ));
+        }
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        if keys.iter().any(|k| k.name.eq_ignore_ascii_case(name)) {
+            return Err(format!(
+                "a key named {name:?} exists already: revoke it first (`ccs cliproxy key revoke {name}`) or pick another name"
+            ));
+        }
+        let bytes: [u8; 32] = rand::random();
+        let key = format!(
+            "ccs-{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        );
+        keys.push(Named {
+            name: name.to_string(),
+            digest: digest(&key),
+            origin: Origin::Made,
+            created_at_ms: Some(now_ms),
+        });
+        Ok(key)
+    }
+
+    /// Revokes the key named `name` (only keys made here; config.yaml's are changed there).
+    pub fn revoke(&self, name: &str) -> Result<(), String> {
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        match keys.iter().position(|k| k.name.eq_ignore_ascii_case(name)) {
+            None => Err(format!(
+                "no key named {name:?}; keys: {}",
+                keys.iter()
+                    .map(|k| k.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Some(i) if keys[i].origin == Origin::Config => Err(format!(
+                "the key {name:?} is set in config.yaml (cliproxy.auth): remove it there and \
+                 restart the daemon"
+            )),
+            Some(i) => {
+                keys.remove(i);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn list(&self) -> Vec<api::ClientKeyInfo> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        keys.iter()
+            .map(|k| api::ClientKeyInfo {
+                name: k.name.clone(),
+                from_config: k.origin == Origin::Config,
+                created_at: k.created_at_ms.map(rfc3339),
+                key_sha256_prefix: hex(&k.digest[..4]),
+            })
+            .collect()
+    }
+
+    /// The keys made here, for the store.
+    pub fn made(&self) -> Vec<StoredKey> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        keys.iter()
+            .filter(|k| k.origin == Origin::Made)
+            .map(|k| StoredKey {
+                name: k.name.clone(),
+                key_sha256: hex(&k.digest),
+                created_at_ms: k.created_at_ms.unwrap_or(0),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let mut c = Config::default();
+        c.cliproxy.auth.api_key = Some("main-key".into());
+        c.cliproxy.auth.api_keys = vec!["second".into()];
+        c.cliproxy.auth.clients = vec![
+            crate::config::ClientEntry {
+                name: "ci".into(),
+                key: Some("ci-key".into()),
+                key_sha256: None,
+            },
+            crate::config::ClientEntry {
+                name: "ann".into(),
+                key: None,
+                key_sha256: Some(hex(&digest("ann-key"))),
+            },
+        ];
+        c
+    }
+
+    #[test]
+    fn every_key_is_known_by_its_name() {
+        let c = Clients::new(&config(), vec![]);
+        assert_eq!(c.identify("main-key").as_deref(), Some("default"));
+        assert_eq!(c.identify("second").as_deref(), Some("key-1"));
+        assert_eq!(c.identify("ci-key").as_deref(), Some("ci"));
+        assert_eq!(c.identify("ann-key").as_deref(), Some("ann"), "by digest");
+        assert_eq!(c.identify("nope"), None);
+        assert_eq!(c.identify(""), None);
+    }
+
+    #[test]
+    fn a_made_key_works_until_revoked_and_survives_as_a_digest() {
+        let c = Clients::new(&config(), vec![]);
+        let key = c.add("bob", 1).unwrap();
+        assert_eq!(c.identify(&key).as_deref(), Some("bob"));
+        assert!(c.add("BOB", 2).is_err(), "names are unique");
+        assert!(c.add("no spaces", 2).is_err());
+        let made = c.made();
+        assert_eq!(made.len(), 1);
+        assert!(
+            !format!("{made:?}").contains(&key),
+            "only the digest is kept"
+        );
+        let again = Clients::new(&config(), made);
+        assert_eq!(
+            again.identify(&key).as_deref(),
+            Some("bob"),
+            "after a restart"
+        );
+        assert!(
+            again.revoke("ci").is_err(),
+            "config.yaml's keys are changed there"
+        );
+        again.revoke("bob").unwrap();
+        assert_eq!(again.identify(&key), None, "refused at once");
+        assert!(again.revoke("bob").is_err());
+    }
+}

@@ -1,0 +1,47 @@
+//! `/v0/management/clients…`: the named client keys (`proxy/clients.rs`): list (never a key),
+//! make one (its key is in this one answer only), revoke one (refused from the next request).
+//! Made keys are written to the store as digests, flushed before the answer.
+
+use actix_web::{web, HttpResponse};
+
+use super::{err, write, Ctx, Data};
+use crate::api;
+
+/// Writes the made keys to the store.
+async fn save(ctx: &Ctx) -> Result<(), HttpResponse> {
+    let made = ctx.clients.made();
+    let bytes = serde_json::to_vec(&made).map_err(super::internal)?;
+    write(ctx, move |s| s.set_client_keys(&bytes)).await
+}
+
+pub(super) async fn list(ctx: Data) -> HttpResponse {
+    HttpResponse::Ok().json(api::ClientKeys {
+        clients: ctx.clients.list(),
+    })
+}
+
+pub(super) async fn add(ctx: Data, body: web::Json<api::AddClientKey>) -> HttpResponse {
+    let name = body.into_inner().name;
+    let key = match ctx.clients.add(&name, ctx.clock.now().as_millis()) {
+        Ok(k) => k,
+        Err(e) => return err(409, e),
+    };
+    if let Err(r) = save(&ctx).await {
+        let _ = ctx.clients.revoke(&name);
+        return r;
+    }
+    tracing::info!(client = %name, "client key made");
+    HttpResponse::Ok().json(api::NewClientKey { name, key })
+}
+
+pub(super) async fn revoke(ctx: Data, name: web::Path<String>) -> HttpResponse {
+    let name = name.into_inner();
+    if let Err(e) = ctx.clients.revoke(&name) {
+        return err(if e.starts_with("no key") { 404 } else { 409 }, e);
+    }
+    if let Err(r) = save(&ctx).await {
+        return r;
+    }
+    tracing::info!(client = %name, "client key revoked");
+    HttpResponse::Ok().json(api::ClientRevoked { revoked: name })
+}

@@ -1,0 +1,175 @@
+//! Named client keys, as a team shares one daemon: keys made and revoked with the CLI, every
+//! request attributed to its key's name in the live feed, usage and metrics, a revoked key
+//! refused on the very next request, made keys kept (hashed) across a restart.
+
+mod common;
+
+use std::sync::Arc;
+
+use ccs::daemon::DaemonHandle;
+use ccs_actors::SharedClock;
+use common::rig::*;
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const A: &str = "alice@example.com";
+
+/// One request through the proxy with `key`; its status.
+async fn ask_with(url: &str, key: &str) -> u16 {
+    http()
+        .post(format!("{url}/v1/messages?beta=true"))
+        .bearer_auth(key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn cli(rig: &Rig, args: &[&str]) -> (i32, String, String) {
+    let home = rig.paths.home.clone();
+    tokio::task::block_in_place(|| ccs(&home, args))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_named_key_is_attributed_everywhere_and_refused_once_revoked() {
+    let rig = rig(&[(A, 100)]).await;
+    let url = rig.daemon.url.clone();
+    point_cli_at_daemon(&rig);
+
+    let (code, out, err) = cli(&rig, &["cliproxy", "key", "add", "ann", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let made: Value = serde_json::from_str(&out).unwrap();
+    let key = made["key"].as_str().unwrap().to_string();
+    assert_eq!(made["name"], "ann");
+    let (code, _, err) = cli(&rig, &["cliproxy", "key", "add", "ann"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("exists already"), "{err}");
+
+    assert_eq!(ask_with(&url, &key).await, 200);
+    assert_eq!(ask_with(&url, CLIENT_KEY).await, 200);
+
+    // Usage, by client key.
+    let mut by_client = Value::Null;
+    for _ in 0..400 {
+        let (_, u) = manage(&url, Method::GET, "/usage?span=24h", None).await;
+        if u["total"]["requests"] == 2 {
+            by_client = u["by_client"].clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let names: Vec<&str> = by_client
+        .as_array()
+        .expect("both answers counted")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"ann") && names.contains(&"default"),
+        "{by_client}"
+    );
+
+    // Metrics, by client key.
+    let text = http()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("ccs_requests_total{") && l.contains("client=\"ann\""))
+        .unwrap_or_else(|| panic!("no request of ann in:\n{text}"));
+    assert!(line.ends_with(" 1"), "{line}");
+
+    // Listed without the key.
+    let (code, out, _) = cli(&rig, &["cliproxy", "key", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ann") && out.contains("default"), "{out}");
+    assert!(!out.contains(&key) && !out.contains(CLIENT_KEY), "{out}");
+    let (code, _, err) = cli(&rig, &["cliproxy", "key", "revoke", "default"]);
+    assert_ne!(code, 0, "config.yaml's key is changed there");
+    assert!(err.contains("config.yaml"), "{err}");
+
+    // Revoked: refused on the next request, without a restart.
+    let (code, out, err) = cli(&rig, &["cliproxy", "key", "revoke", "ann"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(ask_with(&url, &key).await, 401);
+    assert_eq!(
+        ask_with(&url, CLIENT_KEY).await,
+        200,
+        "the others still work"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn made_keys_survive_a_restart_as_digests() {
+    let rig = rig(&[(A, 100)]).await;
+    let url = rig.daemon.url.clone();
+    let (s, made) = manage(&url, Method::POST, "/clients", Some(json!({"name": "ci"}))).await;
+    assert_eq!(s, 200, "{made}");
+    let key = made["key"].as_str().unwrap().to_string();
+    let (s, bad) = manage(&url, Method::POST, "/clients", Some(json!({"name": "a b"}))).await;
+    assert_eq!(s, 409, "{bad}");
+    assert!(bad["error"].as_str().unwrap().contains("letters"));
+
+    let Rig {
+        sim,
+        daemon,
+        _home,
+        paths,
+    } = rig;
+    tokio::task::block_in_place(|| daemon.stop()).unwrap();
+    // The store holds the digest, never the key.
+    let on_disk = walk(&paths.store_dir());
+    assert!(!on_disk.is_empty());
+    for f in &on_disk {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(
+            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+            "{} holds the key",
+            f.display()
+        );
+    }
+    let clock: SharedClock = Arc::new(sim.clock.clone().unwrap());
+    let config = ccs::config::Config::load(&paths).unwrap();
+    let again =
+        tokio::task::block_in_place(|| DaemonHandle::start(paths.clone(), config, clock)).unwrap();
+    assert_eq!(
+        ask_with(&again.url, &key).await,
+        200,
+        "the key works after a restart"
+    );
+    let (_, list) = manage(&again.url, Method::GET, "/clients", None).await;
+    let ci = list["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ci")
+        .unwrap()
+        .clone();
+    assert_eq!(ci["from_config"], false);
+    assert!(ci["created_at"].is_string());
+    drop(again);
+    drop(sim);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
