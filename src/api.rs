@@ -372,6 +372,11 @@ pub struct ClientKeyInfo {
     pub created_at: Option<String>,
     /// The first 8 hex digits of the key's SHA-256, to tell keys apart.
     pub key_sha256_prefix: String,
+    /// The key's own limits (none: only the accounts' quota limits it).
+    pub requests_per_minute: Option<u32>,
+    pub concurrent: Option<u32>,
+    /// Its requests in flight now.
+    pub in_flight: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -383,6 +388,10 @@ pub struct ClientKeys {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AddClientKey {
     pub name: String,
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    #[serde(default)]
+    pub concurrent: Option<u32>,
 }
 
 /// A new client key: the only answer that ever carries one.

@@ -89,6 +89,13 @@ pub enum KeyCommand {
     /// Make a client key named NAME and print it once (only its SHA-256 is kept).
     Add {
         name: String,
+        /// The key's own limit: requests started per minute (then a 429 that says it is this
+        /// daemon's limit, not Anthropic's).
+        #[arg(long, value_name = "N")]
+        rpm: Option<u32>,
+        /// The key's own limit: requests in flight at once (a stream counts until it ends).
+        #[arg(long, value_name = "N")]
+        concurrent: Option<u32>,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,

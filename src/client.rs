@@ -172,11 +172,18 @@ impl Client {
     }
 
     /// Makes a named client key; the answer is the only place the key is ever shown.
-    pub fn add_client_key(&self, name: &str) -> Result<api::NewClientKey> {
+    pub fn add_client_key(
+        &self,
+        name: &str,
+        requests_per_minute: Option<u32>,
+        concurrent: Option<u32>,
+    ) -> Result<api::NewClientKey> {
         self.post(
             path::CLIENTS,
             &api::AddClientKey {
                 name: name.to_string(),
+                requests_per_minute,
+                concurrent,
             },
         )
     }

@@ -63,7 +63,12 @@ fn main() {
             }
             CliproxyCommand::Usage { span, json } => ccs::commands::usage::usage(&span, json),
             CliproxyCommand::Key(k) => match k {
-                KeyCommand::Add { name, json } => ccs::commands::keys::add(&name, json),
+                KeyCommand::Add {
+                    name,
+                    rpm,
+                    concurrent,
+                    json,
+                } => ccs::commands::keys::add(&name, rpm, concurrent, json),
                 KeyCommand::List { json } => ccs::commands::keys::list(json),
                 KeyCommand::Revoke { name } => ccs::commands::keys::revoke(&name),
             },

@@ -173,3 +173,101 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A streamed request with `key`, its response unread.
+async fn stream_with(url: &str, key: &str) -> reqwest::Response {
+    http()
+        .post(format!("{url}/v1/messages?beta=true"))
+        .bearer_auth(key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model":"claude-sonnet-4-5","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"hi"}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keys_own_limits_answer_429s_that_say_they_are_not_anthropics() {
+    let rig = rig(&[(A, 100)]).await;
+    let url = rig.daemon.url.clone();
+    let (s, made) = manage(
+        &url,
+        Method::POST,
+        "/clients",
+        Some(json!({"name": "ci", "requests_per_minute": 2})),
+    )
+    .await;
+    assert_eq!(s, 200, "{made}");
+    let key = made["key"].as_str().unwrap().to_string();
+    assert_eq!(ask_with(&url, &key).await, 200);
+    assert_eq!(ask_with(&url, &key).await, 200);
+    let over = stream_with(&url, &key).await;
+    assert_eq!(over.status(), 429);
+    assert!(over.headers().contains_key("retry-after"));
+    let body: Value = over.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("\"ci\"")
+            && msg.contains("2 requests a minute")
+            && msg.contains("not an Anthropic limit"),
+        "{msg}"
+    );
+    assert_eq!(
+        ask_with(&url, CLIENT_KEY).await,
+        200,
+        "other keys are not limited"
+    );
+    advance(&rig, 60);
+    assert_eq!(ask_with(&url, &key).await, 200, "a new minute");
+
+    // At once: a stream holds its share until its last event.
+    let (_, made) = manage(
+        &url,
+        Method::POST,
+        "/clients",
+        Some(json!({"name": "solo", "concurrent": 1})),
+    )
+    .await;
+    let solo = made["key"].as_str().unwrap().to_string();
+    fault(
+        &rig.sim.url(),
+        json!({"kind": "event_latency", "ms": 100, "count": 1}),
+    )
+    .await;
+    let first = stream_with(&url, &solo).await;
+    assert_eq!(first.status(), 200);
+    let second = stream_with(&url, &solo).await;
+    assert_eq!(second.status(), 429, "one at once");
+    let msg = second.text().await.unwrap();
+    assert!(msg.contains("1 requests at once"), "{msg}");
+    let (_, list) = manage(&url, Method::GET, "/clients", None).await;
+    let entry = list["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "solo")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["in_flight"], 1, "{entry}");
+    assert_eq!(entry["concurrent"], 1);
+    let text = first.text().await.unwrap();
+    assert!(text.contains("message_stop"));
+    // The share comes back when the relay ends, just after the last byte.
+    let mut ok = false;
+    for _ in 0..200 {
+        if ask_with(&url, &solo).await == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(ok, "the finished stream gave its share back");
+    let (s, zero) = manage(
+        &url,
+        Method::POST,
+        "/clients",
+        Some(json!({"name": "none", "concurrent": 0})),
+    )
+    .await;
+    assert_eq!(s, 400, "{zero}");
+}

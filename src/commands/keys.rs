@@ -11,8 +11,8 @@ fn client() -> Result<crate::client::Client> {
     ensure_running(&paths, &config)
 }
 
-pub fn add(name: &str, json_out: bool) -> Result<()> {
-    let made = client()?.add_client_key(name)?;
+pub fn add(name: &str, rpm: Option<u32>, concurrent: Option<u32>, json_out: bool) -> Result<()> {
+    let made = client()?.add_client_key(name, rpm, concurrent)?;
     if json_out {
         println!("{}", serde_json::to_string_pretty(&made)?);
         return Ok(());
@@ -36,13 +36,29 @@ pub fn list(json_out: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&keys)?);
         return Ok(());
     }
-    println!("{:<24} {:<12} {:<22} SHA-256", "NAME", "SET IN", "MADE");
+    println!(
+        "{:<24} {:<12} {:<22} {:<20} {:>9}  SHA-256",
+        "NAME", "SET IN", "MADE", "LIMITS", "IN FLIGHT"
+    );
     for k in keys {
+        let limits = match (k.requests_per_minute, k.concurrent) {
+            (None, None) => "-".to_string(),
+            (r, c) => [
+                r.map(|r| format!("{r}/min")),
+                c.map(|c| format!("{c} at once")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", "),
+        };
         println!(
-            "{:<24} {:<12} {:<22} {}…",
+            "{:<24} {:<12} {:<22} {:<20} {:>9}  {}…",
             k.name,
             if k.from_config { "config.yaml" } else { "ccs" },
             k.created_at.unwrap_or_else(|| "-".into()),
+            limits,
+            k.in_flight,
             k.key_sha256_prefix
         );
     }

@@ -121,6 +121,11 @@ pub struct ClientEntry {
     pub name: String,
     pub key: Option<String>,
     pub key_sha256: Option<String>,
+    /// The key's own limit on requests started per minute (a 429 that says it is this
+    /// daemon's limit, not Anthropic's).
+    pub requests_per_minute: Option<u32>,
+    /// The key's own limit on requests in flight at once.
+    pub concurrent: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

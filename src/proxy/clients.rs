@@ -6,7 +6,8 @@
 //!
 //! Must not: keep or log a key, or tell by its timing which key matched.
 
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -46,9 +47,97 @@ enum Origin {
     Made,
 }
 
+/// A key's own limits, set by whoever runs the daemon (not Anthropic's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Requests started per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    /// Requests in flight at once (a stream counts until its last event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent: Option<u32>,
+}
+
+/// One key's name, limits and what it is using now.
+#[derive(Debug)]
+pub struct Caller {
+    pub name: String,
+    pub limits: Limits,
+    /// (minute the count is for, requests started in it).
+    minute: Mutex<(u64, u32)>,
+    in_flight: AtomicU32,
+}
+
+/// Why a key's own limit refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverLimit {
+    /// Too many this minute; the next minute starts in this many seconds.
+    Rate {
+        per_minute: u32,
+        retry_after: u64,
+    },
+    Concurrent {
+        at_once: u32,
+    },
+}
+
+/// A request admitted under its key's limits; dropping it ends the request's share.
+#[derive(Debug)]
+pub struct Permit(Arc<Caller>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Permit {
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+}
+
+impl Caller {
+    fn new(name: String, limits: Limits) -> Arc<Caller> {
+        Arc::new(Caller {
+            name,
+            limits,
+            minute: Mutex::new((0, 0)),
+            in_flight: AtomicU32::new(0),
+        })
+    }
+
+    /// Admits one request at `now_ms`, or says which limit it is over.
+    pub fn admit(self: &Arc<Self>, now_ms: u64) -> Result<Permit, OverLimit> {
+        let in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let permit = Permit(self.clone());
+        if let Some(at_once) = self.limits.concurrent {
+            if in_flight > at_once {
+                return Err(OverLimit::Concurrent { at_once });
+            }
+        }
+        if let Some(per_minute) = self.limits.requests_per_minute {
+            let minute = now_ms / 60_000;
+            let mut m = self.minute.lock().unwrap_or_else(|p| p.into_inner());
+            if m.0 != minute {
+                *m = (minute, 0);
+            }
+            if m.1 >= per_minute {
+                let retry_after = ((minute + 1) * 60_000 - now_ms).div_ceil(1000);
+                return Err(OverLimit::Rate {
+                    per_minute,
+                    retry_after,
+                });
+            }
+            m.1 += 1;
+        }
+        Ok(permit)
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Named {
-    name: String,
+    caller: Arc<Caller>,
     digest: [u8; 32],
     origin: Origin,
     created_at_ms: Option<u64>,
@@ -60,6 +149,8 @@ pub struct StoredKey {
     pub name: String,
     pub key_sha256: String,
     pub created_at_ms: u64,
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 #[derive(Default)]
@@ -72,19 +163,26 @@ impl Clients {
     pub fn new(config: &Config, made: Vec<StoredKey>) -> Clients {
         let auth = &config.cliproxy.auth;
         let mut keys: Vec<Named> = Vec::new();
-        let mut push = |name: String, digest: [u8; 32], origin, created_at_ms| {
+        let mut push = |name: String, limits, digest: [u8; 32], origin, created_at_ms| {
             keys.push(Named {
-                name,
+                caller: Caller::new(name, limits),
                 digest,
                 origin,
                 created_at_ms,
             })
         };
+        let open = Limits::default();
         if let Some(k) = auth.api_key.as_deref().filter(|k| !k.is_empty()) {
-            push(DEFAULT_NAME.into(), digest(k), Origin::Config, None);
+            push(DEFAULT_NAME.into(), open, digest(k), Origin::Config, None);
         }
         for (i, k) in auth.api_keys.iter().filter(|k| !k.is_empty()).enumerate() {
-            push(format!("key-{}", i + 1), digest(k), Origin::Config, None);
+            push(
+                format!("key-{}", i + 1),
+                open,
+                digest(k),
+                Origin::Config,
+                None,
+            );
         }
         for c in &auth.clients {
             let d = match (&c.key, &c.key_sha256) {
@@ -92,13 +190,17 @@ impl Clients {
                 (None, Some(h)) => unhex(h),
                 _ => None,
             };
+            let limits = Limits {
+                requests_per_minute: c.requests_per_minute,
+                concurrent: c.concurrent,
+            };
             if let Some(d) = d {
-                push(c.name.clone(), d, Origin::Config, None);
+                push(c.name.clone(), limits, d, Origin::Config, None);
             }
         }
         for m in made {
             match unhex(&m.key_sha256) {
-                Some(d) => push(m.name, d, Origin::Made, Some(m.created_at_ms)),
+                Some(d) => push(m.name, m.limits, d, Origin::Made, Some(m.created_at_ms)),
                 None => {
                     tracing::warn!(name = %m.name, "a stored client key is unreadable; passed over")
                 }
@@ -109,9 +211,9 @@ impl Clients {
         }
     }
 
-    /// The name of the key presented, if it is one. Every key is compared, always, so the
-    /// time does not tell which one matched.
-    pub fn identify(&self, presented: &str) -> Option<String> {
+    /// The key presented, if it is one. Every key is compared, always, so the time does not
+    /// tell which one matched.
+    pub fn identify(&self, presented: &str) -> Option<Arc<Caller>> {
         if presented.is_empty() {
             return None;
         }
@@ -120,21 +222,24 @@ impl Clients {
         let mut found = None;
         for k in keys.iter() {
             if constant_time_eq(&d, &k.digest) && found.is_none() {
-                found = Some(k.name.clone());
+                found = Some(k.caller.clone());
             }
         }
         found
     }
 
-    /// Makes a key named `name`; returns it (the only time it is seen).
-    pub fn add(&self, name: &str, now_ms: u64) -> Result<String, String> {
+    /// Makes a key named `name` with `limits`; returns it (the only time it is seen).
+    pub fn add(&self, name: &str, limits: Limits, now_ms: u64) -> Result<String, String> {
         if !valid_client_name(name) {
             return Err(format!(
                 "key name {name:?}: use 1–40 letters, digits, '-', '_' or '.'"
             ));
         }
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-        if keys.iter().any(|k| k.name.eq_ignore_ascii_case(name)) {
+        if keys
+            .iter()
+            .any(|k| k.caller.name.eq_ignore_ascii_case(name))
+        {
             return Err(format!(
                 "a key named {name:?} exists already: revoke it first (`ccs cliproxy key revoke {name}`) or pick another name"
             ));
@@ -145,7 +250,7 @@ impl Clients {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
         );
         keys.push(Named {
-            name: name.to_string(),
+            caller: Caller::new(name.to_string(), limits),
             digest: digest(&key),
             origin: Origin::Made,
             created_at_ms: Some(now_ms),
@@ -156,11 +261,14 @@ impl Clients {
     /// Revokes the key named `name` (only keys made here; config.yaml's are changed there).
     pub fn revoke(&self, name: &str) -> Result<(), String> {
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-        match keys.iter().position(|k| k.name.eq_ignore_ascii_case(name)) {
+        match keys
+            .iter()
+            .position(|k| k.caller.name.eq_ignore_ascii_case(name))
+        {
             None => Err(format!(
                 "no key named {name:?}; keys: {}",
                 keys.iter()
-                    .map(|k| k.name.as_str())
+                    .map(|k| k.caller.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             )),
@@ -179,10 +287,13 @@ impl Clients {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         keys.iter()
             .map(|k| api::ClientKeyInfo {
-                name: k.name.clone(),
+                name: k.caller.name.clone(),
                 from_config: k.origin == Origin::Config,
                 created_at: k.created_at_ms.map(rfc3339),
                 key_sha256_prefix: hex(&k.digest[..4]),
+                requests_per_minute: k.caller.limits.requests_per_minute,
+                concurrent: k.caller.limits.concurrent,
+                in_flight: k.caller.in_flight.load(Ordering::SeqCst),
             })
             .collect()
     }
@@ -193,9 +304,10 @@ impl Clients {
         keys.iter()
             .filter(|k| k.origin == Origin::Made)
             .map(|k| StoredKey {
-                name: k.name.clone(),
+                name: k.caller.name.clone(),
                 key_sha256: hex(&k.digest),
                 created_at_ms: k.created_at_ms.unwrap_or(0),
+                limits: k.caller.limits,
             })
             .collect()
     }
@@ -213,12 +325,12 @@ mod tests {
             crate::config::ClientEntry {
                 name: "ci".into(),
                 key: Some("ci-key".into()),
-                key_sha256: None,
+                ..Default::default()
             },
             crate::config::ClientEntry {
                 name: "ann".into(),
-                key: None,
                 key_sha256: Some(hex(&digest("ann-key"))),
+                ..Default::default()
             },
         ];
         c
@@ -227,21 +339,24 @@ mod tests {
     #[test]
     fn every_key_is_known_by_its_name() {
         let c = Clients::new(&config(), vec![]);
-        assert_eq!(c.identify("main-key").as_deref(), Some("default"));
-        assert_eq!(c.identify("second").as_deref(), Some("key-1"));
-        assert_eq!(c.identify("ci-key").as_deref(), Some("ci"));
-        assert_eq!(c.identify("ann-key").as_deref(), Some("ann"), "by digest");
-        assert_eq!(c.identify("nope"), None);
-        assert_eq!(c.identify(""), None);
+        let name = |k: &str| c.identify(k).map(|c| c.name.clone());
+        assert_eq!(name("main-key").as_deref(), Some("default"));
+        assert_eq!(name("second").as_deref(), Some("key-1"));
+        assert_eq!(name("ci-key").as_deref(), Some("ci"));
+        assert_eq!(name("ann-key").as_deref(), Some("ann"), "by digest");
+        assert_eq!(name("nope"), None);
+        assert_eq!(name(""), None);
     }
 
     #[test]
     fn a_made_key_works_until_revoked_and_survives_as_a_digest() {
         let c = Clients::new(&config(), vec![]);
-        let key = c.add("bob", 1).unwrap();
-        assert_eq!(c.identify(&key).as_deref(), Some("bob"));
-        assert!(c.add("BOB", 2).is_err(), "names are unique");
-        assert!(c.add("no spaces", 2).is_err());
+        let open = Limits::default();
+        let key = c.add("bob", open, 1).unwrap();
+        let name = |c: &Clients, k: &str| c.identify(k).map(|c| c.name.clone());
+        assert_eq!(name(&c, &key).as_deref(), Some("bob"));
+        assert!(c.add("BOB", open, 2).is_err(), "names are unique");
+        assert!(c.add("no spaces", open, 2).is_err());
         let made = c.made();
         assert_eq!(made.len(), 1);
         assert!(
@@ -250,7 +365,7 @@ mod tests {
         );
         let again = Clients::new(&config(), made);
         assert_eq!(
-            again.identify(&key).as_deref(),
+            name(&again, &key).as_deref(),
             Some("bob"),
             "after a restart"
         );
@@ -259,7 +374,39 @@ mod tests {
             "config.yaml's keys are changed there"
         );
         again.revoke("bob").unwrap();
-        assert_eq!(again.identify(&key), None, "refused at once");
+        assert!(again.identify(&key).is_none(), "refused at once");
         assert!(again.revoke("bob").is_err());
+    }
+
+    #[test]
+    fn a_keys_own_limits_count_per_minute_and_at_once() {
+        let c = Caller::new(
+            "ci".into(),
+            Limits {
+                requests_per_minute: Some(2),
+                concurrent: Some(2),
+            },
+        );
+        let t0: u64 = 1_800_000_000_000; // a whole minute
+        let a = c.admit(t0).unwrap();
+        let b = c.admit(t0 + 1).unwrap();
+        assert_eq!(
+            c.admit(t0 + 2).unwrap_err(),
+            OverLimit::Concurrent { at_once: 2 },
+            "two at once"
+        );
+        drop(a);
+        assert_eq!(
+            c.admit(t0 + 10_000).unwrap_err(),
+            OverLimit::Rate {
+                per_minute: 2,
+                retry_after: 50
+            },
+            "a refusal takes no share"
+        );
+        drop(b);
+        assert_eq!(c.in_flight.load(Ordering::SeqCst), 0);
+        let next = c.admit(t0 + 60_000).unwrap();
+        assert_eq!(next.name(), "ci", "a new minute");
     }
 }

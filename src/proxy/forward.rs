@@ -22,6 +22,7 @@ use ccs_actors::Secret;
 use ccs_actors::Timestamp;
 use serde::Deserialize;
 
+use super::clients::OverLimit;
 use super::drive::{drive, Answer, Driven, Left, SendError, Upstream};
 use super::guard::ClientKey;
 use super::relay::{relay, Bounds, RequestLog};
@@ -239,7 +240,7 @@ fn observed_headers(r: &reqwest::Response) -> Vec<(String, String)> {
 pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     let started = Instant::now();
     let h = req.headers();
-    let Some(client_name) = ctx.client_of(h) else {
+    let Some(caller) = ctx.client_of(h) else {
         let client = ClientKey::of(req.peer_addr().map(|a| a.ip()));
         if ctx.throttle.punish(client).await {
             let mut r = anthropic_error(
@@ -264,6 +265,10 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
             ),
         );
     };
+    let permit = match caller.admit(ctx.clock.now().as_millis()) {
+        Ok(p) => p,
+        Err(over) => return over_own_limit(&caller.name, over),
+    };
     let p = &ctx.config.cliproxy;
     let limits = body::Limits {
         limit: usize::try_from(p.body_limit.0).unwrap_or(usize::MAX),
@@ -275,7 +280,8 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
         Err(r) => return r,
     };
     let mut log = RequestLog::new(started, body.len(), Some(ctx.telemetry.clone()));
-    log.client = Some(client_name);
+    log.client = Some(permit.name().to_string());
+    log.permit = Some(permit);
     let (pool, path_and_query) = pool_of(&req);
     let is_post = req.method() == Method::POST;
     let (head, session) = if is_post {
@@ -350,6 +356,31 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
     log.status = resp.status().as_u16();
     log.end = "refused";
     resp
+}
+
+/// A client key over its own limit (set on this daemon, not Anthropic's): a 429 that says so,
+/// since Claude Code shows the message as it is.
+fn over_own_limit(name: &str, over: OverLimit) -> HttpResponse {
+    let (what, retry) = match over {
+        OverLimit::Rate {
+            per_minute,
+            retry_after,
+        } => (format!("{per_minute} requests a minute"), retry_after),
+        OverLimit::Concurrent { at_once } => (format!("{at_once} requests at once"), 1),
+    };
+    let mut r = anthropic_error(
+        429,
+        "rate_limit_error",
+        &format!(
+            "the client key {name:?} is over its own limit on this ccs daemon ({what}, set by \
+             whoever runs it): this is not an Anthropic limit; retry in {retry} s"
+        ),
+    );
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&retry.to_string()) {
+        r.headers_mut()
+            .insert(actix_web::http::header::RETRY_AFTER, v);
+    }
+    r
 }
 
 /// No account could serve, for reasons that are not all quota: 504 when every one was silent,

@@ -138,9 +138,9 @@ impl Ctx {
         }
     }
 
-    /// The name of the client key presented (`Authorization: Bearer` or `x-api-key`), when it
-    /// is one of the daemon's (`clients.rs`).
-    pub fn client_of(&self, h: &HeaderMap) -> Option<String> {
+    /// The client key presented (`Authorization: Bearer` or `x-api-key`), when it is one of
+    /// the daemon's (`clients.rs`).
+    pub fn client_of(&self, h: &HeaderMap) -> Option<Arc<clients::Caller>> {
         self.clients.identify(presented_secret(h, "x-api-key")?)
     }
 

@@ -82,6 +82,8 @@ pub struct RequestLog {
     pub started: Instant,
     /// The name of the client key the request came with.
     pub client: Option<String>,
+    /// The request's share of its key's own limits, given back when the answer ends.
+    pub permit: Option<crate::proxy::clients::Permit>,
     pub session: Option<String>,
     pub account: Option<String>,
     pub model: Option<String>,
@@ -107,6 +109,7 @@ impl RequestLog {
         RequestLog {
             started,
             client: None,
+            permit: None,
             session: None,
             account: None,
             model: None,

@@ -21,8 +21,19 @@ pub(super) async fn list(ctx: Data) -> HttpResponse {
 }
 
 pub(super) async fn add(ctx: Data, body: web::Json<api::AddClientKey>) -> HttpResponse {
-    let name = body.into_inner().name;
-    let key = match ctx.clients.add(&name, ctx.clock.now().as_millis()) {
+    let b = body.into_inner();
+    let name = b.name;
+    let limits = crate::proxy::clients::Limits {
+        requests_per_minute: b.requests_per_minute,
+        concurrent: b.concurrent,
+    };
+    if limits.requests_per_minute == Some(0) || limits.concurrent == Some(0) {
+        return err(
+            400,
+            "a limit of 0 would refuse every request: leave it out instead",
+        );
+    }
+    let key = match ctx.clients.add(&name, limits, ctx.clock.now().as_millis()) {
         Ok(k) => k,
         Err(e) => return err(409, e),
     };
