@@ -233,6 +233,54 @@ fn the_daemon_refuses_a_public_bind_with_default_names_or_weak_keys() {
 }
 
 #[test]
+fn a_public_bind_without_tls_is_refused_unless_plain_http_is_accepted() {
+    let strong = "0123456789abcdef0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        format!(
+            "cliproxy:\n  host: 0.0.0.0\n  port: {}\n  auth:\n    api_key: {strong}\n    \
+             management_secret: {strong}x\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    // Spawned with a bound: a daemon that did start would otherwise run on.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ccs"))
+        .args(["daemon", "run"])
+        .env("CCS_HOME", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon started on 0.0.0.0 over plain HTTP");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("plain HTTP") && err.contains("cliproxy.allow_plain_http: true"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_daemon_whose_home_is_deleted_stops_by_itself() {
     // A test that dies before its guard runs, or a user's `rm -rf ~/.ccs`, must not leave a
     // daemon serving from a folder that is gone.

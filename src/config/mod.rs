@@ -85,6 +85,9 @@ pub struct Proxy {
     /// Host names (beyond IP literals and `localhost`) the daemon answers to in `Host`.
     /// Anything else is refused, which stops DNS-rebinding pages.
     pub allowed_hosts: Vec<String>,
+    /// Serve plain HTTP beyond loopback, where the keys would cross the network in clear text
+    /// (refused unless this is set; a warning names the risk when it is).
+    pub allow_plain_http: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -183,6 +186,7 @@ impl Default for Proxy {
             body_timeout: Span(Duration::from_secs(60)),
             stop_grace: Span(Duration::from_secs(10)),
             allowed_hosts: Vec::new(),
+            allow_plain_http: false,
         }
     }
 }

@@ -123,6 +123,21 @@ pub async fn serve(
                 paths.config_file().display()
             );
         }
+        if !config.cliproxy.allow_plain_http {
+            bail!(
+                "refusing to listen on {bound} over plain HTTP: every request would carry its \
+                 client key, and the management secret, across the network in clear text. This \
+                 ccs does not serve HTTPS yet; on a network you trust, accept the risk with \
+                 `cliproxy.allow_plain_http: true` in {} (or keep cliproxy.host on 127.0.0.1 and \
+                 reach it through an SSH tunnel)",
+                paths.config_file().display()
+            );
+        }
+        tracing::warn!(
+            %bound,
+            "serving plain HTTP beyond loopback (cliproxy.allow_plain_http): client keys and the \
+             management secret cross the network in clear text"
+        );
     }
     let store = Arc::new(SledStore::open(&paths, clock.clone())?);
     let telemetry = Telemetry::new(clock.clone(), store.flush_seconds.clone());
