@@ -225,6 +225,10 @@ pub enum CliproxyCommand {
     /// attributed to the name in the dashboard, usage and metrics.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Hash a management secret for config.yaml (`management_secret_argon2`), so the file
+    /// holds no secret: reads it from standard input (not echoed on a terminal) and prints the
+    /// line to paste. The CLI then takes the secret from CCS_MANAGEMENT_KEY.
+    HashSecret,
     /// Tokens used per account and per model over the last 24 hours or 7 days, read from
     /// the usage of every answer, and how much of each window is used.
     Usage {

@@ -71,13 +71,86 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Fills the keys config.yaml leaves unset with the generated ones.
 pub fn resolve(paths: &Paths, config: &mut Config) -> io::Result<()> {
     let auth = &mut config.cliproxy.auth;
-    if auth.api_key.is_some() && auth.management_secret.is_some() {
+    let hashed = auth.management_secret_argon2.is_some();
+    if auth.api_key.is_some() && (auth.management_secret.is_some() || hashed) {
         return Ok(());
     }
     let g = generated(paths)?;
     auth.api_key.get_or_insert(g.client_key);
-    auth.management_secret.get_or_insert(g.management_secret);
+    if !hashed {
+        auth.management_secret.get_or_insert(g.management_secret);
+    }
     Ok(())
+}
+
+/// Where the CLI takes the management secret from when config.yaml keeps it hashed (and what
+/// a remote daemon's secret will come from).
+pub const SECRET_ENV: &str = "CCS_MANAGEMENT_KEY";
+
+/// The management secret the CLI presents: `CCS_MANAGEMENT_KEY` when set, else the one in
+/// config.yaml or keys.json; an error that says what to do when config.yaml keeps only its
+/// hash.
+pub fn cli_secret(config: &Config) -> anyhow::Result<String> {
+    if let Some(s) = std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty()) {
+        return Ok(s);
+    }
+    if config.cliproxy.auth.management_secret_argon2.is_some() {
+        anyhow::bail!(
+            "config.yaml keeps the management secret hashed (management_secret_argon2): give it \
+             to this command in the environment, {SECRET_ENV}=…"
+        );
+    }
+    Ok(config.management_secret().to_string())
+}
+
+/// An argon2 hash of `secret` (PHC string), for `management_secret_argon2`.
+pub fn hash_secret(secret: &str) -> anyhow::Result<String> {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("cannot hash the secret: {e}"))
+}
+
+/// A management secret kept as an argon2 hash. A check costs tens of milliseconds (that is
+/// the point), so the digest of the last secret that passed is remembered: the owner's CLI and
+/// dashboard pay once, a guesser every time.
+pub struct HashedSecret {
+    phc: String,
+    passed: std::sync::Mutex<Option<[u8; 32]>>,
+}
+
+impl HashedSecret {
+    pub fn new(phc: &str) -> HashedSecret {
+        HashedSecret {
+            phc: phc.to_string(),
+            passed: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn verify(&self, given: &str) -> bool {
+        use argon2::password_hash::PasswordVerifier;
+        use sha2::Digest;
+        if given.is_empty() {
+            return false;
+        }
+        let d: [u8; 32] = sha2::Sha256::digest(given.as_bytes()).into();
+        let mut passed = self.passed.lock().unwrap_or_else(|p| p.into_inner());
+        if passed.is_some_and(|p| constant_time_eq(&p, &d)) {
+            return true;
+        }
+        let Ok(hash) = argon2::PasswordHash::new(&self.phc) else {
+            return false;
+        };
+        let ok = argon2::Argon2::default()
+            .verify_password(given.as_bytes(), &hash)
+            .is_ok();
+        if ok {
+            *passed = Some(d);
+        }
+        ok
+    }
 }
 
 /// `Config::load`, then the keys resolved: what every command that talks to the daemon or
@@ -91,6 +164,19 @@ pub fn load(paths: &Paths) -> anyhow::Result<Config> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hashed_secret_lets_in_the_secret_only() {
+        let phc = hash_secret("the-secret").unwrap();
+        assert!(phc.starts_with("$argon2id$"), "{phc}");
+        assert!(!phc.contains("the-secret"));
+        let h = HashedSecret::new(&phc);
+        assert!(!h.verify("wrong"));
+        assert!(!h.verify(""));
+        assert!(h.verify("the-secret"));
+        assert!(h.verify("the-secret"), "again, from the remembered digest");
+        assert!(!h.verify("the-secreT"));
+    }
 
     #[test]
     fn constant_time_eq_is_eq() {

@@ -62,6 +62,7 @@ fn main() {
                 ccs::commands::pool::quota(pool.as_deref(), json)
             }
             CliproxyCommand::Usage { span, json } => ccs::commands::usage::usage(&span, json),
+            CliproxyCommand::HashSecret => ccs::commands::keys::hash_secret(),
             CliproxyCommand::Key(k) => match k {
                 KeyCommand::Add {
                     name,

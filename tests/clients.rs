@@ -271,3 +271,107 @@ async fn a_keys_own_limits_answer_429s_that_say_they_are_not_anthropics() {
     .await;
     assert_eq!(s, 400, "{zero}");
 }
+
+fn ccs_env(
+    home: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: &str,
+) -> (i32, String, String) {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ccs"));
+    cmd.args(args)
+        .env("CCS_HOME", home)
+        .env("NO_PROXY", "*")
+        .env_remove(ccs::keys::SECRET_ENV)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_management_secret_kept_as_an_argon2_hash_lets_in_the_secret_only() {
+    // What `ccs cliproxy hash-secret` prints, for a secret long enough.
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = tokio::task::block_in_place(|| {
+        ccs_env(dir.path(), &["cliproxy", "hash-secret"], &[], "short\n")
+    });
+    assert_ne!(code, 0);
+    assert!(err.contains("at least 24"), "{err}");
+    let long = "a-long-enough-management-secret-123";
+    let (code, out, _) = tokio::task::block_in_place(|| {
+        ccs_env(
+            dir.path(),
+            &["cliproxy", "hash-secret"],
+            &[],
+            &format!("{long}\n"),
+        )
+    });
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("management_secret_argon2: '$argon2id$") && !out.contains(long),
+        "{out}"
+    );
+
+    let phc = ccs::keys::hash_secret(SECRET).unwrap();
+    let hashed = phc.clone();
+    let rig = rig_with(&[(A, 100)], move |c| {
+        c.cliproxy.auth.management_secret = None;
+        c.cliproxy.auth.management_secret_argon2 = Some(hashed);
+    })
+    .await;
+    let url = rig.daemon.url.clone();
+    // The rig logged the account in with the secret itself: the hash let it in.
+    let (s, _) = manage(&url, Method::GET, "/status", None).await;
+    assert_eq!(s, 200);
+    let wrong = http()
+        .get(format!("{url}/v0/management/status"))
+        .bearer_auth(&phc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401, "the hash itself is no secret");
+
+    // The CLI, with config.yaml holding the hash only: the secret comes from the environment.
+    point_cli_at_daemon(&rig);
+    let yaml = std::fs::read_to_string(rig.paths.config_file()).unwrap();
+    std::fs::write(
+        rig.paths.config_file(),
+        yaml.replace(
+            &format!("management_secret: {SECRET}"),
+            &format!("management_secret_argon2: '{phc}'"),
+        ),
+    )
+    .unwrap();
+    let home = rig.paths.home.clone();
+    let (code, _, err) =
+        tokio::task::block_in_place(|| ccs_env(&home, &["cliproxy", "status"], &[], ""));
+    assert_ne!(code, 0);
+    assert!(err.contains("CCS_MANAGEMENT_KEY"), "{err}");
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        ccs_env(
+            &home,
+            &["cliproxy", "status"],
+            &[("CCS_MANAGEMENT_KEY", SECRET)],
+            "",
+        )
+    });
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("running at"), "{out}");
+}

@@ -21,7 +21,7 @@ fn check_not_a_pool(paths: &Paths, config: &Config, name: &str) -> Result<()> {
     if let crate::daemon::Running::Yes { .. } = crate::daemon::running(paths, config) {
         let client = crate::client::Client::new(
             &crate::daemon::configured_url(config),
-            config.management_secret(),
+            &crate::keys::cli_secret(config)?,
         );
         if let Ok(p) = client.pools() {
             if p.pools.contains_key(name) {

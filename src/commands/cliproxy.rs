@@ -16,7 +16,7 @@ fn setup() -> Result<(Paths, Config)> {
 /// command that needs the daemon goes through here.
 pub fn ensure_running(paths: &Paths, config: &Config) -> Result<Client> {
     let (url, _) = daemon::start_background(paths, config)?;
-    Ok(Client::new(&url, config.management_secret()))
+    Ok(Client::new(&url, &crate::keys::cli_secret(config)?))
 }
 
 pub fn start() -> Result<()> {
@@ -76,7 +76,7 @@ pub fn status(json_out: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let s = Client::new(&url, config.management_secret()).status()?;
+    let s = Client::new(&url, &crate::keys::cli_secret(&config)?).status()?;
     if json_out {
         println!("{}", serde_json::to_string(&s)?);
         return Ok(());

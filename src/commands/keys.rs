@@ -1,4 +1,5 @@
-//! `ccs cliproxy key add NAME | list | revoke NAME`: the daemon's named client keys.
+//! `ccs cliproxy key add NAME | list | revoke NAME`: the daemon's named client keys; and
+//! `ccs cliproxy hash-secret`: the management secret as an argon2 hash for config.yaml.
 
 use anyhow::Result;
 
@@ -68,5 +69,52 @@ pub fn list(json_out: bool) -> Result<()> {
 pub fn revoke(name: &str) -> Result<()> {
     let r = client()?.revoke_client_key(name)?;
     println!("Client key {:?} revoked: refused from now on.", r.revoked);
+    Ok(())
+}
+
+/// Reads one line from standard input; on a terminal, without echoing it.
+fn read_secret() -> Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let saved = if tty {
+        eprint!("Management secret (not shown): ");
+        let _ = std::io::stderr().flush();
+        let saved = rustix::termios::tcgetattr(&stdin).ok();
+        if let Some(mut quiet) = saved.clone() {
+            quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+            let _ =
+                rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet);
+        }
+        saved
+    } else {
+        None
+    };
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(t) = saved {
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &t);
+        eprintln!();
+    }
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+pub fn hash_secret() -> Result<()> {
+    let secret = read_secret()?;
+    if secret.chars().count() < crate::config::MIN_PUBLIC_KEY_CHARS {
+        anyhow::bail!(
+            "the secret has {} characters; use at least {} (e.g. `openssl rand -hex 32`)",
+            secret.chars().count(),
+            crate::config::MIN_PUBLIC_KEY_CHARS
+        );
+    }
+    let phc = crate::keys::hash_secret(&secret)?;
+    println!("# under cliproxy.auth in config.yaml, instead of management_secret:");
+    println!("management_secret_argon2: '{phc}'");
+    eprintln!(
+        "Then give the CLI the secret itself in the environment: {}=…",
+        crate::keys::SECRET_ENV
+    );
     Ok(())
 }

@@ -61,7 +61,7 @@ pub fn run() -> Result<()> {
         let config = crate::keys::load(&paths).ok()?;
         let client = crate::client::Client::with_timeout(
             &configured_url(&config),
-            config.management_secret(),
+            &crate::keys::cli_secret(&config).ok()?,
             ASK_WITHIN,
         );
         let Some(id) = session else {

@@ -100,6 +100,10 @@ pub struct ProxyAuth {
     pub api_keys: Vec<String>,
     /// Guards `/v0/management/*` and the dashboard; generated at first use when unset.
     pub management_secret: Option<String>,
+    /// The management secret stored hashed instead (an argon2 PHC string, from
+    /// `ccs cliproxy hash-secret`): the daemon checks against it, and the CLI reads the secret
+    /// from `CCS_MANAGEMENT_KEY`.
+    pub management_secret_argon2: Option<String>,
     /// A key that reads `/metrics` only (for a Prometheus scraper), besides the management
     /// secret; unset: only the secret reads it.
     pub metrics_key: Option<String>,
@@ -287,6 +291,22 @@ impl Config {
                         c.name
                     )))
                 }
+            }
+        }
+        if let Some(phc) = &self.cliproxy.auth.management_secret_argon2 {
+            if self.cliproxy.auth.management_secret.is_some() {
+                return Err(invalid(
+                    "cliproxy.auth sets both management_secret and management_secret_argon2: \
+                     keep one"
+                        .into(),
+                ));
+            }
+            if argon2::PasswordHash::new(phc).is_err() {
+                return Err(invalid(
+                    "cliproxy.auth.management_secret_argon2 is not an argon2 hash string \
+                     ($argon2id$…): make one with `ccs cliproxy hash-secret`"
+                        .into(),
+                ));
             }
         }
         if self.cliproxy.auth.management_secret.as_deref() == Some("") {
@@ -507,6 +527,18 @@ mod tests {
         let clients =
             |entries: &str| parse(&format!("cliproxy:\n  auth:\n    clients:\n{entries}"));
         assert!(clients("      - {name: ann, key: k1}\n      - {name: bob, key_sha256: \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"}\n").is_ok());
+        let err = parse("cliproxy:\n  auth:\n    management_secret_argon2: plain\n").unwrap_err();
+        assert!(err.to_string().contains("hash-secret"), "{err}");
+        let phc = crate::keys::hash_secret("0123456789abcdef0123456789").unwrap();
+        assert!(parse(&format!(
+            "cliproxy:\n  auth:\n    management_secret_argon2: '{phc}'\n"
+        ))
+        .is_ok());
+        let err = parse(&format!(
+            "cliproxy:\n  auth:\n    management_secret: x\n    management_secret_argon2: '{phc}'\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("keep one"), "{err}");
         for (entries, says) in [
             (
                 "      - {name: ann, key: k1, key_sha256: ab}\n",

@@ -289,7 +289,7 @@ pub fn stop_background(paths: &Paths, config: &Config) -> Result<bool> {
     let url = configured_url(config);
     // The client (and its keep-alive connection) is gone before we wait: an open connection
     // would hold the daemon's graceful stop until it times out.
-    let asked = crate::client::Client::new(&url, config.management_secret()).shutdown();
+    let asked = crate::client::Client::new(&url, &crate::keys::cli_secret(config)?).shutdown();
     if asked.is_err() {
         // The API refused (wrong secret?): fall back to the signal.
         terminate(pid);

@@ -15,7 +15,6 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::api;
-use crate::keys::constant_time_eq;
 use crate::oauth::login::{self, Answer};
 use crate::proxy::guard::{origin_allowed, ClientKey};
 use crate::proxy::sessions::{cookie_of, COOKIE, SESSION_TTL};
@@ -109,10 +108,10 @@ async fn do_login(ctx: Data, req: HttpRequest, body: web::Json<LoginBody>) -> Ht
     if !same_origin(&req) {
         return refused(403, "a login from another web page is refused");
     }
-    let secret = ctx.config.management_secret();
-    let by_secret = body.secret.as_deref().is_some_and(|s| {
-        !secret.is_empty() && constant_time_eq(s.trim().as_bytes(), secret.as_bytes())
-    });
+    let by_secret = body
+        .secret
+        .as_deref()
+        .is_some_and(|s| ctx.secret_ok(s.trim()));
     let by_link = !by_secret && body.link.as_deref().is_some_and(|l| ctx.sessions.redeem(l));
     if !(by_secret || by_link) {
         let client = ClientKey::of(req.peer_addr().map(|a| a.ip()));

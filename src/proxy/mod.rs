@@ -96,6 +96,8 @@ pub struct Ctx {
     pub sessions: sessions::Sessions,
     /// The client keys, by name.
     pub clients: clients::Clients,
+    /// The management secret's argon2 hash, when config.yaml keeps it that way.
+    hashed_secret: Option<crate::keys::HashedSecret>,
 }
 
 impl Ctx {
@@ -115,6 +117,12 @@ impl Ctx {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let clients = clients::Clients::new(&config, made);
+        let hashed_secret = config
+            .cliproxy
+            .auth
+            .management_secret_argon2
+            .as_deref()
+            .map(crate::keys::HashedSecret::new);
         let bodies = body::Budget::new(config.cliproxy.bodies_in_flight.0);
         Ctx {
             config,
@@ -135,6 +143,7 @@ impl Ctx {
             telemetry,
             sessions: sessions::Sessions::default(),
             clients,
+            hashed_secret,
         }
     }
 
@@ -147,7 +156,15 @@ impl Ctx {
     /// Whether the management secret was presented (`Authorization: Bearer` or
     /// `X-Management-Key`).
     pub fn management_ok(&self, h: &HeaderMap) -> bool {
-        let given = presented_secret(h, "x-management-key").unwrap_or("");
+        self.secret_ok(presented_secret(h, "x-management-key").unwrap_or(""))
+    }
+
+    /// Whether `given` is the management secret (kept in config.yaml, keys.json, or as an
+    /// argon2 hash).
+    pub fn secret_ok(&self, given: &str) -> bool {
+        if let Some(hashed) = &self.hashed_secret {
+            return hashed.verify(given);
+        }
         let secret = self.config.management_secret();
         !secret.is_empty() && constant_time_eq(given.as_bytes(), secret.as_bytes())
     }
