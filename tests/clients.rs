@@ -374,4 +374,16 @@ async fn a_management_secret_kept_as_an_argon2_hash_lets_in_the_secret_only() {
     });
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("running at"), "{out}");
+    let (code, out, _) =
+        tokio::task::block_in_place(|| ccs_env(&home, &["config", "show", "--json"], &[], ""));
+    assert_eq!(code, 0);
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        shown["management_secret"]
+            .as_str()
+            .unwrap()
+            .contains("argon2"),
+        "{shown}"
+    );
+    assert!(!out.contains(SECRET) && !out.contains("$argon2"), "{out}");
 }

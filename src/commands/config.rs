@@ -74,11 +74,17 @@ pub fn show(json_out: bool) -> Result<()> {
         "dashboard": format!("http://{}:{}/dashboard", p.host, p.port),
         "client_key": redact(p.auth.api_key.as_deref(), DEFAULT_API_KEY, &paths),
         "extra_client_keys": p.auth.api_keys.len(),
-        "management_secret": redact(
-            p.auth.management_secret.as_deref(),
-            DEFAULT_MANAGEMENT_SECRET,
-            &paths
-        ),
+        "management_secret": if p.auth.management_secret_argon2.is_some() {
+            format!("<an argon2 hash in config; the CLI reads {}>", crate::keys::SECRET_ENV)
+        } else {
+            redact(
+                p.auth.management_secret.as_deref(),
+                DEFAULT_MANAGEMENT_SECRET,
+                &paths,
+            )
+        },
+        "client_keys_named": p.auth.clients.len(),
+        "allow_plain_http": p.allow_plain_http,
         "metrics_key": if p.auth.metrics_key.is_some() { "<set in config>" } else { "<none: /metrics takes the management secret>" },
         "refresh_lead_secs": p.refresh_lead.0.as_secs(),
         "affinity_ttl_secs": p.affinity_ttl.0.as_secs(),
