@@ -17,12 +17,7 @@ const A: &str = "alice@example.com";
 
 /// One request through the proxy with `key`; its status.
 async fn ask_with(url: &str, key: &str) -> u16 {
-    http()
-        .post(format!("{url}/v1/messages?beta=true"))
-        .bearer_auth(key)
-        .header("anthropic-version", "2023-06-01")
-        .json(&json!({"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}))
-        .send()
+    try_ask_as(url, key, None, false)
         .await
         .unwrap()
         .status()
@@ -176,14 +171,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// A streamed request with `key`, its response unread.
 async fn stream_with(url: &str, key: &str) -> reqwest::Response {
-    http()
-        .post(format!("{url}/v1/messages?beta=true"))
-        .bearer_auth(key)
-        .header("anthropic-version", "2023-06-01")
-        .json(&json!({"model":"claude-sonnet-4-5","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"hi"}]}))
-        .send()
-        .await
-        .unwrap()
+    try_ask_as(url, key, None, true).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -487,12 +487,7 @@ async fn a_new_account_logs_in_through_the_daemons_own_callback() {
     let rig = rig(&[(A, 100)]).await;
     let url = rig.daemon.url.clone();
     let sim_url = rig.sim.url();
-    http()
-        .post(format!("{sim_url}/sim/users"))
-        .json(&json!({"email": B}))
-        .send()
-        .await
-        .unwrap();
+    add_sim_user(&sim_url, B).await;
     let (s, start) = manage(&url, Method::POST, "/login/start", None).await;
     assert_eq!(s, 200, "{start}");
     let authorize = start["url"].as_str().unwrap();

@@ -153,6 +153,11 @@ async fn eval(b: &Client, script: &str) -> Value {
     b.execute(script, vec![]).await.expect("script runs")
 }
 
+/// Clicks the element `at` finds.
+async fn click(b: &Client, at: Locator<'_>) {
+    b.find(at).await.unwrap().click().await.unwrap();
+}
+
 /// Logs in with the secret through the form.
 async fn log_in(b: &Client, url: &str) {
     b.goto(&format!("{url}/dashboard")).await.unwrap();
@@ -162,12 +167,7 @@ async fn log_in(b: &Client, url: &str) {
         .send_keys(SECRET)
         .await
         .unwrap();
-    b.find(Locator::Id("login-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(b, Locator::Id("login-button")).await;
     wait_true(
         b,
         "return document.body.dataset.loaded === 'accounts'",
@@ -206,12 +206,7 @@ async fn the_wrong_secret_is_refused_and_the_right_one_logs_in() {
         .send_keys("not the secret")
         .await
         .unwrap();
-    b.find(Locator::Id("login-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, Locator::Id("login-button")).await;
     wait_true(
         &b,
         "return document.getElementById('login-error').textContent.includes('wrong management secret')",
@@ -323,14 +318,11 @@ async fn pausing_on_the_page_sends_new_conversations_elsewhere() {
     assert_eq!(turn(&url, "before").await, A);
     let b = browser().await;
     log_in(&b, &url).await;
-    b.find(Locator::Css(&format!(
-        "li[data-account='{A}'] button.pause"
-    )))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(
+        &b,
+        Locator::Css(&format!("li[data-account='{A}'] button.pause")),
+    )
+    .await;
     wait_true(
         &b,
         &format!(
@@ -352,12 +344,11 @@ async fn reordering_on_the_page_is_what_pool_show_prints() {
     let url = rig.daemon.url.clone();
     let b = browser().await;
     log_in(&b, &url).await;
-    b.find(Locator::Css(&format!("li[data-account='{A}'] button.down")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(
+        &b,
+        Locator::Css(&format!("li[data-account='{A}'] button.down")),
+    )
+    .await;
     wait_true(
         &b,
         &format!(
@@ -393,21 +384,11 @@ async fn a_new_account_logs_in_through_the_page() {
     let rig = rig(&[(A, 100)]).await;
     let url = rig.daemon.url.clone();
     let sim_url = rig.sim.url();
-    http()
-        .post(format!("{sim_url}/sim/users"))
-        .json(&json!({"email": B}))
-        .send()
-        .await
-        .unwrap();
+    add_sim_user(&sim_url, B).await;
     let b = browser().await;
     log_in(&b, &url).await;
     let dashboard = b.window().await.unwrap();
-    b.find(Locator::Id("add-account"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, Locator::Id("add-account")).await;
     // The authority's page opens in a new tab, and sends the browser back to the daemon's
     // /callback.
     let deadline = tokio::time::Instant::now() + PATIENCE;

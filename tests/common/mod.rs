@@ -244,9 +244,19 @@ pub async fn try_ask(
     session: Option<&str>,
     stream: bool,
 ) -> reqwest::Result<reqwest::Response> {
+    try_ask_as(daemon_url, CLIENT_KEY, session, stream).await
+}
+
+/// `try_ask` with another client key.
+pub async fn try_ask_as(
+    daemon_url: &str,
+    key: &str,
+    session: Option<&str>,
+    stream: bool,
+) -> reqwest::Result<reqwest::Response> {
     let mut rb = http()
         .post(format!("{daemon_url}/v1/messages?beta=true"))
-        .bearer_auth(CLIENT_KEY)
+        .bearer_auth(key)
         .header("anthropic-version", "2023-06-01")
         .header("anthropic-beta", "claude-code-20250219")
         .header("x-app", "cli");
@@ -468,6 +478,17 @@ pub async fn sim_get(sim: &str, path: &str) -> Value {
 /// The simulator's counters per account (`GET /sim/counters`).
 pub async fn counters(sim: &str) -> Value {
     sim_get(sim, "/sim/counters").await
+}
+
+/// Adds a test user to the simulator (`POST /sim/users`), one no grant exists for yet.
+pub async fn add_sim_user(sim: &str, email: &str) {
+    let r = http()
+        .post(format!("{sim}/sim/users"))
+        .json(&json!({"email": email}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
 }
 
 /// Adds a fault to the simulator (`POST /sim/faults`).
