@@ -280,7 +280,6 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
         Err(r) => return r,
     };
     let mut log = RequestLog::new(started, body.len(), Some(ctx.telemetry.clone()));
-    log.client = Some(permit.name().to_string());
     log.permit = Some(permit);
     let (pool, path_and_query) = pool_of(&req);
     let is_post = req.method() == Method::POST;

@@ -80,9 +80,8 @@ pub fn error_event(kind: &str, message: &str) -> Bytes {
 /// the same record handed to the telemetry (metrics, usage, the live feed).
 pub struct RequestLog {
     pub started: Instant,
-    /// The name of the client key the request came with.
-    pub client: Option<String>,
-    /// The request's share of its key's own limits, given back when the answer ends.
+    /// The client key the request came with (its name), and its share of the key's own
+    /// limits, given back when the answer ends.
     pub permit: Option<crate::proxy::clients::Permit>,
     pub session: Option<String>,
     pub account: Option<String>,
@@ -108,7 +107,6 @@ impl RequestLog {
         }
         RequestLog {
             started,
-            client: None,
             permit: None,
             session: None,
             account: None,
@@ -128,11 +126,12 @@ impl RequestLog {
 impl Drop for RequestLog {
     fn drop(&mut self) {
         let latency = self.started.elapsed();
+        let client = self.permit.as_ref().map(|p| p.name());
         if let Some(t) = self.telemetry.take() {
             t.request_finished(
                 RequestRecord {
                     at: rfc3339(t.now_ms()),
-                    client: self.client.clone(),
+                    client: client.map(str::to_string),
                     session: self.session.clone(),
                     account: self.account.clone(),
                     model: self.model.clone(),
@@ -149,7 +148,7 @@ impl Drop for RequestLog {
         }
         tracing::info!(
             target: "ccs::request",
-            client = self.client.as_deref().unwrap_or("-"),
+            client = client.unwrap_or("-"),
             session = self.session.as_deref().unwrap_or("-"),
             account = self.account.as_deref().unwrap_or("-"),
             model = self.model.as_deref().unwrap_or("-"),
