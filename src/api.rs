@@ -193,6 +193,21 @@ pub struct Hop {
     pub reason: String,
 }
 
+impl From<&ccs_actors::supervisor::HopEvent> for Hop {
+    fn from(e: &ccs_actors::supervisor::HopEvent) -> Hop {
+        Hop {
+            at: crate::store::mirror::rfc3339(e.at.as_millis()),
+            session: e.session.clone(),
+            from: e.from.to_string(),
+            to: e.to.to_string(),
+            reason: e.reason.as_str().to_string(),
+        }
+    }
+}
+
+/// The name of the main client key (`cliproxy.auth.api_key`, or the generated one).
+pub const DEFAULT_CLIENT: &str = "default";
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Events {
     pub events: Vec<Hop>,

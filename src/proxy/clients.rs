@@ -18,9 +18,6 @@ use crate::config::{valid_client_name, Config};
 use crate::keys::constant_time_eq;
 use crate::store::mirror::rfc3339;
 
-/// The name of the main client key (`cliproxy.auth.api_key`, or the generated one).
-pub const DEFAULT_NAME: &str = "default";
-
 fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
@@ -173,7 +170,13 @@ impl Clients {
         };
         let open = Limits::default();
         if let Some(k) = auth.api_key.as_deref().filter(|k| !k.is_empty()) {
-            push(DEFAULT_NAME.into(), open, digest(k), Origin::Config, None);
+            push(
+                api::DEFAULT_CLIENT.into(),
+                open,
+                digest(k),
+                Origin::Config,
+                None,
+            );
         }
         for (i, k) in auth.api_keys.iter().filter(|k| !k.is_empty()).enumerate() {
             push(

@@ -117,7 +117,7 @@ impl Telemetry {
                 reason: e.reason.as_str().into(),
             })
             .inc();
-        let _ = self.live.send(LiveEvent::Hop(crate::proxy::manage::hop(e)));
+        let _ = self.live.send(LiveEvent::Hop(api::Hop::from(e)));
     }
 
     /// An account was added, logged in again or logged out (so open dashboards refresh).

@@ -49,7 +49,7 @@ struct StoredCell {
 }
 
 fn default_client() -> String {
-    crate::proxy::clients::DEFAULT_NAME.to_string()
+    crate::api::DEFAULT_CLIENT.to_string()
 }
 
 #[derive(Default)]

@@ -18,7 +18,6 @@ mod status;
 mod usage;
 
 pub(crate) use accounts::add as add_account;
-pub(crate) use status::hop;
 
 use std::collections::BTreeMap;
 

@@ -7,29 +7,17 @@ use std::time::Duration;
 use actix_web::{web, HttpResponse};
 use ccs_actors::account::{GetLease, ObserveUsage};
 use ccs_actors::lifecycle::Phase;
-use ccs_actors::supervisor::{HopEvent, DEFAULT_POOL};
+use ccs_actors::supervisor::DEFAULT_POOL;
 use serde::Deserialize;
 
 use super::accounts::account_views;
 use super::{internal, Data};
 use crate::api;
-use crate::store::mirror::rfc3339;
-
-/// A hop as the API shows it.
-pub(crate) fn hop(e: &HopEvent) -> api::Hop {
-    api::Hop {
-        at: rfc3339(e.at.as_millis()),
-        session: e.session.clone(),
-        from: e.from.to_string(),
-        to: e.to.to_string(),
-        reason: e.reason.as_str().to_string(),
-    }
-}
 
 pub(super) async fn events(ctx: Data) -> HttpResponse {
     match ctx.sup.view().await {
         Ok(v) => HttpResponse::Ok().json(api::Events {
-            events: v.events.iter().map(hop).collect(),
+            events: v.events.iter().map(api::Hop::from).collect(),
         }),
         Err(e) => internal(e),
     }
