@@ -120,6 +120,27 @@ pub struct AddAccount {
     pub organization_name: Option<String>,
 }
 
+impl AddAccount {
+    /// A login's outcome (`oauth::login::complete`) as the body that hands it to the daemon.
+    /// Fails only when the token endpoint's answer has no access token.
+    pub fn from_login(
+        email: &str,
+        tokens: serde_json::Value,
+        profile: Option<&crate::oauth::Profile>,
+    ) -> Result<AddAccount, serde_json::Error> {
+        let field =
+            |f: fn(&crate::oauth::Profile) -> &Option<String>| profile.and_then(|p| f(p).clone());
+        Ok(AddAccount {
+            token_response: serde_json::from_value(tokens)?,
+            email: Some(email.to_string()),
+            plan: field(|p| &p.plan),
+            account_uuid: field(|p| &p.account_uuid),
+            organization_uuid: field(|p| &p.organization_uuid),
+            organization_name: field(|p| &p.organization_name),
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Added {
     pub created: bool,

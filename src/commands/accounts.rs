@@ -126,16 +126,8 @@ pub(crate) fn finish(
     answer: &Answer,
 ) -> Result<(String, api::Added)> {
     let (email, tokens, profile) = login::complete(config, attempt, answer)?;
-    let token_response = serde_json::from_value(tokens)
+    let body = api::AddAccount::from_login(&email, tokens, profile.as_ref())
         .context("the token endpoint's answer has no access_token; nothing was stored")?;
-    let body = api::AddAccount {
-        token_response,
-        email: Some(email.clone()),
-        plan: profile.as_ref().and_then(|p| p.plan.clone()),
-        account_uuid: profile.as_ref().and_then(|p| p.account_uuid.clone()),
-        organization_uuid: profile.as_ref().and_then(|p| p.organization_uuid.clone()),
-        organization_name: profile.as_ref().and_then(|p| p.organization_name.clone()),
-    };
     let reply = client
         .add_account(&body)
         .context("the daemon did not take the new token")?;

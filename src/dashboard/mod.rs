@@ -239,20 +239,12 @@ async fn callback(ctx: Data, q: web::Query<CallbackQuery>) -> HttpResponse {
         Ok(Err(e)) => return outcome_page(&ctx, false, &e.to_string()),
         Err(e) => return outcome_page(&ctx, false, &e.to_string()),
     };
-    let Ok(token_response) = serde_json::from_value(tokens) else {
+    let Ok(body) = api::AddAccount::from_login(&email, tokens, profile.as_ref()) else {
         return outcome_page(
             &ctx,
             false,
             "the token endpoint's answer has no access_token",
         );
-    };
-    let body = api::AddAccount {
-        token_response,
-        email: Some(email.clone()),
-        plan: profile.as_ref().and_then(|p| p.plan.clone()),
-        account_uuid: profile.as_ref().and_then(|p| p.account_uuid.clone()),
-        organization_uuid: profile.as_ref().and_then(|p| p.organization_uuid.clone()),
-        organization_name: profile.as_ref().and_then(|p| p.organization_name.clone()),
     };
     match crate::proxy::manage::add_account(&ctx, body).await {
         Ok(added) => {
