@@ -4,10 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use ccs::daemon::DaemonHandle;
-use ccs_actors::SharedClock;
 use common::rig::*;
 use common::*;
 use reqwest::Method;
@@ -115,34 +111,26 @@ async fn made_keys_survive_a_restart_as_digests() {
     assert_eq!(s, 409, "{bad}");
     assert!(bad["error"].as_str().unwrap().contains("letters"));
 
-    let Rig {
-        sim,
-        daemon,
-        _home,
-        paths,
-    } = rig;
-    tokio::task::block_in_place(|| daemon.stop()).unwrap();
-    // The store holds the digest, never the key.
-    let on_disk = walk(&paths.store_dir());
-    assert!(!on_disk.is_empty());
-    for f in &on_disk {
-        let bytes = std::fs::read(f).unwrap();
-        assert!(
-            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
-            "{} holds the key",
-            f.display()
-        );
-    }
-    let clock: SharedClock = Arc::new(sim.clock.clone().unwrap());
-    let config = ccs::config::Config::load(&paths).unwrap();
-    let again =
-        tokio::task::block_in_place(|| DaemonHandle::start(paths.clone(), config, clock)).unwrap();
+    let again = rig.restarted(|paths| {
+        // The store holds the digest, never the key.
+        let on_disk = walk(&paths.store_dir());
+        assert!(!on_disk.is_empty());
+        for f in &on_disk {
+            let bytes = std::fs::read(f).unwrap();
+            assert!(
+                !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+                "{} holds the key",
+                f.display()
+            );
+        }
+    });
+    let url = again.daemon.url.clone();
     assert_eq!(
-        ask_with(&again.url, &key).await,
+        ask_with(&url, &key).await,
         200,
         "the key works after a restart"
     );
-    let (_, list) = manage(&again.url, Method::GET, "/clients", None).await;
+    let (_, list) = manage(&url, Method::GET, "/clients", None).await;
     let ci = list["clients"]
         .as_array()
         .unwrap()
@@ -152,8 +140,6 @@ async fn made_keys_survive_a_restart_as_digests() {
         .clone();
     assert_eq!(ci["from_config"], false);
     assert!(ci["created_at"].is_string());
-    drop(again);
-    drop(sim);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

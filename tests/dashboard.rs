@@ -6,13 +6,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ccs::api;
 use ccs::client::Client;
-use ccs::daemon::DaemonHandle;
-use ccs_actors::SharedClock;
 use common::rig::*;
 use common::*;
 use futures_util::StreamExt;
@@ -136,21 +133,9 @@ async fn usage_equals_the_simulators_token_counters_and_survives_a_restart() {
     );
 
     // A restart keeps the figures.
-    let Rig {
-        sim,
-        daemon,
-        _home,
-        paths,
-    } = rig;
-    tokio::task::block_in_place(|| daemon.stop()).unwrap();
-    let clock: SharedClock = Arc::new(sim.clock.clone().unwrap());
-    let config = ccs::config::Config::load(&paths).unwrap();
-    let again =
-        tokio::task::block_in_place(|| DaemonHandle::start(paths.clone(), config, clock)).unwrap();
-    let after = usage(&again.url).await;
+    let again = rig.restarted(|_| {});
+    let after = usage(&again.daemon.url).await;
     assert_eq!(after.total, u.total, "the usage book survives a restart");
-    drop(again);
-    drop(sim);
 }
 
 /// The sum of a metric's samples whose labels include every `(name, value)` of `with`.
@@ -606,18 +591,11 @@ async fn wrong_dashboard_logins_are_slowed_like_wrong_secrets_and_the_owner_stil
             200
         );
     }
-    let mut statuses = Vec::new();
-    for g in guesses {
-        statuses.push(g.await.unwrap());
-    }
-    assert!(
-        statuses.iter().all(|s| *s == 401 || *s == 429),
-        "{statuses:?}"
-    );
-    assert!(
-        statuses.contains(&429),
-        "the guesses were throttled like the management API's: {statuses:?}"
-    );
+    assert_throttled(
+        guesses,
+        "the guesses were throttled like the management API's",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,10 +3,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use ccs::daemon::DaemonHandle;
-use ccs_actors::SharedClock;
 use common::rig::*;
 use common::*;
 use reqwest::Method;
@@ -130,31 +126,22 @@ async fn usage_is_polled_on_demand_and_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_keeps_the_last_hours_requests_and_hops_across_a_restart() {
-    let Rig {
-        sim,
-        daemon,
-        _home,
-        paths,
-    } = rig(&[("a@example.com", 1), ("b@example.com", 10)]).await;
-    served_by(ask(&daemon.url, Some("s"), false).await).await;
+    let r = rig(&[("a@example.com", 1), ("b@example.com", 10)]).await;
+    let url = r.daemon.url.clone();
+    served_by(ask(&url, Some("s"), false).await).await;
     // a's budget is spent: the conversation hops to b.
     assert_eq!(
-        served_by(ask(&daemon.url, Some("s"), false).await).await,
+        served_by(ask(&url, Some("s"), false).await).await,
         "b@example.com"
     );
-    let (_, before) = manage(&daemon.url, Method::GET, "/status", None).await;
+    let (_, before) = manage(&url, Method::GET, "/status", None).await;
     assert_eq!(before["requests_last_hour"], 2, "{before}");
     assert_eq!(before["hops_last_hour"], 1, "{before}");
-    tokio::task::block_in_place(|| daemon.stop()).unwrap();
-
-    let clock: SharedClock = Arc::new(sim.clock.clone().unwrap());
-    let config = ccs::config::Config::load(&paths).unwrap();
-    let again =
-        tokio::task::block_in_place(|| DaemonHandle::start(paths.clone(), config, clock)).unwrap();
-    let (_, after) = manage(&again.url, Method::GET, "/status", None).await;
+    let again = r.restarted(|_| {});
+    let (_, after) = manage(&again.daemon.url, Method::GET, "/status", None).await;
     assert_eq!(after["requests_last_hour"], 2, "{after}");
     assert_eq!(after["hops_last_hour"], 1, "{after}");
-    let (_, events) = manage(&again.url, Method::GET, "/events", None).await;
+    let (_, events) = manage(&again.daemon.url, Method::GET, "/events", None).await;
     let list = events["events"].as_array().unwrap();
     assert_eq!(list.len(), 1, "{events}");
     assert_eq!(list[0]["from"], "a@example.com");

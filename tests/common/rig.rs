@@ -45,6 +45,46 @@ pub async fn rig_with(
     }
 }
 
+impl Rig {
+    /// Stops the daemon (its store flushed and closed), runs `between` on the stopped home,
+    /// and starts a daemon again on the same home, config and clock (on a new port).
+    pub fn restarted(self, between: impl FnOnce(&ccs::config::Paths)) -> Rig {
+        let Rig {
+            sim,
+            daemon,
+            _home,
+            paths,
+        } = self;
+        tokio::task::block_in_place(|| daemon.stop()).expect("the daemon stops cleanly");
+        between(&paths);
+        let clock: SharedClock = Arc::new(sim.clock.clone().expect("manual clock"));
+        let config = ccs::config::Config::load(&paths).expect("config");
+        let daemon =
+            tokio::task::block_in_place(|| DaemonHandle::start(paths.clone(), config, clock))
+                .expect("the daemon starts again");
+        Rig {
+            sim,
+            daemon,
+            _home,
+            paths,
+        }
+    }
+}
+
+/// Judges a flood of wrong secrets or keys: every one refused (401) or slowed (429), and the
+/// throttle did slow some.
+pub async fn assert_throttled(guesses: Vec<tokio::task::JoinHandle<u16>>, what: &str) {
+    let mut statuses = Vec::new();
+    for g in guesses {
+        statuses.push(g.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&429), "{what}: {statuses:?}");
+}
+
 pub async fn accounts(url: &str) -> Vec<Value> {
     let (s, v) = manage(url, Method::GET, "/accounts", None).await;
     assert_eq!(s, 200, "{v}");
