@@ -453,6 +453,11 @@ async fn the_live_feed_carries_requests_and_hops_as_they_happen() {
     assert_eq!(req.status, 200);
     assert_eq!(req.session.as_deref(), Some("conv-live"));
     assert_eq!(req.client.as_deref(), Some("default"), "the key's name");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&req.at).is_ok(),
+        "stamped: {:?}",
+        req.at
+    );
     assert!(req.tokens.is_some_and(|t| t.output > 0), "{req:?}");
 
     served_by(ask(&url, Some("conv-live"), false).await).await;

@@ -17,7 +17,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use crate::api::RequestRecord;
-use crate::store::mirror::rfc3339;
 use crate::telemetry::scan::{Shape, UsageScan};
 use crate::telemetry::Telemetry;
 
@@ -130,7 +129,8 @@ impl Drop for RequestLog {
         if let Some(t) = self.telemetry.take() {
             t.request_finished(
                 RequestRecord {
-                    at: rfc3339(t.now_ms()),
+                    // Stamped by the telemetry, only when someone watches the feed.
+                    at: String::new(),
                     client: client.map(str::to_string),
                     session: self.session.clone(),
                     account: self.account.clone(),

@@ -68,8 +68,13 @@ impl Telemetry {
         self.metrics.in_flight.inc();
     }
 
-    /// A request is over (answered, refused or abandoned).
-    pub fn request_finished(&self, r: RequestRecord, latency: Duration, ttfb: Option<Duration>) {
+    /// A request is over (answered, refused or abandoned). Its record's `at` is stamped here.
+    pub fn request_finished(
+        &self,
+        mut r: RequestRecord,
+        latency: Duration,
+        ttfb: Option<Duration>,
+    ) {
         let m = &self.metrics;
         m.in_flight.dec();
         let account = r.account.clone().unwrap_or_else(|| "-".into());
@@ -105,8 +110,11 @@ impl Telemetry {
                     .inc_by(n);
             }
         }
-        // Nobody watching is not an error.
-        let _ = self.live.send(LiveEvent::Request(r));
+        // Formatted and sent only while a dashboard watches.
+        if self.live.receiver_count() > 0 {
+            r.at = rfc3339(self.now_ms());
+            let _ = self.live.send(LiveEvent::Request(r));
+        }
     }
 
     /// The supervisor moved a conversation.
