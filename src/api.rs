@@ -27,6 +27,7 @@ pub mod path {
     pub const LOGIN_LINK: &str = "/v0/management/login-link";
     pub const LIVE: &str = "/v0/management/live";
     pub const LOGIN_START: &str = "/v0/management/login/start";
+    pub const LOGIN_FINISH: &str = "/v0/management/login/finish";
     pub const CLIENTS: &str = "/v0/management/clients";
 
     /// Percent-encodes one path segment (an e-mail, a nickname, a pool name).
@@ -392,11 +393,43 @@ pub struct LoginLink {
     pub url: String,
 }
 
-/// `POST /login/start`: where to send the browser to log a new account in; it comes back to
-/// the daemon's `/callback`.
+/// `POST /login/start`: where to send the browser to log a new account in. Without a
+/// `redirect_uri` it comes back to the daemon's own `/callback` (the dashboard); a CLI that
+/// logs an account into a remote daemon names its local callback listener
+/// (`http://localhost:PORT/callback`) and hands the answer on with `POST /login/finish`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StartLogin {
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LoginStart {
     pub url: String,
+    /// The login's state: an answer whose state differs belongs to another login.
+    #[serde(default)]
+    pub state: String,
+}
+
+/// `POST /login/finish`: the authority's answer (a code, or its refusal) to a login begun with
+/// `/login/start`; the daemon exchanges the code itself, so the tokens never leave it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FinishLogin {
+    pub state: String,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub error_description: Option<String>,
+}
+
+/// What `/login/finish` did: the account's e-mail and how it joined.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoggedIn {
+    pub email: String,
+    #[serde(flatten)]
+    pub added: Added,
 }
 
 /// A client key as `GET /clients` lists it: never the key.

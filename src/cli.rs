@@ -13,6 +13,8 @@ or weekly limit, the conversation continues on the next account of the pool.\n\n
 State lives in $CCS_HOME (default ~/.ccs); settings in $CCS_HOME/config.yaml."
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub proxy: crate::endpoint::ProxyFlags,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -225,6 +227,28 @@ pub enum CliproxyCommand {
     /// attributed to the name in the dashboard, usage and metrics.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// This daemon's TLS certificate: with --self-signed, make a key and a certificate for
+    /// the hosts the clients use; alone, show the configured certificate's fingerprint.
+    #[command(
+        long_about = "Serve HTTPS to the machines that share this daemon. With --self-signed \
+HOST…, write a new private key and a self-signed certificate naming each HOST (a name or an IP \
+address the clients use) under $CCS_HOME/tls/, print the cliproxy.tls lines for config.yaml and \
+the SHA-256 fingerprint the clients pin (--proxy-fingerprint or \
+cliproxy_server.remote.fingerprint). Restart the daemon to serve it.\n\n\
+Without --self-signed, print the fingerprint of the certificate config.yaml names (a \
+certificate from your own CA works too: set cliproxy.tls.cert and key to its PEM files)."
+    )]
+    Cert {
+        /// Make a new key and self-signed certificate for these hosts.
+        #[arg(long, value_name = "HOST", num_args = 1..)]
+        self_signed: Vec<String>,
+        /// Replace a certificate already there.
+        #[arg(long)]
+        force: bool,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Hash a management secret for config.yaml (`management_secret_argon2`), so the file
     /// holds no secret: reads it from standard input (not echoed on a terminal) and prints the
     /// line to paste. The CLI then takes the secret from CCS_MANAGEMENT_KEY.

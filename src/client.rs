@@ -36,15 +36,41 @@ impl Client {
         }
     }
 
+    /// A client for a daemon that serves HTTPS (`tls`: what it trusts, `endpoint::Endpoint`
+    /// makes it) or plain HTTP (`None`).
+    pub fn build(
+        base: &str,
+        secret: &str,
+        timeout: Duration,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self> {
+        let mut b = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(timeout);
+        if let Some(config) = tls {
+            b = b.use_preconfigured_tls(config);
+        }
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            secret: secret.to_string(),
+            http: b
+                .build()
+                .map_err(|e| anyhow!("cannot set up a client for {base}: {e}"))?,
+        })
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }
 
     fn call<T: DeserializeOwned>(&self, rb: reqwest::blocking::RequestBuilder) -> Result<T> {
-        let resp = rb
-            .bearer_auth(&self.secret)
-            .send()
-            .map_err(|e| anyhow!("cannot reach the ccs daemon at {}: {e}", self.base))?;
+        let resp = rb.bearer_auth(&self.secret).send().map_err(|e| {
+            anyhow!(
+                "cannot reach the ccs daemon at {}: {}",
+                self.base,
+                chain(&e)
+            )
+        })?;
         let status = resp.status();
         let text = resp.text().unwrap_or_default();
         if status.is_success() {
@@ -162,9 +188,15 @@ impl Client {
         self.post(path::LOGIN_LINK, &serde_json::json!({}))
     }
 
-    /// Starts a browser login of a new account; the browser comes back to the daemon.
-    pub fn start_login(&self) -> Result<api::LoginStart> {
-        self.post(path::LOGIN_START, &serde_json::json!({}))
+    /// Starts a browser login of a new account on the daemon; the browser comes back to the
+    /// daemon (`None`) or to the CLI's callback listener at `redirect_uri`.
+    pub fn start_login(&self, redirect_uri: Option<String>) -> Result<api::LoginStart> {
+        self.post(path::LOGIN_START, &api::StartLogin { redirect_uri })
+    }
+
+    /// Hands a login's answer to the daemon, which exchanges the code and keeps the tokens.
+    pub fn finish_login(&self, answer: &api::FinishLogin) -> Result<api::LoggedIn> {
+        self.post(path::LOGIN_FINISH, answer)
     }
 
     pub fn client_keys(&self) -> Result<Vec<api::ClientKeyInfo>> {
@@ -195,4 +227,19 @@ impl Client {
     pub fn shutdown(&self) -> Result<api::Stopping> {
         self.post(path::SHUTDOWN, &serde_json::json!({}))
     }
+}
+
+/// An error with its causes, "a: b: c" (reqwest's own text hides a TLS refusal's reason).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = c.source();
+    }
+    out
 }

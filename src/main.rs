@@ -10,6 +10,7 @@ use ccs::cli::{
 
 fn main() {
     let cli = Cli::parse();
+    ccs::endpoint::set_flags(cli.proxy.clone());
     let result = match cli.command {
         Command::Config {
             show: Some(ConfigCommand::Show { json }),
@@ -63,6 +64,11 @@ fn main() {
             }
             CliproxyCommand::Usage { span, json } => ccs::commands::usage::usage(&span, json),
             CliproxyCommand::HashSecret => ccs::commands::keys::hash_secret(),
+            CliproxyCommand::Cert {
+                self_signed,
+                force,
+                json,
+            } => ccs::commands::cert::cert(&self_signed, force, json),
             CliproxyCommand::Key(k) => match k {
                 KeyCommand::Add {
                     name,

@@ -298,3 +298,85 @@ fn the_status_line_in_claude_codes_terminal_names_the_account_and_the_hop() {
     t.keys(&["C-c"]);
     t.keys(&["C-c"]);
 }
+
+/// A laptop's `ccs claude -p` on a team's server over TLS: only the flags, a named client key
+/// and the pinned fingerprint (no management secret, so no local checks and no login); Claude
+/// Code trusts the self-signed server through the certificate ccs verified against the pin.
+#[test]
+fn claude_code_on_a_laptop_works_through_the_teams_server_and_crosses_a_limit_there() {
+    use common::remote::*;
+    let sim = sim(
+        &scenario(&[("a@example.com", 2), ("b@example.com", 50)]),
+        false,
+    );
+    let server = Server::start(&sim.url());
+    let admin = Client::new(
+        &server,
+        &format!(
+            "    fingerprint: \"{}\"\n    management_key: {SECRET}\n",
+            server.fingerprint
+        ),
+    );
+    admin.login(&[]);
+    admin.login(&["--add"]);
+    let key = server.key("laptop");
+    let laptop = tempfile::tempdir().unwrap();
+    std::fs::write(
+        laptop.path().join("config.yaml"),
+        format!("claude_path: {}\n", claude_code().display()),
+    )
+    .unwrap();
+    let claude_home = tempfile::tempdir().unwrap();
+    let session = ccs::commands::demo::uuid_v4();
+    let port = server.port.to_string();
+    let mut served = vec![];
+    for turn in 1..=4 {
+        let flag = if turn == 1 {
+            "--session-id"
+        } else {
+            "--resume"
+        };
+        let prompt = format!("turn {turn}");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ccs"));
+        let out = claude_offline(&mut cmd, claude_home.path())
+            .args(["--proxy-host", SERVER_HOST, "--proxy-port", &port])
+            .args(["--proxy-fingerprint", &server.fingerprint])
+            .args(["--proxy-auth-token", &key])
+            .args(["claude", "-p", &prompt, flag, &session])
+            .env("CCS_HOME", laptop.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "turn {turn}: {stdout}{stderr}");
+        served.push(
+            stdout
+                .split_whitespace()
+                .nth(2)
+                .unwrap_or("")
+                .trim_end_matches('.')
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        served.first().map(String::as_str),
+        Some("a@example.com"),
+        "{served:?}"
+    );
+    assert_eq!(
+        served.last().map(String::as_str),
+        Some("b@example.com"),
+        "{served:?}"
+    );
+    let usage = ccs_json(&admin.home, &["cliproxy", "usage", "--json"]);
+    let rows = usage["usage"]["by_client"].as_array().unwrap();
+    assert!(rows.iter().any(|r| r["name"] == "laptop"), "{usage}");
+    assert!(
+        !laptop.path().join("cliproxy/daemon.pid").exists()
+            && !laptop.path().join("cliproxy/logs").exists(),
+        "a local daemon was started on the laptop"
+    );
+}

@@ -9,6 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod drive;
+// Not every benchmark drives load (the memory soak has its own loop).
+#[allow(unused_imports)]
+pub use drive::*;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Value};
@@ -115,14 +120,42 @@ pub fn spawn_daemon(home: &Path, sim: &str) -> (Proc, String, Duration) {
 
 /// `spawn_daemon` with `CCS_LOG` set to `log`.
 pub fn spawn_daemon_logging(home: &Path, sim: &str, log: &str) -> (Proc, String, Duration) {
+    spawn_daemon_with(home, sim, log, None)
+}
+
+/// A daemon serving HTTPS with a new self-signed certificate for 127.0.0.1; returns it, its
+/// URL and the certificate (PEM) a client trusts.
+pub fn spawn_daemon_tls(home: &Path, sim: &str) -> (Proc, String, String) {
+    std::fs::create_dir_all(home.join("tls")).unwrap();
+    let made = ccs::tls::self_signed(&["127.0.0.1".into()]).unwrap();
+    std::fs::write(home.join("tls/cert.pem"), &made.cert_pem).unwrap();
+    std::fs::write(home.join("tls/key.pem"), &made.key_pem).unwrap();
+    let (proc_, url, _) = spawn_daemon_with(home, sim, "warn", Some(made.fingerprint));
+    (proc_, url, made.cert_pem)
+}
+
+/// Starts `ccs daemon run` (over TLS when `pin` is the fingerprint of `tls/cert.pem`) and
+/// waits for a 200 on /healthz.
+fn spawn_daemon_with(
+    home: &Path,
+    sim: &str,
+    log: &str,
+    pin: Option<ccs::tls::Fingerprint>,
+) -> (Proc, String, Duration) {
     let port = free_port();
     std::fs::create_dir_all(home).unwrap();
+    let tls = if pin.is_some() {
+        "\n  tls: {cert: tls/cert.pem, key: tls/key.pem}"
+    } else {
+        ""
+    };
     std::fs::write(
         home.join("config.yaml"),
-        format!("cliproxy:\n  port: {port}\n  auth:\n    api_key: {KEY}\n    management_secret: {SECRET}\nupstream:\n  api_base: {sim}\noauth:\n  token_url: {sim}/v1/oauth/token\n  usage_url: {sim}/api/oauth/usage\n"),
+        format!("cliproxy:\n  port: {port}{tls}\n  auth:\n    api_key: {KEY}\n    management_secret: {SECRET}\nupstream:\n  api_base: {sim}\noauth:\n  token_url: {sim}/v1/oauth/token\n  usage_url: {sim}/api/oauth/usage\n"),
     )
     .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
+    let scheme = if pin.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{port}");
     let started = Instant::now();
     let child = Command::new(ccs_bin())
         .args(["daemon", "run"])
@@ -132,18 +165,12 @@ pub fn spawn_daemon_logging(home: &Path, sim: &str, log: &str) -> (Proc, String,
         .stderr(Stdio::null())
         .spawn()
         .expect("ccs daemon run");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let seen = Arc::default();
     loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-            use std::io::{Read, Write};
-            let _ = s.write_all(
-                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-            );
-            let mut buf = String::new();
-            let _ = s.read_to_string(&mut buf);
-            if buf.starts_with("HTTP/1.1 200") {
-                break;
-            }
+        let tls = pin
+            .map(|p| ccs::tls::client_config(&ccs::tls::Trust::Pin(p), Arc::clone(&seen)).unwrap());
+        if ccs::endpoint::get(&format!("{url}/healthz"), tls, None).is_ok() {
+            break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),

@@ -6,11 +6,28 @@ use std::sync::mpsc;
 
 use anyhow::{bail, Context, Result};
 
-use super::cliproxy::ensure_running;
+use super::cliproxy::{connect, ensure_running};
 use crate::api;
 use crate::client::Client;
 use crate::config::{Config, Paths};
+use crate::endpoint::Endpoint;
 use crate::oauth::login::{self, Answer, Attempt, Source};
+
+/// A login begun here (`Attempt::new`) or on a remote daemon (`/login/start`): where to send
+/// the browser, and the state its answer must carry.
+pub(crate) struct Begun {
+    pub url: String,
+    pub state: String,
+}
+
+impl From<&Attempt> for Begun {
+    fn from(a: &Attempt) -> Begun {
+        Begun {
+            url: a.url.clone(),
+            state: a.state.clone(),
+        }
+    }
+}
 
 /// Runs one login's conversation with the person: the callback listener (and, headless, the
 /// paste on stdin), the spinner, the timeout, and the page the browser gets. `complete` turns
@@ -20,9 +37,9 @@ pub(crate) fn interactive<T>(
     config: &Config,
     headless: bool,
     again: &str,
-    complete: impl FnOnce(&Attempt, &Answer) -> Result<(String, T)>,
+    attempt: &Begun,
+    complete: impl FnOnce(&Answer) -> Result<(String, T)>,
 ) -> Result<(String, T)> {
-    let attempt = Attempt::new(config)?;
     let (tx, rx) = mpsc::channel::<Source>();
     match login::listen(config.oauth.callback_port) {
         Ok(listener) => login::serve_callbacks(listener, tx.clone()),
@@ -68,7 +85,7 @@ pub(crate) fn interactive<T>(
                  there"
             ),
         };
-        if answer.belongs_to(&attempt) {
+        if answer.belongs_to(&attempt.state) {
             break (answer, callback);
         }
         // A stale tab or a forged callback must not end the login in progress.
@@ -84,7 +101,7 @@ pub(crate) fn interactive<T>(
             ),
         }
     };
-    let result = complete(&attempt, &answer);
+    let result = complete(&answer);
     if let Some(cb) = callback {
         match &result {
             Ok((email, _)) => cb.respond(true, &format!("Logged in as {email}.")),
@@ -94,13 +111,31 @@ pub(crate) fn interactive<T>(
     result
 }
 
-/// `ccs claude --auth [--add] [--headless]`. Returns the e-mail logged in.
+/// `ccs claude --auth [--add] [--headless]`. Returns the e-mail logged in. Against a remote
+/// daemon the login is the server's: it makes the PKCE pair and exchanges the code, and this
+/// CLI only brings the browser's answer (from its callback listener, or pasted) to it.
 pub fn login(paths: &Paths, config: &Config, add: bool, headless: bool) -> Result<String> {
-    let client = ensure_running(paths, config)?;
+    let endpoint = Endpoint::resolve(paths, config)?;
+    let client = connect(&endpoint, paths, config)?;
     let before = client.accounts()?;
-    let (email, reply) = interactive(config, headless, "ccs claude --auth", |attempt, answer| {
-        finish(config, &client, attempt, answer)
-    })?;
+    let again = "ccs claude --auth";
+    let (email, reply) = if endpoint.remote {
+        let redirect = format!("http://localhost:{}/callback", config.oauth.callback_port);
+        let started = client.start_login(Some(redirect))?;
+        let begun = Begun {
+            url: started.url,
+            state: started.state,
+        };
+        interactive(config, headless, again, &begun, |answer| {
+            let done = client.finish_login(&answer.into())?;
+            Ok((done.email, done.added))
+        })?
+    } else {
+        let attempt = Attempt::new(config)?;
+        interactive(config, headless, again, &(&attempt).into(), |answer| {
+            finish(config, &client, &attempt, answer)
+        })?
+    };
     let nickname = reply
         .account
         .as_ref()

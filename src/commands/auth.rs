@@ -51,8 +51,9 @@ pub fn create(
         .map(str::to_string)
         .or_else(|| (share || deeper).then(|| "default".to_string()));
     let again = format!("ccs auth create {name}");
-    let (email, dir) = interactive(&config, headless, &again, |attempt, answer| {
-        let (email, tokens, profile) = crate::oauth::login::complete(&config, attempt, answer)?;
+    let attempt = crate::oauth::login::Attempt::new(&config)?;
+    let (email, dir) = interactive(&config, headless, &again, &(&attempt).into(), |answer| {
+        let (email, tokens, profile) = crate::oauth::login::complete(&config, &attempt, answer)?;
         let creds = profiles::credentials_json(
             &tokens,
             profile.as_ref().and_then(|p| p.plan.as_deref()),

@@ -4,7 +4,8 @@ use anyhow::Result;
 
 use crate::client::Client;
 use crate::config::{Config, Paths};
-use crate::daemon::{self, Running};
+use crate::daemon;
+use crate::endpoint::Endpoint;
 
 fn setup() -> Result<(Paths, Config)> {
     let paths = Paths::from_env()?;
@@ -12,15 +13,42 @@ fn setup() -> Result<(Paths, Config)> {
     Ok((paths, config))
 }
 
-/// Starts the daemon when it is not running; returns a management client for it. Every
-/// command that needs the daemon goes through here.
+/// `setup` for the commands that run this machine's own daemon: refused while a remote one is
+/// in use, which only its server starts and stops.
+fn setup_local(verb: &str) -> Result<(Paths, Config)> {
+    let (paths, config) = setup()?;
+    let endpoint = Endpoint::resolve(&paths, &config)?;
+    if endpoint.remote {
+        anyhow::bail!(
+            "this machine uses {} ({}): it is {verb} on its server. Drop --proxy-host \
+             (and CCS_PROXY_HOST), or set cliproxy_server.remote.enabled: false, to {verb} a \
+             local daemon",
+            endpoint.describe(),
+            "cliproxy_server.remote, --proxy-host or CCS_PROXY_HOST"
+        );
+    }
+    Ok((paths, config))
+}
+
+/// A management client for the daemon this run uses: the remote one (which must answer; it is
+/// never started from here), or the local one, started when it is not running. Every command
+/// that needs the daemon goes through here.
 pub fn ensure_running(paths: &Paths, config: &Config) -> Result<Client> {
-    let (url, _) = daemon::start_background(paths, config)?;
-    Ok(Client::new(&url, &crate::keys::cli_secret(config)?))
+    connect(&Endpoint::resolve(paths, config)?, paths, config)
+}
+
+/// `ensure_running` for an endpoint already resolved.
+pub fn connect(endpoint: &Endpoint, paths: &Paths, config: &Config) -> Result<Client> {
+    if endpoint.remote {
+        endpoint.probe().map_err(anyhow::Error::msg)?;
+    } else {
+        daemon::start_background(paths, config)?;
+    }
+    endpoint.management(config)
 }
 
 pub fn start() -> Result<()> {
-    let (paths, config) = setup()?;
+    let (paths, config) = setup_local("started")?;
     if let daemon::Running::Yes { pid } = daemon::running(&paths, &config) {
         println!(
             "the ccs daemon already runs at {} (pid {pid})",
@@ -40,7 +68,7 @@ pub fn start() -> Result<()> {
 }
 
 pub fn stop() -> Result<()> {
-    let (paths, config) = setup()?;
+    let (paths, config) = setup_local("stopped")?;
     if daemon::stop_background(&paths, &config)? {
         println!("the ccs daemon stopped");
     } else {
@@ -50,7 +78,7 @@ pub fn stop() -> Result<()> {
 }
 
 pub fn restart() -> Result<()> {
-    let (paths, config) = setup()?;
+    let (paths, config) = setup_local("restarted")?;
     daemon::stop_background(&paths, &config)?;
     let (url, _) = daemon::start_background(&paths, &config)?;
     println!("the ccs daemon runs again at {url}");
@@ -67,24 +95,61 @@ fn secs(s: u64) -> String {
 
 pub fn status(json_out: bool) -> Result<()> {
     let (paths, config) = setup()?;
-    let url = daemon::configured_url(&config);
-    if let Running::No = daemon::running(&paths, &config) {
-        if json_out {
-            println!("{}", serde_json::json!({"state": "stopped", "url": url}));
-        } else {
-            println!("the ccs daemon is not running (start it with `ccs cliproxy start`)");
+    let endpoint = Endpoint::resolve(&paths, &config)?;
+    let which = if endpoint.remote { "remote" } else { "local" };
+    let probe = match endpoint.probe() {
+        Ok(p) => p,
+        Err(why) if endpoint.remote => anyhow::bail!(why),
+        Err(_) => {
+            // A stale pid file goes with this look.
+            let _ = daemon::running(&paths, &config);
+            if json_out {
+                println!(
+                    "{}",
+                    serde_json::json!({"state": "stopped", "daemon": which, "url": endpoint.url})
+                );
+            } else {
+                println!("the ccs daemon is not running (start it with `ccs cliproxy start`)");
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
-    let s = Client::new(&url, &crate::keys::cli_secret(&config)?).status()?;
+    };
+    let rtt_ms = probe.rtt.as_secs_f64() * 1000.0;
+    let s = match endpoint.management(&config).and_then(|c| c.status()) {
+        Ok(s) => s,
+        Err(e) if endpoint.remote => {
+            // The client key alone reaches the proxy; the rest needs the management secret.
+            if json_out {
+                println!(
+                    "{}",
+                    serde_json::json!({"state": "running", "daemon": which, "url": endpoint.url,
+                        "pid": probe.pid, "version": probe.version, "rtt_ms": rtt_ms})
+                );
+            } else {
+                println!(
+                    "ccs daemon    {which} at {} (pid {}, version {})",
+                    endpoint.url, probe.pid, probe.version
+                );
+                println!("round trip    {rtt_ms:.1} ms (GET /healthz, new connection)");
+                println!("details       not shown: {e:#}");
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     if json_out {
-        println!("{}", serde_json::to_string(&s)?);
+        let mut v = serde_json::to_value(&s)?;
+        v["daemon"] = which.into();
+        v["rtt_ms"] = rtt_ms.into();
+        v["reached_at"] = endpoint.url.clone().into();
+        println!("{v}");
         return Ok(());
     }
     println!(
-        "ccs daemon    running at {} (pid {}, version {})",
-        s.url, s.pid, s.version
+        "ccs daemon    {which}, running at {} (pid {}, version {})",
+        endpoint.url, s.pid, s.version
     );
+    println!("round trip    {rtt_ms:.1} ms (GET /healthz, new connection)");
     println!("uptime        {}", secs(s.uptime_secs));
     let by_state = s
         .by_state

@@ -4,9 +4,9 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::cliproxy::ensure_running;
+use super::cliproxy::connect;
 use crate::config::{Config, Paths, DEFAULT_API_KEY, DEFAULT_MANAGEMENT_SECRET};
-use crate::daemon::configured_url;
+use crate::endpoint::Endpoint;
 use crate::oauth::login::open_browser;
 
 /// How a key is set, never the key itself (a public default name is not a secret).
@@ -31,9 +31,15 @@ fn can_open_browser() -> bool {
 pub fn dashboard(print_only: bool, json_out: bool) -> Result<()> {
     let paths = Paths::from_env()?;
     let config = crate::keys::load(&paths)?;
-    let client = ensure_running(&paths, &config)?;
-    let link = client.login_link()?;
-    let url = format!("{}/dashboard", configured_url(&config));
+    let endpoint = Endpoint::resolve(&paths, &config)?;
+    let client = connect(&endpoint, &paths, &config)?;
+    let mut link = client.login_link()?;
+    // The daemon names its own listening address; a remote one may listen on 0.0.0.0 or
+    // another name than the one this machine reaches it by.
+    if let Some(i) = link.url.find("/dashboard") {
+        link.url = format!("{}{}", endpoint.url, &link.url[i..]);
+    }
+    let url = format!("{}/dashboard", endpoint.url);
     if json_out {
         println!(
             "{}",
@@ -50,11 +56,13 @@ pub fn dashboard(print_only: bool, json_out: bool) -> Result<()> {
             "Log in once with this link (it works once, within 2 minutes):\n\n  {}\n",
             link.url
         );
-        println!(
+        if !endpoint.remote {
+            println!(
             "Over SSH, forward the port first (ssh -L {p}:127.0.0.1:{p} HOST), or log in with the \
              management secret (`ccs config show` says where it is).",
             p = config.cliproxy.port
         );
+        }
     }
     Ok(())
 }

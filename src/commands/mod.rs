@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod cert;
 pub mod cliproxy;
 pub mod config;
 pub mod demo;

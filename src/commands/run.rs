@@ -12,11 +12,10 @@ use crate::api::AccountView;
 use anyhow::{bail, Context, Result};
 
 use super::accounts;
-use super::cliproxy::ensure_running;
 use crate::claude_code::find_claude;
 use crate::client::Client;
 use crate::config::{Config, Paths};
-use crate::daemon::configured_url;
+use crate::endpoint::Endpoint;
 
 fn within_lead(a: &AccountView, lead_secs: u64) -> bool {
     let Some(exp) = a
@@ -39,9 +38,16 @@ fn prepare(
     pool: &str,
     headless: bool,
     force: bool,
+    remote: bool,
 ) -> Result<()> {
     let mut list = client.accounts()?;
     if list.is_empty() {
+        if remote {
+            bail!(
+                "the remote daemon has no account logged in yet: its owner logs one in (on the \
+                 server, or from here with `ccs claude --auth` and its management secret)"
+            );
+        }
         if pool != "claude" {
             bail!("no account is logged in: run `ccs claude --auth` first");
         }
@@ -74,7 +80,7 @@ fn prepare(
             "Account {} ({email}) needs a new login: its grant is gone.",
             a.nickname
         );
-        if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        if !remote && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
             eprint!("Log it in again now? [Y/n] ");
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;
@@ -118,7 +124,10 @@ fn prepare(
     Ok(())
 }
 
-/// Becomes Claude Code on `pool`, with `args` untouched. Returns only on error.
+/// Becomes Claude Code on `pool`, with `args` untouched. Returns only on error. With a remote
+/// daemon, the pool is checked only when its management secret is known (the client key alone
+/// is enough to work), and Claude Code trusts the server's certificate through
+/// `NODE_EXTRA_CA_CERTS`.
 pub fn launch_pool(
     paths: &Paths,
     config: &Config,
@@ -127,23 +136,43 @@ pub fn launch_pool(
     headless: bool,
     force: bool,
 ) -> Result<()> {
-    let client = ensure_running(paths, config)?;
-    prepare(paths, config, &client, pool, headless, force)?;
+    let endpoint = Endpoint::resolve(paths, config)?;
+    if endpoint.remote {
+        endpoint.probe().map_err(anyhow::Error::msg)?;
+        if endpoint.client_key.is_empty() {
+            bail!(
+                "{} needs your client key: pass --proxy-auth-token, set CCS_PROXY_AUTH_TOKEN, or \
+                 set cliproxy_server.remote.auth_token (the server's owner makes one with `ccs \
+                 cliproxy key add NAME`)",
+                endpoint.describe()
+            );
+        }
+        if let Ok(client) = endpoint.management(config) {
+            prepare(paths, config, &client, pool, headless, force, true)?;
+        }
+    } else {
+        let client = super::cliproxy::connect(&endpoint, paths, config)?;
+        prepare(paths, config, &client, pool, headless, force, false)?;
+    }
     let claude = find_claude(config)?;
     let base = if pool == "claude" {
-        configured_url(config)
+        endpoint.url.clone()
     } else {
-        format!("{}/pool/{pool}", configured_url(config))
+        format!("{}/pool/{pool}", endpoint.url)
     };
     let mut cmd = std::process::Command::new(&claude);
     let cwd = std::env::current_dir().unwrap_or_default();
     if let Some(settings) = super::statusline::settings_for(config, args, &cwd) {
         cmd.arg("--settings").arg(settings);
     }
+    if let Some(ca) = endpoint.node_ca(paths)? {
+        cmd.env("NODE_EXTRA_CA_CERTS", ca);
+    }
     let err = cmd
         .args(args)
+        .envs(endpoint.env_for_children())
         .env("ANTHROPIC_BASE_URL", base)
-        .env("ANTHROPIC_AUTH_TOKEN", config.client_key())
+        .env("ANTHROPIC_AUTH_TOKEN", &endpoint.client_key)
         .env_remove("ANTHROPIC_API_KEY")
         .exec();
     Err(err).with_context(|| format!("cannot start {}", claude.display()))

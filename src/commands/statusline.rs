@@ -16,7 +16,6 @@ use serde::Deserialize;
 
 use crate::api::SessionView;
 use crate::config::{Config, Paths};
-use crate::daemon::configured_url;
 
 /// How long the status line waits for the daemon.
 const ASK_WITHIN: Duration = Duration::from_millis(400);
@@ -59,11 +58,10 @@ pub fn run() -> Result<()> {
     let out = (|| {
         let paths = Paths::from_env().ok()?;
         let config = crate::keys::load(&paths).ok()?;
-        let client = crate::client::Client::with_timeout(
-            &configured_url(&config),
-            &crate::keys::cli_secret(&config).ok()?,
-            ASK_WITHIN,
-        );
+        let client = crate::endpoint::Endpoint::resolve(&paths, &config)
+            .ok()?
+            .management_within(&config, ASK_WITHIN)
+            .ok()?;
         let Some(id) = session else {
             return Some("ccs".to_string());
         };

@@ -65,6 +65,7 @@ pub fn usage(span: &str, json_out: bool) -> Result<()> {
     );
     table("BY ACCOUNT", &u.by_account);
     table("BY MODEL", &u.by_model);
+    table("BY CLIENT KEY", &u.by_client);
     println!(
         "\n{:<34} {:>8} {:<14} {:>8} {:<14}",
         "WINDOWS", "5-HOUR", "RESETS", "WEEKLY", "RESETS"

@@ -115,30 +115,14 @@ pub async fn serve(
 ) -> Result<()> {
     crate::keys::resolve(&paths, &mut config)
         .with_context(|| format!("cannot read or make {}", paths.keys_file().display()))?;
-    let bound = listener.local_addr()?.ip();
-    if !bound.is_loopback() {
-        if let Some(problem) = config.public_key_problem() {
-            bail!(
-                "refusing to listen on {bound}: {problem} (in {})",
-                paths.config_file().display()
-            );
-        }
-        if !config.cliproxy.allow_plain_http {
-            bail!(
-                "refusing to listen on {bound} over plain HTTP: every request would carry its \
-                 client key, and the management secret, across the network in clear text. This \
-                 ccs does not serve HTTPS yet; on a network you trust, accept the risk with \
-                 `cliproxy.allow_plain_http: true` in {} (or keep cliproxy.host on 127.0.0.1 and \
-                 reach it through an SSH tunnel)",
-                paths.config_file().display()
-            );
-        }
-        tracing::warn!(
-            %bound,
-            "serving plain HTTP beyond loopback (cliproxy.allow_plain_http): client keys and the \
-             management secret cross the network in clear text"
-        );
-    }
+    let tls = match &config.cliproxy.tls {
+        Some(t) => Some(
+            crate::tls::server_config(&paths.home.join(&t.cert), &paths.home.join(&t.key))
+                .context("cliproxy.tls")?,
+        ),
+        None => None,
+    };
+    refuse_unsafe_bind(&config, &paths, &listener, tls.is_some())?;
     let store = Arc::new(SledStore::open(&paths, clock.clone())?);
     let telemetry = Telemetry::new(clock.clone(), store.flush_seconds.clone());
     telemetry.usage.restore(&store);
@@ -165,7 +149,8 @@ pub async fn serve(
         .send(WatchHops(Arc::new(move |e| watcher.hop(e))))
         .await?;
     load(&store, &sup).await?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr()?);
     let ctx = web::Data::new(Ctx::new(
         config,
         paths,
@@ -191,8 +176,11 @@ pub async fn serve(
     .disable_signals()
     // Streams end themselves just before the grace runs out (with an SSE error event), so the
     // forced close after it meets no answer still running.
-    .shutdown_timeout(grace.as_secs_f64().ceil() as u64 + 1)
-    .listen(listener)?
+    .shutdown_timeout(grace.as_secs_f64().ceil() as u64 + 1);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    }
     .run();
     let handle = server.handle();
     let running = actix_web::rt::spawn(server);
@@ -235,6 +223,45 @@ pub async fn serve(
     }
     store.flush()?;
     tracing::info!("daemon stopped");
+    Ok(())
+}
+
+/// Refuses to listen beyond loopback with a weak or public key, or over plain HTTP unless
+/// `cliproxy.allow_plain_http` accepts the risk (then a warning names it).
+fn refuse_unsafe_bind(
+    config: &Config,
+    paths: &Paths,
+    listener: &TcpListener,
+    tls: bool,
+) -> Result<()> {
+    let bound = listener.local_addr()?.ip();
+    if bound.is_loopback() {
+        return Ok(());
+    }
+    if let Some(problem) = config.public_key_problem() {
+        bail!(
+            "refusing to listen on {bound}: {problem} (in {})",
+            paths.config_file().display()
+        );
+    }
+    if tls {
+        return Ok(());
+    }
+    if !config.cliproxy.allow_plain_http {
+        bail!(
+            "refusing to listen on {bound} over plain HTTP: every request would carry its client \
+             key, and the management secret, across the network in clear text. Serve HTTPS: \
+             `ccs cliproxy cert --self-signed HOST` makes a certificate and prints the \
+             cliproxy.tls lines for {}; on a network you trust, accept the risk with \
+             `cliproxy.allow_plain_http: true` instead",
+            paths.config_file().display()
+        );
+    }
+    tracing::warn!(
+        %bound,
+        "serving plain HTTP beyond loopback (cliproxy.allow_plain_http): client keys and the \
+         management secret cross the network in clear text"
+    );
     Ok(())
 }
 
@@ -329,5 +356,44 @@ impl DaemonHandle {
 impl Drop for DaemonHandle {
     fn drop(&mut self) {
         let _ = self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strong() -> Config {
+        let mut c = Config::default();
+        c.cliproxy.auth.api_key = Some("k".repeat(40));
+        c.cliproxy.auth.management_secret = Some("s".repeat(40));
+        c
+    }
+
+    #[test]
+    fn beyond_loopback_tls_is_enough_and_plain_http_needs_the_risk_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::at(dir.path());
+        // Bound for an instant and never accepted on: only its address is looked at.
+        let public = TcpListener::bind(("0.0.0.0", 0)).unwrap();
+        let loopback = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let c = strong();
+        assert!(refuse_unsafe_bind(&c, &paths, &loopback, false).is_ok());
+        assert!(refuse_unsafe_bind(&c, &paths, &public, true).is_ok());
+        let err = refuse_unsafe_bind(&c, &paths, &public, false).unwrap_err();
+        assert!(
+            err.to_string().contains("ccs cliproxy cert --self-signed"),
+            "{err}"
+        );
+        let mut risky = strong();
+        risky.cliproxy.allow_plain_http = true;
+        assert!(refuse_unsafe_bind(&risky, &paths, &public, false).is_ok());
+        let mut weak = strong();
+        weak.cliproxy.auth.api_key = Some("short".into());
+        let err = refuse_unsafe_bind(&weak, &paths, &public, true).unwrap_err();
+        assert!(
+            err.to_string().contains("at least"),
+            "TLS does not excuse a weak key: {err}"
+        );
     }
 }

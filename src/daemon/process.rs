@@ -11,54 +11,44 @@ use ccs_actors::{SharedClock, SystemClock};
 
 use super::serve;
 use crate::config::{Config, Paths};
+use crate::endpoint::Endpoint;
 
-/// `GET /healthz` with a short timeout; the pid when a ccs daemon answers.
+/// `GET /healthz` over plain HTTP; the pid when a ccs daemon answers.
 pub fn healthz(url: &str) -> Option<u32> {
-    let out = blocking_get(&format!("{url}/healthz"), None).ok()?;
+    health(url, None)
+}
+
+fn health(url: &str, tls: Option<rustls::ClientConfig>) -> Option<u32> {
+    let out = crate::endpoint::get(&format!("{url}/healthz"), tls, None).ok()?;
     let v: serde_json::Value = serde_json::from_str(&out).ok()?;
     (v["status"] == "ok").then(|| v["pid"].as_u64().unwrap_or(0) as u32)
 }
 
-/// A tiny blocking GET over loopback HTTP/1.1, for the CLI's health checks (no runtime needed).
-fn blocking_get(url: &str, bearer: Option<&str>) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| std::io::Error::other("only http:// URLs"))?;
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let addr: std::net::SocketAddr = host
-        .parse()
-        .map_err(|_| std::io::Error::other(format!("not an address: {host}")))?;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-    // /healthz answers at once; anything slower is not a ccs daemon.
-    s.set_read_timeout(Some(Duration::from_secs(1)))?;
-    let auth = bearer
-        .map(|b| format!("Authorization: Bearer {b}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
-    )?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(
-            head.lines().next().unwrap_or("").to_string(),
-        ));
-    }
-    // Bodies from actix-web here are small and sent with a content-length.
-    Ok(body.to_string())
+/// The local daemon's pid when it answers `/healthz`. Over TLS any certificate will do: the
+/// probe carries nothing, and the daemon may serve a certificate replaced on disk since it
+/// started (`ccs cliproxy restart` must still find it to stop it); management calls pin.
+fn local_health(config: &Config) -> Option<u32> {
+    let tls = match config.cliproxy.tls {
+        Some(_) => Some(crate::tls::liveness_config().ok()?),
+        None => None,
+    };
+    health(&configured_url(config), tls)
 }
 
 // ---- the background process ----------------------------------------------------------------
 
 /// The URL the configured daemon answers on.
 pub fn configured_url(config: &Config) -> String {
-    format!("http://{}:{}", config.cliproxy.host, config.cliproxy.port)
+    let scheme = if config.cliproxy.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = config.cliproxy.host;
+    match host {
+        std::net::IpAddr::V6(_) => format!("{scheme}://[{host}]:{}", config.cliproxy.port),
+        std::net::IpAddr::V4(_) => format!("{scheme}://{host}:{}", config.cliproxy.port),
+    }
 }
 
 /// Whether a process `pid` exists (a signal-0 probe: portable, unlike reading `/proc`). A
@@ -104,7 +94,7 @@ pub enum Running {
 }
 
 pub fn running(paths: &Paths, config: &Config) -> Running {
-    match healthz(&configured_url(config)) {
+    match local_health(config) {
         Some(pid) => Running::Yes { pid },
         None => {
             if let Some(pid) = read_pid(paths) {
@@ -256,7 +246,7 @@ pub fn start_background(paths: &Paths, config: &Config) -> Result<(String, bool)
     let mut child = cmd.spawn().context("cannot start the daemon")?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if healthz(&url).is_some() {
+        if local_health(config).is_some() {
             return Ok((url, false));
         }
         if let Some(status) = child.try_wait()? {
@@ -286,10 +276,11 @@ pub fn stop_background(paths: &Paths, config: &Config) -> Result<bool> {
     let Running::Yes { pid } = running(paths, config) else {
         return Ok(false);
     };
-    let url = configured_url(config);
     // The client (and its keep-alive connection) is gone before we wait: an open connection
     // would hold the daemon's graceful stop until it times out.
-    let asked = crate::client::Client::new(&url, &crate::keys::cli_secret(config)?).shutdown();
+    let asked = Endpoint::local(paths, config)?
+        .management(config)?
+        .shutdown();
     if asked.is_err() {
         // The API refused (wrong secret?): fall back to the signal.
         terminate(pid);
@@ -297,7 +288,7 @@ pub fn stop_background(paths: &Paths, config: &Config) -> Result<bool> {
     let bound = config.cliproxy.stop_grace.0 + Duration::from_secs(5);
     let deadline = Instant::now() + bound;
     while Instant::now() < deadline {
-        if !pid_alive(pid) && healthz(&url).is_none() {
+        if !pid_alive(pid) && local_health(config).is_none() {
             return Ok(true);
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -15,7 +15,7 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::api;
-use crate::oauth::login::{self, Answer};
+use crate::oauth::login::Answer;
 use crate::proxy::guard::{origin_allowed, ClientKey};
 use crate::proxy::sessions::{cookie_of, COOKIE, SESSION_TTL};
 use crate::proxy::Ctx;
@@ -210,10 +210,10 @@ fn outcome_page(ctx: &Ctx, ok: bool, message: &str) -> HttpResponse {
 /// is known by its `state` (random, single use, issued to a logged-in dashboard), not by a
 /// cookie: the authority's redirect is a cross-site navigation.
 async fn callback(ctx: Data, q: web::Query<CallbackQuery>) -> HttpResponse {
-    let Some(state) = q.state.as_deref() else {
+    let Some(state) = q.state.clone() else {
         return outcome_page(&ctx, false, "the address carries no state");
     };
-    let Some(attempt) = ctx.sessions.take_login(state) else {
+    let Some(attempt) = ctx.sessions.take_login(&state) else {
         return outcome_page(
             &ctx,
             false,
@@ -221,33 +221,15 @@ async fn callback(ctx: Data, q: web::Query<CallbackQuery>) -> HttpResponse {
              start again from the Accounts page",
         );
     };
-    let answer = match (&q.code, &q.error) {
-        (Some(code), None) => Answer::Code {
-            code: code.clone(),
-            state: state.to_string(),
-        },
-        _ => Answer::Denied {
-            error: q.error.clone().unwrap_or_else(|| "no code".into()),
-            description: q.error_description.clone(),
-            state: state.to_string(),
-        },
-    };
-    let config = ctx.config.clone();
-    let done = web::block(move || login::complete(&config, &attempt, &answer)).await;
-    let (email, tokens, profile) = match done {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => return outcome_page(&ctx, false, &e.to_string()),
-        Err(e) => return outcome_page(&ctx, false, &e.to_string()),
-    };
-    let Ok(body) = api::AddAccount::from_login(&email, tokens, profile.as_ref()) else {
-        return outcome_page(
-            &ctx,
-            false,
-            "the token endpoint's answer has no access_token",
-        );
-    };
-    match crate::proxy::manage::add_account(&ctx, body).await {
-        Ok(added) => {
+    let q = q.into_inner();
+    let answer = Answer::from(api::FinishLogin {
+        state,
+        code: q.code,
+        error: q.error,
+        error_description: q.error_description,
+    });
+    match crate::proxy::manage::complete_login(&ctx, attempt, answer).await {
+        Ok((email, added)) => {
             let what = if added.created {
                 "added to the pool"
             } else {
@@ -255,7 +237,7 @@ async fn callback(ctx: Data, q: web::Query<CallbackQuery>) -> HttpResponse {
             };
             outcome_page(&ctx, true, &format!("{email}: {what}."))
         }
-        Err(_) => outcome_page(&ctx, false, "the daemon could not store the account"),
+        Err(message) => outcome_page(&ctx, false, &message),
     }
 }
 

@@ -78,13 +78,58 @@ pub enum Answer {
 }
 
 impl Answer {
-    /// Whether the answer belongs to `attempt` (its state matches, in constant time). Any other
-    /// answer, a page's forged callback say, is ignored rather than allowed to end the login.
-    pub fn belongs_to(&self, attempt: &Attempt) -> bool {
-        let state = match self {
+    /// Whether the answer belongs to the login whose state is `state` (in constant time). Any
+    /// other answer, a page's forged callback say, is ignored rather than allowed to end it.
+    pub fn belongs_to(&self, state: &str) -> bool {
+        crate::keys::constant_time_eq(self.state().as_bytes(), state.as_bytes())
+    }
+
+    pub fn state(&self) -> &str {
+        match self {
             Answer::Code { state, .. } | Answer::Denied { state, .. } => state,
-        };
-        crate::keys::constant_time_eq(state.as_bytes(), attempt.state.as_bytes())
+        }
+    }
+}
+
+/// An answer as a CLI hands it to a remote daemon's `/login/finish`.
+impl From<&Answer> for crate::api::FinishLogin {
+    fn from(a: &Answer) -> Self {
+        match a {
+            Answer::Code { code, state } => crate::api::FinishLogin {
+                state: state.clone(),
+                code: Some(code.clone()),
+                error: None,
+                error_description: None,
+            },
+            Answer::Denied {
+                error,
+                description,
+                state,
+            } => crate::api::FinishLogin {
+                state: state.clone(),
+                code: None,
+                error: Some(error.clone()),
+                error_description: description.clone(),
+            },
+        }
+    }
+}
+
+/// The authority's answer as a browser brings it (`/callback`'s query) or a CLI hands it on:
+/// a code, unless an error is named.
+impl From<crate::api::FinishLogin> for Answer {
+    fn from(f: crate::api::FinishLogin) -> Self {
+        match (f.code, f.error) {
+            (Some(code), None) => Answer::Code {
+                code,
+                state: f.state,
+            },
+            (_, error) => Answer::Denied {
+                error: error.unwrap_or_else(|| "no code".into()),
+                description: f.error_description,
+                state: f.state,
+            },
+        }
     }
 }
 
@@ -466,12 +511,12 @@ mod tests {
             description: None,
             state: "guess".into(),
         };
-        assert!(!forged.belongs_to(&a));
+        assert!(!forged.belongs_to(&a.state));
         let mine = Answer::Code {
             code: "c".into(),
             state: a.state.clone(),
         };
-        assert!(mine.belongs_to(&a));
+        assert!(mine.belongs_to(&a.state));
     }
 
     #[test]

@@ -1,8 +1,11 @@
 """Drives the official `anthropic` Python SDK against a ccs endpoint (the simulator or the proxy)
 and prints one JSON line with what it saw. Used by the Rust integration tests.
 
-usage: sdk_check.py smoke  BASE_URL [--auth-token T | --api-key K] [--oauth-beta]
+usage: sdk_check.py smoke  BASE_URL [--auth-token T | --api-key K] [--oauth-beta] [--ca-cert PEM]
        sdk_check.py errors BASE_URL --bad-token T [--auth-token T2 [--oauth-beta] --exhaust N]
+
+--ca-cert: trust an https BASE_URL through this PEM file (a daemon's self-signed certificate),
+the way a user of the SDK would: an httpx client with `verify` set to it.
 """
 import argparse
 import json
@@ -18,6 +21,8 @@ def client(args, token=None):
     if args.oauth_beta:
         headers["anthropic-beta"] = "oauth-2025-04-20"
     kw = dict(base_url=args.base_url, max_retries=0, timeout=30.0, default_headers=headers)
+    if args.ca_cert:
+        kw["http_client"] = anthropic.DefaultHttpxClient(verify=args.ca_cert)
     if token is not None:
         return anthropic.Anthropic(auth_token=token, **kw)
     if args.api_key:
@@ -83,6 +88,7 @@ def main():
     p.add_argument("--bad-token")
     p.add_argument("--oauth-beta", action="store_true")
     p.add_argument("--exhaust", type=int, default=0)
+    p.add_argument("--ca-cert")
     args = p.parse_args()
     result = smoke(args) if args.mode == "smoke" else errors(args)
     print(json.dumps(result))

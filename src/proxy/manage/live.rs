@@ -9,9 +9,13 @@ use actix_web::HttpResponse;
 use bytes::Bytes;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{internal, Data};
+use actix_web::web;
+
+use super::{err, internal, Data};
 use crate::api;
 use crate::oauth::login::Attempt;
+use crate::oauth::login::{self, Answer};
+use crate::proxy::Ctx;
 
 /// A comment line this often keeps idle connections (and proxies between) open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -57,21 +61,112 @@ pub(super) async fn login_link(ctx: Data) -> HttpResponse {
     })
 }
 
-pub(super) async fn start_login(ctx: Data) -> HttpResponse {
-    let port = ctx
-        .url
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or(ctx.config.cliproxy.port);
-    // `localhost`, as the authority expects of a native app's redirect.
-    let redirect = format!("http://localhost:{port}/callback");
+pub(super) async fn start_login(
+    ctx: Data,
+    body: Option<web::Json<api::StartLogin>>,
+) -> HttpResponse {
+    let asked = body.and_then(|b| b.into_inner().redirect_uri);
+    let redirect = match asked {
+        Some(uri) => match local_callback(&uri) {
+            Some(uri) => uri,
+            None => {
+                return err(
+                    400,
+                    format!(
+                    "redirect_uri {uri:?} is not a local callback (http://localhost:PORT/callback)"
+                ),
+                )
+            }
+        },
+        None => {
+            let port = ctx
+                .url
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .unwrap_or(ctx.config.cliproxy.port);
+            // `localhost`, as the authority expects of a native app's redirect.
+            format!("http://localhost:{port}/callback")
+        }
+    };
     match Attempt::with_redirect(&ctx.config, redirect) {
         Ok(attempt) => {
-            let url = attempt.url.clone();
+            let (url, state) = (attempt.url.clone(), attempt.state.clone());
             ctx.sessions.start_login(attempt);
-            HttpResponse::Ok().json(api::LoginStart { url })
+            HttpResponse::Ok().json(api::LoginStart { url, state })
         }
         Err(e) => internal(e),
+    }
+}
+
+/// `uri` when it is a callback on this machine of the person logging in: the only kind a CLI
+/// may ask for (the authority sends the code there, to a listener the CLI runs).
+fn local_callback(uri: &str) -> Option<String> {
+    let u = url::Url::parse(uri).ok()?;
+    let local = matches!(u.host_str(), Some("localhost" | "127.0.0.1"));
+    (u.scheme() == "http" && local && u.path() == "/callback" && u.query().is_none())
+        .then(|| uri.to_string())
+}
+
+/// `POST /login/finish`: a CLI hands over the answer its browser (or paste) got; the daemon
+/// exchanges the code and keeps the tokens.
+pub(super) async fn finish_login(ctx: Data, body: web::Json<api::FinishLogin>) -> HttpResponse {
+    let b = body.into_inner();
+    let Some(attempt) = ctx.sessions.take_login(&b.state) else {
+        return err(
+            404,
+            "this answer belongs to no login in progress on this daemon (stale, used, or \
+             forged): start the login again",
+        );
+    };
+    let answer = Answer::from(b);
+    match complete_login(&ctx, attempt, answer).await {
+        Ok((email, added)) => HttpResponse::Ok().json(api::LoggedIn { email, added }),
+        Err(message) => err(400, message),
+    }
+}
+
+/// Exchanges a login's code on this daemon and adds (or renews) the account: the end of both
+/// a dashboard login (`/callback`) and a CLI's remote one (`/login/finish`).
+pub(crate) async fn complete_login(
+    ctx: &Ctx,
+    attempt: Attempt,
+    answer: Answer,
+) -> Result<(String, api::Added), String> {
+    let config = ctx.config.clone();
+    let (email, tokens, profile) = web::block(move || login::complete(&config, &attempt, &answer))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{e:#}"))?;
+    let body = api::AddAccount::from_login(&email, tokens, profile.as_ref())
+        .map_err(|_| "the token endpoint's answer has no access_token".to_string())?;
+    let added = super::add_account(ctx, body)
+        .await
+        .map_err(|_| "the daemon could not store the account".to_string())?;
+    Ok((email, added))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_callback;
+
+    #[test]
+    fn a_cli_may_only_name_a_callback_on_its_own_machine() {
+        for ok in [
+            "http://localhost:54545/callback",
+            "http://127.0.0.1:9/callback",
+        ] {
+            assert_eq!(local_callback(ok).as_deref(), Some(ok));
+        }
+        for bad in [
+            "https://localhost:54545/callback",
+            "http://evil.example/callback",
+            "http://localhost:1/elsewhere",
+            "http://localhost:1/callback?x=1",
+            "http://localhost.evil.example:1/callback",
+            "not a url",
+        ] {
+            assert_eq!(local_callback(bad), None, "{bad}");
+        }
     }
 }

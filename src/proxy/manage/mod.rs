@@ -18,6 +18,7 @@ mod status;
 mod usage;
 
 pub(crate) use accounts::add as add_account;
+pub(crate) use live::complete_login;
 
 use std::collections::BTreeMap;
 
@@ -213,6 +214,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/live", web::get().to(live::live))
             .route("/login-link", web::post().to(live::login_link))
             .route("/login/start", web::post().to(live::start_login))
+            .route("/login/finish", web::post().to(live::finish_login))
             .route("/shutdown", web::post().to(status::shutdown)),
     );
     cfg.route("/metrics", web::get().to(metrics::metrics));
