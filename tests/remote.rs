@@ -365,3 +365,45 @@ fn a_renewed_certificate_is_served_after_a_restart_and_the_old_pin_then_refused(
     );
     assert!(text.contains("remote, running at"), "{text}");
 }
+
+/// The browser flow against a remote: the authority sends the browser to the laptop's own
+/// callback listener, the laptop hands the code to the server, the page says who logged in.
+#[test]
+fn a_browser_login_from_the_laptop_lands_on_the_server() {
+    let sim = sim(&scenario(&[(ALICE, 10)]), false);
+    let server = Server::start(&sim.url());
+    let client = client_with_keys(&server, "k");
+    let mut login = Login::start(&client.home, &["claude", "--auth"]);
+    let url = login.url();
+    let no_redirects = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects.get(&url).send().unwrap();
+    assert_eq!(r.status(), 302);
+    let callback = r.headers()["location"].to_str().unwrap().to_string();
+    let config = std::fs::read_to_string(client.home.join("config.yaml")).unwrap();
+    let port = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("callback_port: "))
+        .unwrap();
+    assert!(
+        callback.starts_with(&format!("http://localhost:{port}/callback?")),
+        "the browser comes back to the laptop: {callback}"
+    );
+    let page = no_redirects
+        .get(callback.replace("localhost", "127.0.0.1"))
+        .send()
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page
+        .text()
+        .unwrap()
+        .contains("Logged in as alice@example.com"));
+    let (code, out) = login.finish();
+    assert_eq!(code, 0, "{out}");
+    let on_server = ccs_json(&server.paths.home, &["claude", "--accounts", "--json"]);
+    assert_eq!(on_server["accounts"][0]["email"], ALICE);
+    client.assert_no_local_daemon();
+}
