@@ -219,7 +219,7 @@ fn a_server_with_another_certificate_is_refused_and_nothing_starts_locally() {
     // The daemon is the server's to start and stop.
     let (code, _, err) = ccs(&client.home, &["cliproxy", "start"]);
     assert_ne!(code, 0);
-    assert!(err.contains("on its server"), "{err}");
+    assert!(err.contains("only its server can start"), "{err}");
     client.assert_no_local_daemon();
 }
 

@@ -20,11 +20,10 @@ fn setup_local(verb: &str) -> Result<(Paths, Config)> {
     let endpoint = Endpoint::resolve(&paths, &config)?;
     if endpoint.remote {
         anyhow::bail!(
-            "this machine uses {} ({}): it is {verb} on its server. Drop --proxy-host \
-             (and CCS_PROXY_HOST), or set cliproxy_server.remote.enabled: false, to {verb} a \
-             local daemon",
-            endpoint.describe(),
-            "cliproxy_server.remote, --proxy-host or CCS_PROXY_HOST"
+            "this machine uses {} (cliproxy_server.remote, --proxy-host or CCS_PROXY_HOST), \
+             which only its server can {verb}. For a daemon of this machine's own, drop \
+             --proxy-host and CCS_PROXY_HOST, or set cliproxy_server.remote.enabled: false",
+            endpoint.describe()
         );
     }
     Ok((paths, config))
@@ -48,7 +47,7 @@ pub fn connect(endpoint: &Endpoint, paths: &Paths, config: &Config) -> Result<Cl
 }
 
 pub fn start() -> Result<()> {
-    let (paths, config) = setup_local("started")?;
+    let (paths, config) = setup_local("start")?;
     if let daemon::Running::Yes { pid } = daemon::running(&paths, &config) {
         println!(
             "the ccs daemon already runs at {} (pid {pid})",
@@ -68,7 +67,7 @@ pub fn start() -> Result<()> {
 }
 
 pub fn stop() -> Result<()> {
-    let (paths, config) = setup_local("stopped")?;
+    let (paths, config) = setup_local("stop")?;
     if daemon::stop_background(&paths, &config)? {
         println!("the ccs daemon stopped");
     } else {
@@ -78,7 +77,7 @@ pub fn stop() -> Result<()> {
 }
 
 pub fn restart() -> Result<()> {
-    let (paths, config) = setup_local("restarted")?;
+    let (paths, config) = setup_local("restart")?;
     daemon::stop_background(&paths, &config)?;
     let (url, _) = daemon::start_background(&paths, &config)?;
     println!("the ccs daemon runs again at {url}");

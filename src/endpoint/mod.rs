@@ -212,15 +212,18 @@ impl Endpoint {
     }
 
     /// `GET /healthz`: the daemon's pid and the round trip (a new connection, with its TLS
-    /// handshake), or why it cannot be reached, in words.
+    /// handshake), or why it cannot be reached, in words. A remote's certificate is checked
+    /// here, before anything is sent to it; this machine's own daemon is only asked whether it
+    /// is up (it may still serve a certificate renewed on disk since: its management calls pin).
     pub fn probe(&self) -> std::result::Result<Probe, String> {
+        let tls = match (&self.trust, self.remote) {
+            (None, _) => None,
+            (Some(_), true) => self.tls_config().map_err(|e| format!("{e:#}"))?,
+            (Some(_), false) => Some(crate::tls::liveness_config().map_err(|e| format!("{e:#}"))?),
+        };
         let started = Instant::now();
-        let body = get(
-            &format!("{}/healthz", self.url),
-            self.tls_config().map_err(|e| format!("{e:#}"))?,
-            None,
-        )
-        .map_err(|e| self.unreachable(&e))?;
+        let body =
+            get(&format!("{}/healthz", self.url), tls, None).map_err(|e| self.unreachable(&e))?;
         let rtt = started.elapsed();
         let v: serde_json::Value = serde_json::from_str(&body)
             .map_err(|_| format!("{} answers, but it is not a ccs daemon", self.url))?;
