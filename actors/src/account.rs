@@ -68,6 +68,9 @@ pub struct HealthChanged {
     pub account: AccountId,
     pub health: Health,
     pub quota: Quota,
+    /// The token the account would lease now (while `health` says it is usable): what a
+    /// request of a conversation bound here is sent with, without asking this actor.
+    pub lease: Option<Lease>,
 }
 
 /// Asks for the current access token; waits only while a refresh is in flight and the old
@@ -227,6 +230,9 @@ pub struct AccountActor {
     quota_saved_at: Option<crate::clock::Timestamp>,
     /// The 5-hour utilization the supervisor last heard.
     published_util: f64,
+    /// What the last publication said of the lease: (generation, leasable now); a change
+    /// publishes again, so the supervisor's copy never outlives the token it names.
+    published_lease: (u64, bool),
 }
 
 impl AccountActor {
@@ -251,6 +257,7 @@ impl AccountActor {
             refresh_calls: 0,
             quota_saved_at: None,
             published_util: 0.0,
+            published_lease: (0, false),
         }
     }
 
@@ -267,6 +274,9 @@ impl AccountActor {
                     next = Some(outcome);
                 }
             }
+        }
+        if self.lease_key() != self.published_lease {
+            self.publish();
         }
         self.wake_waiters();
     }
@@ -352,11 +362,23 @@ impl AccountActor {
 
     fn publish(&mut self) {
         self.published_util = self.quota.five_hour.utilization;
+        self.published_lease = self.lease_key();
         self.supervisor.do_send(HealthChanged {
             account: self.id.clone(),
             health: self.machine.health(),
             quota: self.quota.clone(),
+            lease: match self.lease_now() {
+                Some(Ok(lease)) => Some(lease),
+                _ => None,
+            },
         });
+    }
+
+    /// What decides whether a published lease still holds: the token's generation and whether
+    /// the machine grants it now (not dead, nothing unsaved, a token held).
+    fn lease_key(&self) -> (u64, bool) {
+        let grants = matches!(self.lease_now(), Some(Ok(_)));
+        (self.machine.generation, grants)
     }
 
     /// The machine's answer to a lease request now; `None`: wait for the next step.

@@ -612,3 +612,106 @@ async fn a_401_while_the_new_token_waits_for_the_store_replays_nothing() {
         Some("sk-ant-ort01-101".to_string())
     );
 }
+
+/// Waits (in real time, bounded) until the supervisor's view satisfies `cond`.
+async fn view_until(
+    sup: &SupervisorHandle,
+    what: &str,
+    cond: impl Fn(&ccs_actors::supervisor::SupervisorView) -> bool,
+) -> ccs_actors::supervisor::SupervisorView {
+    for _ in 0..400 {
+        let v = sup.view().await.unwrap();
+        if cond(&v) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[actix::test]
+async fn a_kept_conversation_is_placed_without_a_message_until_its_account_cannot_keep_it() {
+    let rig = rig(true);
+    let sup = SupervisorHandle::start(rig.deps.clone(), routing::Policy::default());
+    for (i, who) in ["a@x", "b@x"].into_iter().enumerate() {
+        sup.add(AddAccount {
+            id: AccountId::from(who),
+            initial: Initial::Token(token(i as u64, t(3_000))),
+            quota: Quota::default(),
+            paused: false,
+            pools: vec![],
+        })
+        .await
+        .unwrap();
+    }
+    view_until(&sup, "both accounts fresh", |v| {
+        v.accounts.iter().all(|a| a.health.phase == Phase::Fresh)
+    })
+    .await;
+
+    // A new conversation is the supervisor's decision.
+    let first = sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+    assert_eq!(first.decision, Decision::Bound(AccountId::from("a@x")));
+    assert_eq!(sup.view().await.unwrap().routed, 1);
+
+    // Its next requests are placed from the published state: same account, same token, no
+    // `Route`; the binding's last use still moves (a `Touch` sent without waiting).
+    rig.clock.set(t(100));
+    for _ in 0..20 {
+        let p = sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+        assert_eq!(p.decision, Decision::Kept(AccountId::from("a@x")));
+        assert_eq!(p.lease, first.lease);
+    }
+    let v = sup.view().await.unwrap();
+    assert_eq!(
+        v.routed, 1,
+        "no request of the kept conversation went to the supervisor"
+    );
+    assert_eq!(v.bindings["s1"].last_used, t(100));
+    // A retry after a failure (an account excluded) and another pool are the supervisor's.
+    let retry = sup
+        .place("claude", Some("s1"), None, vec![AccountId::from("a@x")])
+        .await
+        .unwrap();
+    assert_eq!(&*retry.account, "b@x");
+    assert_eq!(sup.view().await.unwrap().routed, 2);
+
+    // b now holds s1. Its token is refreshed: the kept conversation gets the new one.
+    // Inside the refresh lead, well within the binding's idle time.
+    rig.clock.set(t(3_000 - 60));
+    let refreshed = loop {
+        let p = sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+        if p.lease.generation > retry.lease.generation {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_ne!(refreshed.lease.access, retry.lease.access);
+    assert_eq!(&*refreshed.account, "b@x");
+
+    // b is limited: the hot path declines, and the supervisor moves the conversation.
+    refreshed
+        .addr
+        .send(Observe {
+            status: 429,
+            headers: rejected_5h(t(40_000)),
+        })
+        .await
+        .unwrap();
+    view_until(&sup, "b's limit published", |v| {
+        v.accounts
+            .iter()
+            .any(|a| &*a.id == "b@x" && a.quota.limited_until(t(3_000 - 60), None).is_some())
+    })
+    .await;
+    let before = sup.view().await.unwrap().routed;
+    let moved = sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+    assert_eq!(
+        moved.decision,
+        Decision::Moved {
+            from: AccountId::from("b@x"),
+            to: AccountId::from("a@x")
+        }
+    );
+    assert_eq!(sup.view().await.unwrap().routed, before + 1);
+}

@@ -1,12 +1,18 @@
 //! `SupervisorHandle`: the typed handle over the supervisor's address, and `place`, which
 //! routes a request and leases its token (asking tokenless accounts to retry their refresh
-//! before refusing). Must not: decide routing itself (the supervisor does).
+//! before refusing). A request of a conversation its account keeps is placed from what the
+//! supervisor publishes (`hot.rs`), without a message. Must not: decide routing itself (the
+//! supervisor's policy does, on either path).
 
 use actix::prelude::*;
 
+use std::sync::Arc;
+
+use super::hot::Hot;
+use super::route::Touch;
 use super::{AccountAddr, AddAccount, Route, SettleAll, Supervisor, SupervisorView, View};
 use crate::account::{AccountActor, Deps, GetLease, Lease, LeaseError};
-use crate::clock::Timestamp;
+use crate::clock::{SharedClock, Timestamp};
 use crate::routing::{self, AccountId, Decision};
 
 /// A request the router could place.
@@ -42,12 +48,21 @@ pub enum RouteError {
 #[derive(Clone)]
 pub struct SupervisorHandle {
     addr: Addr<Supervisor>,
+    hot: Arc<Hot>,
+    clock: SharedClock,
+    policy: routing::Policy,
 }
 
 impl SupervisorHandle {
     pub fn start(deps: Deps, policy: routing::Policy) -> Self {
+        let clock = deps.clock.clone();
+        let supervisor = Supervisor::new(deps, policy);
+        let hot = supervisor.hot.clone();
         SupervisorHandle {
-            addr: Supervisor::new(deps, policy).start(),
+            addr: supervisor.start(),
+            hot,
+            clock,
+            policy,
         }
     }
 
@@ -64,6 +79,17 @@ impl SupervisorHandle {
         family: Option<&str>,
         mut exclude: Vec<AccountId>,
     ) -> Result<Placement, RouteError> {
+        if let (Some(s), true) = (session, exclude.is_empty()) {
+            let now = self.clock.now();
+            if let Some(p) = self.hot.place(pool, s, family, now, &self.policy) {
+                self.addr.do_send(Touch {
+                    session: s.to_string(),
+                    account: p.account.clone(),
+                    at: now,
+                });
+                return Ok(p);
+            }
+        }
         let mut skipped = Vec::new();
         let mut demanded = false;
         loop {

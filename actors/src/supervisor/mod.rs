@@ -6,18 +6,20 @@
 //! session whose account can still serve it.
 
 mod handle;
+mod hot;
 mod route;
 mod view;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::account::{AccountActor, Deps, HealthChanged, Initial, StopAccount};
+use crate::account::{AccountActor, Deps, HealthChanged, Initial, Lease, StopAccount};
 use crate::clock::Timestamp;
 use crate::lifecycle::{Health, Phase};
 use crate::quota::Quota;
-use crate::routing::{self, AccountId, Affinity, Candidate};
+use crate::routing::{self, AccountId, Candidate};
 
 /// The pool every account joins unless told otherwise.
 pub const DEFAULT_POOL: &str = "claude";
@@ -76,12 +78,15 @@ impl HopReason {
     }
 }
 
+#[derive(Clone)]
 struct Member {
     addr: Addr<AccountActor>,
     health: Health,
     quota: Quota,
     /// Logged in and refreshed, but takes no traffic.
     paused: bool,
+    /// The token the account would lease, as it last published it.
+    lease: Option<Lease>,
 }
 
 impl Member {
@@ -97,12 +102,16 @@ pub struct Supervisor {
     accounts: HashMap<AccountId, Member>,
     /// Pool name → members in drain order.
     pools: BTreeMap<String, Vec<AccountId>>,
-    affinity: Affinity,
+    /// What requests read without a message: copies of the members and pools, written here
+    /// after each change, and the affinity table itself (this actor its only writer).
+    hot: Arc<hot::Hot>,
     events: VecDeque<HopEvent>,
     /// Accounts benched on a guess that were given one probe request in their current spell
     /// of being limited (specs/routing.md R10); cleared when the account is free again.
     probed: std::collections::HashSet<AccountId>,
     on_hop: Option<HopWatcher>,
+    /// `Route` messages handled (the hot path sends none).
+    routed: u64,
 }
 
 impl Supervisor {
@@ -114,10 +123,11 @@ impl Supervisor {
             policy,
             accounts: HashMap::new(),
             pools,
-            affinity: Affinity::default(),
+            hot: Arc::default(),
             events: VecDeque::new(),
             probed: Default::default(),
             on_hop: None,
+            routed: 0,
         }
     }
 
@@ -164,10 +174,27 @@ impl Supervisor {
         }
     }
 
+    /// Copies a member (or its absence) to the hot path.
+    fn publish_member(&self, id: &AccountId) {
+        let mut hot = hot::write(&self.hot.members);
+        match self.accounts.get(id) {
+            Some(m) => hot.insert(id.clone(), m.clone()),
+            None => hot.remove(id),
+        };
+    }
+
+    /// Copies the pools to the hot path.
+    fn publish_pools(&self) {
+        *hot::write(&self.hot.pools) = self.pools.clone();
+    }
+
     fn persist_binding(&self, session: &str) {
         let now = self.deps.clock.now();
-        if let Some(b) = self.affinity.get(session, now, self.policy.affinity_ttl) {
-            if let Err(e) = self.deps.store.save_binding(session, b) {
+        let bound = hot::read(&self.hot.affinity)
+            .get(session, now, self.policy.affinity_ttl)
+            .cloned();
+        if let Some(b) = bound {
+            if let Err(e) = self.deps.store.save_binding(session, &b) {
                 tracing::warn!(error = %e, "could not save a session binding");
             }
         }
@@ -185,10 +212,12 @@ impl Handler<HealthChanged> for Supervisor {
         if let Some(m) = self.accounts.get_mut(&msg.account) {
             m.health = msg.health;
             m.quota = msg.quota;
+            m.lease = msg.lease;
             let now = self.deps.clock.now();
             if m.quota.limited_until(now, None).is_none() {
                 self.probed.remove(&msg.account);
             }
+            self.publish_member(&msg.account);
         }
     }
 }
@@ -233,6 +262,7 @@ impl Handler<AddAccount> for Supervisor {
                 health,
                 quota: msg.quota,
                 paused: msg.paused,
+                lease: None,
             },
         );
         let mut pools = msg.pools;
@@ -243,6 +273,8 @@ impl Handler<AddAccount> for Supervisor {
                 order.push(msg.id.clone());
             }
         }
+        self.publish_member(&msg.id);
+        self.publish_pools();
     }
 }
 
@@ -297,7 +329,9 @@ impl Handler<RemoveAccount> for Supervisor {
         for order in self.pools.values_mut() {
             order.retain(|id| id != &msg.0);
         }
-        let gone = self.affinity.forget_account(&msg.0);
+        self.publish_member(&msg.0);
+        self.publish_pools();
+        let gone = hot::write(&self.hot.affinity).forget_account(&msg.0);
         if let Err(e) = self.deps.store.remove_bindings(&gone) {
             tracing::warn!(error = %e, "could not remove bindings of a removed account");
         }
@@ -320,6 +354,7 @@ impl Handler<SetPaused> for Supervisor {
         match self.accounts.get_mut(&msg.id) {
             Some(m) => {
                 m.paused = msg.paused;
+                self.publish_member(&msg.id);
                 true
             }
             None => false,
@@ -345,6 +380,7 @@ impl Handler<SetPool> for Supervisor {
             .filter(|id| self.accounts.contains_key(id))
             .collect();
         self.pools.insert(msg.name, members);
+        self.publish_pools();
     }
 }
 
@@ -357,7 +393,9 @@ impl Handler<DeletePool> for Supervisor {
     type Result = bool;
 
     fn handle(&mut self, msg: DeletePool, _ctx: &mut Context<Self>) -> bool {
-        msg.0 != DEFAULT_POOL && self.pools.remove(&msg.0).is_some()
+        let deleted = msg.0 != DEFAULT_POOL && self.pools.remove(&msg.0).is_some();
+        self.publish_pools();
+        deleted
     }
 }
 
@@ -373,7 +411,7 @@ impl Handler<RestoreBinding> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: RestoreBinding, _ctx: &mut Context<Self>) {
-        self.affinity.restore(msg.session, msg.binding);
+        hot::write(&self.hot.affinity).restore(msg.session, msg.binding);
     }
 }
 

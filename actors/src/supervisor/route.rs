@@ -4,7 +4,7 @@
 
 use actix::prelude::*;
 
-use super::{HopEvent, Supervisor, EVENTS_KEPT, TOUCH_PERSIST_EVERY};
+use super::{hot, HopEvent, Supervisor, EVENTS_KEPT, TOUCH_PERSIST_EVERY};
 use crate::account::AccountActor;
 use crate::lifecycle::Phase;
 use crate::routing::{self, AccountId, Decision};
@@ -36,13 +36,16 @@ impl Handler<Route> for Supervisor {
     type Result = MessageResult<Route>;
 
     fn handle(&mut self, msg: Route, _ctx: &mut Context<Self>) -> Self::Result {
+        self.routed += 1;
         let now = self.deps.clock.now();
         let family = msg.family.as_deref();
         let pool = self.candidates(&msg.pool, family, now);
         let session = msg.session.as_deref();
-        let bound = session
-            .and_then(|s| self.affinity.get(s, now, self.policy.affinity_ttl))
-            .map(|b| (b.account.clone(), b.last_used));
+        let bound = session.and_then(|s| {
+            hot::read(&self.hot.affinity)
+                .get(s, now, self.policy.affinity_ttl)
+                .map(|b| (b.account.clone(), b.last_used))
+        });
         let mut decision = routing::route(
             &pool,
             session,
@@ -70,14 +73,11 @@ impl Handler<Route> for Supervisor {
         if let Some(s) = session {
             match &decision {
                 Decision::Kept(a) => {
-                    self.affinity.bind(s, a.clone(), now);
                     let last = bound.map(|(_, t)| t).unwrap_or(now);
-                    if now.since(last) >= TOUCH_PERSIST_EVERY {
-                        self.persist_binding(s);
-                    }
+                    self.keep(s, a, last, now);
                 }
                 Decision::Bound(a) => {
-                    self.affinity.bind(s, a.clone(), now);
+                    hot::write(&self.hot.affinity).bind(s, a.clone(), now);
                     self.persist_binding(s);
                 }
                 Decision::Moved { from, to } => {
@@ -97,7 +97,7 @@ impl Handler<Route> for Supervisor {
                     while self.events.len() > EVENTS_KEPT {
                         self.events.pop_front();
                     }
-                    self.affinity.bind(s, to.clone(), now);
+                    hot::write(&self.hot.affinity).bind(s, to.clone(), now);
                     self.persist_binding(s);
                 }
                 Decision::Unbound(_) | Decision::AllLimited { .. } => {}
@@ -129,7 +129,48 @@ impl Handler<Route> for Supervisor {
     }
 }
 
+/// A request of `session` was placed on its bound `account` from the hot path at `at`: the
+/// binding's last use moves, as a `Kept` decision of `Route` would move it. Sent without
+/// waiting for an answer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Touch {
+    pub session: String,
+    pub account: AccountId,
+    pub at: crate::clock::Timestamp,
+}
+
+impl Handler<Touch> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Touch, _ctx: &mut Context<Self>) {
+        let last = hot::read(&self.hot.affinity)
+            .get(&msg.session, msg.at, self.policy.affinity_ttl)
+            .filter(|b| b.account == msg.account)
+            .map(|b| b.last_used);
+        // Moved or expired meanwhile: the newer decision stands.
+        if let Some(last) = last {
+            self.keep(&msg.session, &msg.account, last, msg.at);
+        }
+    }
+}
+
 impl Supervisor {
+    /// A session stays on `account`: its last use is now, written down at most every
+    /// `TOUCH_PERSIST_EVERY` while it is merely kept.
+    fn keep(
+        &mut self,
+        session: &str,
+        account: &AccountId,
+        last: crate::clock::Timestamp,
+        now: crate::clock::Timestamp,
+    ) {
+        hot::write(&self.hot.affinity).bind(session, account.clone(), now);
+        if now.since(last) >= TOUCH_PERSIST_EVERY {
+            self.persist_binding(session);
+        }
+    }
+
     /// Before a client is refused: an account limited only by a guess (a 429 that named no
     /// reset) that has not been probed in this spell gets the request (R10). Single
     /// flight: it is marked at once, so requests meanwhile are refused as before.
@@ -186,7 +227,7 @@ impl Handler<ExpireBindings> for Supervisor {
 
     fn handle(&mut self, _msg: ExpireBindings, _ctx: &mut Context<Self>) -> usize {
         let now = self.deps.clock.now();
-        let gone = self.affinity.expire(now, self.policy.affinity_ttl);
+        let gone = hot::write(&self.hot.affinity).expire(now, self.policy.affinity_ttl);
         if let Err(e) = self.deps.store.remove_bindings(&gone) {
             tracing::warn!(error = %e, "could not remove expired bindings");
         }

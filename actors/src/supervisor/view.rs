@@ -27,6 +27,9 @@ pub struct SupervisorView {
     pub pools: BTreeMap<String, Vec<AccountId>>,
     pub bindings: BTreeMap<String, routing::Binding>,
     pub events: Vec<HopEvent>,
+    /// `Route` messages handled since start: requests placed by the supervisor itself, not
+    /// from the hot path.
+    pub routed: u64,
 }
 
 #[derive(Message)]
@@ -51,12 +54,12 @@ impl Handler<View> for Supervisor {
         MessageResult(SupervisorView {
             accounts,
             pools: self.pools.clone(),
-            bindings: self
-                .affinity
+            bindings: super::hot::read(&self.hot.affinity)
                 .iter()
                 .map(|(k, b)| (k.clone(), b.clone()))
                 .collect(),
             events: self.events.iter().cloned().collect(),
+            routed: self.routed,
         })
     }
 }
