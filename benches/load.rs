@@ -3,7 +3,8 @@
 //! the same run. `cargo bench --bench load`; `LOAD_QUICK=1` for a short run.
 //!
 //! Prints one table: the direct figure, the proxied figure, and their ratio or the added
-//! milliseconds. Two cores are shared by the load generator, the daemon and the simulator, so
+//! milliseconds; under the small and streamed rows, the same through nginx as a plain
+//! keep-alive reverse proxy (`support/nginx.rs`), the floor of one HTTP hop on these cores. Two cores are shared by the load generator, the daemon and the simulator, so
 //! throughput figures are a floor for each, not a ceiling.
 
 mod support;
@@ -37,6 +38,11 @@ fn main() {
     let scale = |n: usize| if quick { (n / 10).max(50) } else { n };
     let tmp = tempfile::tempdir().unwrap();
     let (_sim, sim) = spawn_sim(tmp.path(), 50);
+    // The floor: the cheapest HTTP hop there is, in front of the same simulator.
+    let nginx = spawn_nginx(&tmp.path().join("nginx"), &sim);
+    if let Err(why) = &nginx {
+        eprintln!("no nginx floor rows: {why}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -65,6 +71,10 @@ fn main() {
             token: KEY.into(),
             beta: false,
         };
+        let floor = nginx.as_ref().ok().map(|(_, url)| Target {
+            url: url.clone(),
+            ..direct.clone()
+        });
         tokio::time::sleep(Duration::from_millis(300)).await;
         row(
             "daemon RSS idle, 1 account, MB",
@@ -94,6 +104,9 @@ fn main() {
 
         run(&c, &direct, 4, 400, body_small(), 0).await;
         run(&c, &proxied, 4, 400, body_small(), 0).await;
+        if let Some(f) = &floor {
+            run(&c, f, 4, 400, body_small(), 0).await;
+        }
         for conc in [1usize, 16, 64] {
             let total = scale(if conc == 1 { 2_000 } else { 8_000 });
             let d = run(&c, &direct, conc, total, body_small(), 0).await;
@@ -118,6 +131,33 @@ fn main() {
                 &p.latencies,
                 0.99,
             );
+            if let Some(f) = &floor {
+                let n = run(&c, f, conc, total, body_small(), 1_000).await;
+                row(
+                    &format!("  nginx floor, c={conc}: requests/s"),
+                    format!("{:.0}", d.rps()),
+                    format!("{:.0}", n.rps()),
+                    format!("{:.2}×", n.rps() / d.rps()),
+                );
+                added(
+                    &format!("  nginx floor, c={conc}: p50 ms"),
+                    &d.latencies,
+                    &n.latencies,
+                    0.5,
+                );
+                added(
+                    &format!("  nginx floor, c={conc}: p99 ms"),
+                    &d.latencies,
+                    &n.latencies,
+                    0.99,
+                );
+                row(
+                    &format!("  ccs's share of direct ÷ nginx's, c={conc}"),
+                    "-".into(),
+                    "-".into(),
+                    format!("{:.2}", p.rps() / n.rps()),
+                );
+            }
             if conc == 64 {
                 row(
                     "daemon RSS peak under load (c=64), 1 account, MB",
@@ -149,6 +189,21 @@ fn main() {
                 format!("{:.1}", p.chunks as f64 / total as f64),
                 "-".into(),
             );
+            if let Some(f) = &floor {
+                let n = run(&c, f, conc, total, body_claude_code(), 100).await;
+                added(
+                    &format!("  nginx floor, 80 KB SSE, c={conc}: first event p50 ms"),
+                    &d.first_event,
+                    &n.first_event,
+                    0.5,
+                );
+                added(
+                    &format!("  nginx floor, 80 KB SSE, c={conc}: total p50 ms"),
+                    &d.latencies,
+                    &n.latencies,
+                    0.5,
+                );
+            }
         }
         let base_rss = rss_kb(pid);
         let sampler = PeakRss::start(pid, Duration::from_millis(5));

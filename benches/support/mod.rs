@@ -10,9 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod drive;
+mod nginx;
 // Not every benchmark drives load (the memory soak has its own loop).
 #[allow(unused_imports)]
 pub use drive::*;
+#[allow(unused_imports)]
+pub use nginx::spawn_nginx;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
