@@ -202,7 +202,7 @@ impl Upstream for HttpUpstream<'_> {
         );
         let method = reqwest::Method::from_bytes(self.method.as_str().as_bytes())
             .unwrap_or(reqwest::Method::POST);
-        let mut rb = self.ctx.client.request(method, url);
+        let mut rb = upstream_client().request(method, url);
         let hop = connection_named(self.headers);
         for (k, v) in self.headers {
             if forwarded(k.as_str()) && !hop.iter().any(|h| h == k.as_str()) {
@@ -404,6 +404,20 @@ async fn probe() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain")
         .body("ccs proxy\n")
+}
+
+thread_local! {
+    /// This thread's client to the upstream. A connection's task runs on the thread that
+    /// opened it; one client shared by the HTTP workers let a worker relay an answer whose
+    /// connection lived on the other worker, and every frame of a stream then crossed threads
+    /// (a wake-up syscall each way). One client per worker keeps a request, its upstream
+    /// connection and its relay on one thread.
+    static UPSTREAM: reqwest::Client = crate::oauth::http_client();
+}
+
+/// The calling thread's upstream client (cheap: a reference-counted handle).
+fn upstream_client() -> reqwest::Client {
+    UPSTREAM.with(reqwest::Client::clone)
 }
 
 async fn healthz(ctx: web::Data<Ctx>) -> HttpResponse {
