@@ -460,14 +460,14 @@ fn rejected_5h(reset: Timestamp) -> Vec<(String, String)> {
     ]
 }
 
-#[actix::test]
-async fn supervisor_fills_first_moves_a_limited_session_and_reports_all_limited() {
-    let rig = rig(true);
+/// A supervisor with accounts a@x and b@x (pool order a, b), tokens until `expires_at`, once
+/// both have published their loaded health.
+async fn two_fresh_accounts(rig: &Rig, expires_at: Timestamp) -> SupervisorHandle {
     let sup = SupervisorHandle::start(rig.deps.clone(), routing::Policy::default());
     for (i, who) in ["a@x", "b@x"].into_iter().enumerate() {
         sup.add(AddAccount {
             id: AccountId::from(who),
-            initial: Initial::Token(token(i as u64, t(36_000))),
+            initial: Initial::Token(token(i as u64, expires_at)),
             quota: Quota::default(),
             paused: false,
             pools: vec![],
@@ -475,14 +475,17 @@ async fn supervisor_fills_first_moves_a_limited_session_and_reports_all_limited(
         .await
         .unwrap();
     }
-    // Wait for both actors to publish their loaded health.
-    for _ in 0..200 {
-        let v = sup.view().await.unwrap();
-        if v.accounts.iter().all(|a| a.health.phase == Phase::Fresh) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    view_until(&sup, "both accounts fresh", |v| {
+        v.accounts.iter().all(|a| a.health.phase == Phase::Fresh)
+    })
+    .await;
+    sup
+}
+
+#[actix::test]
+async fn supervisor_fills_first_moves_a_limited_session_and_reports_all_limited() {
+    let rig = rig(true);
+    let sup = two_fresh_accounts(&rig, t(36_000)).await;
 
     let p = sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
     assert_eq!(&*p.account, "a@x");
@@ -632,22 +635,7 @@ async fn view_until(
 #[actix::test]
 async fn a_kept_conversation_is_placed_without_a_message_until_its_account_cannot_keep_it() {
     let rig = rig(true);
-    let sup = SupervisorHandle::start(rig.deps.clone(), routing::Policy::default());
-    for (i, who) in ["a@x", "b@x"].into_iter().enumerate() {
-        sup.add(AddAccount {
-            id: AccountId::from(who),
-            initial: Initial::Token(token(i as u64, t(3_000))),
-            quota: Quota::default(),
-            paused: false,
-            pools: vec![],
-        })
-        .await
-        .unwrap();
-    }
-    view_until(&sup, "both accounts fresh", |v| {
-        v.accounts.iter().all(|a| a.health.phase == Phase::Fresh)
-    })
-    .await;
+    let sup = two_fresh_accounts(&rig, t(3_000)).await;
 
     // A new conversation is the supervisor's decision.
     let first = sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
