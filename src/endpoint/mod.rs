@@ -115,12 +115,20 @@ impl Endpoint {
             Err(_) => format!("{}://{host}:{port}", protocol.scheme()),
         };
         // How to trust the server is one setting: a flag for either replaces both of config's.
+        // A file named on the command line is where the person is; one in config.yaml is
+        // under CCS_HOME.
         let (fingerprint, ca) = if f.proxy_fingerprint.is_some() || f.proxy_ca_cert.is_some() {
-            (f.proxy_fingerprint.clone(), f.proxy_ca_cert.clone())
+            let here = std::env::current_dir().unwrap_or_default();
+            (
+                f.proxy_fingerprint.clone(),
+                f.proxy_ca_cert.as_ref().map(|p| here.join(p)),
+            )
         } else {
-            (r.fingerprint.clone(), r.ca_cert.clone())
+            (
+                r.fingerprint.clone(),
+                r.ca_cert.as_ref().map(|p| paths.home.join(p)),
+            )
         };
-        let ca = ca.map(|p| paths.home.join(p));
         let (trust, ca_file) = match (protocol, fingerprint, ca) {
             (Protocol::Http, _, _) => (None, None),
             (Protocol::Https, Some(fp), _) => {
@@ -383,7 +391,7 @@ mod tests {
         let ca = crate::tls::self_signed(&["h".into()]).unwrap();
         std::fs::write(paths.home.join("ca.pem"), &ca.cert_pem).unwrap();
         let f = ProxyFlags {
-            proxy_ca_cert: Some("ca.pem".into()),
+            proxy_ca_cert: Some(paths.home.join("ca.pem")),
             ..f
         };
         let e = Endpoint::from_parts(&paths, &c, &f).unwrap();
