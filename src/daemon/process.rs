@@ -19,9 +19,7 @@ pub fn healthz(url: &str) -> Option<u32> {
 }
 
 fn health(url: &str, tls: Option<rustls::ClientConfig>) -> Option<u32> {
-    let out = crate::endpoint::get(&format!("{url}/healthz"), tls, None).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
-    (v["status"] == "ok").then(|| v["pid"].as_u64().unwrap_or(0) as u32)
+    crate::endpoint::healthz(url, tls).ok().map(|p| p.pid)
 }
 
 /// The local daemon's pid when it answers `/healthz`. Over TLS any certificate will do: the

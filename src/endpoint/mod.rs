@@ -10,7 +10,7 @@ mod probe;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -18,7 +18,7 @@ use crate::client::Client;
 use crate::config::{Config, Paths, Protocol};
 use crate::tls::{Fingerprint, Seen, Trust};
 
-pub use probe::{get, Probe};
+pub use probe::{get, healthz, Probe};
 
 /// The `--proxy-*` flags (and their `CCS_PROXY_*` variables) of this run, set once by `main`.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -229,20 +229,7 @@ impl Endpoint {
             (Some(_), true) => self.tls_config().map_err(|e| format!("{e:#}"))?,
             (Some(_), false) => Some(crate::tls::liveness_config().map_err(|e| format!("{e:#}"))?),
         };
-        let started = Instant::now();
-        let body =
-            get(&format!("{}/healthz", self.url), tls, None).map_err(|e| self.unreachable(&e))?;
-        let rtt = started.elapsed();
-        let v: serde_json::Value = serde_json::from_str(&body)
-            .map_err(|_| format!("{} answers, but it is not a ccs daemon", self.url))?;
-        if v["status"] != "ok" {
-            return Err(format!("{} answers, but it is not a ccs daemon", self.url));
-        }
-        Ok(Probe {
-            pid: v["pid"].as_u64().unwrap_or(0) as u32,
-            version: v["version"].as_str().unwrap_or("").to_string(),
-            rtt,
-        })
+        probe::healthz(&self.url, tls).map_err(|e| self.unreachable(&e))
     }
 
     fn unreachable(&self, e: &std::io::Error) -> String {

@@ -14,6 +14,25 @@ pub struct Probe {
     pub rtt: Duration,
 }
 
+/// `GET {base}/healthz`: what a ccs daemon says of itself, with the round trip (a new
+/// connection, its TLS handshake included); an error when nothing, or something else, answers.
+pub fn healthz(base: &str, tls: Option<rustls::ClientConfig>) -> std::io::Result<Probe> {
+    let started = std::time::Instant::now();
+    let body = get(&format!("{base}/healthz"), tls, None)?;
+    let rtt = started.elapsed();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if v["status"] != "ok" {
+        return Err(std::io::Error::other(format!(
+            "{base} answers, but it is not a ccs daemon"
+        )));
+    }
+    Ok(Probe {
+        pid: v["pid"].as_u64().unwrap_or(0) as u32,
+        version: v["version"].as_str().unwrap_or("").to_string(),
+        rtt,
+    })
+}
+
 /// How long a connection may take; a daemon answers `/healthz` at once.
 const CONNECT: Duration = Duration::from_millis(1500);
 const READ: Duration = Duration::from_secs(3);
