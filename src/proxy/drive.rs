@@ -4,13 +4,15 @@
 //! refresh did not cure, or a connection lost or silent before headers. Every account left is recorded
 //! with a typed `Left` reason; a request ends in 429 only when all of them are about quota.
 //!
-//! The daemon drives it over HTTP (`forward.rs`); the failover simulation drives it over the
-//! simulator's model, so both run the same decisions. Must not: retry after handing an answer
+//! What to do after each send, and how a request no account served ends, is the pure policy of
+//! `failover.rs` (`specs/failover.toml`); this file does the sending, leasing and refreshing it
+//! asks for. The daemon drives it over HTTP (`forward.rs`); the failover simulation drives it
+//! over the simulator's model, so both run the same decisions. Must not: retry after handing an answer
 //! back, or try an account twice for one request.
 
 use std::future::Future;
 
-use ccs_actors::account::{CredentialRefused, LeaseError, Observe, Unauthorized};
+use ccs_actors::account::{CredentialRefused, Observe, Unauthorized};
 use ccs_actors::quota::Verdict;
 use ccs_actors::routing::{AccountId, Decision};
 use ccs_actors::supervisor::{Placement, RouteError, SupervisorHandle};
@@ -55,56 +57,8 @@ pub trait Upstream {
     ) -> impl Future<Output = Result<Answer<Self::Body>, SendError>>;
 }
 
-/// Why an account was left for the next one, before any byte reached the client. Each says
-/// which side failed; only `RateLimited` is about quota, so only it may end in a 429.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Left {
-    /// The upstream rejected a window (or backed the account off): quota.
-    RateLimited,
-    /// The connection failed before any header: transport.
-    Unreachable,
-    /// No header came within the bound (`upstream.header_timeout*`): transport.
-    TimedOut,
-    /// The upstream refused the credential; `after_refresh`: also a freshly refreshed one (the
-    /// account is broken, not expired), else the forced refresh itself failed.
-    Unauthorized { after_refresh: bool },
-    /// Routing chose the account but it could not lease a token (dead, or its refresh failed).
-    NoToken,
-    /// The upstream answered 403 (`permission_error`): this account may not serve it
-    /// (specs/routing.md R9).
-    Forbidden,
-}
-
-impl Left {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Left::RateLimited => "rate limited",
-            Left::Unreachable => "connection failed before headers",
-            Left::TimedOut => "no response headers in time",
-            Left::Unauthorized {
-                after_refresh: true,
-            } => "401 after a fresh token",
-            Left::Unauthorized {
-                after_refresh: false,
-            } => "401 and the refresh failed",
-            Left::NoToken => "no usable token",
-            Left::Forbidden => "403 forbidden",
-        }
-    }
-
-    /// Whether the account was left for lack of quota (the only reason a 429 may give).
-    pub fn is_quota(self) -> bool {
-        use ccs_actors::planted::{on, Bug};
-        self == Left::RateLimited
-            || (on(Bug::UnauthorizedIsQuota) && matches!(self, Left::Unauthorized { .. }))
-    }
-}
-
-impl From<LeaseError> for Left {
-    fn from(_: LeaseError) -> Self {
-        Left::NoToken
-    }
-}
+pub use super::failover::Left;
+use super::failover::{conclude, step, Attempt, Ending, Step};
 
 /// How a request ended.
 pub enum Driven<B> {
@@ -125,18 +79,19 @@ pub enum Driven<B> {
         members: usize,
     },
     /// No account could serve, and at least one failed for a reason that is not quota
-    /// (transport, a refused credential, no token): the client gets a 502, never a 429.
-    Failed { left: Vec<(AccountId, Left)> },
+    /// (transport, a refused credential, no token): the client gets `ending`'s status (502, or
+    /// 504 when every account went silent), never a 429.
+    Failed {
+        left: Vec<(AccountId, Left)>,
+        ending: Ending,
+    },
     /// The supervisor is gone (shutting down).
     Stopped,
 }
 
 enum Outcome<B> {
     Relay(Answer<B>),
-    Next(Left),
-    /// A 403: try the next account, but keep the answer to relay if no account serves and
-    /// every one of them refused the same way.
-    Forbidden(Answer<B>),
+    Leave(Left, Option<Answer<B>>),
 }
 
 /// Carries one request through the pool.
@@ -159,26 +114,25 @@ pub async fn drive<U: Upstream>(
                 members,
             }) => {
                 left.extend(skipped.into_iter().map(|(a, e)| (a, Left::from(e))));
-                // Every account refused the request itself: the upstream's own 403 says why.
-                if let Some((account, decision, answer)) = forbidden {
-                    if left.iter().all(|(_, why)| *why == Left::Forbidden) {
+                let reasons: Vec<Left> = left.iter().map(|(_, why)| *why).collect();
+                return match (conclude(&reasons, forbidden.is_some()), forbidden) {
+                    // Every account refused the request itself: the upstream's own 403 says why.
+                    (Ending::RelayForbidden, Some((account, decision, answer))) => {
                         let left = left.into_iter().filter(|(a, _)| *a != account).collect();
-                        return Driven::Relay {
+                        Driven::Relay {
                             account,
                             decision,
                             answer,
                             left,
-                        };
+                        }
                     }
-                }
-                if left.iter().all(|(_, why)| why.is_quota()) {
-                    return Driven::AllLimited {
+                    (Ending::AllLimited, _) => Driven::AllLimited {
                         earliest_reset,
                         left,
                         members,
-                    };
-                }
-                return Driven::Failed { left };
+                    },
+                    (ending, _) => Driven::Failed { left, ending },
+                };
             }
             Err(RouteError::Stopped) => return Driven::Stopped,
         };
@@ -197,95 +151,84 @@ pub async fn drive<U: Upstream>(
                     left,
                 }
             }
-            Outcome::Next(why) => {
+            Outcome::Leave(why, kept) => {
                 tracing::info!(account = %placement.account, why = why.as_str(), "trying the next account");
                 left.push((placement.account.clone(), why));
-                exclude.push(placement.account);
-            }
-            Outcome::Forbidden(answer) => {
-                tracing::info!(account = %placement.account, "403 forbidden: trying the next account");
-                left.push((placement.account.clone(), Left::Forbidden));
-                forbidden = Some((placement.account.clone(), placement.decision, answer));
+                if let Some(answer) = kept {
+                    forbidden = Some((placement.account.clone(), placement.decision, answer));
+                }
                 exclude.push(placement.account);
             }
         }
     }
 }
 
-/// One account's go at a request: at most two sends (the second after a forced refresh).
+/// One account's go at a request: at most two sends (the second after a forced refresh), each
+/// judged by the pure `step`.
 async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
     let mut lease = p.lease.clone();
     let mut refreshed = false;
     loop {
-        let mut answer = match up.send(&p.account, &lease.access).await {
-            Ok(a) => a,
+        let (tried, answer) = match up.send(&p.account, &lease.access).await {
+            Ok(mut answer) => {
+                // The headers are the quota machine's alone: hand them over rather than copy
+                // them.
+                let observe = Observe {
+                    status: answer.status,
+                    headers: std::mem::take(&mut answer.headers),
+                };
+                // Only a 429 waits for the quota machine's verdict; every other answer is
+                // relayed at once while the account folds its headers. A probe's answer is
+                // waited for too, so the next request sees whether it freed the account.
+                let verdict = if answer.status == 429 || p.probe {
+                    p.addr.send(observe).await.unwrap_or(Verdict::Ok)
+                } else {
+                    p.addr.do_send(observe);
+                    Verdict::Ok
+                };
+                let tried = Attempt::Answered {
+                    status: answer.status,
+                    verdict,
+                };
+                (tried, Some(answer))
+            }
             Err(e) => {
                 tracing::warn!(account = %p.account, error = %e, "no answer from upstream before any header");
-                return Outcome::Next(match e {
-                    SendError::Unreachable(_) => Left::Unreachable,
-                    SendError::TimedOut(_) => Left::TimedOut,
-                });
+                let tried = match e {
+                    SendError::Unreachable(_) => Attempt::Unreachable,
+                    SendError::TimedOut(_) => Attempt::TimedOut,
+                };
+                (tried, None)
             }
         };
-        // The headers are the quota machine's alone: hand them over rather than copy them.
-        let observe = Observe {
-            status: answer.status,
-            headers: std::mem::take(&mut answer.headers),
-        };
-        // Only a 429 waits for the quota machine's verdict; every other answer is relayed at
-        // once while the account folds its headers.
-        // A probe's answer is waited for too, so the next request sees whether it freed the
-        // account.
-        let verdict = if answer.status == 429 || p.probe {
-            p.addr.send(observe).await.unwrap_or(Verdict::Ok)
-        } else {
-            p.addr.do_send(observe);
-            Verdict::Ok
-        };
-        match answer.status {
-            401 if !refreshed => {
+        match (step(tried, refreshed), answer) {
+            (Step::Relay, Some(answer)) => return Outcome::Relay(answer),
+            (Step::Refresh, _) => {
                 refreshed = true;
-                match p
-                    .addr
-                    .send(Unauthorized {
-                        generation: lease.generation,
+                let generation = lease.generation;
+                match p.addr.send(Unauthorized { generation }).await {
+                    Ok(Ok(new)) => lease = new,
+                    _ => match step(Attempt::RefreshFailed, refreshed) {
+                        Step::Leave(why) => return Outcome::Leave(why, None),
+                        other => unreachable!("a failed refresh leads to {other:?}"),
+                    },
+                }
+            }
+            (Step::Leave(why), answer) => {
+                if why
+                    == (Left::Unauthorized {
+                        after_refresh: true,
                     })
-                    .await
                 {
-                    Ok(Ok(new)) => {
-                        lease = new;
-                        continue;
-                    }
-                    _ => {
-                        return Outcome::Next(Left::Unauthorized {
-                            after_refresh: false,
-                        })
-                    }
+                    // Bench the credential rather than rotate its grant on every request.
+                    p.addr.do_send(CredentialRefused {
+                        generation: lease.generation,
+                    });
                 }
+                let kept = answer.filter(|_| why == Left::Forbidden);
+                return Outcome::Leave(why, kept);
             }
-            401 => {
-                // Refused with a token fresh from the authority: the account is broken, not
-                // expired. Bench it rather than rotate its grant on every request.
-                p.addr.do_send(CredentialRefused {
-                    generation: lease.generation,
-                });
-                return Outcome::Next(Left::Unauthorized {
-                    after_refresh: true,
-                });
-            }
-            429 => match verdict {
-                Verdict::Limited { .. }
-                    if ccs_actors::planted::on(ccs_actors::planted::Bug::RelayRejectedWindow) =>
-                {
-                    return Outcome::Relay(answer)
-                }
-                Verdict::Limited { .. } | Verdict::BackedOff { .. } => {
-                    return Outcome::Next(Left::RateLimited)
-                }
-                Verdict::RetryRequest | Verdict::Ok => return Outcome::Relay(answer),
-            },
-            403 => return Outcome::Forbidden(answer),
-            _ => return Outcome::Relay(answer),
+            (Step::Relay, None) => unreachable!("only an answer is relayed"),
         }
     }
 }

@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use super::clients::OverLimit;
 use super::drive::{drive, Answer, Driven, Left, SendError, Upstream};
+use super::failover::Ending;
 use super::guard::ClientKey;
 use super::relay::{relay, Bounds, RequestLog};
 use super::{anthropic_error, body, Ctx};
@@ -349,7 +350,7 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
             members,
             ..
         } => all_limited(&ctx, &pool, members, earliest_reset),
-        Driven::Failed { left } => failed(&left),
+        Driven::Failed { left, ending } => failed(&left, ending),
         Driven::Stopped => anthropic_error(503, "api_error", "the daemon is shutting down"),
     };
     log.status = resp.status().as_u16();
@@ -382,9 +383,9 @@ fn over_own_limit(name: &str, over: OverLimit) -> HttpResponse {
     r
 }
 
-/// No account could serve, for reasons that are not all quota: 504 when every one was silent,
-/// else 502, naming each account and why.
-fn failed(left: &[(AccountId, Left)]) -> HttpResponse {
+/// No account could serve, for reasons that are not all quota: the policy's ending (504 when
+/// every one was silent, else 502), naming each account and why.
+fn failed(left: &[(AccountId, Left)], ending: Ending) -> HttpResponse {
     let tried: Vec<String> = left
         .iter()
         .map(|(a, why)| format!("{a} ({})", why.as_str()))
@@ -393,10 +394,9 @@ fn failed(left: &[(AccountId, Left)]) -> HttpResponse {
         "no account could serve the request: {}; no other account could take it",
         tried.join(", ")
     );
-    if !left.is_empty() && left.iter().all(|(_, why)| *why == Left::TimedOut) {
-        anthropic_error(504, "timeout_error", &message)
-    } else {
-        anthropic_error(502, "api_error", &message)
+    match ending {
+        Ending::TimedOut => anthropic_error(504, "timeout_error", &message),
+        _ => anthropic_error(ending.status(), "api_error", &message),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod body;
 pub mod clients;
 pub mod counter;
 pub mod drive;
+pub mod failover;
 pub mod forward;
 pub mod guard;
 pub mod manage;

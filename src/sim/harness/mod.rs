@@ -348,7 +348,7 @@ impl World {
                     self.report.pool_efficiency_note = None;
                 }
             }
-            Driven::Failed { left } => {
+            Driven::Failed { left, .. } => {
                 self.check_left(&left);
                 self.check_hops(session, None, &left, before.as_ref()).await;
                 let why = if left.iter().all(|(_, w)| *w == Left::Unreachable) {
