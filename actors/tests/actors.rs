@@ -703,3 +703,54 @@ async fn a_kept_conversation_is_placed_without_a_message_until_its_account_canno
     );
     assert_eq!(sup.view().await.unwrap().routed, before + 1);
 }
+
+#[actix::test]
+async fn a_lease_that_fails_leaves_no_binding_and_no_hop_behind() {
+    // a's token has lapsed and its refresh will find the grant gone; routing still picks a
+    // (a refresh is in flight) and the lease waits for it. The session must end up bound to b
+    // directly: no binding to a, no hop a → b for a move that never served a request.
+    let rig = rig(false);
+    rig.refresher
+        .script
+        .lock()
+        .unwrap()
+        .push(Err(Failure::Fatal));
+    let sup = SupervisorHandle::start(rig.deps.clone(), routing::Policy::default());
+    for (who, expires_at) in [("a@x", t(0)), ("b@x", t(36_000))] {
+        sup.add(AddAccount {
+            id: AccountId::from(who),
+            initial: Initial::Token(token(1, expires_at)),
+            quota: Quota::default(),
+            paused: false,
+            pools: vec![],
+        })
+        .await
+        .unwrap();
+    }
+    view_until(&sup, "a refreshing, b fresh", |v| {
+        v.accounts
+            .iter()
+            .any(|a| &*a.id == "a@x" && a.health.phase == Phase::Refreshing)
+            && v.accounts
+                .iter()
+                .any(|a| &*a.id == "b@x" && a.health.phase == Phase::Fresh)
+    })
+    .await;
+    let placing = {
+        let sup = sup.clone();
+        actix::spawn(async move { sup.place("claude", Some("s1"), None, vec![]).await })
+    };
+    // The lease on a is waiting: nothing may be bound yet.
+    view_until(&sup, "the route answered", |v| v.routed >= 1).await;
+    assert!(
+        !sup.view().await.unwrap().bindings.contains_key("s1"),
+        "s1 was bound before its account leased a token"
+    );
+    rig.refresher.gate.add_permits(1);
+    let placed = placing.await.expect("task").expect("b serves");
+    assert_eq!(placed.decision, Decision::Bound(AccountId::from("b@x")));
+    assert_eq!(placed.skipped.len(), 1, "a was tried and skipped");
+    let v = view_until(&sup, "s1 bound", |v| v.bindings.contains_key("s1")).await;
+    assert_eq!(&*v.bindings["s1"].account, "b@x");
+    assert!(v.events.is_empty(), "hop events: {:?}", v.events);
+}

@@ -1,6 +1,7 @@
 //! `SupervisorHandle`: the typed handle over the supervisor's address, and `place`, which
 //! routes a request and leases its token (asking tokenless accounts to retry their refresh
-//! before refusing). A request of a conversation its account keeps is placed from what the
+//! before refusing). Route and lease are one step: `Route` answers with the token when the
+//! account has one ready, else binds nothing until the account has leased one (`Bind`). A request of a conversation its account keeps is placed from what the
 //! supervisor publishes (`hot.rs`), without a message. Must not: decide routing itself (the
 //! supervisor's policy does, on either path).
 
@@ -9,7 +10,7 @@ use actix::prelude::*;
 use std::sync::Arc;
 
 use super::hot::Hot;
-use super::route::Touch;
+use super::route::{Bind, Touch};
 use super::{AccountAddr, AddAccount, Route, SettleAll, Supervisor, SupervisorView, View};
 use crate::account::{AccountActor, Deps, GetLease, Lease, LeaseError};
 use crate::clock::{SharedClock, Timestamp};
@@ -136,8 +137,20 @@ impl SupervisorHandle {
                     });
                 }
             };
-            match addr.send(GetLease).await {
+            let leased = match routed.lease {
+                Some(lease) => Ok(Ok(lease)),
+                None => addr.send(GetLease).await,
+            };
+            match leased {
                 Ok(Ok(lease)) => {
+                    if let (true, Some(s)) = (routed.deferred, session) {
+                        self.addr.do_send(Bind {
+                            session: s.to_string(),
+                            decision: routed.decision.clone(),
+                            exclude: exclude.clone(),
+                            family: family.map(str::to_string),
+                        });
+                    }
                     return Ok(Placement {
                         account,
                         lease,
@@ -145,7 +158,7 @@ impl SupervisorHandle {
                         addr,
                         skipped,
                         probe: routed.probe,
-                    })
+                    });
                 }
                 Ok(Err(e)) => {
                     skipped.push((account.clone(), e));

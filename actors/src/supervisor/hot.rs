@@ -14,7 +14,6 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{Member, Placement};
 use crate::clock::Timestamp;
-use crate::lifecycle::Phase;
 use crate::routing::{self, AccountId, Affinity, Candidate, Decision};
 
 /// Reads a lock whose writer may have panicked: the data is plain state, still whole.
@@ -67,11 +66,7 @@ impl Hot {
         if decision != Decision::Kept(bound.clone()) {
             return None;
         }
-        // A token mid-refresh may be replaced any moment: that account's own mailbox decides.
-        if m.health.phase == Phase::Refreshing || !m.health.usable(now) {
-            return None;
-        }
-        let lease = m.lease.clone()?;
+        let lease = m.ready_lease(now)?;
         Some(Placement {
             account: bound,
             lease,

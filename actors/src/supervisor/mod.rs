@@ -94,6 +94,15 @@ impl Member {
         let paused = self.paused && !crate::planted::on(crate::planted::Bug::IgnorePaused);
         !paused && (self.health.usable(now) || self.health.phase == Phase::Refreshing)
     }
+
+    /// The lease the account would hand out at `now`, as it last published it; `None` while a
+    /// refresh may replace it any moment, or when it has none: then its own mailbox decides.
+    fn ready_lease(&self, now: Timestamp) -> Option<Lease> {
+        if self.health.phase == Phase::Refreshing || !self.health.usable(now) {
+            return None;
+        }
+        self.lease.clone()
+    }
 }
 
 pub struct Supervisor {

@@ -5,7 +5,7 @@
 use actix::prelude::*;
 
 use super::{hot, HopEvent, Supervisor, EVENTS_KEPT, TOUCH_PERSIST_EVERY};
-use crate::account::AccountActor;
+use crate::account::{AccountActor, Lease};
 use crate::lifecycle::Phase;
 use crate::routing::{self, AccountId, Decision};
 
@@ -23,6 +23,12 @@ pub struct Route {
 pub struct Routed {
     pub decision: Decision,
     pub addr: Option<Addr<AccountActor>>,
+    /// The chosen account's token, when it has one it would lease now: route and lease in one
+    /// step. `None`: ask the account (`GetLease`), which may wait for a refresh.
+    pub lease: Option<Lease>,
+    /// The session's new binding (or move) waits for the lease: the caller sends `Bind` once
+    /// the account has leased, so a lease that fails leaves no binding and no hop behind.
+    pub deferred: bool,
     /// With `AllLimited`: the pool's accounts that were passed over for want of a usable token
     /// (not paused, not dead, not limited): the refusal is then not about quota.
     pub tokenless: Vec<(AccountId, Addr<AccountActor>)>,
@@ -44,21 +50,16 @@ impl Handler<Route> for Supervisor {
         let bound = session.and_then(|s| {
             hot::read(&self.hot.affinity)
                 .get(s, now, self.policy.affinity_ttl)
-                .map(|b| (b.account.clone(), b.last_used))
+                .map(|b| b.account.clone())
         });
-        let mut decision = routing::route(
-            &pool,
-            session,
-            bound.as_ref().map(|(a, _)| a),
-            &msg.exclude,
-            &self.policy,
-        );
+        let mut decision =
+            routing::route(&pool, session, bound.as_ref(), &msg.exclude, &self.policy);
         let mut probe = false;
         if matches!(decision, Decision::AllLimited { .. }) {
             if let Some(id) = self.probe(&pool, &msg.exclude, family, now) {
                 // The probe serves the session like any placement: bound there, and a hop
                 // recorded when it moves.
-                decision = match (session, bound.as_ref().map(|(a, _)| a)) {
+                decision = match (session, bound.as_ref()) {
                     (None, _) => Decision::Unbound(id),
                     (Some(_), Some(from)) if *from == id => Decision::Kept(id),
                     (Some(_), Some(from)) => Decision::Moved {
@@ -70,43 +71,14 @@ impl Handler<Route> for Supervisor {
                 probe = true;
             }
         }
-        if let Some(s) = session {
-            match &decision {
-                Decision::Kept(a) => {
-                    let last = bound.map(|(_, t)| t).unwrap_or(now);
-                    self.keep(s, a, last, now);
-                }
-                Decision::Bound(a) => {
-                    hot::write(&self.hot.affinity).bind(s, a.clone(), now);
-                    self.persist_binding(s);
-                }
-                Decision::Moved { from, to } => {
-                    let reason = self.hop_reason(from, &msg.exclude, family, now);
-                    tracing::info!(session = s, from = %from, to = %to, reason = reason.as_str(), "session moved");
-                    let hop = HopEvent {
-                        at: now,
-                        session: s.to_string(),
-                        from: from.clone(),
-                        to: to.clone(),
-                        reason,
-                    };
-                    if let Some(watch) = &self.on_hop {
-                        watch(&hop);
-                    }
-                    self.events.push_back(hop);
-                    while self.events.len() > EVENTS_KEPT {
-                        self.events.pop_front();
-                    }
-                    hot::write(&self.hot.affinity).bind(s, to.clone(), now);
-                    self.persist_binding(s);
-                }
-                Decision::Unbound(_) | Decision::AllLimited { .. } => {}
-            }
+        let chosen = decision.account().and_then(|a| self.accounts.get(a));
+        let addr = chosen.map(|m| m.addr.clone());
+        let lease = chosen.and_then(|m| m.ready_lease(now));
+        let rebinds = matches!(decision, Decision::Bound(_) | Decision::Moved { .. });
+        let deferred = session.is_some() && rebinds && lease.is_none();
+        if let (Some(s), false) = (session, deferred) {
+            self.apply(s, &decision, &msg.exclude, family, now);
         }
-        let addr = decision
-            .account()
-            .and_then(|a| self.accounts.get(a))
-            .map(|m| m.addr.clone());
         let tokenless = match decision {
             Decision::AllLimited { .. } => pool
                 .iter()
@@ -122,10 +94,50 @@ impl Handler<Route> for Supervisor {
         MessageResult(Routed {
             decision,
             addr,
+            lease,
+            deferred,
             tokenless,
             members: self.pools.get(&msg.pool).map_or(0, Vec::len),
             probe,
         })
+    }
+}
+
+/// The binding a `Route` deferred, now that its account has leased a token. Sent without
+/// waiting for an answer; applied only if nothing rebound the session meanwhile.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Bind {
+    pub session: String,
+    /// `Bound` or `Moved`, as `Route` decided it.
+    pub decision: Decision,
+    pub exclude: Vec<AccountId>,
+    pub family: Option<String>,
+}
+
+impl Handler<Bind> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Bind, _ctx: &mut Context<Self>) {
+        let now = self.deps.clock.now();
+        let current = hot::read(&self.hot.affinity)
+            .get(&msg.session, now, self.policy.affinity_ttl)
+            .map(|b| b.account.clone());
+        let decision = match (msg.decision, current) {
+            (Decision::Bound(a), None) => Decision::Bound(a),
+            (Decision::Moved { from, to }, Some(c)) if c == from => Decision::Moved { from, to },
+            // The old binding expired meanwhile: a new one, not a move.
+            (Decision::Moved { to, .. }, None) => Decision::Bound(to),
+            // Decided otherwise meanwhile: the newer binding stands.
+            _ => return,
+        };
+        self.apply(
+            &msg.session,
+            &decision,
+            &msg.exclude,
+            msg.family.as_deref(),
+            now,
+        );
     }
 }
 
@@ -156,6 +168,51 @@ impl Handler<Touch> for Supervisor {
 }
 
 impl Supervisor {
+    /// What `decision` means for `session`'s binding: kept (its last use moves), bound, or
+    /// moved (a hop event, with its reason judged now).
+    fn apply(
+        &mut self,
+        s: &str,
+        decision: &Decision,
+        exclude: &[AccountId],
+        family: Option<&str>,
+        now: crate::clock::Timestamp,
+    ) {
+        match decision {
+            Decision::Kept(a) => {
+                let last = hot::read(&self.hot.affinity)
+                    .get(s, now, self.policy.affinity_ttl)
+                    .map_or(now, |b| b.last_used);
+                self.keep(s, a, last, now);
+            }
+            Decision::Bound(a) => {
+                hot::write(&self.hot.affinity).bind(s, a.clone(), now);
+                self.persist_binding(s);
+            }
+            Decision::Moved { from, to } => {
+                let reason = self.hop_reason(from, exclude, family, now);
+                tracing::info!(session = s, from = %from, to = %to, reason = reason.as_str(), "session moved");
+                let hop = HopEvent {
+                    at: now,
+                    session: s.to_string(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    reason,
+                };
+                if let Some(watch) = &self.on_hop {
+                    watch(&hop);
+                }
+                self.events.push_back(hop);
+                while self.events.len() > EVENTS_KEPT {
+                    self.events.pop_front();
+                }
+                hot::write(&self.hot.affinity).bind(s, to.clone(), now);
+                self.persist_binding(s);
+            }
+            Decision::Unbound(_) | Decision::AllLimited { .. } => {}
+        }
+    }
+
     /// A session stays on `account`: its last use is now, written down at most every
     /// `TOUCH_PERSIST_EVERY` while it is merely kept.
     fn keep(
