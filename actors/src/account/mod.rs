@@ -6,7 +6,6 @@
 //! machine did not ask for.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -14,13 +13,18 @@ use tokio::sync::oneshot;
 use crate::clock::SharedClock;
 use crate::lifecycle::{self, Effect, Event, Failure, Health, LeaseAnswer, Phase, Policy};
 use crate::ports::{Persisting, Refresher, Store};
-use crate::quota::{Headers, Quota, Verdict};
+use crate::quota::Quota;
 use crate::routing::AccountId;
 use crate::token::{Secret, Token};
 
-/// Utilization alone moves on every response; it is written down at most this often (limits,
-/// resets and backoffs are written at once).
-const QUOTA_SAVE_EVERY: Duration = Duration::from_secs(60);
+mod control;
+mod quota;
+
+pub use control::{
+    AccountState, CredentialRefused, Demand, GetState, LoggedIn, LoggedOut, Settle, StopAccount,
+    Tick,
+};
+pub use quota::{Observe, ObserveUsage};
 
 /// The outside world of an account actor.
 #[derive(Clone)]
@@ -85,128 +89,6 @@ pub struct GetLease;
 #[rtype(result = "Result<Lease, LeaseError>")]
 pub struct Unauthorized {
     pub generation: u64,
-}
-
-/// The Messages API refused the credential of `generation` even right after a refresh: the
-/// account is broken, not expired. Benches it with a backoff instead of refreshing again.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct CredentialRefused {
-    pub generation: u64,
-}
-
-impl Handler<CredentialRefused> for AccountActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: CredentialRefused, ctx: &mut Context<Self>) {
-        tracing::warn!(account = %self.id, "the API refuses this account's credential even after a refresh: benched");
-        self.apply(
-            Event::CredentialRefused {
-                generation: msg.generation,
-            },
-            ctx,
-        );
-    }
-}
-
-/// A request wants this account and it has no usable token: the machine may bring its pending
-/// refresh retry forward. Answers whether a refresh is on its way now.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct Demand;
-
-impl Handler<Demand> for AccountActor {
-    type Result = bool;
-
-    fn handle(&mut self, _msg: Demand, ctx: &mut Context<Self>) -> bool {
-        self.apply(Event::Demand, ctx);
-        self.machine.phase == Phase::Refreshing
-    }
-}
-
-/// A Messages API response to fold into the quota machine.
-#[derive(Message)]
-#[rtype(result = "Verdict")]
-pub struct Observe {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-}
-
-/// A usage-endpoint body to fold into the quota machine.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ObserveUsage(pub crate::quota::UsageBody);
-
-/// Periodic check, and what a simulation sends after a clock jump.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Tick;
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct LoggedIn(pub Token);
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct LoggedOut;
-
-/// Stops the actor (its account was replaced or removed; simulations use it as a crash).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopAccount;
-
-impl Handler<StopAccount> for AccountActor {
-    type Result = ();
-
-    fn handle(&mut self, _msg: StopAccount, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
-
-/// Answers once the account has nothing outstanding: no refresh call out and no new token
-/// waiting to be written. A stopping daemon waits for this (bounded), because a refresh
-/// answered but not written is a grant lost.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Settle;
-
-impl Handler<Settle> for AccountActor {
-    type Result = ResponseFuture<()>;
-
-    fn handle(&mut self, _msg: Settle, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.settled() {
-            return Box::pin(async {});
-        }
-        let (tx, rx) = oneshot::channel();
-        self.settle_waiters.push(tx);
-        Box::pin(async move {
-            let _ = rx.await;
-        })
-    }
-}
-
-/// The account's state, for status views and tests.
-#[derive(Message)]
-#[rtype(result = "AccountState")]
-pub struct GetState;
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct AccountState {
-    pub machine: lifecycle::State,
-    pub quota: Quota,
-    pub generation: u64,
-    pub refresh_calls: u64,
-}
-
-struct OwnedHeaders(Vec<(String, String)>);
-
-impl Headers for OwnedHeaders {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 pub struct AccountActor {
@@ -505,87 +387,3 @@ impl Handler<Unauthorized> for AccountActor {
     }
 }
 
-impl Handler<Observe> for AccountActor {
-    type Result = MessageResult<Observe>;
-
-    fn handle(&mut self, msg: Observe, ctx: &mut Context<Self>) -> Self::Result {
-        if (200..300).contains(&msg.status) && self.machine.strikes > 0 {
-            // Served with its credential: the refusal is over.
-            self.apply(Event::Served, ctx);
-        }
-        let before = self.quota.limits();
-        let now = self.deps.clock.now();
-        let verdict = self
-            .quota
-            .observe(msg.status, &OwnedHeaders(msg.headers), now);
-        let limits_changed = self.quota.limits() != before;
-        let stale = self
-            .quota_saved_at
-            .is_none_or(|t| now.since(t) >= QUOTA_SAVE_EVERY);
-        if limits_changed || stale {
-            let durable =
-                limits_changed && !crate::planted::on(crate::planted::Bug::BenchNotDurable);
-            if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota, durable) {
-                tracing::warn!(account = %self.id, error = %e, "could not save quota state");
-            }
-            self.quota_saved_at = Some(now);
-        }
-        // Routing needs limits at once; utilization only for the soft threshold, so a move of
-        // under one point is not worth a message.
-        let moved = (self.quota.five_hour.utilization - self.published_util).abs() >= 0.01;
-        if limits_changed || moved {
-            self.publish();
-        }
-        MessageResult(verdict)
-    }
-}
-
-impl Handler<ObserveUsage> for AccountActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: ObserveUsage, _ctx: &mut Context<Self>) {
-        let now = self.deps.clock.now();
-        self.quota.observe_usage(&msg.0, now);
-        if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota, true) {
-            tracing::warn!(account = %self.id, error = %e, "could not save quota state");
-        }
-        self.publish();
-    }
-}
-
-impl Handler<Tick> for AccountActor {
-    type Result = ();
-
-    fn handle(&mut self, _msg: Tick, ctx: &mut Context<Self>) {
-        self.apply(Event::Tick, ctx);
-    }
-}
-
-impl Handler<LoggedIn> for AccountActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: LoggedIn, ctx: &mut Context<Self>) {
-        self.apply(Event::LoggedIn(msg.0), ctx);
-    }
-}
-
-impl Handler<LoggedOut> for AccountActor {
-    type Result = ();
-
-    fn handle(&mut self, _msg: LoggedOut, ctx: &mut Context<Self>) {
-        self.apply(Event::LoggedOut, ctx);
-    }
-}
-
-impl Handler<GetState> for AccountActor {
-    type Result = MessageResult<GetState>;
-
-    fn handle(&mut self, _msg: GetState, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(AccountState {
-            machine: self.machine.clone(),
-            quota: self.quota.clone(),
-            generation: self.machine.generation,
-            refresh_calls: self.refresh_calls,
-        })
-    }
-}

@@ -1,0 +1,92 @@
+//! What the account learns from the Messages API's answers: `Observe` (status and rate-limit
+//! headers) and `ObserveUsage` (a usage body), folded into the quota machine, published to the
+//! supervisor when a limit or the utilization moves, and written down: limits durably, and the
+//! verdict answered only once they are; utilization batched, at most every
+//! `QUOTA_SAVE_EVERY`. The writes go through the store's own writer (`Store::persist_quota`),
+//! never blocking this actor's thread.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::AccountActor;
+use crate::lifecycle::Event;
+use crate::ports::Persisting;
+use crate::quota::{Headers, Verdict};
+
+/// Utilization alone moves on every response; it is written down at most this often (limits,
+/// resets and backoffs are written at once).
+const QUOTA_SAVE_EVERY: Duration = Duration::from_secs(60);
+
+/// A Messages API response to fold into the quota machine.
+#[derive(Message)]
+#[rtype(result = "Verdict")]
+pub struct Observe {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A usage-endpoint body to fold into the quota machine.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ObserveUsage(pub crate::quota::UsageBody);
+
+struct OwnedHeaders(Vec<(String, String)>);
+
+impl Headers for OwnedHeaders {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Handler<Observe> for AccountActor {
+    type Result = MessageResult<Observe>;
+
+    fn handle(&mut self, msg: Observe, ctx: &mut Context<Self>) -> Self::Result {
+        if (200..300).contains(&msg.status) && self.machine.strikes > 0 {
+            // Served with its credential: the refusal is over.
+            self.apply(Event::Served, ctx);
+        }
+        let before = self.quota.limits();
+        let now = self.deps.clock.now();
+        let verdict = self
+            .quota
+            .observe(msg.status, &OwnedHeaders(msg.headers), now);
+        let limits_changed = self.quota.limits() != before;
+        let stale = self
+            .quota_saved_at
+            .is_none_or(|t| now.since(t) >= QUOTA_SAVE_EVERY);
+        if limits_changed || stale {
+            let durable =
+                limits_changed && !crate::planted::on(crate::planted::Bug::BenchNotDurable);
+            if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota, durable) {
+                tracing::warn!(account = %self.id, error = %e, "could not save quota state");
+            }
+            self.quota_saved_at = Some(now);
+        }
+        // Routing needs limits at once; utilization only for the soft threshold, so a move of
+        // under one point is not worth a message.
+        let moved = (self.quota.five_hour.utilization - self.published_util).abs() >= 0.01;
+        if limits_changed || moved {
+            self.publish();
+        }
+        MessageResult(verdict)
+    }
+}
+
+impl Handler<ObserveUsage> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ObserveUsage, _ctx: &mut Context<Self>) {
+        let now = self.deps.clock.now();
+        self.quota.observe_usage(&msg.0, now);
+        if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota, true) {
+            tracing::warn!(account = %self.id, error = %e, "could not save quota state");
+        }
+        self.publish();
+    }
+}
+
