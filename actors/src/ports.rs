@@ -68,9 +68,19 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Writes down, durably, that the account's grant is gone.
     fn save_dead(&self, account: &str) -> Result<(), StoreError>;
+    /// The actor's way to write the dead flag: without blocking its thread when the store can
+    /// help it (after every token write asked for before it). Default: in place.
+    fn persist_dead(&self, account: &str) -> Persisting {
+        Persisting::Done(self.save_dead(account))
+    }
     /// Writes the quota state; `durable` when its limits (a bench, a reset, a backoff) changed,
     /// batched when only utilization moved.
     fn save_quota(&self, account: &str, quota: &Quota, durable: bool) -> Result<(), StoreError>;
+    /// The actor's way to write the quota state: without blocking its thread when the store
+    /// can help it; a durable write answers once it is on disk. Default: in place.
+    fn persist_quota(&self, account: &str, quota: &Quota, durable: bool) -> Persisting {
+        Persisting::Done(self.save_quota(account, quota, durable))
+    }
     /// Batched: a binding lost in a crash only makes its session new again.
     fn save_binding(&self, session: &str, binding: &Binding) -> Result<(), StoreError>;
     /// Batched.

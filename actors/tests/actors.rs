@@ -13,7 +13,7 @@ use ccs_actors::account::{
     Observe, Unauthorized,
 };
 use ccs_actors::lifecycle::{Failure, Phase, Policy};
-use ccs_actors::ports::{BoxFuture, Refresher, Store, StoreError};
+use ccs_actors::ports::{BoxFuture, Persisting, Refresher, Store, StoreError};
 use ccs_actors::quota::Quota;
 use ccs_actors::routing::{self, AccountId, Binding, Decision};
 use ccs_actors::supervisor::{AddAccount, HopReason, RouteError, SupervisorHandle};
@@ -89,12 +89,30 @@ impl Refresher for ScriptedRefresher {
     }
 }
 
-#[derive(Default)]
 struct MemStore {
     tokens: Mutex<HashMap<String, Token>>,
     dead: Mutex<Vec<String>>,
     refuse_tokens: AtomicBool,
     bindings: Mutex<HashMap<String, Binding>>,
+    /// Durable quota writes wait for a permit (open by default), as a slow disk would.
+    quota_gate: Arc<Semaphore>,
+    /// Durable quota writes that went through `persist_quota`, and those made in place.
+    quota_later: Arc<AtomicU64>,
+    quota_in_place: AtomicU64,
+}
+
+impl Default for MemStore {
+    fn default() -> Self {
+        MemStore {
+            tokens: Mutex::default(),
+            dead: Mutex::default(),
+            refuse_tokens: AtomicBool::new(false),
+            bindings: Mutex::default(),
+            quota_gate: Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)),
+            quota_later: Arc::default(),
+            quota_in_place: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Store for MemStore {
@@ -115,8 +133,23 @@ impl Store for MemStore {
         self.dead.lock().unwrap().push(account.to_string());
         Ok(())
     }
-    fn save_quota(&self, _account: &str, _quota: &Quota, _durable: bool) -> Result<(), StoreError> {
+    fn save_quota(&self, _account: &str, _quota: &Quota, durable: bool) -> Result<(), StoreError> {
+        if durable {
+            self.quota_in_place.fetch_add(1, Ordering::SeqCst);
+        }
         Ok(())
+    }
+    fn persist_quota(&self, _account: &str, _quota: &Quota, durable: bool) -> Persisting {
+        if !durable {
+            return Persisting::Done(Ok(()));
+        }
+        let gate = self.quota_gate.clone();
+        let done = self.quota_later.clone();
+        Persisting::Pending(Box::pin(async move {
+            let _permit = gate.acquire().await.expect("gate open");
+            done.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }))
     }
     fn save_binding(&self, session: &str, binding: &Binding) -> Result<(), StoreError> {
         self.bindings
@@ -753,4 +786,47 @@ async fn a_lease_that_fails_leaves_no_binding_and_no_hop_behind() {
     let v = view_until(&sup, "s1 bound", |v| v.bindings.contains_key("s1")).await;
     assert_eq!(&*v.bindings["s1"].account, "b@x");
     assert!(v.events.is_empty(), "hop events: {:?}", v.events);
+}
+
+#[actix::test]
+async fn a_bench_is_written_off_the_actors_thread_and_durable_before_its_verdict() {
+    // The disk is slow: the durable write of a bench waits. The account must go on answering
+    // (a lease, its state) meanwhile, and the 429's verdict must wait for the write.
+    let rig = rig(true);
+    let addr = rig.start_account(Initial::Token(token(1, t(36_000))));
+    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+    let gate = rig.store.quota_gate.clone();
+    gate.forget_permits(Semaphore::MAX_PERMITS);
+
+    let verdict = addr.send(Observe {
+        status: 429,
+        headers: rejected_5h(t(1800)),
+    });
+    let verdict = actix::spawn(verdict);
+    // Answered while the write waits: the actor's thread is not held by the store.
+    let lease = addr.send(GetLease).await.expect("mailbox");
+    assert!(lease.is_ok(), "{lease:?}");
+    let s = state(&addr).await;
+    assert!(
+        s.quota.limited_until(t(1), None).is_some(),
+        "the bench is in force at once"
+    );
+    assert_eq!(
+        rig.store.quota_in_place.load(Ordering::SeqCst),
+        0,
+        "a durable quota write was made in place, on the actor's thread"
+    );
+    assert!(
+        !verdict.is_finished(),
+        "the verdict came before the bench was durable"
+    );
+    assert_eq!(rig.store.quota_later.load(Ordering::SeqCst), 0);
+
+    gate.add_permits(1);
+    let verdict = verdict.await.expect("task").expect("mailbox");
+    assert!(
+        matches!(verdict, ccs_actors::quota::Verdict::Limited { .. }),
+        "{verdict:?}"
+    );
+    assert_eq!(rig.store.quota_later.load(Ordering::SeqCst), 1);
 }

@@ -63,10 +63,10 @@ pub struct SledStore {
     /// Hour → tokens per account and model (`usage.rs`).
     usage: sled::Tree,
     db: sled::Db,
-    /// How long the token writer's flushes take, for `/metrics`.
+    /// How long the store writer's flushes take, for `/metrics`.
     pub flush_seconds: prometheus_client::metrics::histogram::Histogram,
     /// Serialises mirror rewrites, so two writers never interleave their temp files (shared
-    /// with the token writer's thread).
+    /// with the store writer's thread).
     mirror_lock: Arc<Mutex<()>>,
     /// What opening passed over or recovered (also logged), for status and tests.
     notes: Mutex<Vec<String>>,
@@ -163,6 +163,8 @@ impl SledStore {
             tokens: tree("tokens")?,
             accounts: tree("accounts")?,
             intents: tree("intents")?,
+            quota: tree("quota")?,
+            affinity: tree("affinity")?,
             auth_dir: paths.auth_dir(),
             mirror_lock: mirror_lock.clone(),
             flush_seconds: flush_seconds.clone(),
@@ -354,6 +356,9 @@ impl SledStore {
         let Some(account) = self.account(id)? else {
             return Ok(false);
         };
+        // Every write the actors queued lands first, so none of it can bring back a token,
+        // quota or binding of the account after it is gone.
+        self.writer.barrier()?;
         self.accounts.remove(id.as_bytes()).map_err(db_err)?;
         self.tokens.remove(id.as_bytes()).map_err(db_err)?;
         self.quota.remove(id.as_bytes()).map_err(db_err)?;

@@ -1,5 +1,7 @@
 //! The actors' `Store` port over sled: which writes are flushed before they return (tokens,
 //! refresh intents, dead flags, quota limits) and which are batched (utilization, bindings).
+//! Every one goes through the store writer's thread (`writer.rs`), in order; the actors use
+//! the `persist_*` forms, which never block their thread.
 
 use super::*;
 
@@ -33,28 +35,30 @@ impl ports::Store for SledStore {
         self.writer.dead_blocking(account)
     }
 
+    fn persist_dead(&self, account: &str) -> ports::Persisting {
+        ports::Persisting::Pending(self.writer.dead_later(account))
+    }
+
     fn save_quota(&self, account: &str, quota: &Quota, durable: bool) -> Result<(), StoreError> {
-        self.quota
-            .insert(account.as_bytes(), encode(&QuotaRecord::from(quota)))
-            .map_err(db_err)?;
+        self.writer
+            .quota_blocking(account, QuotaRecord::from(quota), durable)
+    }
+
+    fn persist_quota(&self, account: &str, quota: &Quota, durable: bool) -> ports::Persisting {
+        let rec = QuotaRecord::from(quota);
         if durable {
-            self.db.flush().map_err(db_err)?;
+            ports::Persisting::Pending(self.writer.quota_later(account, rec))
+        } else {
+            ports::Persisting::Done(self.writer.quota_batched(account, rec))
         }
-        Ok(())
     }
 
     fn save_binding(&self, session: &str, binding: &Binding) -> Result<(), StoreError> {
-        self.affinity
-            .insert(session.as_bytes(), encode(&BindingRecord::from(binding)))
-            .map_err(db_err)?;
-        Ok(())
+        self.writer.binding(session, BindingRecord::from(binding))
     }
 
     fn remove_bindings(&self, sessions: &[String]) -> Result<(), StoreError> {
-        for s in sessions {
-            self.affinity.remove(s.as_bytes()).map_err(db_err)?;
-        }
-        Ok(())
+        self.writer.unbind(sessions)
     }
 }
 

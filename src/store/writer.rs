@@ -1,11 +1,15 @@
-//! The token writer: one thread that is the only path for token and dead-flag writes, so they
-//! reach disk in the order they were asked for (a logout can never be overtaken by an older
-//! token), off the actors' thread, and group-committed: whatever is queued when the thread
-//! wakes goes into one sled flush, every caller is answered, and only then are the mirror
-//! files written (the mirror is a convenience for other tools, not the durable copy).
+//! The store writer: one thread that is the only path for the actors' writes (tokens, refresh
+//! intents, dead flags, quota, session bindings), so they reach disk in the order they were
+//! asked for (a logout can never be overtaken by an older token) and never on an actor's
+//! thread or an HTTP worker. Group-committed: whatever is queued when the thread wakes is
+//! written, and if any of it must be durable (a token, an intent, a dead flag, a quota limit,
+//! a barrier) one sled flush covers the lot; every caller is answered, and only then are the
+//! mirror files written (the mirror is a convenience for other tools, not the durable copy).
+//! Batched writes (utilization, bindings) reach disk with the next flush: the next durable
+//! write's, or sled's own, every 500 ms.
 //!
-//! Must not: answer a write before the flush that makes it durable, or keep the database
-//! open after the store is dropped (dropping joins the thread).
+//! Must not: answer a durable write before the flush that makes it durable, or keep the
+//! database open after the store is dropped (dropping joins the thread).
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -14,7 +18,7 @@ use std::thread::JoinHandle;
 
 use ccs_actors::ports::{BoxFuture, StoreError};
 
-use super::records::{decode, encode, AccountRecord, TokenRecord};
+use super::records::{decode, encode, AccountRecord, BindingRecord, QuotaRecord, TokenRecord};
 use super::{db_err, mirror};
 use crate::fsutil;
 
@@ -53,8 +57,33 @@ enum Job {
         fingerprint: String,
         reply: Reply,
     },
+    /// Quota state; flushed before the reply when `durable`. No reply: nobody waits.
+    Quota {
+        account: String,
+        rec: QuotaRecord,
+        durable: bool,
+        reply: Option<Reply>,
+    },
+    /// A session binding (batched; nobody waits).
+    Binding {
+        session: String,
+        rec: BindingRecord,
+    },
+    /// Bindings to forget (batched; nobody waits).
+    Unbind(Vec<String>),
     /// Answered once every job queued before it is durable and its mirror file written.
     Barrier(Reply),
+}
+
+impl Job {
+    /// Whether the job's batch must be flushed before its replies go out.
+    fn durable(&self) -> bool {
+        match self {
+            Job::Token { .. } | Job::Dead { .. } | Job::Intent { .. } | Job::Barrier(_) => true,
+            Job::Quota { durable, .. } => *durable,
+            Job::Binding { .. } | Job::Unbind(_) => false,
+        }
+    }
 }
 
 /// What the writer thread writes to.
@@ -63,6 +92,8 @@ pub(super) struct Disk {
     pub tokens: sled::Tree,
     pub accounts: sled::Tree,
     pub intents: sled::Tree,
+    pub quota: sled::Tree,
+    pub affinity: sled::Tree,
     pub auth_dir: PathBuf,
     pub mirror_lock: Arc<Mutex<()>>,
     /// How long each group commit's flush took (the `/metrics` store write latency).
@@ -78,7 +109,7 @@ impl Writer {
     pub fn start(disk: Disk) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
-            .name("ccs-token-writer".into())
+            .name("ccs-store-writer".into())
             .spawn(move || run(disk, rx))?;
         Ok(Writer {
             tx: Some(tx),
@@ -169,10 +200,71 @@ impl Writer {
         let account = account.to_string();
         self.blocking(|reply| Job::Dead { account, reply })
     }
+
+    /// Marks the account dead, after every token write queued before; the future answers once
+    /// it is durable.
+    pub fn dead_later(&self, account: &str) -> BoxFuture<Result<(), StoreError>> {
+        let account = account.to_string();
+        self.later(|reply| Job::Dead { account, reply })
+    }
+
+    /// Writes quota state and waits (for the flush too when `durable`).
+    pub fn quota_blocking(
+        &self,
+        account: &str,
+        rec: QuotaRecord,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let account = account.to_string();
+        self.blocking(|reply| Job::Quota {
+            account,
+            rec,
+            durable,
+            reply: Some(reply),
+        })
+    }
+
+    /// Writes durable quota state; the future answers once it is on disk.
+    pub fn quota_later(
+        &self,
+        account: &str,
+        rec: QuotaRecord,
+    ) -> BoxFuture<Result<(), StoreError>> {
+        let account = account.to_string();
+        self.later(|reply| Job::Quota {
+            account,
+            rec,
+            durable: true,
+            reply: Some(reply),
+        })
+    }
+
+    /// Queues a batched quota write; nobody waits for it.
+    pub fn quota_batched(&self, account: &str, rec: QuotaRecord) -> Result<(), StoreError> {
+        self.send(Job::Quota {
+            account: account.to_string(),
+            rec,
+            durable: false,
+            reply: None,
+        })
+    }
+
+    /// Queues a binding; nobody waits for it.
+    pub fn binding(&self, session: &str, rec: BindingRecord) -> Result<(), StoreError> {
+        self.send(Job::Binding {
+            session: session.to_string(),
+            rec,
+        })
+    }
+
+    /// Queues the removal of bindings; nobody waits for it.
+    pub fn unbind(&self, sessions: &[String]) -> Result<(), StoreError> {
+        self.send(Job::Unbind(sessions.to_vec()))
+    }
 }
 
 fn stopped() -> StoreError {
-    StoreError("the token writer stopped".into())
+    StoreError("the store writer stopped".into())
 }
 
 impl Drop for Writer {
@@ -191,7 +283,8 @@ fn run(disk: Disk, rx: mpsc::Receiver<Job>) {
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        // Every write of the batch, then one flush for all of them.
+        // Every write of the batch, then one flush for all of them if any must be durable.
+        let must_flush = batch.iter().any(Job::durable);
         let mut done = Vec::with_capacity(batch.len());
         let mut mirrors = Vec::new();
         let mut barriers = Vec::new();
@@ -221,12 +314,43 @@ fn run(disk: Disk, rx: mpsc::Receiver<Job>) {
                         .map_err(db_err);
                     done.push((reply, r));
                 }
+                Job::Quota {
+                    account,
+                    rec,
+                    reply,
+                    ..
+                } => {
+                    let r = disk
+                        .quota
+                        .insert(account.as_bytes(), encode(&rec))
+                        .map(|_| ())
+                        .map_err(db_err);
+                    match reply {
+                        Some(reply) => done.push((reply, r)),
+                        None => log_batched(r, "quota state"),
+                    }
+                }
+                Job::Binding { session, rec } => {
+                    let r = disk.affinity.insert(session.as_bytes(), encode(&rec));
+                    log_batched(r.map(|_| ()).map_err(db_err), "a session binding");
+                }
+                Job::Unbind(sessions) => {
+                    for s in sessions {
+                        let r = disk.affinity.remove(s.as_bytes());
+                        log_batched(r.map(|_| ()).map_err(db_err), "a binding's removal");
+                    }
+                }
                 Job::Barrier(reply) => barriers.push(reply),
             }
         }
-        let t = std::time::Instant::now();
-        let flushed = disk.db.flush().map(|_| ()).map_err(db_err);
-        disk.flush_seconds.observe(t.elapsed().as_secs_f64());
+        let flushed = if must_flush {
+            let t = std::time::Instant::now();
+            let flushed = disk.db.flush().map(|_| ()).map_err(db_err);
+            disk.flush_seconds.observe(t.elapsed().as_secs_f64());
+            flushed
+        } else {
+            Ok(())
+        };
         // Every reply carries the flush's outcome: a copy per caller.
         let flush_result = || {
             flushed
@@ -249,6 +373,14 @@ fn run(disk: Disk, rx: mpsc::Receiver<Job>) {
         for reply in barriers {
             reply.send(flush_result());
         }
+    }
+}
+
+/// A batched write nobody waits for: a failure is logged (sled's next flush may still carry the
+/// rest).
+fn log_batched(r: Result<(), StoreError>, what: &str) {
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "could not write {what}");
     }
 }
 

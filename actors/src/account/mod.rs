@@ -178,9 +178,8 @@ impl AccountActor {
                 }
             },
             Effect::PersistDead => {
-                if let Err(e) = self.deps.store.save_dead(&self.id) {
-                    tracing::error!(account = %self.id, error = %e, "could not record the account as dead");
-                }
+                let write = self.deps.store.persist_dead(&self.id);
+                self.logged(write, "could not record the account as dead", ctx);
             }
             Effect::ArmTimer(at) => {
                 if let Some(h) = self.timer.take() {
@@ -196,6 +195,22 @@ impl AccountActor {
             Effect::Publish(_) => self.publish(),
         }
         None
+    }
+
+    /// Lets a write finish on the store's writer, logging a failure; nothing waits for it.
+    fn logged(&self, write: Persisting, what: &'static str, ctx: &mut Context<Self>) {
+        match write {
+            Persisting::Done(Ok(())) => {}
+            Persisting::Done(Err(e)) => tracing::warn!(account = %self.id, error = %e, "{what}"),
+            Persisting::Pending(w) => {
+                let id = self.id.clone();
+                ctx.spawn(fut::wrap_future(async move {
+                    if let Err(e) = w.await {
+                        tracing::warn!(account = %id, error = %e, "{what}");
+                    }
+                }));
+            }
+        }
     }
 
     /// The machine's event for the outcome of a token write.
@@ -386,4 +401,3 @@ impl Handler<Unauthorized> for AccountActor {
         }
     }
 }
-

@@ -43,7 +43,7 @@ impl Headers for OwnedHeaders {
 }
 
 impl Handler<Observe> for AccountActor {
-    type Result = MessageResult<Observe>;
+    type Result = Response<Verdict>;
 
     fn handle(&mut self, msg: Observe, ctx: &mut Context<Self>) -> Self::Result {
         if (200..300).contains(&msg.status) && self.machine.strikes > 0 {
@@ -59,12 +59,15 @@ impl Handler<Observe> for AccountActor {
         let stale = self
             .quota_saved_at
             .is_none_or(|t| now.since(t) >= QUOTA_SAVE_EVERY);
+        let mut write = None;
         if limits_changed || stale {
             let durable =
                 limits_changed && !crate::planted::on(crate::planted::Bug::BenchNotDurable);
-            if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota, durable) {
-                tracing::warn!(account = %self.id, error = %e, "could not save quota state");
-            }
+            write = Some(
+                self.deps
+                    .store
+                    .persist_quota(&self.id, &self.quota, durable),
+            );
             self.quota_saved_at = Some(now);
         }
         // Routing needs limits at once; utilization only for the soft threshold, so a move of
@@ -73,20 +76,35 @@ impl Handler<Observe> for AccountActor {
         if limits_changed || moved {
             self.publish();
         }
-        MessageResult(verdict)
+        // A changed limit is durable before the verdict is answered: a request that moves on
+        // for it leaves an account whose bench survives a crash.
+        match write {
+            Some(Persisting::Pending(w)) => {
+                let id = self.id.clone();
+                Response::fut(async move {
+                    if let Err(e) = w.await {
+                        tracing::warn!(account = %id, error = %e, "could not save quota state");
+                    }
+                    verdict
+                })
+            }
+            Some(Persisting::Done(Err(e))) => {
+                tracing::warn!(account = %self.id, error = %e, "could not save quota state");
+                Response::reply(verdict)
+            }
+            Some(Persisting::Done(Ok(()))) | None => Response::reply(verdict),
+        }
     }
 }
 
 impl Handler<ObserveUsage> for AccountActor {
     type Result = ();
 
-    fn handle(&mut self, msg: ObserveUsage, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: ObserveUsage, ctx: &mut Context<Self>) {
         let now = self.deps.clock.now();
         self.quota.observe_usage(&msg.0, now);
-        if let Err(e) = self.deps.store.save_quota(&self.id, &self.quota, true) {
-            tracing::warn!(account = %self.id, error = %e, "could not save quota state");
-        }
+        let write = self.deps.store.persist_quota(&self.id, &self.quota, true);
         self.publish();
+        self.logged(write, "could not save quota state", ctx);
     }
 }
-
