@@ -4,6 +4,7 @@
 //!
 //! `model/` decides (no HTTP), `server.rs` speaks HTTP, `scenario.rs` reads the scenario file.
 
+mod control_api;
 pub mod harness;
 pub mod model;
 pub mod scenario;

@@ -16,10 +16,9 @@ use ccs_actors::ManualClock;
 use futures_util::stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::Digest;
 
+use super::control_api;
 use super::model::{Admission, ApiError, AuthorizeQuery, Authorized, Serve, SimModel, MODELS};
-use super::scenario::{FaultSpec, User};
 
 /// Largest request body the simulator takes: Claude Code sends several MB late in a session.
 pub const BODY_LIMIT: usize = 256 << 20;
@@ -42,7 +41,7 @@ pub struct Received {
     pub body: Bytes,
 }
 
-type State = web::Data<SimState>;
+pub(super) type State = web::Data<SimState>;
 
 fn bearer(h: &HeaderMap) -> Option<&str> {
     h.get(header::AUTHORIZATION)?
@@ -430,108 +429,6 @@ async fn not_found() -> HttpResponse {
     error_response(&ApiError::anthropic(404, "not_found_error", "Not found"))
 }
 
-// ---- control -------------------------------------------------------------------------------
-
-async fn sim_state(st: State) -> HttpResponse {
-    HttpResponse::Ok().json(st.model.state())
-}
-
-async fn sim_counters(st: State) -> HttpResponse {
-    let map: serde_json::Map<String, Value> = st
-        .model
-        .counters()
-        .into_iter()
-        .map(|(e, c)| (e, serde_json::to_value(c).unwrap_or(Value::Null)))
-        .collect();
-    HttpResponse::Ok().json(map)
-}
-
-async fn sim_add_user(st: State, user: web::Json<User>) -> HttpResponse {
-    st.model.add_user(user.into_inner());
-    HttpResponse::Ok().json(json!({"ok": true}))
-}
-
-#[derive(Deserialize)]
-struct Budget {
-    five_hour: Option<u64>,
-    seven_day: Option<u64>,
-}
-
-async fn sim_budget(st: State, email: web::Path<String>, b: web::Json<Budget>) -> HttpResponse {
-    if st.model.set_budget(&email, b.five_hour, b.seven_day) {
-        HttpResponse::Ok().json(json!({"ok": true}))
-    } else {
-        HttpResponse::NotFound().json(json!({"error": format!("no user {email}")}))
-    }
-}
-
-async fn sim_last_request(st: State) -> HttpResponse {
-    let last = st.last.lock().unwrap_or_else(|p| p.into_inner());
-    match last.as_ref() {
-        Some(r) => {
-            let digest = sha2::Sha256::digest(&r.body);
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            HttpResponse::Ok().json(json!({
-                "path_and_query": r.path_and_query,
-                "headers": r.headers,
-                "body_len": r.body.len(),
-                "body_sha256": hex,
-            }))
-        }
-        None => HttpResponse::NotFound().json(json!({"error": "no Messages request yet"})),
-    }
-}
-
-async fn sim_add_fault(st: State, f: web::Json<FaultSpec>) -> HttpResponse {
-    let id = st.model.add_fault(f.into_inner());
-    HttpResponse::Ok().json(json!({"id": id}))
-}
-
-async fn sim_clear_faults(st: State) -> HttpResponse {
-    st.model.clear_faults();
-    HttpResponse::Ok().json(json!({"ok": true}))
-}
-
-async fn sim_revoke(st: State, email: web::Path<String>) -> HttpResponse {
-    if st.model.revoke(&email) {
-        HttpResponse::Ok().json(json!({"ok": true}))
-    } else {
-        HttpResponse::NotFound().json(json!({"error": format!("no user {email}")}))
-    }
-}
-
-#[derive(Deserialize)]
-struct NextLogin {
-    email: String,
-    #[serde(default)]
-    deny: bool,
-}
-
-async fn sim_next_login(st: State, n: web::Json<NextLogin>) -> HttpResponse {
-    if st.model.next_login(&n.email, n.deny) {
-        HttpResponse::Ok().json(json!({"ok": true}))
-    } else {
-        HttpResponse::NotFound().json(json!({"error": format!("no user {}", n.email)}))
-    }
-}
-
-#[derive(Deserialize)]
-struct Advance {
-    secs: u64,
-}
-
-async fn sim_advance(st: State, a: web::Json<Advance>) -> HttpResponse {
-    match &st.clock {
-        Some(c) => {
-            c.advance(Duration::from_secs(a.secs));
-            HttpResponse::Ok().json(json!({"now": st.model.now().as_secs()}))
-        }
-        None => HttpResponse::Conflict().json(json!({
-            "error": "the simulator runs on the system clock; start it with --manual-clock to move time"
-        })),
-    }
-}
-
 /// The simulator's routes on `cfg`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/oauth/authorize", web::get().to(authorize))
@@ -542,16 +439,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/messages", web::post().to(messages))
         .route("/v1/messages/count_tokens", web::post().to(count_tokens))
         .route("/v1/models", web::get().to(models))
-        .route("/sim/state", web::get().to(sim_state))
-        .route("/sim/counters", web::get().to(sim_counters))
-        .route("/sim/users", web::post().to(sim_add_user))
-        .route("/sim/users/{email}/budget", web::post().to(sim_budget))
-        .route("/sim/users/{email}/revoke", web::post().to(sim_revoke))
-        .route("/sim/last-request", web::get().to(sim_last_request))
-        .route("/sim/faults", web::post().to(sim_add_fault))
-        .route("/sim/faults", web::delete().to(sim_clear_faults))
-        .route("/sim/next-login", web::post().to(sim_next_login))
-        .route("/sim/clock/advance", web::post().to(sim_advance))
+        .configure(control_api::routes)
         .default_service(web::to(not_found));
 }
 
