@@ -117,6 +117,20 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig> {
     Ok(config)
 }
 
+/// A TLS configuration from a certificate and key held in memory (PEM): the simulator's
+/// HTTPS listener. actix-web offers HTTP/2 on it by ALPN.
+pub fn server_config_pem(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .context("the certificate is not PEM")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("the key is not PEM")?;
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the key does not fit the certificate")
+}
+
 /// A new key and self-signed certificate for `hosts` (names or IP addresses), as PEM, with the
 /// certificate's fingerprint.
 pub struct SelfSigned {

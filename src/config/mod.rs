@@ -157,6 +157,12 @@ pub struct Upstream {
     /// Longest silence between two chunks of an answer's body; a stream then ends with an
     /// SSE `error` event.
     pub idle_timeout: Span,
+    /// A CA certificate (PEM, relative to CCS_HOME) to trust for `api_base` besides the
+    /// built-in roots: a TLS-inspecting company proxy, or a test's simulator over HTTPS.
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// Open a connection to `api_base` as each HTTP worker starts (a `HEAD` of the base, no
+    /// credential), so the first turn does not pay the TCP and TLS handshakes.
+    pub warm: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -210,6 +216,8 @@ impl Default for Upstream {
             header_timeout: Span(Duration::from_secs(60)),
             header_timeout_whole: Span(Duration::from_secs(570)),
             idle_timeout: Span(Duration::from_secs(90)),
+            ca_cert: None,
+            warm: true,
         }
     }
 }

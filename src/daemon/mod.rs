@@ -29,6 +29,7 @@ use ccs_actors::SharedClock;
 
 use crate::config::{Config, Paths};
 use crate::oauth::HttpRefresher;
+use crate::proxy::upstream::UpstreamClient;
 use crate::proxy::{self, Ctx};
 use crate::store::{account_key, SledStore};
 use crate::telemetry::{Observed, Telemetry};
@@ -163,9 +164,21 @@ pub async fn serve(
     proxy::recent::restore(&ctx).await;
     let app_ctx = ctx.clone();
     let grace = ctx.config.cliproxy.stop_grace.0;
+    // Built here once to refuse a bad `upstream.ca_cert` at start; each worker builds its own.
+    let checked = UpstreamClient::new(&ctx.config.upstream, &ctx.paths.home)?;
     let server = HttpServer::new(move || {
+        let up = &app_ctx.config.upstream;
+        let client = UpstreamClient::new(up, &app_ctx.paths.home).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "this worker shares the upstream client built at start");
+            checked.clone()
+        });
+        if up.warm {
+            let (c, base) = (client.clone(), up.api_base.clone());
+            actix_web::rt::spawn(async move { c.warm(&base).await });
+        }
         App::new()
             .app_data(app_ctx.clone())
+            .app_data(client)
             .wrap(actix_web::middleware::from_fn(proxy::check_host))
             .configure(crate::dashboard::routes)
             .configure(proxy::routes)

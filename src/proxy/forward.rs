@@ -27,6 +27,7 @@ use super::drive::{drive, Answer, Driven, Left, SendError, Upstream};
 use super::failover::Ending;
 use super::guard::ClientKey;
 use super::relay::{relay, Bounds, RequestLog};
+use super::upstream::UpstreamClient;
 use super::{anthropic_error, body, Ctx};
 use crate::oauth::OAUTH_BETA;
 
@@ -171,6 +172,8 @@ fn all_limited(ctx: &Ctx, pool: &str, members: usize, earliest: Option<Timestamp
 /// The real upstream over HTTP: the client's request with the credential swapped.
 struct HttpUpstream<'a> {
     ctx: &'a Ctx,
+    /// This worker's client (`upstream.rs`).
+    client: &'a reqwest::Client,
     method: &'a Method,
     path_and_query: &'a str,
     headers: &'a HeaderMap,
@@ -203,7 +206,7 @@ impl Upstream for HttpUpstream<'_> {
         );
         let method = reqwest::Method::from_bytes(self.method.as_str().as_bytes())
             .unwrap_or(reqwest::Method::POST);
-        let mut rb = upstream_client().request(method, url);
+        let mut rb = self.client.request(method, url);
         let hop = connection_named(self.headers);
         for (k, v) in self.headers {
             if forwarded(k.as_str()) && !hop.iter().any(|h| h == k.as_str()) {
@@ -311,8 +314,12 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
     let up_cfg = &ctx.config.upstream;
     // A non-streaming message's headers come only when the whole answer is ready.
     let whole = is_post && !head.stream && !req.path().ends_with("/count_tokens");
+    let Some(client) = req.app_data::<UpstreamClient>() else {
+        return anthropic_error(500, "api_error", "this HTTP worker has no upstream client");
+    };
     let up = HttpUpstream {
         ctx: &ctx,
+        client: &client.0,
         method: req.method(),
         path_and_query: &path_and_query,
         headers: h,
@@ -404,20 +411,6 @@ async fn probe() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain")
         .body("ccs proxy\n")
-}
-
-thread_local! {
-    /// This thread's client to the upstream. A connection's task runs on the thread that
-    /// opened it; one client shared by the HTTP workers let a worker relay an answer whose
-    /// connection lived on the other worker, and every frame of a stream then crossed threads
-    /// (a wake-up syscall each way). One client per worker keeps a request, its upstream
-    /// connection and its relay on one thread.
-    static UPSTREAM: reqwest::Client = crate::oauth::http_client();
-}
-
-/// The calling thread's upstream client (cheap: a reference-counted handle).
-fn upstream_client() -> reqwest::Client {
-    UPSTREAM.with(reqwest::Client::clone)
 }
 
 async fn healthz(ctx: web::Data<Ctx>) -> HttpResponse {

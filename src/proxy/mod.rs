@@ -21,6 +21,7 @@ pub mod manage;
 pub mod recent;
 pub mod relay;
 pub mod sessions;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -55,6 +55,7 @@ async fn sim_last_request(st: State) -> HttpResponse {
             let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
             HttpResponse::Ok().json(json!({
                 "path_and_query": r.path_and_query,
+                "version": r.version,
                 "headers": r.headers,
                 "body_len": r.body.len(),
                 "body_sha256": hex,

@@ -11,6 +11,7 @@ pub mod scenario;
 pub mod server;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -30,6 +31,10 @@ pub struct SimHandle {
     pub model: Arc<SimModel>,
     /// The manual clock, when started with one.
     pub clock: Option<ManualClock>,
+    /// The HTTPS listener's address and certificate (PEM), when started with `start_tls`.
+    tls: Option<(SocketAddr, String)>,
+    connections: Arc<AtomicU64>,
+    tls_connections: Arc<AtomicU64>,
     server: actix_web::dev::ServerHandle,
     thread: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -42,8 +47,38 @@ impl SimHandle {
         manual_clock: bool,
         seed: u64,
     ) -> std::io::Result<SimHandle> {
+        Self::start_with(scenario, port, manual_clock, seed, false)
+    }
+
+    /// Starts a simulator that also listens over HTTPS (`tls_url`, HTTP/2 offered), with a
+    /// self-signed certificate for 127.0.0.1 (`tls_ca_pem`, for the client to trust).
+    pub fn start_tls(
+        scenario: &Scenario,
+        manual_clock: bool,
+        seed: u64,
+    ) -> std::io::Result<SimHandle> {
+        Self::start_with(scenario, 0, manual_clock, seed, true)
+    }
+
+    fn start_with(
+        scenario: &Scenario,
+        port: u16,
+        manual_clock: bool,
+        seed: u64,
+        with_tls: bool,
+    ) -> std::io::Result<SimHandle> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
         let addr = listener.local_addr()?;
+        let tls = if with_tls {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+            let cert = crate::tls::self_signed(&["127.0.0.1".to_string()])
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+            let config = crate::tls::server_config_pem(&cert.cert_pem, &cert.key_pem)
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+            Some((l.local_addr()?, cert.cert_pem, l, config))
+        } else {
+            None
+        };
         let (clock, shared): (Option<ManualClock>, SharedClock) = if manual_clock {
             use ccs_actors::Clock;
             let c = ManualClock::new(SystemClock.now());
@@ -52,17 +87,25 @@ impl SimHandle {
             (None, Arc::new(SystemClock))
         };
         let model = Arc::new(SimModel::new(scenario, shared, seed));
+        let connections = Arc::new(AtomicU64::new(0));
+        let tls_connections = Arc::new(AtomicU64::new(0));
         let state = server::SimState {
             model: model.clone(),
             clock: clock.clone(),
             last: Default::default(),
+            connections: connections.clone(),
+            tls_connections: tls_connections.clone(),
+        };
+        let (tls_info, tls_listen) = match tls {
+            Some((a, pem, l, config)) => (Some((a, pem)), Some((l, config))),
+            None => (None, None),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("ccs-sim".into())
             .spawn(move || {
                 actix_web::rt::System::new().block_on(async move {
-                    let srv = server::server(listener, state, 2)?;
+                    let srv = server::server(listener, tls_listen, state, 2)?;
                     let _ = tx.send(srv.handle());
                     srv.await
                 })
@@ -74,9 +117,32 @@ impl SimHandle {
             addr,
             model,
             clock,
+            tls: tls_info,
+            connections,
+            tls_connections,
             server,
             thread: Some(thread),
         })
+    }
+
+    /// The HTTPS address (with `start_tls`).
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls.as_ref().map(|(a, _)| format!("https://{a}"))
+    }
+
+    /// The certificate the HTTPS listener presents, PEM (with `start_tls`).
+    pub fn tls_ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|(_, pem)| pem.as_str())
+    }
+
+    /// Plain connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted over TLS so far (with `start_tls`).
+    pub fn tls_connections(&self) -> u64 {
+        self.tls_connections.load(Ordering::Relaxed)
     }
 
     pub fn url(&self) -> String {

@@ -5,6 +5,7 @@
 //! the model should (this file only translates between HTTP and the model).
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,11 +32,17 @@ pub struct SimState {
     /// The last Messages request as it arrived (`/sim/last-request`), so a test sees exactly
     /// what a proxy forwarded.
     pub last: std::sync::Mutex<Option<Received>>,
+    /// Connections accepted so far, plain and over TLS, so a test sees whether a client
+    /// reused one.
+    pub connections: Arc<AtomicU64>,
+    pub tls_connections: Arc<AtomicU64>,
 }
 
 /// A request as the simulator received it.
 pub struct Received {
     pub path_and_query: String,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     pub headers: Vec<(String, String)>,
     /// Kept whole (a reference, not a copy); digested only when asked.
     pub body: Bytes,
@@ -238,6 +245,7 @@ fn broken_body(
 async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
     let h = req.headers();
     *st.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Received {
+        version: format!("{:?}", req.version()),
         path_and_query: req
             .uri()
             .path_and_query()
@@ -443,24 +451,42 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
-/// Builds the server on an already-bound loopback listener.
+/// Builds the server on an already-bound loopback listener, and on a second one over TLS when
+/// given (HTTP/2 offered by ALPN, as Anthropic's edge does).
 pub fn server(
     listener: TcpListener,
+    tls: Option<(TcpListener, rustls::ServerConfig)>,
     state: SimState,
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::new(state);
-    Ok(HttpServer::new(move || {
+    let opened = data.clone();
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(BODY_LIMIT))
             .app_data(web::JsonConfig::default().limit(1 << 20))
             .configure(routes)
     })
+    .on_connect(move |conn, _| {
+        let plain = conn
+            .downcast_ref::<actix_web::rt::net::TcpStream>()
+            .is_some();
+        let n = if plain {
+            &opened.connections
+        } else {
+            &opened.tls_connections
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+    })
     .workers(workers)
     .tcp_nodelay(true)
     .disable_signals()
     .shutdown_timeout(1)
-    .listen(listener)?
-    .run())
+    .listen(listener)?;
+    let server = match tls {
+        Some((l, config)) => server.listen_rustls_0_23(l, config)?,
+        None => server,
+    };
+    Ok(server.run())
 }
