@@ -290,6 +290,42 @@ fn the_dashboard_link_of_a_remote_is_the_servers_address() {
     });
 }
 
+/// Over TLS the daemon speaks HTTP/2, where the host comes as `:authority`, not `Host`: a page
+/// that rebinds its own name to the server is refused all the same, and the dashboard's
+/// same-origin rule holds (the link above logs in over HTTP/2).
+#[test]
+fn over_http2_a_rebound_name_is_refused_like_over_http1() {
+    let sim = sim(&scenario(&[]), false);
+    let server = Server::start(&sim.url());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let addr: std::net::SocketAddr = format!("127.0.0.2:{}", server.port).parse().unwrap();
+        // The page's name resolves to the server; its certificate does not name it, which a
+        // rebinding page could not fix either, so the test accepts any certificate.
+        let page = reqwest::Client::builder()
+            .no_proxy()
+            .resolve("rebound.example", addr)
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let r = page
+            .get(format!("https://rebound.example:{}/healthz", server.port))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 403, "{}", r.text().await.unwrap());
+        let r = server
+            .http()
+            .get(format!("{}/healthz", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+    });
+}
+
 #[cfg(feature = "external-clients")]
 #[test]
 fn the_python_sdk_works_through_the_remote_with_a_named_key_and_the_servers_certificate() {

@@ -99,7 +99,7 @@ fn refused(status: u16, message: &str) -> HttpResponse {
 
 fn same_origin(req: &HttpRequest) -> bool {
     let h = req.headers();
-    let host = h.get("host").and_then(|v| v.to_str().ok());
+    let host = crate::proxy::guard::request_host(h, req.uri());
     let origin = h.get("origin").map(|v| v.to_str().unwrap_or("null"));
     origin_allowed(origin, host)
 }

@@ -38,6 +38,19 @@ fn host_name(authority: &str) -> &str {
     }
 }
 
+/// The host a request names: its `Host` header (HTTP/1.1), else its URI's authority (HTTP/2
+/// carries it as `:authority`, and browsers speak HTTP/2 to a daemon that serves TLS). A `Host`
+/// that is not text reads as a name nothing allows.
+pub fn request_host<'a>(
+    headers: &'a actix_web::http::header::HeaderMap,
+    uri: &'a actix_web::http::Uri,
+) -> Option<&'a str> {
+    match headers.get("host") {
+        Some(v) => Some(v.to_str().unwrap_or("\u{0}")),
+        None => uri.authority().map(|a| a.as_str()),
+    }
+}
+
 /// Whether a request's `Host` names this daemon: an IP literal (a page can only put one there
 /// when it was itself loaded from that address, so it is no rebinding), `localhost`, or a name
 /// in `cliproxy.allowed_hosts`. A request without `Host` (HTTP/1.0) is no browser's.
@@ -201,6 +214,20 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http2_request_is_judged_by_its_authority() {
+        use actix_web::http::header::{HeaderMap, HeaderValue};
+        let uri: actix_web::http::Uri = "https://rebound.example:8317/healthz".parse().unwrap();
+        let none = HeaderMap::new();
+        assert_eq!(request_host(&none, &uri), Some("rebound.example:8317"));
+        assert!(!host_allowed(request_host(&none, &uri), &[]));
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("127.0.0.1:8317"));
+        assert_eq!(request_host(&h, &uri), Some("127.0.0.1:8317"));
+        let bare: actix_web::http::Uri = "/healthz".parse().unwrap();
+        assert_eq!(request_host(&none, &bare), None);
+    }
 
     #[test]
     fn hosts_are_ip_literals_localhost_or_configured_names() {

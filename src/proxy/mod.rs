@@ -250,11 +250,7 @@ pub async fn check_host(
             .app_data::<web::Data<Ctx>>()
             .map(|ctx| ctx.config.cliproxy.allowed_hosts.as_slice())
             .unwrap_or_default();
-        let h = req
-            .headers()
-            .get("host")
-            .map(|v| v.to_str().unwrap_or("\u{0}"));
-        guard::host_allowed(h, names)
+        guard::host_allowed(guard::request_host(req.headers(), req.uri()), names)
     };
     if allowed {
         return next
@@ -262,10 +258,7 @@ pub async fn check_host(
             .await
             .map(ServiceResponse::map_into_left_body);
     }
-    let shown: String = req
-        .headers()
-        .get("host")
-        .and_then(|v| v.to_str().ok())
+    let shown: String = guard::request_host(req.headers(), req.uri())
         .unwrap_or("")
         .chars()
         .take(80)

@@ -111,7 +111,7 @@ async fn check(
             .map_into_right_body());
     };
     let h = req.headers();
-    let host = h.get("host").and_then(|v| v.to_str().ok());
+    let host = crate::proxy::guard::request_host(h, req.uri());
     let origin = h.get("origin").map(|v| v.to_str().unwrap_or("null"));
     if !origin_allowed(origin, host) {
         let resp = err(
