@@ -223,7 +223,10 @@ mod tests {
         assert_eq!(request_host(&none, &uri), Some("rebound.example:8317"));
         assert!(!host_allowed(request_host(&none, &uri), &[]));
         let mut h = HeaderMap::new();
-        h.insert("host", HeaderValue::from_static("127.0.0.1:8317"));
+        h.insert(
+            actix_web::http::header::HOST,
+            HeaderValue::from_static("127.0.0.1:8317"),
+        );
         assert_eq!(request_host(&h, &uri), Some("127.0.0.1:8317"));
         let bare: actix_web::http::Uri = "/healthz".parse().unwrap();
         assert_eq!(request_host(&none, &bare), None);
