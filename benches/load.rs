@@ -205,6 +205,64 @@ fn main() {
                 );
             }
         }
+        // The same small requests from an external generator (wrk, one C thread), which
+        // costs far less per request than the one above and so leaves the two cores to the
+        // hops it measures.
+        let wrk_dir = tmp.path().join("wrk");
+        std::fs::create_dir_all(&wrk_dir).unwrap();
+        let small = String::from_utf8(body_small().to_vec()).unwrap();
+        let secs = if quick { 2 } else { 5 };
+        for conc in [1usize, 64] {
+            let measured = (|| -> Result<_, String> {
+                let d = wrk(&wrk_dir, &direct, &small, conc, secs)?;
+                let p = wrk(&wrk_dir, &proxied, &small, conc, secs)?;
+                let n = match &floor {
+                    Some(f) => Some(wrk(&wrk_dir, f, &small, conc, secs)?),
+                    None => None,
+                };
+                Ok((d, p, n))
+            })();
+            let (d, p, n) = match measured {
+                Ok(m) => m,
+                Err(why) => {
+                    eprintln!("no wrk rows: {why}");
+                    break;
+                }
+            };
+            row(
+                &format!("wrk, small, c={conc}: requests/s"),
+                format!("{:.0}", d.rps),
+                format!("{:.0}", p.rps),
+                format!("{:.2}×", p.rps / d.rps),
+            );
+            row(
+                &format!("wrk, small, c={conc}: p50 ms"),
+                format!("{:.3}", ms(d.p50)),
+                format!("{:.3}", ms(p.p50)),
+                format!("+{:.3} ms", ms(p.p50) - ms(d.p50)),
+            );
+            if let Some(n) = n {
+                row(
+                    &format!("  wrk, nginx floor, c={conc}: requests/s"),
+                    format!("{:.0}", d.rps),
+                    format!("{:.0}", n.rps),
+                    format!("{:.2}×", n.rps / d.rps),
+                );
+                row(
+                    &format!("  wrk, nginx floor, c={conc}: p50 ms"),
+                    format!("{:.3}", ms(d.p50)),
+                    format!("{:.3}", ms(n.p50)),
+                    format!("+{:.3} ms", ms(n.p50) - ms(d.p50)),
+                );
+                row(
+                    &format!("  wrk, ccs's share of direct ÷ nginx's, c={conc}"),
+                    "-".into(),
+                    "-".into(),
+                    format!("{:.2}", p.rps / n.rps),
+                );
+            }
+        }
+
         let base_rss = rss_kb(pid);
         let sampler = PeakRss::start(pid, Duration::from_millis(5));
         let total = scale(40).max(8);

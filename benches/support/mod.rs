@@ -11,11 +11,14 @@ use std::time::{Duration, Instant};
 
 mod drive;
 mod nginx;
+mod wrk;
 // Not every benchmark drives load (the memory soak has its own loop).
 #[allow(unused_imports)]
 pub use drive::*;
 #[allow(unused_imports)]
 pub use nginx::spawn_nginx;
+#[allow(unused_imports)]
+pub use wrk::wrk;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -14,10 +14,16 @@ const NGINX: &str = "/usr/sbin/nginx";
 /// nginx, installed now if missing (as root, or through sudo); `None` with the reason when it
 /// cannot be had.
 pub fn ensure_nginx() -> Result<PathBuf, String> {
-    if Path::new(NGINX).exists() {
-        return Ok(PathBuf::from(NGINX));
+    apt_tool(NGINX, "nginx-light", "the nginx floor row")
+}
+
+/// `bin`, installed now from Debian's `package` if missing (as root, or through sudo); the
+/// reason when it cannot be had.
+pub fn apt_tool(bin: &str, package: &str, wanted_by: &str) -> Result<PathBuf, String> {
+    if Path::new(bin).exists() {
+        return Ok(PathBuf::from(bin));
     }
-    eprintln!("the nginx floor row needs nginx: apt-get install nginx-light");
+    eprintln!("{wanted_by} needs {package}: apt-get install {package}");
     let root = Command::new("id")
         .arg("-u")
         .output()
@@ -30,15 +36,17 @@ pub fn ensure_nginx() -> Result<PathBuf, String> {
         c
     };
     let ok = cmd
-        .args(["install", "-y", "--no-install-recommends", "nginx-light"])
+        .args(["install", "-y", "--no-install-recommends", package])
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if ok && Path::new(NGINX).exists() {
-        Ok(PathBuf::from(NGINX))
+    if ok && Path::new(bin).exists() {
+        Ok(PathBuf::from(bin))
     } else {
-        Err("nginx is not installed and could not be (apt-get install nginx-light)".into())
+        Err(format!(
+            "{package} is not installed and could not be (apt-get install {package})"
+        ))
     }
 }
 
