@@ -23,7 +23,7 @@ pub fn ensure_wrk() -> Result<PathBuf, String> {
 }
 
 /// The Lua script that makes each request: a POST of `body` with the target's credential and
-/// a session id from 1,000.
+/// a session id from 1,000 (`wrk.format` takes the headers whole, so they are copied first).
 fn script(t: &Target, body: &str) -> String {
     let lua_str = |s: &str| format!("{s:?}");
     let beta = if t.beta {
@@ -36,8 +36,10 @@ fn script(t: &Target, body: &str) -> String {
          wrk.headers[\"content-type\"] = \"application/json\"\n\
          wrk.headers[\"authorization\"] = {auth}\n{beta}\
          local n = 0\n\
-         request = function()\n  n = n + 1\n  \
-         return wrk.format(nil, \"/v1/messages\", {{[\"x-claude-code-session-id\"] = \"s-\" .. (n % 1000)}})\nend\n",
+         request = function()\n  n = n + 1\n  local h = {{}}\n  \
+         for k, v in pairs(wrk.headers) do h[k] = v end\n  \
+         h[\"x-claude-code-session-id\"] = \"s-\" .. (n % 1000)\n  \
+         return wrk.format(nil, \"/v1/messages\", h)\nend\n",
         body = lua_str(body),
         auth = lua_str(&format!("Bearer {}", t.token)),
     )
