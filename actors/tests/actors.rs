@@ -16,7 +16,7 @@ use ccs_actors::lifecycle::{Failure, Phase, Policy};
 use ccs_actors::ports::{BoxFuture, Persisting, Refresher, Store, StoreError};
 use ccs_actors::quota::Quota;
 use ccs_actors::routing::{self, AccountId, Binding, Decision};
-use ccs_actors::supervisor::{AddAccount, HopReason, RouteError, SupervisorHandle};
+use ccs_actors::supervisor::{AddAccount, HopReason, RouteError, SupervisorHandle, TOUCH_GRAIN};
 use ccs_actors::{ManualClock, Secret, SharedClock, Timestamp, Token};
 use tokio::sync::Semaphore;
 
@@ -689,6 +689,17 @@ async fn a_kept_conversation_is_placed_without_a_message_until_its_account_canno
         "no request of the kept conversation went to the supervisor"
     );
     assert_eq!(v.bindings["s1"].last_used, t(100));
+    // Within the grain, the last use is not sent again (no message at all); past it, it is.
+    rig.clock
+        .set(t(100).plus(TOUCH_GRAIN - Duration::from_secs(1)));
+    sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+    assert_eq!(sup.view().await.unwrap().bindings["s1"].last_used, t(100));
+    rig.clock.set(t(100).plus(TOUCH_GRAIN));
+    sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+    assert_eq!(
+        sup.view().await.unwrap().bindings["s1"].last_used,
+        t(100).plus(TOUCH_GRAIN)
+    );
     // A retry after a failure (an account excluded) and another pool are the supervisor's.
     let retry = sup
         .place("claude", Some("s1"), None, vec![AccountId::from("a@x")])

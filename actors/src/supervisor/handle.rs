@@ -82,12 +82,14 @@ impl SupervisorHandle {
     ) -> Result<Placement, RouteError> {
         if let (Some(s), true) = (session, exclude.is_empty()) {
             let now = self.clock.now();
-            if let Some(p) = self.hot.place(pool, s, family, now, &self.policy) {
-                self.addr.do_send(Touch {
-                    session: s.to_string(),
-                    account: p.account.clone(),
-                    at: now,
-                });
+            if let Some((p, last_used)) = self.hot.place(pool, s, family, now, &self.policy) {
+                if now.since(last_used) >= super::TOUCH_GRAIN {
+                    self.addr.do_send(Touch {
+                        session: s.to_string(),
+                        account: p.account.clone(),
+                        at: now,
+                    });
+                }
                 return Ok(p);
             }
         }

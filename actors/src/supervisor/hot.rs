@@ -37,8 +37,8 @@ pub(super) struct Hot {
 
 impl Hot {
     /// The placement of a request of `session` on its bound account, when routing would keep
-    /// it there and the account holds a token it would lease at `now`; `None`: ask the
-    /// supervisor.
+    /// it there and the account holds a token it would lease at `now`, with the binding's last
+    /// use as the supervisor knows it; `None`: ask the supervisor.
     pub fn place(
         &self,
         pool: &str,
@@ -46,11 +46,12 @@ impl Hot {
         family: Option<&str>,
         now: Timestamp,
         policy: &routing::Policy,
-    ) -> Option<Placement> {
-        let bound = read(&self.affinity)
-            .get(session, now, policy.affinity_ttl)?
-            .account
-            .clone();
+    ) -> Option<(Placement, Timestamp)> {
+        let (bound, last_used) = {
+            let affinity = read(&self.affinity);
+            let b = affinity.get(session, now, policy.affinity_ttl)?;
+            (b.account.clone(), b.last_used)
+        };
         if !read(&self.pools).get(pool)?.contains(&bound) {
             return None;
         }
@@ -67,13 +68,14 @@ impl Hot {
             return None;
         }
         let lease = m.ready_lease(now)?;
-        Some(Placement {
+        let placed = Placement {
             account: bound,
             lease,
             decision,
             addr: m.addr.clone(),
             skipped: Vec::new(),
             probe: false,
-        })
+        };
+        Some((placed, last_used))
     }
 }

@@ -27,6 +27,11 @@ pub const DEFAULT_POOL: &str = "claude";
 const EVENTS_KEPT: usize = 1000;
 /// A binding's last use is written down at most this often while it is merely kept.
 const TOUCH_PERSIST_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// The grain of a kept binding's last use: a request placed from the hot path tells the
+/// supervisor (`Touch`) only when the last use it knows is at least this old, so a busy
+/// conversation costs one message every few seconds, not one per request. Idle expiry (R6) may
+/// come this much early.
+pub const TOUCH_GRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A session moved from one account to another.
 #[derive(Clone, Debug, PartialEq, Eq)]
