@@ -313,7 +313,7 @@ fn main() {
                 "-".into(),
                 format!("{:.1}", rss_kb(pid) as f64 / 1024.0),
                 if n == 1000 {
-                    "target ≤ 60".into()
+                    "target ≤ 40".into()
                 } else {
                     "-".into()
                 },
