@@ -11,9 +11,8 @@ use std::time::Duration;
 use ccs::daemon::DaemonHandle;
 use ccs::sim::SimHandle;
 use ccs_actors::SharedClock;
-use common::rig::wait_fresh;
+use common::rig::{last_request, wait_fresh};
 use common::*;
-use serde_json::Value;
 
 /// Waits (bounded) until `cond` holds.
 async fn eventually(what: &str, cond: impl Fn() -> bool) {
@@ -60,14 +59,7 @@ async fn requests_reach_the_upstream_over_http2_on_connections_opened_at_start()
         warmed,
         "a request opened an upstream connection of its own"
     );
-    let last: Value = http()
-        .get(format!("{}/sim/last-request", sim.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let last = last_request(&sim.url()).await;
     assert_eq!(last["version"], "HTTP/2.0", "{last}");
     tokio::task::block_in_place(|| daemon.stop()).unwrap();
 }
