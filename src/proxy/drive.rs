@@ -168,9 +168,17 @@ pub async fn drive<U: Upstream>(
 async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
     let mut lease = p.lease.clone();
     let mut refreshed = false;
+    // What the forced refresh came to, judged like a send.
+    let mut refresh_failed = false;
     loop {
-        let (tried, answer) = match up.send(&p.account, &lease.access).await {
-            Ok(mut answer) => {
+        let sent = if std::mem::take(&mut refresh_failed) {
+            None
+        } else {
+            Some(up.send(&p.account, &lease.access).await)
+        };
+        let (tried, answer) = match sent {
+            None => (Attempt::RefreshFailed, None),
+            Some(Ok(mut answer)) => {
                 // The headers are the quota machine's alone: hand them over rather than copy
                 // them.
                 let observe = Observe {
@@ -192,7 +200,7 @@ async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
                 };
                 (tried, Some(answer))
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::warn!(account = %p.account, error = %e, "no answer from upstream before any header");
                 let tried = match e {
                     SendError::Unreachable(_) => Attempt::Unreachable,
@@ -208,10 +216,7 @@ async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
                 let generation = lease.generation;
                 match p.addr.send(Unauthorized { generation }).await {
                     Ok(Ok(new)) => lease = new,
-                    _ => match step(Attempt::RefreshFailed, refreshed) {
-                        Step::Leave(why) => return Outcome::Leave(why, None),
-                        other => unreachable!("a failed refresh leads to {other:?}"),
-                    },
+                    _ => refresh_failed = true,
                 }
             }
             (Step::Leave(why), answer) => {
@@ -228,7 +233,7 @@ async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
                 let kept = answer.filter(|_| why == Left::Forbidden);
                 return Outcome::Leave(why, kept);
             }
-            (Step::Relay, None) => unreachable!("only an answer is relayed"),
+            (Step::Relay, None) => unreachable!("step relays only an answer (specs/failover.toml)"),
         }
     }
 }
