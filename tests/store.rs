@@ -469,3 +469,43 @@ fn a_refresh_intent_puts_the_token_in_doubt_until_a_newer_one_is_written() {
     let f = ccs_actors::ports::fingerprint(&token(1).refresh);
     assert!(!f.contains("refresh-1") && f.len() == 16, "{f}");
 }
+
+#[test]
+fn concurrent_updates_of_one_account_lose_nothing() {
+    // The daemon notes an account's last use on a blocking thread while the management API
+    // pauses it on another: each reads the record, changes one field and writes it back. Made
+    // on the store writer's thread, no change can come between another's read and write.
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    let clock = clock();
+    let store = Arc::new(open(&paths, &clock).unwrap());
+    login(&store, "alice@example.com", &token(1));
+    const N: u64 = 150;
+    let uses = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..N {
+                store
+                    .update_account("alice@example.com", |a| {
+                        a.last_used_at_ms = Some(a.last_used_at_ms.unwrap_or(0) + 1)
+                    })
+                    .unwrap()
+                    .expect("the account");
+            }
+        })
+    };
+    for _ in 0..N {
+        store
+            .update_account("alice@example.com", |a| a.paused = !a.paused)
+            .unwrap()
+            .expect("the account");
+    }
+    uses.join().unwrap();
+    let a = store.account("alice@example.com").unwrap().unwrap();
+    assert_eq!(a.last_used_at_ms, Some(N), "a use was lost");
+    assert_eq!(a.paused, N % 2 == 1, "a pause was lost");
+    assert_eq!(
+        store.update_account("nobody@example.com", |_| {}).unwrap(),
+        None
+    );
+}

@@ -190,11 +190,11 @@ impl Ctx {
         if due {
             let (me, id) = (self.clone(), account.clone());
             actix_web::rt::task::spawn_blocking(move || {
-                if let Ok(Some(mut a)) = me.store.account(&id) {
-                    a.last_used_at_ms = Some(ms);
-                    if let Err(e) = me.store.put_account(&a) {
-                        tracing::warn!(account = %id, error = %e, "cannot note the account's last use");
-                    }
+                let noted = me
+                    .store
+                    .update_account(&id, move |a| a.last_used_at_ms = Some(ms));
+                if let Err(e) = noted {
+                    tracing::warn!(account = %id, error = %e, "cannot note the account's last use");
                 }
             });
         }

@@ -293,23 +293,57 @@ impl SledStore {
     /// Adds or replaces an account record (not its token) and rewrites `accounts.json`.
     pub fn put_account(&self, account: &Account) -> Result<(), StoreError> {
         let id = account_key(&account.email);
-        self.accounts
-            .insert(id.as_bytes(), encode(account))
-            .map_err(db_err)?;
-        if self.default_account()?.is_none() {
-            self.meta
-                .insert(META_DEFAULT, id.as_bytes())
-                .map_err(db_err)?;
-        }
-        self.db.flush().map_err(db_err)?;
+        let rec = encode(account);
+        let (accounts, meta) = (self.accounts.clone(), self.meta.clone());
+        self.writer.apply_blocking(move || {
+            accounts.insert(id.as_bytes(), rec).map_err(db_err)?;
+            if meta.get(META_DEFAULT).map_err(db_err)?.is_none() {
+                meta.insert(META_DEFAULT, id.as_bytes()).map_err(db_err)?;
+            }
+            Ok(())
+        })?;
         self.write_accounts_json()
     }
 
+    /// Changes the record of account `id` by `change`, read and written on the store writer's
+    /// thread, so no other write of it can come between (a pause is never undone by a
+    /// concurrent update of the account's last use); rewrites `accounts.json`. `None`: no such
+    /// account.
+    pub fn update_account(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Account) + Send + 'static,
+    ) -> Result<Option<Account>, StoreError> {
+        let key = id.to_string();
+        let accounts = self.accounts.clone();
+        let updated = Arc::new(Mutex::new(None));
+        let out = updated.clone();
+        self.writer.apply_blocking(move || {
+            let Some(v) = accounts.get(key.as_bytes()).map_err(db_err)? else {
+                return Ok(());
+            };
+            let mut a: Account = decode(&v).map_err(StoreError)?;
+            change(&mut a);
+            accounts
+                .insert(key.as_bytes(), encode(&a))
+                .map_err(db_err)?;
+            *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(a);
+            Ok(())
+        })?;
+        let updated = updated.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if updated.is_some() {
+            self.write_accounts_json()?;
+        }
+        Ok(updated)
+    }
+
     pub fn set_default(&self, id: &str) -> Result<(), StoreError> {
-        self.meta
-            .insert(META_DEFAULT, id.as_bytes())
-            .map_err(db_err)?;
-        self.db.flush().map_err(db_err)?;
+        let (meta, id) = (self.meta.clone(), id.to_string());
+        self.writer.apply_blocking(move || {
+            meta.insert(META_DEFAULT, id.as_bytes())
+                .map(|_| ())
+                .map_err(db_err)
+        })?;
         self.write_accounts_json()
     }
 
@@ -330,8 +364,9 @@ impl SledStore {
                 })
                 .collect(),
         };
-        self.meta.insert(META_POOLS, encode(&rec)).map_err(db_err)?;
-        self.db.flush().map_err(db_err)?;
+        let (meta, bytes) = (self.meta.clone(), encode(&rec));
+        self.writer
+            .apply_blocking(move || meta.insert(META_POOLS, bytes).map(|_| ()).map_err(db_err))?;
         self.write_accounts_json()
     }
 
@@ -356,27 +391,45 @@ impl SledStore {
         let Some(account) = self.account(id)? else {
             return Ok(false);
         };
-        // Every write the actors queued lands first, so none of it can bring back a token,
-        // quota or binding of the account after it is gone.
+        // On the writer's thread, after every write queued before (none of them can bring
+        // back a token, quota or binding of the account once it is gone).
+        let trees = (
+            self.accounts.clone(),
+            self.tokens.clone(),
+            self.quota.clone(),
+            self.affinity.clone(),
+            self.meta.clone(),
+        );
+        let key = id.to_string();
+        self.writer.apply_blocking(move || {
+            let (accounts, tokens, quota, affinity, meta) = trees;
+            accounts.remove(key.as_bytes()).map_err(db_err)?;
+            tokens.remove(key.as_bytes()).map_err(db_err)?;
+            quota.remove(key.as_bytes()).map_err(db_err)?;
+            for entry in affinity.iter() {
+                let (session, v) = entry.map_err(db_err)?;
+                let b: BindingRecord = decode(&v).map_err(StoreError)?;
+                if b.account == key {
+                    affinity.remove(session).map_err(db_err)?;
+                }
+            }
+            if meta.get(META_DEFAULT).map_err(db_err)?.as_deref() == Some(key.as_bytes()) {
+                let next = accounts
+                    .iter()
+                    .values()
+                    .filter_map(|v| v.ok().and_then(|v| decode::<Account>(&v).ok()))
+                    .min_by_key(|a| (a.order, a.email.clone()));
+                match next {
+                    Some(next) => meta.insert(META_DEFAULT, account_key(&next.email).as_bytes()),
+                    None => meta.remove(META_DEFAULT),
+                }
+                .map_err(db_err)?;
+            }
+            Ok(())
+        })?;
+        // The writer answers before it writes a batch's mirror files: wait for those too, so
+        // a token file written for a token queued before cannot outlive this removal.
         self.writer.barrier()?;
-        self.accounts.remove(id.as_bytes()).map_err(db_err)?;
-        self.tokens.remove(id.as_bytes()).map_err(db_err)?;
-        self.quota.remove(id.as_bytes()).map_err(db_err)?;
-        for (session, b) in self.bindings()? {
-            if &*b.account == id {
-                self.affinity.remove(session.as_bytes()).map_err(db_err)?;
-            }
-        }
-        if self.default_account()?.as_deref() == Some(id) {
-            match self.accounts()?.first() {
-                Some(next) => self
-                    .meta
-                    .insert(META_DEFAULT, account_key(&next.email).as_bytes()),
-                None => self.meta.remove(META_DEFAULT),
-            }
-            .map_err(db_err)?;
-        }
-        self.db.flush().map_err(db_err)?;
         let file = self
             .paths
             .auth_dir()

@@ -1,7 +1,8 @@
-//! The store writer: one thread that is the only path for the actors' writes (tokens, refresh
-//! intents, dead flags, quota, session bindings), so they reach disk in the order they were
-//! asked for (a logout can never be overtaken by an older token) and never on an actor's
-//! thread or an HTTP worker. Group-committed: whatever is queued when the thread wakes is
+//! The store writer: one thread that is the only path for every write (the actors' tokens,
+//! refresh intents, dead flags, quota and session bindings; the management API's accounts,
+//! pools and default), so they reach disk in the order they were asked for (a logout can never
+//! be overtaken by an older token, a pause never undone by a concurrent update of the same
+//! record) and never on an actor's thread or an HTTP worker. Group-committed: whatever is queued when the thread wakes is
 //! written, and if any of it must be durable (a token, an intent, a dead flag, a quota limit,
 //! a barrier) one sled flush covers the lot; every caller is answered, and only then are the
 //! mirror files written (the mirror is a convenience for other tools, not the durable copy).
@@ -71,6 +72,12 @@ enum Job {
     },
     /// Bindings to forget (batched; nobody waits).
     Unbind(Vec<String>),
+    /// A management write (accounts, pools, the default): run here, in order with every other
+    /// write, and flushed before the reply.
+    Apply {
+        apply: Box<dyn FnOnce() -> Result<(), StoreError> + Send>,
+        reply: Reply,
+    },
     /// Answered once every job queued before it is durable and its mirror file written.
     Barrier(Reply),
 }
@@ -79,7 +86,11 @@ impl Job {
     /// Whether the job's batch must be flushed before its replies go out.
     fn durable(&self) -> bool {
         match self {
-            Job::Token { .. } | Job::Dead { .. } | Job::Intent { .. } | Job::Barrier(_) => true,
+            Job::Token { .. }
+            | Job::Dead { .. }
+            | Job::Intent { .. }
+            | Job::Apply { .. }
+            | Job::Barrier(_) => true,
             Job::Quota { durable, .. } => *durable,
             Job::Binding { .. } | Job::Unbind(_) => false,
         }
@@ -249,6 +260,18 @@ impl Writer {
         })
     }
 
+    /// Runs `apply` on the writer's thread, in order with every other write, and waits until
+    /// it is durable.
+    pub fn apply_blocking(
+        &self,
+        apply: impl FnOnce() -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        self.blocking(|reply| Job::Apply {
+            apply: Box::new(apply),
+            reply,
+        })
+    }
+
     /// Queues a binding; nobody waits for it.
     pub fn binding(&self, session: &str, rec: BindingRecord) -> Result<(), StoreError> {
         self.send(Job::Binding {
@@ -340,6 +363,7 @@ fn run(disk: Disk, rx: mpsc::Receiver<Job>) {
                         log_batched(r.map(|_| ()).map_err(db_err), "a binding's removal");
                     }
                 }
+                Job::Apply { apply, reply } => done.push((reply, apply())),
                 Job::Barrier(reply) => barriers.push(reply),
             }
         }

@@ -245,15 +245,20 @@ pub(super) async fn remove_account(ctx: Data, who: web::Path<String>) -> HttpRes
 }
 
 async fn set_paused(ctx: &Ctx, who: &str, paused: bool) -> HttpResponse {
-    let mut a = match resolve(ctx, who) {
+    let a = match resolve(ctx, who) {
         Ok(a) => a,
         Err(r) => return r,
     };
-    a.paused = paused;
-    a.paused_at_ms = paused.then(|| ctx.clock.now().as_millis());
-    let saved = a.clone();
-    if let Err(r) = write(ctx, move |s| s.put_account(&saved)).await {
-        return r;
+    let at = paused.then(|| ctx.clock.now().as_millis());
+    let id = account_key(&a.email);
+    let change = move |a: &mut Account| {
+        a.paused = paused;
+        a.paused_at_ms = at;
+    };
+    match write(ctx, move |s| s.update_account(&id, change)).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return err(404, format!("{} was removed meanwhile", a.email)),
+        Err(r) => return r,
     }
     let _ = ctx
         .sup
@@ -305,9 +310,15 @@ pub(super) async fn rename(
         return err(409, format!("nickname {new:?} is taken by {}", other.email));
     }
     a.nickname = new.to_string();
-    let saved = a.clone();
-    if let Err(r) = write(&ctx, move |s| s.put_account(&saved)).await {
-        return r;
+    let (id, nickname) = (account_key(&a.email), a.nickname.clone());
+    match write(&ctx, move |s| {
+        s.update_account(&id, move |a| a.nickname = nickname)
+    })
+    .await
+    {
+        Ok(Some(_)) => {}
+        Ok(None) => return err(404, format!("{} was removed meanwhile", a.email)),
+        Err(r) => return r,
     }
     HttpResponse::Ok().json(api::Renamed {
         email: a.email,
