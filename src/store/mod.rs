@@ -219,21 +219,11 @@ impl SledStore {
 
     /// Every account, in login order.
     pub fn accounts(&self) -> Result<Vec<Account>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.accounts.iter() {
-            let (_, v) = kv.map_err(db_err)?;
-            out.push(decode::<AccountRecord>(&v).map_err(StoreError)?);
-        }
-        out.sort_by_key(|a| (a.order, a.email.clone()));
-        Ok(out)
+        accounts_in(&self.accounts)
     }
 
     pub fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        self.accounts
-            .get(id.as_bytes())
-            .map_err(db_err)?
-            .map(|v| decode(&v).map_err(StoreError))
-            .transpose()
+        account_in(&self.accounts, id)
     }
 
     pub fn token(&self, id: &str) -> Result<Option<Token>, StoreError> {
@@ -260,13 +250,7 @@ impl SledStore {
     }
 
     pub fn bindings(&self) -> Result<Vec<(String, Binding)>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.affinity.iter() {
-            let (k, v) = kv.map_err(db_err)?;
-            let r: BindingRecord = decode(&v).map_err(StoreError)?;
-            out.push((String::from_utf8_lossy(&k).into_owned(), Binding::from(&r)));
-        }
-        Ok(out)
+        bindings_in(&self.affinity)
     }
 
     pub fn default_account(&self) -> Result<Option<String>, StoreError> {
@@ -319,10 +303,9 @@ impl SledStore {
         let updated = Arc::new(Mutex::new(None));
         let out = updated.clone();
         self.writer.apply_blocking(move || {
-            let Some(v) = accounts.get(key.as_bytes()).map_err(db_err)? else {
+            let Some(mut a) = account_in(&accounts, &key)? else {
                 return Ok(());
             };
-            let mut a: Account = decode(&v).map_err(StoreError)?;
             change(&mut a);
             accounts
                 .insert(key.as_bytes(), encode(&a))
@@ -406,20 +389,13 @@ impl SledStore {
             accounts.remove(key.as_bytes()).map_err(db_err)?;
             tokens.remove(key.as_bytes()).map_err(db_err)?;
             quota.remove(key.as_bytes()).map_err(db_err)?;
-            for entry in affinity.iter() {
-                let (session, v) = entry.map_err(db_err)?;
-                let b: BindingRecord = decode(&v).map_err(StoreError)?;
-                if b.account == key {
-                    affinity.remove(session).map_err(db_err)?;
+            for (session, b) in bindings_in(&affinity)? {
+                if *b.account == *key {
+                    affinity.remove(session.as_bytes()).map_err(db_err)?;
                 }
             }
             if meta.get(META_DEFAULT).map_err(db_err)?.as_deref() == Some(key.as_bytes()) {
-                let next = accounts
-                    .iter()
-                    .values()
-                    .filter_map(|v| v.ok().and_then(|v| decode::<Account>(&v).ok()))
-                    .min_by_key(|a| (a.order, a.email.clone()));
-                match next {
+                match accounts_in(&accounts)?.first() {
                     Some(next) => meta.insert(META_DEFAULT, account_key(&next.email).as_bytes()),
                     None => meta.remove(META_DEFAULT),
                 }
@@ -516,6 +492,35 @@ impl SledStore {
             order: self.next_order()?,
         })
     }
+}
+
+// ---- reads over a tree: the store's own, and the writer's jobs (which cannot borrow it) ----
+
+fn accounts_in(tree: &sled::Tree) -> Result<Vec<Account>, StoreError> {
+    let mut out = Vec::new();
+    for kv in tree.iter() {
+        let (_, v) = kv.map_err(db_err)?;
+        out.push(decode::<AccountRecord>(&v).map_err(StoreError)?);
+    }
+    out.sort_by_key(|a| (a.order, a.email.clone()));
+    Ok(out)
+}
+
+fn account_in(tree: &sled::Tree, id: &str) -> Result<Option<Account>, StoreError> {
+    tree.get(id.as_bytes())
+        .map_err(db_err)?
+        .map(|v| decode(&v).map_err(StoreError))
+        .transpose()
+}
+
+fn bindings_in(tree: &sled::Tree) -> Result<Vec<(String, Binding)>, StoreError> {
+    let mut out = Vec::new();
+    for kv in tree.iter() {
+        let (k, v) = kv.map_err(db_err)?;
+        let r: BindingRecord = decode(&v).map_err(StoreError)?;
+        out.push((String::from_utf8_lossy(&k).into_owned(), Binding::from(&r)));
+    }
+    Ok(out)
 }
 
 /// The store key of an account: its e-mail address, lower-cased.
