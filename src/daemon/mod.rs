@@ -29,7 +29,7 @@ use ccs_actors::SharedClock;
 
 use crate::config::{Config, Paths};
 use crate::oauth::HttpRefresher;
-use crate::proxy::upstream::UpstreamClient;
+use crate::proxy::upstream::{UpstreamClient, UpstreamTrust};
 use crate::proxy::{self, Ctx};
 use crate::store::{account_key, SledStore};
 use crate::telemetry::{Observed, Telemetry};
@@ -164,13 +164,15 @@ pub async fn serve(
     proxy::recent::restore(&ctx).await;
     let app_ctx = ctx.clone();
     let grace = ctx.config.cliproxy.stop_grace.0;
-    // Built here once to refuse a bad `upstream.ca_cert` at start; each worker builds its own.
-    let checked = UpstreamClient::new(&ctx.config.upstream, &ctx.paths.home)?;
+    // The CA read and a client built here once, so a bad `upstream.ca_cert` is refused at
+    // start; each worker builds its own client from the same trust.
+    let trust = UpstreamTrust::load(&ctx.config.upstream, &ctx.paths.home)?;
+    let first = UpstreamClient::new(&trust)?;
     let server = HttpServer::new(move || {
         let up = &app_ctx.config.upstream;
-        let client = UpstreamClient::new(up, &app_ctx.paths.home).unwrap_or_else(|e| {
+        let client = UpstreamClient::new(&trust).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "this worker shares the upstream client built at start");
-            checked.clone()
+            first.clone()
         });
         if up.warm {
             let (c, base) = (client.clone(), up.api_base.clone());

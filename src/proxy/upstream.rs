@@ -28,10 +28,33 @@ const MAX_IDLE_PER_HOST: usize = 128;
 #[derive(Clone)]
 pub struct UpstreamClient(pub reqwest::Client);
 
+/// The certificates trusted for the upstream besides the built-in roots (`upstream.ca_cert`),
+/// read once at start and shared by every worker's client.
+#[derive(Clone, Default)]
+pub struct UpstreamTrust(Vec<reqwest::Certificate>);
+
+impl UpstreamTrust {
+    /// `cfg.ca_cert` (relative to `home`), when set; an error names the file.
+    pub fn load(cfg: &UpstreamConfig, home: &Path) -> Result<UpstreamTrust> {
+        let Some(ca) = &cfg.ca_cert else {
+            return Ok(UpstreamTrust::default());
+        };
+        let path = home.join(ca);
+        let pem = std::fs::read(&path)
+            .with_context(|| format!("upstream.ca_cert: cannot read {}", path.display()))?;
+        match reqwest::Certificate::from_pem_bundle(&pem) {
+            Ok(certs) if !certs.is_empty() => Ok(UpstreamTrust(certs)),
+            _ => anyhow::bail!(
+                "upstream.ca_cert: {} holds no PEM certificate",
+                path.display()
+            ),
+        }
+    }
+}
+
 impl UpstreamClient {
-    /// A client for `cfg.api_base`, trusting `cfg.ca_cert` (relative to `home`) besides the
-    /// built-in roots.
-    pub fn new(cfg: &UpstreamConfig, home: &Path) -> Result<UpstreamClient> {
+    /// A client for the upstream, trusting `trust` besides the built-in roots.
+    pub fn new(trust: &UpstreamTrust) -> Result<UpstreamClient> {
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
@@ -41,25 +64,8 @@ impl UpstreamClient {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .http2_keep_alive_while_idle(true)
             .http2_adaptive_window(true);
-        if let Some(ca) = &cfg.ca_cert {
-            let path = home.join(ca);
-            let pem = std::fs::read(&path)
-                .with_context(|| format!("upstream.ca_cert: cannot read {}", path.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
-                format!(
-                    "upstream.ca_cert: {} holds no PEM certificate",
-                    path.display()
-                )
-            })?;
-            if certs.is_empty() {
-                anyhow::bail!(
-                    "upstream.ca_cert: {} holds no PEM certificate",
-                    path.display()
-                );
-            }
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
+        for c in &trust.0 {
+            b = b.add_root_certificate(c.clone());
         }
         Ok(UpstreamClient(b.build().context("the upstream client")?))
     }
