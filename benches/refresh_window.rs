@@ -182,6 +182,7 @@ fn measure(accounts: usize, rounds: usize) -> Vec<Duration> {
             answered,
             windows: windows.clone(),
         }),
+        coordinator: std::sync::Arc::new(ccs_actors::ports::Solo),
         policy: Policy::default(),
     };
     System::new().block_on(async move {

@@ -86,3 +86,80 @@ pub trait Store: Send + Sync + 'static {
     /// Batched.
     fn remove_bindings(&self, sessions: &[String]) -> Result<(), StoreError>;
 }
+
+/// A refresh lease's receipt: handed back with the refresh's outcome, so the coordinator can
+/// tell its own claim from a later one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    /// The fencing number the lease was taken with (0 for a daemon alone).
+    pub fence: u64,
+}
+
+/// Who may send the account's next refresh, as the coordinator answers before one is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Send it: this daemon holds the refresh lease.
+    Mine(Ticket),
+    /// A peer already holds a newer token: adopt it, send nothing.
+    Peer(Token),
+    /// A peer holds the lease until then: wait for its token, send nothing.
+    Elsewhere { until: crate::clock::Timestamp },
+    /// The shared store cannot be reached: no lease, so no refresh (a transient failure).
+    Unavailable,
+}
+
+/// What became of a refresh's answer once it was offered to the shared store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Commit {
+    /// The token is the account's newest everywhere it could be written (or the shared store
+    /// was unreachable: it is kept here and offered again when the store returns).
+    Kept,
+    /// A peer wrote a newer token meanwhile (this daemon's lease lapsed): adopt that one.
+    Fenced(Token),
+}
+
+/// A future, or its value at once (a daemon alone answers at once and adds no hop).
+pub enum Soon<T> {
+    Now(T),
+    Later(BoxFuture<T>),
+}
+
+impl<T: Send + 'static> Soon<T> {
+    pub async fn get(self) -> T {
+        match self {
+            Soon::Now(v) => v,
+            Soon::Later(f) => f.await,
+        }
+    }
+}
+
+/// Several daemons refreshing one pool: who sends each refresh (one per token generation,
+/// over all of them), and where a new token goes so the others learn it. A daemon alone uses
+/// `Solo`: every refresh is its own.
+pub trait Coordinator: Send + Sync + 'static {
+    /// Before a refresh is sent with `refresh` (the machine's current refresh token).
+    fn claim(&self, account: &str, refresh: &Secret) -> Soon<Claim>;
+    /// The authority answered the claimed refresh with `token`.
+    fn commit(&self, account: &str, ticket: Ticket, token: &Token) -> Soon<Commit>;
+    /// The claimed refresh failed. `fatal`: the authority refused the grant; a peer's newer
+    /// token (a peer refreshed first and the grant moved on) is returned to adopt instead of
+    /// declaring the account dead.
+    fn release(&self, account: &str, ticket: Ticket, fatal: bool) -> Soon<Option<Token>>;
+}
+
+/// The coordinator of a daemon alone: every refresh is its own.
+pub struct Solo;
+
+impl Coordinator for Solo {
+    fn claim(&self, _account: &str, _refresh: &Secret) -> Soon<Claim> {
+        Soon::Now(Claim::Mine(Ticket { fence: 0 }))
+    }
+
+    fn commit(&self, _account: &str, _ticket: Ticket, _token: &Token) -> Soon<Commit> {
+        Soon::Now(Commit::Kept)
+    }
+
+    fn release(&self, _account: &str, _ticket: Ticket, _fatal: bool) -> Soon<Option<Token>> {
+        Soon::Now(None)
+    }
+}

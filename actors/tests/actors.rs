@@ -200,6 +200,7 @@ fn rig(gate_open: bool) -> Rig {
         clock: Arc::new(clock.clone()) as SharedClock,
         refresher: refresher.clone(),
         store: store.clone(),
+        coordinator: Arc::new(ccs_actors::ports::Solo),
         policy: Policy::default(),
     };
     Rig {

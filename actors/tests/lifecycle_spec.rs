@@ -67,6 +67,8 @@ fn classes_of(kind: EventKind) -> &'static [&'static str] {
         EventKind::Demand => &["after_gap", "within_gap"],
         EventKind::LoggedIn => &["valid", "lapsed"],
         EventKind::LoggedOut => &[""],
+        EventKind::RefreshOwnedElsewhere => &[""],
+        EventKind::TokenFromPeer => &["valid", "lapsed"],
     }
 }
 
@@ -272,6 +274,12 @@ fn event(name: &str) -> (Event, bool, Token) {
         ("demand", _) => (Event::Demand, false, default_unsaved),
         ("logged_in", c) => (Event::LoggedIn(class_token(c)), false, default_unsaved),
         ("logged_out", "") => (Event::LoggedOut, false, default_unsaved),
+        ("refresh_owned_elsewhere", "") => (
+            Event::RefreshOwnedElsewhere { until: at(120) },
+            false,
+            default_unsaved,
+        ),
+        ("token_from_peer", c) => (Event::TokenFromPeer(class_token(c)), false, default_unsaved),
         _ => panic!("unknown event {name:?} in the table"),
     }
 }
@@ -309,7 +317,7 @@ fn effect_name(fx: &Effect, before: &State, next: &State, event: &Event) -> Stri
         },
         Effect::Persist(t) => {
             let carried = match event {
-                Event::LoggedIn(e) | Event::RefreshSucceeded(e) => e == t,
+                Event::LoggedIn(e) | Event::RefreshSucceeded(e) | Event::TokenFromPeer(e) => e == t,
                 _ => before.unsaved.as_ref().is_some_and(|(u, _)| u == t),
             };
             if carried {
@@ -435,7 +443,7 @@ fn every_event_kind_and_phase_has_table_states_and_classes() {
     }
     assert_eq!(
         EventKind::iter().count(),
-        14,
+        16,
         "a new event kind: give it rows"
     );
 }

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::SharedClock;
 use crate::lifecycle::{self, Effect, Event, Failure, Health, LeaseAnswer, Phase, Policy};
-use crate::ports::{Persisting, Refresher, Store};
+use crate::ports::{Claim, Commit, Coordinator, Persisting, Refresher, Soon, Store, Ticket};
 use crate::quota::Quota;
 use crate::routing::AccountId;
 use crate::token::{Secret, Token};
@@ -24,7 +24,7 @@ pub use control::{
     AccountState, CredentialRefused, Demand, GetState, LoggedIn, LoggedOut, Settle, StopAccount,
     Tick,
 };
-pub use quota::{Observe, ObserveUsage};
+pub use quota::{Observe, ObserveUsage, PeerQuota};
 
 /// The outside world of an account actor.
 #[derive(Clone)]
@@ -32,6 +32,8 @@ pub struct Deps {
     pub clock: SharedClock,
     pub refresher: Arc<dyn Refresher>,
     pub store: Arc<dyn Store>,
+    /// Who sends each refresh when several daemons share the pool (`Solo` when alone).
+    pub coordinator: Arc<dyn Coordinator>,
     pub policy: Policy,
 }
 
@@ -224,36 +226,98 @@ impl AccountActor {
         }
     }
 
+    /// The machine asked for a refresh: first the coordinator says whose it is (a daemon
+    /// alone: always this one's, at once).
     fn start_refresh(&mut self, refresh: Secret, ctx: &mut Context<Self>) {
-        // The intent first: if the process dies between the authority's answer and the write,
-        // the next start knows to check this grant at once.
-        match self.deps.store.persist_refresh_intent(&self.id, &refresh) {
-            Persisting::Done(result) => self.intent_written(refresh, result, ctx),
-            Persisting::Pending(write) => {
-                ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
-                    act.intent_written(refresh, result, ctx);
+        match self.deps.coordinator.claim(&self.id, &refresh) {
+            Soon::Now(claim) => self.claimed(refresh, claim, ctx),
+            Soon::Later(claim) => {
+                ctx.spawn(claim.into_actor(self).map(move |claim, act, ctx| {
+                    act.claimed(refresh, claim, ctx);
                 }));
             }
         }
     }
 
-    /// Sends the refresh call once its intent is durable; a refused intent is a transient
-    /// failure (nothing was sent, so nothing can be lost).
+    fn claimed(&mut self, refresh: Secret, claim: Claim, ctx: &mut Context<Self>) {
+        match claim {
+            Claim::Mine(ticket) => self.write_intent(refresh, ticket, ctx),
+            Claim::Peer(token) => {
+                tracing::info!(account = %self.id, "a peer daemon refreshed this account first: adopting its token");
+                ctx.notify(RefreshDone(Outcome::FromPeer(token)));
+            }
+            Claim::Elsewhere { until } => {
+                tracing::info!(account = %self.id, "a peer daemon holds the refresh lease: waiting for its token");
+                ctx.notify(RefreshDone(Outcome::OwnedElsewhere { until }));
+            }
+            Claim::Unavailable => {
+                tracing::warn!(account = %self.id, "the shared store is unreachable: no refresh without its lease; the current token is served while it lasts");
+                ctx.notify(RefreshDone(Outcome::Own(Err(Failure::Transient {
+                    retry_after: None,
+                }))));
+            }
+        }
+    }
+
+    fn write_intent(&mut self, refresh: Secret, ticket: Ticket, ctx: &mut Context<Self>) {
+        // The intent first: if the process dies between the authority's answer and the write,
+        // the next start knows to check this grant at once.
+        match self.deps.store.persist_refresh_intent(&self.id, &refresh) {
+            Persisting::Done(result) => self.intent_written(refresh, ticket, result, ctx),
+            Persisting::Pending(write) => {
+                ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
+                    act.intent_written(refresh, ticket, result, ctx);
+                }));
+            }
+        }
+    }
+
+    /// Sends the refresh call once its intent is durable, then offers its answer to the
+    /// coordinator; a refused intent is a transient failure (nothing was sent, so nothing can
+    /// be lost).
     fn intent_written(
         &mut self,
         refresh: Secret,
+        ticket: Ticket,
         result: Result<(), crate::ports::StoreError>,
         ctx: &mut Context<Self>,
     ) {
+        let coordinator = self.deps.coordinator.clone();
+        let id = self.id.clone();
         if let Err(e) = result {
             tracing::error!(account = %self.id, error = %e, "could not write the refresh intent; not refreshing until the store works");
-            ctx.notify(RefreshDone(Err(Failure::Transient { retry_after: None })));
+            let release = coordinator.release(&id, ticket, false);
+            ctx.spawn(
+                fut::wrap_future(release.get()).map(|_, _act, ctx: &mut Context<Self>| {
+                    ctx.notify(RefreshDone(Outcome::Own(Err(Failure::Transient {
+                        retry_after: None,
+                    }))));
+                }),
+            );
             return;
         }
         self.refresh_calls += 1;
         let call = self.deps.refresher.refresh(&self.id, &refresh);
-        ctx.spawn(call.into_actor(self).map(|result, _act, ctx| {
-            ctx.notify(RefreshDone(result));
+        let outcome = async move {
+            match call.await {
+                Ok(token) => match coordinator.commit(&id, ticket, &token).get().await {
+                    Commit::Kept => Outcome::Own(Ok(token)),
+                    Commit::Fenced(newer) => {
+                        tracing::error!(account = %id, "this daemon's refresh lease lapsed and a peer wrote a newer token: adopting the peer's");
+                        Outcome::FromPeer(newer)
+                    }
+                },
+                Err(failure) => {
+                    let fatal = failure == Failure::Fatal;
+                    match coordinator.release(&id, ticket, fatal).get().await {
+                        Some(newer) => Outcome::FromPeer(newer),
+                        None => Outcome::Own(Err(failure)),
+                    }
+                }
+            }
+        };
+        ctx.spawn(outcome.into_actor(self).map(|outcome, _act, ctx| {
+            ctx.notify(RefreshDone(outcome));
         }));
     }
 
@@ -354,22 +418,52 @@ impl Actor for AccountActor {
     }
 }
 
+/// How a refresh the machine asked for came out.
+enum Outcome {
+    /// This daemon's call, answered.
+    Own(Result<Token, Failure>),
+    /// A peer's newer token instead (it refreshed first).
+    FromPeer(Token),
+    /// A peer holds the refresh lease; nothing was sent.
+    OwnedElsewhere { until: crate::clock::Timestamp },
+}
+
 #[derive(Message)]
 #[rtype(result = "()")]
-struct RefreshDone(Result<Token, Failure>);
+struct RefreshDone(Outcome);
 
 impl Handler<RefreshDone> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, msg: RefreshDone, ctx: &mut Context<Self>) {
         let event = match msg.0 {
-            Ok(token) => Event::RefreshSucceeded(token),
-            Err(failure) => {
+            Outcome::Own(Ok(token)) => Event::RefreshSucceeded(token),
+            Outcome::Own(Err(failure)) => {
                 tracing::warn!(account = %self.id, ?failure, "token refresh failed");
                 Event::RefreshFailed(failure)
             }
+            Outcome::FromPeer(token) => Event::TokenFromPeer(token),
+            Outcome::OwnedElsewhere { until } => Event::RefreshOwnedElsewhere { until },
         };
         self.apply(event, ctx);
+    }
+}
+
+/// Several daemons: a peer wrote a newer token for this account to the shared store. Adopted
+/// unless a refresh of this daemon's is out or a token is being written (that refresh's
+/// commit, or the next claim, meets the peer's token in the store instead).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerToken(pub Token);
+
+impl Handler<PeerToken> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerToken, ctx: &mut Context<Self>) {
+        if self.machine.phase == Phase::Refreshing || self.machine.token.as_ref() == Some(&msg.0) {
+            return;
+        }
+        self.apply(Event::TokenFromPeer(msg.0), ctx);
     }
 }
 

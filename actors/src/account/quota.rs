@@ -108,3 +108,25 @@ impl Handler<ObserveUsage> for AccountActor {
         self.logged(write, "could not save quota state", ctx);
     }
 }
+
+/// Several daemons: a peer saw this account's limits change (a bench, a reset, a backoff) and
+/// wrote them to the shared store. Its record is the newer observation of the same account at
+/// the same authority: it replaces this daemon's, and routing hears of it at once. Written down
+/// here only batched (the shared store holds it durably), and never offered back to the peers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerQuota(pub crate::quota::Quota);
+
+impl Handler<PeerQuota> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerQuota, ctx: &mut Context<Self>) {
+        if self.quota.limits() == msg.0.limits() {
+            return;
+        }
+        self.quota = msg.0;
+        let write = self.deps.store.persist_quota(&self.id, &self.quota, false);
+        self.publish();
+        self.logged(write, "could not save quota state", ctx);
+    }
+}

@@ -196,6 +196,16 @@ pub enum Event {
     Demand,
     LoggedIn(Token),
     LoggedOut,
+    /// Several daemons: a peer holds the refresh lease until then. The answer to a refresh
+    /// this machine asked for, of which nothing was sent: wait for the peer's token, then look
+    /// again; no failure is counted.
+    RefreshOwnedElsewhere {
+        until: Timestamp,
+    },
+    /// Several daemons: a peer's newer token (durable in the shared store). Written down and
+    /// adopted as a refresh's answer is: the answer to this machine's refresh when a peer
+    /// refreshed first, or news while none is out. Never revives a dead account (a login does).
+    TokenFromPeer(Token),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

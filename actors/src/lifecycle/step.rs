@@ -59,9 +59,13 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
         }
         (_, Event::Tick | Event::LeadReached) => {}
 
-        (Refreshing, Event::RefreshSucceeded(_) | Event::RefreshFailed(_))
-            if state.stale_in_flight =>
-        {
+        (
+            Refreshing,
+            Event::RefreshSucceeded(_)
+            | Event::RefreshFailed(_)
+            | Event::RefreshOwnedElsewhere { .. }
+            | Event::TokenFromPeer(_),
+        ) if state.stale_in_flight => {
             // The newer login stands; the outcome for the older grant is stale.
             s.stale_in_flight = false;
             s.failures = 0;
@@ -74,11 +78,23 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
                 fx.push(Effect::ArmTimer(s.refresh_at));
             }
         }
-        (Dead, Event::RefreshSucceeded(_) | Event::RefreshFailed(_)) => {
+        (
+            Dead,
+            Event::RefreshSucceeded(_)
+            | Event::RefreshFailed(_)
+            | Event::RefreshOwnedElsewhere { .. }
+            | Event::TokenFromPeer(_),
+        ) => {
             s.stale_in_flight = false;
         }
         // No call is out while a token is being written (the one that was has answered).
-        (Refreshing, Event::RefreshSucceeded(_) | Event::RefreshFailed(_)) if saving => {}
+        (
+            Refreshing,
+            Event::RefreshSucceeded(_)
+            | Event::RefreshFailed(_)
+            | Event::RefreshOwnedElsewhere { .. }
+            | Event::TokenFromPeer(_),
+        ) if saving => {}
         (Refreshing, Event::RefreshSucceeded(token))
             if crate::planted::on(crate::planted::Bug::TokenSavedLate) =>
         {
@@ -106,7 +122,28 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
             s.retry_at = None;
             fx.push(Effect::PersistDead);
         }
-        (_, Event::RefreshSucceeded(_) | Event::RefreshFailed(_)) => {}
+        // A peer's newer token: the answer to this machine's refresh (a peer refreshed
+        // first), or news while none is out. Written down first, as a refresh's answer is.
+        (Fresh | Expiring | Refreshing, Event::TokenFromPeer(token)) => {
+            s.phase = Refreshing;
+            s.retry_at = None;
+            fx.push(Effect::Persist(token.clone()));
+            s.unsaved = Some((token, Origin::Refresh));
+        }
+        (Refreshing, Event::RefreshOwnedElsewhere { until }) => {
+            // Nothing was sent: wait for the peer's token (by the shared store, or at the
+            // lease's end), counting no failure.
+            s.phase = Expiring;
+            let at = until.max(now);
+            s.retry_at = Some(at);
+            fx.push(Effect::ArmTimer(at));
+        }
+        (
+            _,
+            Event::RefreshSucceeded(_)
+            | Event::RefreshFailed(_)
+            | Event::RefreshOwnedElsewhere { .. },
+        ) => {}
 
         (Refreshing, Event::Persisted(token))
             if state.unsaved.as_ref().is_some_and(|(t, _)| *t == token) =>

@@ -465,5 +465,5 @@ impl Handler<WatchHops> for Supervisor {
 }
 
 pub use handle::{Placement, RouteError, SupervisorHandle};
-pub use route::{ExpireBindings, Peek, Route, Routed};
+pub use route::{ExpireBindings, Peek, PeerBound, Route, Routed};
 pub use view::{AccountAddr, MemberView, SupervisorView, View};

@@ -291,3 +291,25 @@ impl Handler<ExpireBindings> for Supervisor {
         gone.len()
     }
 }
+
+/// Several daemons: a peer bound (or moved) `session` to `account`. Applied to the affinity
+/// table as this daemon's own binding would be, but not written back (the peer wrote it), and
+/// only if the account is one of this daemon's; the newest word on a session wins.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerBound {
+    pub session: String,
+    pub account: AccountId,
+}
+
+impl Handler<PeerBound> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerBound, _ctx: &mut Context<Self>) {
+        if !self.accounts.contains_key(&msg.account) {
+            return;
+        }
+        let now = self.deps.clock.now();
+        hot::write(&self.hot.affinity).bind(&msg.session, msg.account, now);
+    }
+}

@@ -68,6 +68,7 @@ fn deps(w_clock: &ManualClock, refresher: Arc<ModelRefresher>, store: Arc<SimSto
         clock: Arc::new(w_clock.clone()) as SharedClock,
         refresher,
         store,
+        coordinator: std::sync::Arc::new(ccs_actors::ports::Solo),
         policy: Policy::default(),
     }
 }
