@@ -260,6 +260,26 @@ pub struct Status {
     /// The latest warnings and errors the daemon logged, newest last.
     #[serde(default)]
     pub errors: Vec<LogRecord>,
+    /// Where the pool's state lives, and in a shared pool who else serves it.
+    #[serde(default)]
+    pub store: StoreStatus,
+}
+
+/// `store.backend` as the daemon runs it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// `sled` (this daemon alone) or `redis` (a shared pool).
+    pub backend: String,
+    /// The Redis URL, its password hidden.
+    pub redis_url: Option<String>,
+    /// Whether Redis answered the daemon's last command.
+    pub reachable: Option<bool>,
+    /// This daemon's name among its peers.
+    pub daemon: Option<String>,
+    /// The daemons alive now, this one included.
+    pub peers: Vec<crate::shared::Peer>,
+    /// Who holds each refresh lease now.
+    pub leases: Vec<crate::shared::LeaseHolder>,
 }
 
 /// One refresh call's outcome.

@@ -18,6 +18,7 @@ pub mod logging;
 pub mod oauth;
 pub mod profiles;
 pub mod proxy;
+pub mod shared;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

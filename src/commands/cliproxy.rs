@@ -176,10 +176,40 @@ pub fn status(json_out: bool) -> Result<()> {
     for note in &s.store_notes {
         println!("at start     {note}");
     }
+    print_store(&s.store);
     if s.by_state.get("dead").copied().unwrap_or(0) > 0 {
         println!("\nsome accounts are dead: see `ccs claude --accounts` and log them in again");
     }
     Ok(())
+}
+
+/// The shared store's lines: the backend, the peers and who holds each refresh lease.
+fn print_store(store: &crate::api::StoreStatus) {
+    let Some(url) = &store.redis_url else {
+        println!("store         sled (this daemon alone)");
+        return;
+    };
+    let reach = match store.reachable {
+        Some(false) => "UNREACHABLE: serving from this daemon's snapshot, no refreshes",
+        _ => "reachable",
+    };
+    println!("store         redis at {url} ({reach})");
+    for p in &store.peers {
+        let me = if p.me { " (this daemon)" } else { "" };
+        println!(
+            "peer          {} at {} (version {}){me}",
+            p.id, p.url, p.version
+        );
+    }
+    for l in &store.leases {
+        println!(
+            "lease         {} refreshed by {} (fence {}, {} s left)",
+            l.account,
+            l.daemon,
+            l.fence,
+            l.expires_in_ms / 1000
+        );
+    }
 }
 
 pub fn run_foreground() -> Result<()> {

@@ -7,6 +7,7 @@
 
 mod paths;
 mod remote;
+mod store;
 mod validate;
 mod values;
 
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 pub use paths::Paths;
 pub use remote::{Protocol, ProxyServer, Remote, Tls};
+pub use store::{Backend, Redis, Store};
 pub use values::{words, On, Size, Span};
 
 /// The client key the tool we replace uses by default (specs/anthropic.md §6). Public, so
@@ -64,6 +66,8 @@ pub struct Config {
     pub status_line: On,
     /// A daemon on another machine to use instead of a local one.
     pub cliproxy_server: ProxyServer,
+    /// Where the pool's state lives: sled here, or Redis shared by several daemons.
+    pub store: Store,
 }
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

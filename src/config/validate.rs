@@ -116,6 +116,9 @@ impl Config {
                 )));
             }
         }
+        if let Some(problem) = self.store.problem(self.oauth.refresh_timeout.0) {
+            return Err(invalid(problem));
+        }
         self.validate_remote(&invalid)
     }
 

@@ -27,12 +27,14 @@ use ccs_actors::supervisor::{
 };
 use ccs_actors::SharedClock;
 
-use crate::config::{Config, Paths};
+use crate::config::{Backend, Config, Paths};
 use crate::oauth::HttpRefresher;
 use crate::proxy::upstream::{UpstreamClient, UpstreamTrust};
 use crate::proxy::{self, Ctx};
+use crate::shared::{Refreshes, Shared, SharedStore};
 use crate::store::{account_key, SledStore};
 use crate::telemetry::{Observed, Telemetry};
+use ccs_actors::ports::{Coordinator, Solo, Store};
 
 /// How often idle session bindings are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(300);
@@ -138,10 +140,19 @@ pub async fn serve(
         },
         telemetry: telemetry.clone(),
     });
+    let shared = join_shared(&config, &store, &clock).await?;
+    let (actor_store, coordinator): (Arc<dyn Store>, Arc<dyn Coordinator>) = match &shared {
+        Some(s) => (
+            SharedStore::start(store.clone(), s.clone(), config.cliproxy.affinity_ttl.0),
+            Arc::new(Refreshes(s.clone())),
+        ),
+        None => (store.clone(), Arc::new(Solo)),
+    };
     let deps = Deps {
         clock: clock.clone(),
         refresher,
-        store: store.clone(),
+        store: actor_store,
+        coordinator,
         policy: config.lifecycle_policy(),
     };
     let sup = SupervisorHandle::start(deps, config.routing_policy());
@@ -152,15 +163,18 @@ pub async fn serve(
     load(&store, &sup).await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{}", listener.local_addr()?);
-    let ctx = web::Data::new(Ctx::new(
-        config,
-        paths,
-        store.clone(),
-        sup.clone(),
-        clock,
-        url.clone(),
-        telemetry,
-    ));
+    let ctx = web::Data::new(
+        Ctx::new(
+            config,
+            paths,
+            store.clone(),
+            sup.clone(),
+            clock,
+            url.clone(),
+            telemetry,
+        )
+        .with_shared(shared.clone()),
+    );
     proxy::recent::restore(&ctx).await;
     let app_ctx = ctx.clone();
     let grace = ctx.config.cliproxy.stop_grace.0;
@@ -201,6 +215,16 @@ pub async fn serve(
     let running = actix_web::rt::spawn(server);
     tracing::info!(%url, "daemon ready");
 
+    let peers = shared.map(|s| {
+        actix_web::rt::spawn(crate::shared::listen(s.clone(), sup.clone(), store.clone()));
+        let url = url.clone();
+        actix_web::rt::spawn(async move {
+            loop {
+                let _ = s.heartbeat(&url).await;
+                actix_web::rt::time::sleep(crate::shared::HEARTBEAT).await;
+            }
+        })
+    });
     let sweeper_ctx = ctx.clone();
     let sweeper = actix_web::rt::spawn(async move {
         loop {
@@ -224,6 +248,9 @@ pub async fn serve(
     handle.stop(true).await;
     let _ = running.await;
     sweeper.abort();
+    if let Some(p) = peers {
+        p.abort();
+    }
     proxy::recent::save(&ctx).await;
     save_usage(&ctx).await;
     // A refresh answered but not written is a grant lost: let every call out come back and its
@@ -239,6 +266,25 @@ pub async fn serve(
     store.flush()?;
     tracing::info!("daemon stopped");
     Ok(())
+}
+
+/// With `store.backend: redis`: connects, warns when Redis does not persist, and joins the
+/// shared pool (its accounts, and the newest token of each) before any actor starts.
+async fn join_shared(
+    config: &Config,
+    store: &Arc<SledStore>,
+    clock: &SharedClock,
+) -> Result<Option<Arc<Shared>>> {
+    if config.store.backend != Backend::Redis {
+        return Ok(None);
+    }
+    let shared = Shared::connect(&config.store.redis, clock.clone()).await?;
+    if let Some(warning) = shared.durability_warning().await {
+        tracing::warn!("{warning}");
+    }
+    crate::shared::join(store, &shared).await?;
+    tracing::info!(redis = shared.url(), daemon = %shared.daemon, "joined the shared pool");
+    Ok(Some(shared))
 }
 
 /// Refuses to listen beyond loopback with a weak or public key, or over plain HTTP unless

@@ -100,6 +100,8 @@ pub struct Ctx {
     pub clients: clients::Clients,
     /// The management secret's argon2 hash, when config.yaml keeps it that way.
     hashed_secret: Option<crate::keys::HashedSecret>,
+    /// The shared store, when several daemons share the pool (`store.backend: redis`).
+    pub shared: Option<Arc<crate::shared::Shared>>,
 }
 
 impl Ctx {
@@ -146,7 +148,13 @@ impl Ctx {
             sessions: sessions::Sessions::default(),
             clients,
             hashed_secret,
+            shared: None,
         }
+    }
+
+    /// The same context in a shared pool.
+    pub fn with_shared(self, shared: Option<Arc<crate::shared::Shared>>) -> Self {
+        Ctx { shared, ..self }
     }
 
     /// The client key presented (`Authorization: Bearer` or `x-api-key`), when it is one of

@@ -202,6 +202,9 @@ pub(crate) async fn add(ctx: &Ctx, b: api::AddAccount) -> Result<api::Added, Htt
                 ccs_actors::ports::Store::save_token(s, &key, &t)
             })
             .await?;
+            if let Some(shared) = &ctx.shared {
+                share_new_account(ctx, shared, &id, &token).await;
+            }
             let added = ctx
                 .sup
                 .add(AddAccount {
@@ -225,6 +228,23 @@ pub(crate) async fn add(ctx: &Ctx, b: api::AddAccount) -> Result<api::Added, Htt
         .into_iter()
         .find(|a| a.email == email);
     Ok(api::Added { created, account })
+}
+
+/// A shared pool: the peers hear of an account logged in here (its record, then its token);
+/// Redis unreachable, the token is offered when it returns (the record at the next start).
+async fn share_new_account(
+    ctx: &Ctx,
+    shared: &crate::shared::Shared,
+    id: &AccountId,
+    token: &ccs_actors::Token,
+) {
+    let record = match ctx.store.account(id) {
+        Ok(Some(r)) => r,
+        _ => return,
+    };
+    if let Err(e) = shared.share_account(id, &record, token).await {
+        tracing::warn!(account = %id, error = %e, "the shared store did not hear of the new account; peers learn of it when it returns");
+    }
 }
 
 pub(super) async fn remove_account(ctx: Data, who: web::Path<String>) -> HttpResponse {

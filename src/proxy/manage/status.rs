@@ -102,6 +102,13 @@ pub(super) async fn status(ctx: Data) -> HttpResponse {
             .or_default() += 1;
     }
     let paused = view.accounts.iter().filter(|m| m.paused).count();
+    let store = match &ctx.shared {
+        Some(shared) => shared.status().await,
+        None => api::StoreStatus {
+            backend: "sled".into(),
+            ..Default::default()
+        },
+    };
     HttpResponse::Ok().json(api::Status {
         state: "running".into(),
         url: ctx.url.clone(),
@@ -118,6 +125,7 @@ pub(super) async fn status(ctx: Data) -> HttpResponse {
         store_bytes: ctx.store.size_on_disk(),
         refreshes: ctx.telemetry.refreshes(),
         errors: ctx.telemetry.errors(),
+        store,
     })
 }
 

@@ -1,0 +1,139 @@
+//! A daemon joining the shared pool at start: the accounts the peers know and this daemon
+//! does not are copied here, and for each account the newest token between this daemon's
+//! sled copy and Redis's wins (specs/shared-store.md, S6), before any account actor starts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use ccs_actors::ports::Store as _;
+
+use super::{choose_newest, Shared, Start};
+use crate::store::records::AccountRecord;
+use crate::store::{account_key, SledStore};
+
+impl Shared {
+    async fn hash(&self, name: &str) -> Result<HashMap<String, String>, String> {
+        let key = format!("{}:{name}", self.prefix);
+        let mut c = self.conn();
+        self.run(async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
+            .await
+    }
+
+    /// A peer's account record (`accounts` hash), if the pool has one by that id.
+    pub async fn account_record(&self, id: &str) -> Result<Option<AccountRecord>, String> {
+        let key = format!("{}:accounts", self.prefix);
+        let (mut c, id) = (self.conn(), id.to_string());
+        let json: Option<String> = self
+            .run(async move {
+                redis::cmd("HGET")
+                    .arg(key)
+                    .arg(id)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    /// Shares an account logged in here: its record, then its token as a new grant (the
+    /// peers hear of the token and add the account).
+    pub async fn share_account(
+        &self,
+        id: &str,
+        record: &AccountRecord,
+        token: &ccs_actors::Token,
+    ) -> Result<(), String> {
+        self.put_account(id, record).await?;
+        self.offer(id, token, None).await.map(|_| ())
+    }
+
+    async fn put_account(&self, id: &str, record: &AccountRecord) -> Result<(), String> {
+        let key = format!("{}:accounts", self.prefix);
+        let json = serde_json::to_string(record).map_err(|e| e.to_string())?;
+        let (mut c, id) = (self.conn(), id.to_string());
+        self.run(async move {
+            redis::cmd("HSET")
+                .arg(key)
+                .arg(id)
+                .arg(json)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+}
+
+/// Joins the shared pool: copies the peers' accounts in, writes this daemon's accounts out,
+/// and leaves each account's newest token in the local store for `load` to start it from.
+pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
+    let unreachable = |e: String| anyhow::anyhow!("{e}");
+    let theirs = shared
+        .hash("accounts")
+        .await
+        .map_err(unreachable)
+        .context("reading the shared pool's accounts")?;
+    let mine: HashMap<String, AccountRecord> = store
+        .accounts()?
+        .into_iter()
+        .map(|a| (account_key(&a.email).as_str().to_string(), a))
+        .collect();
+    for (id, json) in &theirs {
+        if mine.contains_key(id) {
+            continue;
+        }
+        match serde_json::from_str::<AccountRecord>(json) {
+            Ok(record) => {
+                tracing::info!(account = %id, "joining an account a peer daemon logged in");
+                store.put_account(&record)?;
+            }
+            Err(e) => {
+                tracing::warn!(account = %id, error = %e, "an unreadable account record in the shared store")
+            }
+        }
+    }
+    for (id, record) in &mine {
+        if !theirs.contains_key(id) {
+            shared.put_account(id, record).await.map_err(unreachable)?;
+        }
+    }
+    for record in store.accounts()? {
+        let id = account_key(&record.email);
+        let local = store.token(&id)?;
+        let remote = shared.read_token(&id).await.map_err(unreachable)?;
+        match choose_newest(local.as_ref(), remote) {
+            Start::Nothing => {}
+            Start::Same(_) => {
+                if let Some(t) = &local {
+                    shared.now_holds(&id, t);
+                }
+            }
+            Start::Shared(generation, token) => {
+                tracing::info!(account = %id, generation, "a peer's token is newer than this daemon's copy: starting from it");
+                store.save_token(&id, &token)?;
+                shared.now_holds(&id, &token);
+            }
+            Start::Local { over } => {
+                let token = local.expect("Start::Local comes with a local token");
+                match shared.offer(&id, &token, over).await.map_err(unreachable)? {
+                    Some(generation) => {
+                        tracing::info!(account = %id, generation, "this daemon's token is the newest: written to the shared store")
+                    }
+                    None => {
+                        // A peer wrote a newer one in between: start from that.
+                        if let Some((_, newer)) =
+                            shared.read_token(&id).await.map_err(unreachable)?
+                        {
+                            store.save_token(&id, &newer)?;
+                            shared.now_holds(&id, &newer);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(quota) = shared.read_quota(&id).await.map_err(unreachable)? {
+            store.save_quota(&id, &quota, true)?;
+        }
+    }
+    Ok(())
+}
