@@ -17,13 +17,12 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ccs::sim::scenario::User;
+use common::process::{wait_ready, DaemonProcess};
 use common::*;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
@@ -34,55 +33,6 @@ const EMAILS: [&str; 4] = [
     "c@example.com",
     "d@example.com",
 ];
-
-fn bin() -> PathBuf {
-    std::env::var_os("CCS_CRASH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ccs")))
-}
-
-/// The daemon process; killed with SIGKILL when dropped, so a failing test leaves none behind.
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(home: &std::path::Path, planted: Option<&str>) -> Daemon {
-        let mut cmd = Command::new(bin());
-        if let Some(bug) = planted {
-            cmd.env("CCS_PLANTED_BUG", bug);
-        }
-        let child = cmd
-            .args(["daemon", "run"])
-            .env("CCS_HOME", home)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the daemon");
-        Daemon(child)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn wait_ready(url: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if ccs::daemon::healthz(url).is_some() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
 
 /// What a run found.
 struct Outcome {
@@ -147,7 +97,7 @@ fn run(cycles: u64, planted: Option<&str>) -> Outcome {
     let url = format!("http://127.0.0.1:{port}");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
 
-    let mut daemon = Daemon::start(&paths.home, planted);
+    let mut daemon = DaemonProcess::start(&paths.home, planted);
     assert!(wait_ready(&url), "the daemon did not start");
     for e in EMAILS {
         rt.block_on(add_account(&sim.url(), &url, e));
@@ -186,7 +136,7 @@ fn run(cycles: u64, planted: Option<&str>) -> Outcome {
     for cycle in 0..cycles {
         std::thread::sleep(Duration::from_millis(rng.random_range(200..1500)));
         daemon.kill();
-        daemon = Daemon::start(&paths.home, planted);
+        daemon = DaemonProcess::start(&paths.home, planted);
         assert!(
             wait_ready(&url),
             "cycle {cycle}: the daemon did not come back"

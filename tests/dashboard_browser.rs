@@ -488,6 +488,13 @@ async fn the_usage_chart_adds_up_to_the_simulators_counters() {
         health.as_str().unwrap().contains(env!("CARGO_PKG_VERSION")),
         "{health}"
     );
+    assert!(
+        health
+            .as_str()
+            .unwrap()
+            .contains("sled (this daemon alone)"),
+        "the health page names the store backend: {health}"
+    );
     let refreshed = eval(
         &b,
         "return [...document.querySelectorAll('#refreshes tbody tr')].map(r => r.dataset.outcome + ' ' + r.cells[1].textContent)",

@@ -126,7 +126,12 @@ pub fn spawn_daemon(home: &Path, sim: &str) -> (Proc, String, Duration) {
 
 /// `spawn_daemon` with `CCS_LOG` set to `log`.
 pub fn spawn_daemon_logging(home: &Path, sim: &str, log: &str) -> (Proc, String, Duration) {
-    spawn_daemon_with(home, sim, log, None)
+    spawn_daemon_with(home, sim, log, None, "")
+}
+
+/// `spawn_daemon` with more config.yaml lines (whole top-level sections).
+pub fn spawn_daemon_configured(home: &Path, sim: &str, extra: &str) -> (Proc, String, Duration) {
+    spawn_daemon_with(home, sim, "warn", None, extra)
 }
 
 /// A daemon serving HTTPS with a new self-signed certificate for 127.0.0.1; returns it, its
@@ -136,7 +141,7 @@ pub fn spawn_daemon_tls(home: &Path, sim: &str) -> (Proc, String, String) {
     let made = ccs::tls::self_signed(&["127.0.0.1".into()]).unwrap();
     std::fs::write(home.join("tls/cert.pem"), &made.cert_pem).unwrap();
     std::fs::write(home.join("tls/key.pem"), &made.key_pem).unwrap();
-    let (proc_, url, _) = spawn_daemon_with(home, sim, "warn", Some(made.fingerprint));
+    let (proc_, url, _) = spawn_daemon_with(home, sim, "warn", Some(made.fingerprint), "");
     (proc_, url, made.cert_pem)
 }
 
@@ -147,6 +152,7 @@ fn spawn_daemon_with(
     sim: &str,
     log: &str,
     pin: Option<ccs::tls::Fingerprint>,
+    extra: &str,
 ) -> (Proc, String, Duration) {
     let port = free_port();
     std::fs::create_dir_all(home).unwrap();
@@ -157,7 +163,7 @@ fn spawn_daemon_with(
     };
     std::fs::write(
         home.join("config.yaml"),
-        format!("cliproxy:\n  port: {port}{tls}\n  auth:\n    api_key: {KEY}\n    management_secret: {SECRET}\nupstream:\n  api_base: {sim}\noauth:\n  token_url: {sim}/v1/oauth/token\n  usage_url: {sim}/api/oauth/usage\n"),
+        format!("cliproxy:\n  port: {port}{tls}\n  auth:\n    api_key: {KEY}\n    management_secret: {SECRET}\nupstream:\n  api_base: {sim}\noauth:\n  token_url: {sim}/v1/oauth/token\n  usage_url: {sim}/api/oauth/usage\n{extra}"),
     )
     .unwrap();
     let scheme = if pin.is_some() { "https" } else { "http" };

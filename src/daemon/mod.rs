@@ -264,6 +264,9 @@ pub async fn serve(
         );
     }
     store.flush()?;
+    if let Some(shared) = &ctx.shared {
+        shared.leave().await;
+    }
     tracing::info!("daemon stopped");
     Ok(())
 }

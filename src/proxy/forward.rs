@@ -332,6 +332,11 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
         },
         deadline: started + up_cfg.header_timeout_whole.0,
     };
+    if let (Some(shared), Some(s)) = (&ctx.shared, session.as_deref()) {
+        // A conversation this daemon has not seen may be a peer's: its binding first (once
+        // per conversation and daemon; a known one never waits on Redis).
+        shared.recall_binding(&ctx.sup, s).await;
+    }
     let driven = drive(&ctx.sup, &up, &pool, session.as_deref(), family).await;
     // The body went upstream: give its share of the budget back before relaying.
     drop(held);

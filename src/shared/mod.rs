@@ -9,6 +9,7 @@
 //! newer one, or put Redis on a request's critical path (requests read the supervisor's
 //! snapshot; Redis writes go out behind them, in order).
 
+mod listen;
 mod refresh;
 mod start;
 mod sync;
@@ -22,9 +23,10 @@ use anyhow::{Context as _, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 
+pub use listen::{apply_pools, listen};
 pub use refresh::{choose_newest, Refreshes, Start};
 pub use start::join;
-pub use sync::{listen, SharedStore};
+pub use sync::SharedStore;
 
 use crate::config::Redis as RedisConfig;
 
@@ -58,6 +60,12 @@ pub enum News {
         account: String,
         quota: crate::store::records::QuotaRecord,
     },
+    /// The pools and their drain order, as the daemon that changed them has them.
+    Pools {
+        pools: std::collections::BTreeMap<String, Vec<String>>,
+    },
+    /// An account was paused or resumed.
+    Paused { account: String, paused: bool },
 }
 
 /// A message on the channel: the news and which daemon sent it.
@@ -251,6 +259,15 @@ impl Shared {
                 .await
         })
         .await
+    }
+
+    /// Says this daemon is gone (a clean stop), so status stops listing it at once.
+    pub async fn leave(&self) {
+        let key = self.key("peer", &self.daemon);
+        let mut c = self.conn();
+        let _ = self
+            .run(async move { redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await })
+            .await;
     }
 
     /// Every key under `PREFIX:kind:`, with the part after it.

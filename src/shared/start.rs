@@ -135,5 +135,27 @@ pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
             store.save_quota(&id, &quota, true)?;
         }
     }
+    // The pool's drain order is the pool's: a joining daemon takes it (for the accounts it
+    // has); the first daemon writes its own.
+    match shared.pools().await.map_err(unreachable)? {
+        Some(pools) => {
+            let known: std::collections::HashSet<String> = store
+                .accounts()?
+                .iter()
+                .map(|a| account_key(&a.email).as_str().to_string())
+                .collect();
+            let pools: std::collections::BTreeMap<String, Vec<String>> = pools
+                .into_iter()
+                .map(|(name, members)| {
+                    (
+                        name,
+                        members.into_iter().filter(|m| known.contains(m)).collect(),
+                    )
+                })
+                .collect();
+            store.set_pools(&pools)?;
+        }
+        None => shared.share_pools(store.pools()?).await,
+    }
     Ok(())
 }

@@ -4,23 +4,19 @@
 //! its own sled store as before (tokens and benches durable there first), and bindings and
 //! limits then go to Redis behind the request, in order, on one task (`bind:S` with the
 //! affinity TTL, `quota:A` until its latest reset), each with a message on the `events`
-//! channel. `listen` applies the peers' messages to this daemon's supervisor and accounts, and
-//! when Redis comes back after an outage offers what it kept meanwhile.
+//! channel (`listen.rs` applies the peers' messages).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ccs_actors::account::{PeerQuota, PeerToken};
 use ccs_actors::ports::{Persisting, Store, StoreError};
 use ccs_actors::quota::Quota;
 use ccs_actors::routing::Binding;
-use ccs_actors::supervisor::{AccountAddr, PeerBound, SupervisorHandle};
+use ccs_actors::supervisor::{PeerBound, SupervisorHandle};
 use ccs_actors::{Secret, Token};
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::{Envelope, News, Shared};
+use super::{News, Shared};
 use crate::store::records::QuotaRecord;
 use crate::store::SledStore;
 
@@ -167,6 +163,48 @@ impl Store for SharedStore {
 }
 
 impl Shared {
+    /// Tells the peers this daemon's pools changed (and keeps them for a daemon joining).
+    pub async fn share_pools(&self, pools: std::collections::BTreeMap<String, Vec<String>>) {
+        let key = format!("{}:pools", self.prefix);
+        let json = serde_json::to_string(&pools).unwrap_or_default();
+        let mut c = self.conn();
+        let kept = self
+            .run(async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(json)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await;
+        if kept.is_ok() {
+            let _ = self.tell(News::Pools { pools }).await;
+        }
+    }
+
+    /// Tells the peers an account was paused or resumed.
+    pub async fn share_paused(&self, account: &str, paused: bool) {
+        let news = News::Paused {
+            account: account.to_string(),
+            paused,
+        };
+        if let Err(e) = self.tell(news).await {
+            tracing::warn!(account, error = %e, "the peers did not hear of the pause");
+        }
+    }
+
+    /// The pools the shared pool keeps, if any daemon wrote them.
+    pub async fn pools(
+        &self,
+    ) -> Result<Option<std::collections::BTreeMap<String, Vec<String>>>, String> {
+        let key = format!("{}:pools", self.prefix);
+        let mut c = self.conn();
+        let json: Option<String> = self
+            .run(async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
     /// Until when Redis keeps an account's limits: its latest reset or backoff, at least a
     /// second, at most eight days.
     fn quota_ttl(&self, record: &QuotaRecord) -> Duration {
@@ -237,6 +275,27 @@ impl Shared {
         }
     }
 
+    /// Before a conversation this daemon has no binding for is routed: a peer may have bound
+    /// it (the request before went to another daemon). Its binding is applied here first.
+    /// Redis unreachable or silent on it: routed as a new conversation.
+    pub async fn recall_binding(&self, sup: &SupervisorHandle, session: &str) {
+        if sup.bound(session) {
+            return;
+        }
+        let key = self.key("bind", session);
+        let mut c = self.conn();
+        let found: Result<Option<String>, String> = self
+            .run(async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await;
+        if let Ok(Some(account)) = found {
+            let bound = PeerBound {
+                session: session.to_string(),
+                account: account.as_str().into(),
+            };
+            let _ = sup.addr().send(bound).await;
+        }
+    }
+
     /// The limits Redis holds for `account`, if any.
     pub async fn read_quota(&self, account: &str) -> Result<Option<Quota>, String> {
         let key = self.key("quota", account);
@@ -275,169 +334,4 @@ async fn write_in_order(
             backlog.push(op);
         }
     }
-}
-
-/// Applies the peers' news to this daemon until the runtime stops; reconnects after an outage
-/// (every second) and then reconciles: offers the tokens kept meanwhile and adopts every
-/// newer token a peer wrote.
-pub async fn listen(shared: Arc<Shared>, sup: SupervisorHandle, store: Arc<SledStore>) {
-    let mut first = true;
-    loop {
-        match subscribe(&shared).await {
-            Ok(mut pubsub) => {
-                if !first {
-                    reconcile(&shared, &sup).await;
-                }
-                first = false;
-                let mut messages = pubsub.on_message();
-                while let Some(msg) = messages.next().await {
-                    let Ok(payload) = msg.get_payload::<String>() else {
-                        continue;
-                    };
-                    match serde_json::from_str::<Envelope>(&payload) {
-                        Ok(env) if env.by != shared.daemon => {
-                            hear(&shared, &sup, &store, env.news).await
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "an unreadable message on the shared store's channel")
-                        }
-                    }
-                }
-                tracing::warn!("lost the shared store's channel: reconnecting");
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "the shared store's channel is not reachable yet")
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-async fn subscribe(shared: &Shared) -> Result<redis::aio::PubSub, String> {
-    let connect = async {
-        let mut pubsub = shared.client.get_async_pubsub().await?;
-        pubsub.subscribe(shared.channel()).await?;
-        Ok::<_, redis::RedisError>(pubsub)
-    };
-    match tokio::time::timeout(super::OP_TIMEOUT, connect).await {
-        Ok(Ok(p)) => Ok(p),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer".into()),
-    }
-}
-
-async fn account_addr(
-    sup: &SupervisorHandle,
-    account: &str,
-) -> Option<actix::Addr<ccs_actors::account::AccountActor>> {
-    sup.addr()
-        .send(AccountAddr(account.into()))
-        .await
-        .ok()
-        .flatten()
-}
-
-async fn hear(shared: &Shared, sup: &SupervisorHandle, store: &Arc<SledStore>, news: News) {
-    match news {
-        News::Token {
-            account,
-            generation,
-        } => {
-            if generation <= shared.held(&account) {
-                return;
-            }
-            match account_addr(sup, &account).await {
-                Some(addr) => {
-                    if let Ok(Some((_, token))) = shared.read_token(&account).await {
-                        addr.do_send(PeerToken(token));
-                    }
-                }
-                None => adopt_account(shared, sup, store, &account).await,
-            }
-        }
-        News::Bind { session, account } => sup.addr().do_send(PeerBound {
-            session,
-            account: account.as_str().into(),
-        }),
-        News::Quota { account, quota } => {
-            if let Some(addr) = account_addr(sup, &account).await {
-                addr.do_send(PeerQuota(Quota::from(&quota)));
-            }
-        }
-    }
-}
-
-/// A peer logged in an account this daemon does not have: it joins here too (written down,
-/// then started, in the default pool).
-async fn adopt_account(
-    shared: &Shared,
-    sup: &SupervisorHandle,
-    store: &Arc<SledStore>,
-    account: &str,
-) {
-    let (Ok(Some(record)), Ok(Some((_, token)))) = (
-        shared.account_record(account).await,
-        shared.read_token(account).await,
-    ) else {
-        return;
-    };
-    let (s, id, t, paused) = (
-        store.clone(),
-        account.to_string(),
-        token.clone(),
-        record.paused,
-    );
-    let written = tokio::task::spawn_blocking(move || {
-        s.put_account(&record)?;
-        s.save_token(&id, &t)
-    })
-    .await;
-    if !matches!(written, Ok(Ok(()))) {
-        tracing::warn!(account, "could not write down an account a peer logged in");
-        return;
-    }
-    shared.now_holds(account, &token);
-    tracing::info!(
-        account,
-        "a peer daemon logged this account in: it joins here too"
-    );
-    let added = sup
-        .add(ccs_actors::supervisor::AddAccount {
-            id: account.into(),
-            initial: ccs_actors::account::Initial::Token(token),
-            quota: Quota::default(),
-            paused,
-            pools: vec![],
-        })
-        .await;
-    if let (Ok(()), Ok(view)) = (added, sup.view().await) {
-        let s = store.clone();
-        let _ = tokio::task::spawn_blocking(move || s.set_pools(&view.pools)).await;
-    }
-}
-
-/// After an outage: what this daemon kept goes to Redis, and every newer token there comes
-/// here.
-async fn reconcile(shared: &Shared, sup: &SupervisorHandle) {
-    for (account, token) in shared.offer_pending().await {
-        if let Some(addr) = account_addr(sup, &account).await {
-            addr.do_send(PeerToken(token));
-        }
-    }
-    let Ok(view) = sup.view().await else { return };
-    let mut newer: HashMap<String, Token> = HashMap::new();
-    for m in &view.accounts {
-        if let Ok(Some((g, t))) = shared.read_token(&m.id).await {
-            if g > shared.held(&m.id) {
-                newer.insert(m.id.to_string(), t);
-            }
-        }
-    }
-    for (account, token) in newer {
-        if let Some(addr) = account_addr(sup, &account).await {
-            addr.do_send(PeerToken(token));
-        }
-    }
-    tracing::info!("reconciled with the shared store after its outage");
 }

@@ -2,6 +2,7 @@
 //! browser would do it, and the Python interpreter that has the official `anthropic` SDK.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod redis;
 pub mod remote;
 pub mod rig;

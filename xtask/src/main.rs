@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's tasks, in Rust so they run wherever cargo does.
 //!
 //! - `cargo xtask test`: installs what the tests drive when it is missing (Debian's chromium,
-//!   chromium-driver and tmux; the pinned test clients under `target/test-env`: the `anthropic`
+//!   chromium-driver, tmux and redis-server; the pinned test clients under `target/test-env`: the `anthropic`
 //!   Python SDK in a venv, Claude Code from npm) and cargo-deny, then
 //!   runs `cargo fmt --check`, clippy with `-D warnings`, `cargo deny`, and every test of the
 //!   workspace with the planted-bug checks and the real-client suites turned on.
@@ -127,12 +127,14 @@ fn test() -> Result<(), String> {
 }
 
 /// Debian's packages the tests drive: Chromium and its WebDriver (the dashboard's browser
-/// tests; no browser is downloaded) and tmux (Claude Code's terminal, for its status line).
+/// tests; no browser is downloaded), tmux (Claude Code's terminal, for its status line) and
+/// redis-server (the shared store's tests start their own, on a free loopback port).
 fn system_packages() -> Result<(), String> {
     let wanted = [
         ("/usr/bin/chromium", "chromium"),
         ("/usr/bin/chromedriver", "chromium-driver"),
         ("/usr/bin/tmux", "tmux"),
+        ("/usr/bin/redis-server", "redis-server"),
     ];
     let missing: Vec<&str> = wanted
         .iter()
@@ -140,7 +142,9 @@ fn system_packages() -> Result<(), String> {
         .map(|(_, package)| *package)
         .collect();
     if missing.is_empty() {
-        println!("== system packages: chromium, chromium-driver, tmux already installed");
+        println!(
+            "== system packages: chromium, chromium-driver, tmux, redis-server already installed"
+        );
         return Ok(());
     }
     // As root directly, else through sudo when there is one.

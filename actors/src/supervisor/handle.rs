@@ -71,6 +71,14 @@ impl SupervisorHandle {
         &self.addr
     }
 
+    /// Whether `session` is bound now (read from the hot path, no message).
+    pub fn bound(&self, session: &str) -> bool {
+        let now = self.clock.now();
+        super::hot::read(&self.hot.affinity)
+            .get(session, now, self.policy.affinity_ttl)
+            .is_some()
+    }
+
     /// Routes a request and leases a token from the chosen account; an account that cannot
     /// lease (dead, or no usable token) is excluded and the request routed again.
     pub async fn place(

@@ -339,6 +339,12 @@
       ['store', bytes(s.store_bytes)],
     ];
     for (const n of s.store_notes) facts.push(['at start', n]);
+    const st = s.store || { backend: 'sled' };
+    facts.push(['store backend', st.backend === 'redis'
+      ? 'redis at ' + st.redis_url + (st.reachable === false ? ' (UNREACHABLE: serving from this daemon\'s copy, no refreshes)' : '')
+      : 'sled (this daemon alone)']);
+    for (const p of st.peers || []) facts.push(['peer', p.id + ' at ' + p.url + (p.me ? ' (this daemon)' : '')]);
+    for (const l of st.leases || []) facts.push(['refresh lease', l.account + ': daemon ' + l.daemon + ', ' + Math.ceil(l.expires_in_ms / 1000) + ' s left']);
     document.getElementById('health').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: String(v) })]));
     fill('#refreshes tbody', s.refreshes.slice().reverse().map((r) => el('tr', { class: r.outcome === 'ok' ? '' : 'bad', 'data-outcome': r.outcome },
       el('td', { text: clock(r.at) }), el('td', { text: r.account }), el('td', { text: r.outcome }), el('td', { text: r.millis + ' ms' }))), 4);

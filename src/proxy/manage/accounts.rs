@@ -288,6 +288,11 @@ async fn set_paused(ctx: &Ctx, who: &str, paused: bool) -> HttpResponse {
             paused,
         })
         .await;
+    if let Some(shared) = &ctx.shared {
+        shared
+            .share_paused(account_key(&a.email).as_str(), paused)
+            .await;
+    }
     HttpResponse::Ok().json(api::Paused {
         email: a.email,
         paused,

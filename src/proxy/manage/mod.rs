@@ -96,6 +96,13 @@ fn resolve(ctx: &Ctx, who: &str) -> Result<Account, HttpResponse> {
 async fn save_pools(ctx: &Ctx) -> Result<(), HttpResponse> {
     let pools: BTreeMap<String, Vec<AccountId>> =
         ctx.sup.view().await.map(|v| v.pools).unwrap_or_default();
+    if let Some(shared) = &ctx.shared {
+        let named = pools
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().map(|a| a.to_string()).collect()))
+            .collect();
+        shared.share_pools(named).await;
+    }
     write(ctx, move |s| s.set_pools(&pools)).await
 }
 
