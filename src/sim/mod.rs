@@ -7,6 +7,7 @@
 mod control_api;
 pub mod harness;
 pub mod model;
+pub mod pool;
 pub mod scenario;
 pub mod server;
 

@@ -451,7 +451,9 @@ impl Handler<RefreshDone> for AccountActor {
 
 /// Several daemons: a peer wrote a newer token for this account to the shared store. Adopted
 /// unless a refresh of this daemon's is out or a token is being written (that refresh's
-/// commit, or the next claim, meets the peer's token in the store instead).
+/// commit, or the next claim, meets the peer's token in the store instead). A dead account
+/// takes it as a login: the grant a peer holds is alive (this daemon may have been refused a
+/// refresh token that a stalled peer had already rotated), and only a new grant leaves Dead.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PeerToken(pub Token);
@@ -461,6 +463,11 @@ impl Handler<PeerToken> for AccountActor {
 
     fn handle(&mut self, msg: PeerToken, ctx: &mut Context<Self>) {
         if self.machine.phase == Phase::Refreshing || self.machine.token.as_ref() == Some(&msg.0) {
+            return;
+        }
+        if self.machine.phase == Phase::Dead {
+            tracing::info!(account = %self.id, "a peer daemon holds a newer token for this dead account: taking it as a new login");
+            self.apply(Event::LoggedIn(msg.0), ctx);
             return;
         }
         self.apply(Event::TokenFromPeer(msg.0), ctx);

@@ -204,7 +204,8 @@ pub enum Event {
     },
     /// Several daemons: a peer's newer token (durable in the shared store). Written down and
     /// adopted as a refresh's answer is: the answer to this machine's refresh when a peer
-    /// refreshed first, or news while none is out. Never revives a dead account (a login does).
+    /// refreshed first, or news while none is out. A dead machine ignores it (the shell hands
+    /// a dead account a peer's newer token as `LoggedIn`).
     TokenFromPeer(Token),
 }
 

@@ -11,9 +11,9 @@
 //! `ccs sim run` and by the property tests. Must not: read the system clock, or sleep.
 
 mod checks;
-mod ports;
+pub(crate) mod ports;
 mod spec;
-mod store;
+pub(crate) mod store;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -42,7 +42,7 @@ use store::{lock, Records, SimStore};
 /// Where every simulated run starts (2025-10-09T08:53:20Z): fixed, so runs repeat exactly.
 pub const T0: Timestamp = Timestamp::from_secs(1_760_000_000);
 pub(crate) const CLIENT_ID: &str = "ccs-sim-harness";
-const REDIRECT: &str = "http://localhost:1/callback";
+pub(crate) const REDIRECT: &str = "http://localhost:1/callback";
 /// Longest a simulated request may wait (for a slow refresh) before the run calls it stuck.
 const MAX_REQUEST_WAIT_SECS: u64 = 1800;
 
@@ -392,6 +392,47 @@ impl World {
 }
 
 /// Runs a spec to the end. Must be called inside an actix system.
+/// Logs every account in through the authority's code flow (no sockets): each e-mail with the
+/// token it got.
+pub(crate) fn login_all(
+    model: &SimModel,
+    clock: &ManualClock,
+    emails: &[String],
+) -> Vec<(String, ccs_actors::Token)> {
+    let verifier = "harness-verifier-0123456789-0123456789-0123456789";
+    let challenge = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()))
+    };
+    let mut out = Vec::new();
+    for e in emails {
+        let q = AuthorizeQuery {
+            client_id: Some(CLIENT_ID.into()),
+            response_type: Some("code".into()),
+            redirect_uri: Some(REDIRECT.into()),
+            code_challenge: Some(challenge.clone()),
+            code_challenge_method: Some("S256".into()),
+            state: Some("s".into()),
+            login_hint: Some(e.clone()),
+            ..Default::default()
+        };
+        if let Ok(Authorized::Approved { code, .. }) = model.authorize(&q) {
+            let t = model.token(&json!({"grant_type":"authorization_code","code":code,"state":"s","client_id":CLIENT_ID,"redirect_uri":REDIRECT,"code_verifier":verifier}));
+            if let Ok(v) = t.result {
+                if let Some(tok) = serde_json::from_value::<crate::oauth::TokenResponse>(v)
+                    .ok()
+                    .and_then(|r| r.token(clock.now(), None))
+                {
+                    out.push((e.clone(), tok));
+                }
+            }
+        }
+    }
+    out
+}
+
 pub async fn run(spec: &Spec) -> Report {
     let clock = ManualClock::new(T0);
     let scenario = Scenario {
@@ -419,37 +460,9 @@ pub async fn run(spec: &Spec) -> Report {
         failed_at: Arc::default(),
         violations: violations.clone(),
     });
-    // Log every account in through the authority's code flow (no sockets).
-    let verifier = "harness-verifier-0123456789-0123456789-0123456789";
-    let challenge = {
-        use base64::Engine;
-        use sha2::Digest;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(sha2::Sha256::digest(verifier.as_bytes()))
-    };
     let emails: Vec<String> = (0..spec.accounts.len()).map(email).collect();
-    for e in &emails {
-        let q = AuthorizeQuery {
-            client_id: Some(CLIENT_ID.into()),
-            response_type: Some("code".into()),
-            redirect_uri: Some(REDIRECT.into()),
-            code_challenge: Some(challenge.clone()),
-            code_challenge_method: Some("S256".into()),
-            state: Some("s".into()),
-            login_hint: Some(e.clone()),
-            ..Default::default()
-        };
-        if let Ok(Authorized::Approved { code, .. }) = model.authorize(&q) {
-            let t = model.token(&json!({"grant_type":"authorization_code","code":code,"state":"s","client_id":CLIENT_ID,"redirect_uri":REDIRECT,"code_verifier":verifier}));
-            if let Ok(v) = t.result {
-                if let Some(tok) = serde_json::from_value::<crate::oauth::TokenResponse>(v)
-                    .ok()
-                    .and_then(|r| r.token(clock.now(), None))
-                {
-                    let _ = store.save_token(e, &tok);
-                }
-            }
-        }
+    for (e, tok) in login_all(&model, &clock, &emails) {
+        let _ = store.save_token(&e, &tok);
     }
     let checks = Rc::new(RefCell::new(Checks {
         paused: vec![false; emails.len()],

@@ -22,7 +22,7 @@ use crate::proxy::drive::{Answer, SendError, Upstream};
 use crate::sim::model::{Admission, SimModel, OAUTH_BETA};
 
 /// The refresher over the simulator's model: the same JSON grant, classified like the real one.
-pub(super) struct ModelRefresher {
+pub(crate) struct ModelRefresher {
     pub model: Arc<SimModel>,
     pub clock: ManualClock,
     /// Refresh calls out per account (I3).
