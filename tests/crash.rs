@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ccs::sim::scenario::User;
 use common::process::{wait_ready, DaemonProcess};
 use common::*;
 use rand::{Rng, SeedableRng};
@@ -79,18 +78,7 @@ fn the_crash_checks_fire_when_tokens_are_used_before_they_are_written() {
 }
 
 fn run(cycles: u64, planted: Option<&str>) -> Outcome {
-    let scenario = ccs::sim::Scenario {
-        token_ttl: ccs::config::Span(Duration::from_secs(2)),
-        users: EMAILS
-            .iter()
-            .map(|e| User {
-                five_hour: 10_000_000,
-                seven_day: 100_000_000,
-                ..User::new(e)
-            })
-            .collect(),
-        ..ccs::sim::Scenario::default()
-    };
+    let scenario = roomy(&EMAILS, Duration::from_secs(2));
     let sim = sim(&scenario, false);
     let port = free_port();
     let (_dir, paths, _config) = home_with_port(&sim.url(), port);

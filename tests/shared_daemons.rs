@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use ccs::sim::scenario::{FaultKind, FaultSpec, User};
+use ccs::sim::scenario::{FaultKind, FaultSpec};
 use common::process::{wait_ready, DaemonProcess};
 use common::redis::RedisServer;
 use common::*;
@@ -34,18 +34,8 @@ struct Pool {
 /// through the first daemon and the others pick them up from Redis.
 fn pool(emails: &[&str], n: usize, token_ttl: Duration, lease: Duration) -> Pool {
     let scenario = ccs::sim::Scenario {
-        token_ttl: ccs::config::Span(token_ttl),
-        // Budgets no run here exhausts: a move is only ever the one a test causes.
-        users: emails
-            .iter()
-            .map(|e| User {
-                five_hour: 10_000_000,
-                seven_day: 100_000_000,
-                ..User::new(e)
-            })
-            .collect(),
         stream_events: 4,
-        ..ccs::sim::Scenario::default()
+        ..roomy(emails, token_ttl)
     };
     let sim = sim(&scenario, false);
     let redis = RedisServer::start();

@@ -18,7 +18,7 @@ pub(crate) mod store;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ccs_actors::account::{Deps, GetState, Initial};
@@ -451,15 +451,8 @@ pub async fn run(spec: &Spec) -> Report {
     };
     let model = Arc::new(SimModel::new(&scenario, Arc::new(clock.clone()), spec.seed));
     let store = Arc::new(SimStore::with(Records::default()));
-    let violations = Arc::new(Mutex::new(Vec::new()));
-    let refresher = Arc::new(ModelRefresher {
-        model: model.clone(),
-        clock: clock.clone(),
-        in_flight: Arc::default(),
-        slow: Arc::default(),
-        failed_at: Arc::default(),
-        violations: violations.clone(),
-    });
+    let refresher = Arc::new(ModelRefresher::new(model.clone(), clock.clone()));
+    let violations = refresher.violations.clone();
     let emails: Vec<String> = (0..spec.accounts.len()).map(email).collect();
     for (e, tok) in login_all(&model, &clock, &emails) {
         let _ = store.save_token(&e, &tok);

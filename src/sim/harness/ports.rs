@@ -35,6 +35,19 @@ pub(crate) struct ModelRefresher {
     pub violations: Arc<Mutex<Vec<String>>>,
 }
 
+impl ModelRefresher {
+    pub(crate) fn new(model: Arc<SimModel>, clock: ManualClock) -> ModelRefresher {
+        ModelRefresher {
+            model,
+            clock,
+            in_flight: Arc::default(),
+            slow: Arc::default(),
+            failed_at: Arc::default(),
+            violations: Arc::default(),
+        }
+    }
+}
+
 impl Refresher for ModelRefresher {
     fn refresh(&self, account: &str, refresh_token: &Secret) -> BoxFuture<Result<Token, Failure>> {
         let (model, clock) = (self.model.clone(), self.clock.clone());

@@ -76,24 +76,19 @@ pub fn generate(seed: u64) -> PoolSpec {
             )
         })
         .collect();
-    let stalls = (0..rng.random_range(0..=2))
-        .map(|_| {
-            (
-                rng.random_range(0..daemons),
-                rng.random_range(0..horizon_secs),
-                rng.random_range(1..=lease_secs * 2),
-            )
-        })
-        .collect();
-    let commit_stalls = (0..rng.random_range(0..=3))
-        .map(|_| {
-            (
-                rng.random_range(0..daemons),
-                rng.random_range(0..horizon_secs),
-                rng.random_range(1..=lease_secs * 2),
-            )
-        })
-        .collect();
+    // (daemon, start, seconds), up to `most` of them; half of them outlast the lease.
+    let mut stalls = |most: usize| -> Vec<(usize, u64, u64)> {
+        (0..rng.random_range(0..=most))
+            .map(|_| {
+                (
+                    rng.random_range(0..daemons),
+                    rng.random_range(0..horizon_secs),
+                    rng.random_range(1..=lease_secs * 2),
+                )
+            })
+            .collect()
+    };
+    let (stalls, commit_stalls) = (stalls(2), stalls(3));
     PoolSpec {
         seed,
         daemons,
@@ -215,14 +210,7 @@ pub async fn run(spec: &PoolSpec) -> PoolReport {
     for (e, t) in &tokens {
         lock(&shared).tokens.insert(e.clone(), (1, t.clone()));
     }
-    let refresher = Arc::new(ModelRefresher {
-        model: model.clone(),
-        clock: clock.clone(),
-        in_flight: Arc::default(),
-        slow: Arc::default(),
-        failed_at: Arc::default(),
-        violations: Arc::default(),
-    });
+    let refresher = Arc::new(ModelRefresher::new(model.clone(), clock.clone()));
     let calls = Arc::new(Mutex::new(0u64));
     let mut daemons = Vec::new();
     for d in 0..spec.daemons {
