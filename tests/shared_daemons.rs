@@ -279,6 +279,21 @@ fn three_daemons_keep_conversations_on_their_accounts_and_refresh_once_per_gener
             },
         );
     }
+    // Every daemon shows the pool's usage: what all three served (the authority's count).
+    let served: u64 = p
+        .sim
+        .model
+        .counters()
+        .iter()
+        .map(|(_, c)| c.messages_ok)
+        .sum();
+    for d in &p.daemons {
+        p.wait(
+            &format!("{} to count the pool's {served} requests", d.url),
+            Duration::from_secs(12),
+            || get(&d.url, "/usage?span=24h")["total"]["requests"] == served,
+        );
+    }
     // Status shows the backend and the three peers.
     let status = get(&p.daemons[2].url, "/status");
     assert_eq!(status["store"]["backend"], "redis");

@@ -217,10 +217,19 @@ pub async fn serve(
 
     let peers = shared.map(|s| {
         actix_web::rt::spawn(crate::shared::listen(s.clone(), sup.clone(), store.clone()));
-        let url = url.clone();
+        let (url, telemetry) = (url.clone(), ctx.telemetry.clone());
         actix_web::rt::spawn(async move {
+            // Every heartbeat: alive, and this daemon's usage of this hour and the last (all
+            // of the book's hours at the first beat) for the pool's figures.
+            let mut since = 0;
             loop {
                 let _ = s.heartbeat(&url).await;
+                let now = telemetry.now_ms();
+                telemetry.usage.roll_up(now);
+                let hours = telemetry.usage.encoded_hours(since);
+                if s.push_usage(hours).await.is_ok() {
+                    since = now.saturating_sub(crate::telemetry::usage::HOUR_MS);
+                }
                 actix_web::rt::time::sleep(crate::shared::HEARTBEAT).await;
             }
         })

@@ -13,6 +13,7 @@ mod listen;
 mod refresh;
 mod start;
 mod sync;
+mod usage;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -115,10 +115,36 @@ impl UsageBook {
 
     /// The figures of the last `span` (rounded out to whole hours), as of `now_ms`.
     pub fn report(&self, now_ms: u64, span: Duration, span_name: &str) -> Usage {
+        self.report_with(now_ms, span, span_name, &[])
+    }
+
+    /// The first hour a report over `span` at `now_ms` covers.
+    pub fn first_hour(now_ms: u64, span: Duration) -> u64 {
         let this_hour = now_ms - now_ms % HOUR_MS;
         let n = (span.as_millis() as u64).div_ceil(HOUR_MS).max(1);
-        let first = this_hour.saturating_sub((n - 1) * HOUR_MS);
-        let hours = self.hours_from(first);
+        this_hour.saturating_sub((n - 1) * HOUR_MS)
+    }
+
+    /// `report`, with other daemons' hours (as `encoded_hours` makes them) counted in: the
+    /// figures of a shared pool.
+    pub fn report_with(
+        &self,
+        now_ms: u64,
+        span: Duration,
+        span_name: &str,
+        others: &[(u64, Vec<u8>)],
+    ) -> Usage {
+        let n = (span.as_millis() as u64).div_ceil(HOUR_MS).max(1);
+        let first = Self::first_hour(now_ms, span);
+        let mut hours = self.hours_from(first);
+        for (hour, bytes) in others.iter().filter(|(h, _)| *h >= first) {
+            if let Ok(h) = serde_json::from_slice::<StoredHour>(bytes) {
+                let cells = hours.entry(*hour).or_default();
+                for c in h.cells {
+                    add(cells, (c.account, c.model, c.client), &c.tokens);
+                }
+            }
+        }
         let mut total = Tokens::default();
         let mut by_account: BTreeMap<String, Tokens> = BTreeMap::new();
         let mut by_model: BTreeMap<String, Tokens> = BTreeMap::new();
@@ -166,8 +192,15 @@ impl UsageBook {
     pub fn save(&self, store: &SledStore, now_ms: u64) {
         self.roll_up(now_ms);
         let keep_from = now_ms.saturating_sub(KEEP.as_millis() as u64);
-        let hours = self.hours_from(keep_from);
-        let encoded: Vec<(u64, Vec<u8>)> = hours
+        let encoded = self.encoded_hours(keep_from);
+        if let Err(e) = store.put_usage_hours(&encoded, keep_from - keep_from % HOUR_MS) {
+            tracing::warn!(error = %e, "cannot save the usage figures");
+        }
+    }
+
+    /// Every hour from `from_ms` on, minutes folded in, as stored (JSON per hour).
+    pub fn encoded_hours(&self, from_ms: u64) -> Vec<(u64, Vec<u8>)> {
+        self.hours_from(from_ms)
             .into_iter()
             .filter_map(|(h, cells)| {
                 let stored = StoredHour {
@@ -184,10 +217,7 @@ impl UsageBook {
                 };
                 serde_json::to_vec(&stored).ok().map(|b| (h, b))
             })
-            .collect();
-        if let Err(e) = store.put_usage_hours(&encoded, keep_from - keep_from % HOUR_MS) {
-            tracing::warn!(error = %e, "cannot save the usage figures");
-        }
+            .collect()
     }
 
     /// Takes in what the store kept (at start, before any answer is counted).

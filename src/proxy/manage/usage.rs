@@ -32,7 +32,25 @@ pub(super) async fn usage(ctx: Data, q: web::Query<UsageQuery>) -> HttpResponse 
         return err(400, format!("span {name:?}: use 24h or 7d"));
     };
     let t = &ctx.telemetry;
-    HttpResponse::Ok().json(t.usage.report(t.now_ms(), span, name))
+    let now = t.now_ms();
+    // A shared pool: the other daemons' figures count too (as of their last heartbeat).
+    let others =
+        match &ctx.shared {
+            Some(shared) => {
+                let first = crate::telemetry::usage::UsageBook::first_hour(now, span);
+                match shared.peer_usage(first, now).await {
+                    Ok(o) => o,
+                    Err(e) => return err(
+                        503,
+                        format!(
+                            "the shared store is unreachable, so the pool's figures are not: {e}"
+                        ),
+                    ),
+                }
+            }
+            None => Vec::new(),
+        };
+    HttpResponse::Ok().json(t.usage.report_with(now, span, name, &others))
 }
 
 #[derive(Deserialize)]
