@@ -19,7 +19,8 @@ use serde_json::Value;
 
 struct Member {
     url: String,
-    _home: tempfile::TempDir,
+    home: std::path::PathBuf,
+    _dir: tempfile::TempDir,
     process: Option<DaemonProcess>,
 }
 
@@ -70,7 +71,8 @@ fn pool(emails: &[&str], n: usize, token_ttl: Duration, lease: Duration) -> Pool
         );
         daemons.push(Member {
             url,
-            _home: home,
+            home: paths.home.clone(),
+            _dir: home,
             process: Some(process),
         });
     }
@@ -448,4 +450,51 @@ fn redis_down_for_10_s_under_load_fails_no_request_and_refreshes_nothing() {
          status during the outage said reachable={}",
         status["store"]["reachable"]
     );
+}
+
+#[test]
+fn a_daemon_started_while_redis_is_down_serves_its_own_copy_and_joins_when_redis_returns() {
+    let email = "a@example.com";
+    // 20-second tokens: daemon 0 refreshes 10 s in, while daemon 1 is down.
+    let mut p = pool(&[email], 2, Duration::from_secs(20), Duration::from_secs(4));
+    p.daemons[1].process.take().unwrap().kill();
+    p.wait("daemon 0 to refresh", Duration::from_secs(20), || {
+        p.sim.model.lineage(email).unwrap().issued == 2
+    });
+    let newest = accounts(&p.daemons[0].url)[email]["expires_at"].clone();
+    p.redis.stop();
+    // Daemon 1 starts with Redis away: it serves with the (older, still valid) token it holds.
+    let process = DaemonProcess::start(&p.daemons[1].home, None);
+    p.daemons[1].process = Some(process);
+    let url = p.daemons[1].url.clone();
+    assert!(wait_ready(&url), "a daemon must start while Redis is away");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(ask_on(&rt, &url, "while-away").unwrap(), email);
+    let status = get(&url, "/status");
+    assert_eq!(status["store"]["reachable"], false, "{status}");
+    assert_ne!(
+        accounts(&url)[email]["expires_at"],
+        newest,
+        "it still holds its own copy"
+    );
+    // Redis returns: daemon 1 joins, takes the newer token daemon 0 wrote, and refreshes nothing.
+    p.redis.resume();
+    p.wait(
+        "daemon 1 to join and adopt the newer token",
+        Duration::from_secs(10),
+        || accounts(&url)[email]["expires_at"] == newest,
+    );
+    p.wait(
+        "daemon 1 to show up as a peer",
+        Duration::from_secs(10),
+        || {
+            get(&p.daemons[0].url, "/status")["store"]["peers"]
+                .as_array()
+                .map(Vec::len)
+                == Some(2)
+        },
+    );
+    assert_eq!(ask_on(&rt, &url, "after-join").unwrap(), email);
+    let (calls, ok) = one_refresh_per_generation(&p.sim, email);
+    assert_eq!((calls, ok), (1, 1), "one refresh, by daemon 0");
 }

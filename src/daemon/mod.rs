@@ -215,6 +215,9 @@ pub async fn serve(
     let running = actix_web::rt::spawn(server);
     tracing::info!(%url, "daemon ready");
 
+    if let Some(s) = shared.as_ref().filter(|s| !s.joined()) {
+        actix_web::rt::spawn(join_later(s.clone(), store.clone(), sup.clone()));
+    }
     let peers = shared.map(|s| {
         actix_web::rt::spawn(crate::shared::listen(s.clone(), sup.clone(), store.clone()));
         let (url, telemetry) = (url.clone(), ctx.telemetry.clone());
@@ -281,7 +284,9 @@ pub async fn serve(
 }
 
 /// With `store.backend: redis`: connects, warns when Redis does not persist, and joins the
-/// shared pool (its accounts, and the newest token of each) before any actor starts.
+/// shared pool (its accounts, and the newest token of each) before any actor starts. Redis
+/// unreachable: the daemon starts on its own copy of the pool and joins once Redis answers
+/// (`join_later`); until then nobody here refreshes.
 async fn join_shared(
     config: &Config,
     store: &Arc<SledStore>,
@@ -290,13 +295,46 @@ async fn join_shared(
     if config.store.backend != Backend::Redis {
         return Ok(None);
     }
-    let shared = Shared::connect(&config.store.redis, clock.clone()).await?;
+    let shared = Shared::open(&config.store.redis, clock.clone())?;
+    if shared.try_connect().await {
+        joined(store, &shared).await?;
+    } else {
+        tracing::warn!(
+            redis = shared.url(),
+            "cannot reach Redis: serving this daemon's own copy of the pool, with the tokens it \
+             holds; no refresh until Redis answers and this daemon joins the pool"
+        );
+    }
+    Ok(Some(shared))
+}
+
+async fn joined(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
     if let Some(warning) = shared.durability_warning().await {
         tracing::warn!("{warning}");
     }
-    crate::shared::join(store, &shared).await?;
+    crate::shared::join(store, shared).await?;
+    shared.set_joined();
     tracing::info!(redis = shared.url(), daemon = %shared.daemon, "joined the shared pool");
-    Ok(Some(shared))
+    Ok(())
+}
+
+/// A daemon that started while Redis was away: tries every second; once Redis answers, joins
+/// the pool (newest token of each account wins, as at a start) and hands the running actors
+/// what changed: accounts they lack, newer tokens, the pools.
+async fn join_later(shared: Arc<Shared>, store: Arc<SledStore>, sup: SupervisorHandle) {
+    loop {
+        actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+        if !shared.try_connect().await {
+            continue;
+        }
+        match joined(&store, &shared).await {
+            Ok(()) => break,
+            Err(e) => tracing::warn!(error = %e, "could not join the shared pool yet"),
+        }
+    }
+    if let Err(e) = crate::shared::catch_up(&shared, &store, &sup).await {
+        tracing::warn!(error = %e, "could not hand the running accounts what the pool holds");
+    }
 }
 
 /// Refuses to listen beyond loopback with a weak or public key, or over plain HTTP unless

@@ -79,6 +79,10 @@ async fn account_addr(
 }
 
 async fn hear(shared: &Shared, sup: &SupervisorHandle, store: &Arc<SledStore>, news: News) {
+    if !shared.joined() {
+        // Not joined yet (started while Redis was away): the join reads everything anyway.
+        return;
+    }
     match news {
         News::Token {
             account,
@@ -203,6 +207,9 @@ async fn adopt_account(
 /// After an outage: what this daemon kept goes to Redis, and every newer token there comes
 /// here.
 async fn reconcile(shared: &Shared, sup: &SupervisorHandle) {
+    if !shared.joined() {
+        return;
+    }
     for (account, token) in shared.offer_pending().await {
         if let Some(addr) = account_addr(sup, &account).await {
             addr.do_send(PeerToken(token));

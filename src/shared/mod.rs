@@ -17,7 +17,7 @@ mod usage;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use listen::{apply_pools, listen};
 pub use refresh::{choose_newest, Refreshes, Start};
-pub use start::join;
+pub use start::{catch_up, join};
 pub use sync::SharedStore;
 
 use crate::config::Redis as RedisConfig;
@@ -115,7 +115,9 @@ struct Entry {
 /// One daemon's connection to the shared store.
 pub struct Shared {
     client: redis::Client,
-    conn: ConnectionManager,
+    /// `None` until Redis first answered (a daemon may start while it is away).
+    conn: RwLock<Option<ConnectionManager>>,
+    joined: AtomicBool,
     prefix: String,
     /// This daemon's name among its peers (random per start).
     pub daemon: String,
@@ -129,45 +131,78 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Connects to Redis (refused at start with the URL and what to do when unreachable).
-    pub async fn connect(
-        config: &RedisConfig,
-        clock: ccs_actors::SharedClock,
-    ) -> Result<Arc<Shared>> {
+    /// Reads the configuration; connects nothing (`try_connect` does).
+    pub fn open(config: &RedisConfig, clock: ccs_actors::SharedClock) -> Result<Arc<Shared>> {
         let url = config.url.clone().unwrap_or_default();
         let shown = redact_url(&url);
         let client = redis::Client::open(url.as_str())
             .with_context(|| format!("store.redis.url {shown} is not a Redis URL"))?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(OP_TIMEOUT)
-            .set_response_timeout(OP_TIMEOUT)
-            .set_number_of_retries(1)
-            .set_max_delay(1000);
-        let conn = tokio::time::timeout(
-            OP_TIMEOUT * 2,
-            ConnectionManager::new_with_config(client.clone(), manager),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out"))
-        .and_then(|r| r.map_err(anyhow::Error::from))
-        .with_context(|| {
-            format!(
-                "cannot reach Redis at {shown} (store.redis.url): start it, or set \
-                 store.backend: sled to run this daemon alone"
-            )
-        })?;
         let daemon = format!("{:016x}", rand::random::<u64>());
         Ok(Arc::new(Shared {
             client,
-            conn,
+            conn: RwLock::new(None),
+            joined: AtomicBool::new(false),
             prefix: config.prefix.clone(),
             daemon,
             lease: config.lease.0,
             url: shown,
             clock,
             book: Mutex::new(HashMap::new()),
-            reachable: AtomicBool::new(true),
+            reachable: AtomicBool::new(false),
         }))
+    }
+
+    /// Opens and connects at once (the tests' daemons-in-a-process); joined from the start.
+    pub async fn connect(
+        config: &RedisConfig,
+        clock: ccs_actors::SharedClock,
+    ) -> Result<Arc<Shared>> {
+        let shared = Shared::open(config, clock)?;
+        if !shared.try_connect().await {
+            anyhow::bail!(
+                "cannot reach Redis at {} (store.redis.url): start it, or set store.backend: \
+                 sled to run this daemon alone",
+                shared.url
+            );
+        }
+        shared.set_joined();
+        Ok(shared)
+    }
+
+    /// Connects if not yet connected; answers whether it is. The connection then reconnects
+    /// by itself after an outage.
+    pub async fn try_connect(&self) -> bool {
+        if self.conn().is_ok() {
+            return true;
+        }
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(OP_TIMEOUT)
+            .set_response_timeout(OP_TIMEOUT)
+            .set_number_of_retries(1)
+            .set_max_delay(1000);
+        let made = tokio::time::timeout(
+            OP_TIMEOUT * 2,
+            ConnectionManager::new_with_config(self.client.clone(), manager),
+        )
+        .await;
+        match made {
+            Ok(Ok(conn)) => {
+                *self.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+                self.reachable.store(true, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this daemon has joined the pool (`join`): until then it neither claims a
+    /// lease nor adopts a peer's token, since it does not yet know which token is newest.
+    pub fn joined(&self) -> bool {
+        self.joined.load(Ordering::Relaxed)
+    }
+
+    pub fn set_joined(&self) {
+        self.joined.store(true, Ordering::Relaxed);
     }
 
     /// The Redis URL, its password hidden.
@@ -208,8 +243,12 @@ impl Shared {
         out
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    fn conn(&self) -> Result<ConnectionManager, String> {
+        self.conn
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| format!("not connected to Redis at {} yet", self.url))
     }
 
     fn now_ms(&self) -> u64 {
@@ -223,7 +262,7 @@ impl Shared {
             news,
         })
         .map_err(|e| e.to_string())?;
-        let mut c = self.conn();
+        let mut c = self.conn()?;
         let channel = self.channel();
         self.run(async move {
             redis::cmd("PUBLISH")
@@ -239,7 +278,7 @@ impl Shared {
     /// Says this daemon is alive for three heartbeats.
     pub async fn heartbeat(&self, url: &str) -> Result<(), String> {
         let key = self.key("peer", &self.daemon);
-        let mut c = self.conn();
+        let mut c = self.conn()?;
         let ttl = u64::try_from((HEARTBEAT * 3).as_millis()).unwrap_or(u64::MAX);
         let url = url.to_string();
         self.run(async move {
@@ -265,7 +304,9 @@ impl Shared {
     /// Says this daemon is gone (a clean stop), so status stops listing it at once.
     pub async fn leave(&self) {
         let key = self.key("peer", &self.daemon);
-        let mut c = self.conn();
+        let Ok(mut c) = self.conn() else {
+            return;
+        };
         let _ = self
             .run(async move { redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await })
             .await;
@@ -275,7 +316,7 @@ impl Shared {
     async fn scan(&self, kind: &str) -> Result<Vec<(String, String)>, String> {
         let pattern = format!("{}:{kind}:*", self.prefix);
         let strip = format!("{}:{kind}:", self.prefix);
-        let mut c = self.conn();
+        let mut c = self.conn()?;
         let keys: Vec<String> = self
             .run(async move {
                 let mut out = Vec::new();
@@ -310,7 +351,7 @@ impl Shared {
     pub async fn peers(&self) -> Result<Vec<Peer>, String> {
         let mut out = Vec::new();
         for (key, id) in self.scan("peer").await? {
-            let mut c = self.conn();
+            let mut c = self.conn()?;
             let fields: HashMap<String, String> = self
                 .run(async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
                 .await?;
@@ -329,7 +370,7 @@ impl Shared {
     pub async fn leases(&self) -> Result<Vec<LeaseHolder>, String> {
         let mut out = Vec::new();
         for (key, account) in self.scan("lease").await? {
-            let mut c = self.conn();
+            let mut c = self.conn()?;
             let (value, ttl): (Option<String>, i64) = self
                 .run(async move {
                     redis::pipe()
@@ -369,7 +410,10 @@ impl Shared {
     /// Whether Redis persists what it is told (`appendonly yes`): tokens are the one thing
     /// that must not be lost, so a daemon warns at start when it does not.
     pub async fn durability_warning(&self) -> Option<String> {
-        let mut c = self.conn();
+        let mut c = match self.conn() {
+            Ok(c) => c,
+            Err(e) => return Some(e),
+        };
         let answer: Result<Vec<String>, String> = self
             .run(async move {
                 redis::cmd("CONFIG")

@@ -139,7 +139,7 @@ impl Shared {
     /// `token:A` as Redis holds it: (generation, token).
     pub async fn read_token(&self, account: &str) -> Result<Option<(u64, Token)>, String> {
         let key = self.key("token", account);
-        let mut c = self.conn();
+        let mut c = self.conn()?;
         let fields: HashMap<String, String> = self
             .run(async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
             .await?;
@@ -174,7 +174,7 @@ impl Shared {
             Mode::New => invocation.arg("new").arg(0),
         };
         invocation.arg(lease.unwrap_or_default());
-        let mut c = self.conn();
+        let mut c = self.conn()?;
         let generation: i64 = self.run(invocation.invoke_async(&mut c)).await?;
         let written = u64::try_from(generation).ok();
         if let Some(g) = written {
@@ -217,6 +217,10 @@ impl Shared {
     }
 
     async fn claim(&self, account: &str) -> Claim {
+        if !self.joined() {
+            // Until this daemon has joined, it cannot tell which token is newest: no lease.
+            return Claim::Unavailable;
+        }
         let script = redis::Script::new(CLAIM);
         let mut invocation = script.key(self.key("token", account));
         invocation
@@ -225,7 +229,9 @@ impl Shared {
             .arg(&self.daemon)
             .arg(self.held(account))
             .arg(self.lease_ms());
-        let mut c = self.conn();
+        let Ok(mut c) = self.conn() else {
+            return Claim::Unavailable;
+        };
         let answer: String = match self.run(invocation.invoke_async(&mut c)).await {
             Ok(a) => a,
             Err(_) => return Claim::Unavailable,
@@ -297,7 +303,7 @@ impl Shared {
         let script = redis::Script::new(RELEASE);
         let mut invocation = script.key(self.key("lease", account));
         invocation.arg(self.lease_value(fence));
-        let mut c = self.conn();
+        let mut c = self.conn().ok()?;
         let _ = self.run(invocation.invoke_async::<i64>(&mut c)).await;
         if !fatal {
             return None;

@@ -15,7 +15,7 @@ use crate::store::{account_key, SledStore};
 impl Shared {
     async fn hash(&self, name: &str) -> Result<HashMap<String, String>, String> {
         let key = format!("{}:{name}", self.prefix);
-        let mut c = self.conn();
+        let mut c = self.conn()?;
         self.run(async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
             .await
     }
@@ -23,7 +23,7 @@ impl Shared {
     /// A peer's account record (`accounts` hash), if the pool has one by that id.
     pub async fn account_record(&self, id: &str) -> Result<Option<AccountRecord>, String> {
         let key = format!("{}:accounts", self.prefix);
-        let (mut c, id) = (self.conn(), id.to_string());
+        let (mut c, id) = (self.conn()?, id.to_string());
         let json: Option<String> = self
             .run(async move {
                 redis::cmd("HGET")
@@ -51,7 +51,7 @@ impl Shared {
     async fn put_account(&self, id: &str, record: &AccountRecord) -> Result<(), String> {
         let key = format!("{}:accounts", self.prefix);
         let json = serde_json::to_string(record).map_err(|e| e.to_string())?;
-        let (mut c, id) = (self.conn(), id.to_string());
+        let (mut c, id) = (self.conn()?, id.to_string());
         self.run(async move {
             redis::cmd("HSET")
                 .arg(key)
@@ -157,5 +157,38 @@ pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
         }
         None => shared.share_pools(store.pools()?).await,
     }
+    Ok(())
+}
+
+/// After a late join (the daemon started while Redis was away, its actors already running):
+/// the accounts the pool added start here, and every account hears of the token the join left
+/// in the store (a newer one from the pool is adopted; the same one changes nothing), and the
+/// pools are the pool's.
+pub async fn catch_up(
+    shared: &Shared,
+    store: &Arc<SledStore>,
+    sup: &ccs_actors::supervisor::SupervisorHandle,
+) -> Result<()> {
+    for record in store.accounts()? {
+        let id = account_key(&record.email);
+        let Some(token) = store.token(&id)? else {
+            continue;
+        };
+        shared.now_holds(&id, &token);
+        match sup.account(&id.as_str().into()).await {
+            Some(addr) => addr.do_send(ccs_actors::account::PeerToken(token)),
+            None => {
+                sup.add(ccs_actors::supervisor::AddAccount {
+                    id: id.as_str().into(),
+                    initial: ccs_actors::account::Initial::Token(token),
+                    quota: store.quota(&id)?,
+                    paused: record.paused,
+                    pools: vec![],
+                })
+                .await?;
+            }
+        }
+    }
+    super::apply_pools(sup, store, store.pools()?).await;
     Ok(())
 }

@@ -167,7 +167,9 @@ impl Shared {
     pub async fn share_pools(&self, pools: std::collections::BTreeMap<String, Vec<String>>) {
         let key = format!("{}:pools", self.prefix);
         let json = serde_json::to_string(&pools).unwrap_or_default();
-        let mut c = self.conn();
+        let Ok(mut c) = self.conn() else {
+            return;
+        };
         let kept = self
             .run(async move {
                 redis::cmd("SET")
@@ -198,7 +200,7 @@ impl Shared {
         &self,
     ) -> Result<Option<std::collections::BTreeMap<String, Vec<String>>>, String> {
         let key = format!("{}:pools", self.prefix);
-        let mut c = self.conn();
+        let mut c = self.conn()?;
         let json: Option<String> = self
             .run(async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
             .await?;
@@ -225,7 +227,7 @@ impl Shared {
 
     async fn apply(&self, op: &Op, affinity_ttl: Duration) -> Result<(), String> {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let mut c = self.conn();
+        let mut c = self.conn()?;
         match op {
             Op::Bind { session, account } => {
                 let key = self.key("bind", session);
@@ -283,7 +285,9 @@ impl Shared {
             return;
         }
         let key = self.key("bind", session);
-        let mut c = self.conn();
+        let Ok(mut c) = self.conn() else {
+            return;
+        };
         let found: Result<Option<String>, String> = self
             .run(async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
             .await;
@@ -299,7 +303,7 @@ impl Shared {
     /// The limits Redis holds for `account`, if any.
     pub async fn read_quota(&self, account: &str) -> Result<Option<Quota>, String> {
         let key = self.key("quota", account);
-        let mut c = self.conn();
+        let mut c = self.conn()?;
         let json: Option<String> = self
             .run(async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
             .await?;

@@ -25,7 +25,7 @@ impl Shared {
                 .ignore();
             pipe.cmd("PEXPIRE").arg(&key).arg(keep).ignore();
         }
-        let mut c = self.conn();
+        let mut c = self.conn()?;
         self.run(async move { pipe.query_async::<()>(&mut c).await })
             .await
     }
@@ -42,7 +42,7 @@ impl Shared {
             pipe.cmd("HGETALL")
                 .arg(self.key("usage", &hour.to_string()));
         }
-        let mut c = self.conn();
+        let mut c = self.conn()?;
         let answers: Vec<HashMap<String, Vec<u8>>> = self
             .run(async move { pipe.query_async(&mut c).await })
             .await?;

@@ -34,22 +34,23 @@ pub(super) async fn usage(ctx: Data, q: web::Query<UsageQuery>) -> HttpResponse 
     let t = &ctx.telemetry;
     let now = t.now_ms();
     // A shared pool: the other daemons' figures count too (as of their last heartbeat).
-    let others =
-        match &ctx.shared {
-            Some(shared) => {
-                let first = crate::telemetry::usage::UsageBook::first_hour(now, span);
-                match shared.peer_usage(first, now).await {
-                    Ok(o) => o,
-                    Err(e) => return err(
+    let others = match &ctx.shared {
+        Some(shared) => {
+            let first = crate::telemetry::usage::UsageBook::first_hour(now, span);
+            match shared.peer_usage(first, now).await {
+                Ok(o) => o,
+                Err(e) => {
+                    return err(
                         503,
                         format!(
                             "the shared store is unreachable, so the pool's figures are not: {e}"
                         ),
-                    ),
+                    )
                 }
             }
-            None => Vec::new(),
-        };
+        }
+        None => Vec::new(),
+    };
     HttpResponse::Ok().json(t.usage.report_with(now, span, name, &others))
 }
 
