@@ -281,6 +281,21 @@ fn three_daemons_keep_conversations_on_their_accounts_and_refresh_once_per_gener
             },
         );
     }
+    // An account removed on one daemon leaves the pool on all of them.
+    let (s, v) = rt2.block_on(manage(
+        &p.daemons[1].url,
+        Method::DELETE,
+        &format!("/accounts/{}", emails[2]),
+        None,
+    ));
+    assert_eq!(s, 200, "{v}");
+    for d in &p.daemons {
+        p.wait(
+            &format!("the removal to reach {}", d.url),
+            Duration::from_secs(5),
+            || !accounts(&d.url).contains_key(emails[2]),
+        );
+    }
     // Every daemon shows the pool's usage: what all three served (the authority's count).
     let served: u64 = p
         .sim

@@ -110,6 +110,24 @@ async fn hear(shared: &Shared, sup: &SupervisorHandle, store: &Arc<SledStore>, n
             }
         }
         News::Pools { pools } => apply_pools(sup, store, pools).await,
+        News::Removed { account } => {
+            tracing::info!(
+                account,
+                "a peer daemon removed this account from the pool: removing it here"
+            );
+            let _ = sup
+                .addr()
+                .send(ccs_actors::supervisor::RemoveAccount(
+                    account.as_str().into(),
+                ))
+                .await;
+            let s = store.clone();
+            let _ = tokio::task::spawn_blocking(move || s.remove_account(&account)).await;
+            if let Ok(view) = sup.view().await {
+                let s = store.clone();
+                let _ = tokio::task::spawn_blocking(move || s.set_pools(&view.pools)).await;
+            }
+        }
         News::Paused { account, paused } => {
             let id: ccs_actors::routing::AccountId = account.as_str().into();
             let at = paused.then(|| shared.now_ms());

@@ -67,6 +67,8 @@ pub enum News {
     },
     /// An account was paused or resumed.
     Paused { account: String, paused: bool },
+    /// An account was removed (logged out) from the pool.
+    Removed { account: String },
 }
 
 /// A message on the channel: the news and which daemon sent it.

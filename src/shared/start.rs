@@ -37,7 +37,7 @@ impl Shared {
     }
 
     /// Shares an account logged in here: its record, then its token as a new grant (the
-    /// peers hear of the token and add the account).
+    /// peers hear of the token and add the account). A removal of it before is forgotten.
     pub async fn share_account(
         &self,
         id: &str,
@@ -45,7 +45,48 @@ impl Shared {
         token: &ccs_actors::Token,
     ) -> Result<(), String> {
         self.put_account(id, record).await?;
+        let key = format!("{}:removed", self.prefix);
+        let (mut c, account) = (self.conn()?, id.to_string());
+        self.run(async move {
+            redis::cmd("HDEL")
+                .arg(key)
+                .arg(account)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await?;
         self.offer(id, token, None).await.map(|_| ())
+    }
+
+    /// Removes an account from the pool: its record, token, lease and limits go, a tombstone
+    /// stays (so a daemon that was down meanwhile removes it too at its next start instead of
+    /// offering it back), and the peers hear of it.
+    pub async fn share_removal(&self, id: &str) -> Result<(), String> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HDEL")
+            .arg(format!("{}:accounts", self.prefix))
+            .arg(id)
+            .ignore()
+            .cmd("HSET")
+            .arg(format!("{}:removed", self.prefix))
+            .arg(id)
+            .arg(self.now_ms())
+            .ignore()
+            .cmd("DEL")
+            .arg(self.key("token", id))
+            .arg(self.key("lease", id))
+            .arg(self.key("fence", id))
+            .arg(self.key("quota", id))
+            .ignore();
+        let mut c = self.conn()?;
+        self.run(async move { pipe.query_async::<()>(&mut c).await })
+            .await?;
+        self.entry(id, |e| *e = Default::default());
+        self.tell(super::News::Removed {
+            account: id.to_string(),
+        })
+        .await
     }
 
     async fn put_account(&self, id: &str, record: &AccountRecord) -> Result<(), String> {
@@ -73,6 +114,21 @@ pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
         .await
         .map_err(unreachable)
         .context("reading the shared pool's accounts")?;
+    // Accounts removed from the pool while this daemon was away go here too (unless logged in
+    // here again since).
+    let removed = shared
+        .hash("removed")
+        .await
+        .map_err(unreachable)
+        .context("reading the shared pool's removed accounts")?;
+    for a in store.accounts()? {
+        let id = account_key(&a.email);
+        let at: Option<u64> = removed.get(id.as_str()).and_then(|t| t.parse().ok());
+        if at.is_some_and(|t| t >= a.created_at_ms) && !theirs.contains_key(id.as_str()) {
+            tracing::info!(account = %id, "removed from the shared pool while this daemon was away: removing it here");
+            store.remove_account(&id)?;
+        }
+    }
     let mine: HashMap<String, AccountRecord> = store
         .accounts()?
         .into_iter()

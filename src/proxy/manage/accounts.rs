@@ -253,6 +253,18 @@ pub(super) async fn remove_account(ctx: Data, who: web::Path<String>) -> HttpRes
         Err(r) => return r,
     };
     let id = account_key(&a.email);
+    if let Some(shared) = &ctx.shared {
+        if let Err(e) = shared.share_removal(&id).await {
+            return err(
+                503,
+                format!(
+                    "the shared store is unreachable, so {} cannot leave the pool now (the \
+                     other daemons would keep it): try again when Redis answers ({e})",
+                    a.email
+                ),
+            );
+        }
+    }
     let _ = ctx.sup.addr().send(RemoveAccount(id.as_str().into())).await;
     if let Err(r) = write(&ctx, move |s| s.remove_account(&id)).await {
         return r;
