@@ -296,6 +296,15 @@ fn three_daemons_keep_conversations_on_their_accounts_and_refresh_once_per_gener
             || !accounts(&d.url).contains_key(emails[2]),
         );
     }
+    // Logged in again (on another daemon), it is the pool's again, everywhere.
+    rt2.block_on(add_account(&p.sim.url(), &p.daemons[2].url, emails[2]));
+    for d in &p.daemons {
+        p.wait(
+            &format!("the new login to reach {}", d.url),
+            Duration::from_secs(5),
+            || accounts(&d.url).contains_key(emails[2]),
+        );
+    }
     // Every daemon shows the pool's usage: what all three served (the authority's count).
     let served: u64 = p
         .sim

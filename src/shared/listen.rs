@@ -115,6 +115,8 @@ async fn hear(shared: &Shared, sup: &SupervisorHandle, store: &Arc<SledStore>, n
                 account,
                 "a peer daemon removed this account from the pool: removing it here"
             );
+            // A later login of it starts over at generation 1: forget the old generations.
+            shared.entry(&account, |e| *e = Default::default());
             let _ = sup
                 .addr()
                 .send(ccs_actors::supervisor::RemoveAccount(

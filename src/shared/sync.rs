@@ -99,8 +99,8 @@ impl Store for SharedStore {
     }
 
     fn persist_token(&self, account: &str, token: &Token) -> Persisting {
-        // Durable here first (the answer waits for that only); a token Redis has not seen
-        // then goes out behind it, in order with the other writes.
+        // The machine's answer waits for the write here only; a token Redis has not seen (a
+        // login) goes out on the Redis task, in order with the writes queued before it.
         let write = self.local.persist_token(account, token);
         self.offer_if_new(account, token);
         write
