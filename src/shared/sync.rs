@@ -225,54 +225,60 @@ impl Shared {
             .clamp(Duration::from_secs(1), ccs_actors::quota::MAX_RESET_AHEAD)
     }
 
-    async fn apply(&self, op: &Op, affinity_ttl: Duration) -> Result<(), String> {
-        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    /// `SET key value PX ttl`, then the news to the peers.
+    async fn set_and_tell(
+        &self,
+        key: String,
+        value: String,
+        ttl: Duration,
+        news: News,
+    ) -> Result<(), String> {
+        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let mut c = self.conn()?;
+        self.run(async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await?;
+        self.tell(news).await
+    }
+
+    async fn apply(&self, op: &Op, affinity_ttl: Duration) -> Result<(), String> {
         match op {
             Op::Bind { session, account } => {
-                let key = self.key("bind", session);
-                let (value, ttl) = (account.clone(), ms(affinity_ttl));
-                self.run(async move {
-                    redis::cmd("SET")
-                        .arg(key)
-                        .arg(value)
-                        .arg("PX")
-                        .arg(ttl)
-                        .query_async::<()>(&mut c)
-                        .await
-                })
-                .await?;
-                self.tell(News::Bind {
+                let news = News::Bind {
                     session: session.clone(),
                     account: account.clone(),
-                })
+                };
+                self.set_and_tell(
+                    self.key("bind", session),
+                    account.clone(),
+                    affinity_ttl,
+                    news,
+                )
                 .await
             }
             Op::Unbind(sessions) => {
                 let keys: Vec<String> = sessions.iter().map(|s| self.key("bind", s)).collect();
+                let mut c = self.conn()?;
                 self.run(async move { redis::cmd("DEL").arg(keys).query_async::<()>(&mut c).await })
                     .await
             }
             Op::Offer { account, token } => self.offer(account, token, None).await.map(|_| ()),
             Op::Quota { account, record } => {
-                let key = self.key("quota", account);
                 let json = serde_json::to_string(record).map_err(|e| e.to_string())?;
-                let ttl = ms(self.quota_ttl(record));
-                self.run(async move {
-                    redis::cmd("SET")
-                        .arg(key)
-                        .arg(json)
-                        .arg("PX")
-                        .arg(ttl)
-                        .query_async::<()>(&mut c)
-                        .await
-                })
-                .await?;
-                self.tell(News::Quota {
+                let news = News::Quota {
                     account: account.clone(),
                     quota: record.clone(),
-                })
-                .await
+                };
+                let ttl = self.quota_ttl(record);
+                self.set_and_tell(self.key("quota", account), json, ttl, news)
+                    .await
             }
         }
     }
