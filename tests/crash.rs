@@ -78,7 +78,7 @@ fn the_crash_checks_fire_when_tokens_are_used_before_they_are_written() {
 }
 
 fn run(cycles: u64, planted: Option<&str>) -> Outcome {
-    let scenario = roomy(&EMAILS, Duration::from_secs(2));
+    let scenario = ccs::sim::Scenario::roomy(&EMAILS, Duration::from_secs(2));
     let sim = sim(&scenario, false);
     let port = free_port();
     let (_dir, paths, _config) = home_with_port(&sim.url(), port);

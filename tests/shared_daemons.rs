@@ -36,7 +36,7 @@ struct Pool {
 fn pool(emails: &[&str], n: usize, token_ttl: Duration, lease: Duration) -> Pool {
     let scenario = ccs::sim::Scenario {
         stream_events: 4,
-        ..roomy(emails, token_ttl)
+        ..ccs::sim::Scenario::roomy(emails, token_ttl)
     };
     let sim = sim(&scenario, false);
     let redis = RedisServer::start();

@@ -163,6 +163,23 @@ pub enum ScenarioError {
 }
 
 impl Scenario {
+    /// `emails` with budgets no test or simulated run exhausts, tokens living `token_ttl`: a
+    /// move between accounts is only ever one the run causes.
+    pub fn roomy<S: AsRef<str>>(emails: &[S], token_ttl: Duration) -> Scenario {
+        Scenario {
+            token_ttl: Span(token_ttl),
+            users: emails
+                .iter()
+                .map(|e| User {
+                    five_hour: 1_000_000_000,
+                    seven_day: 1_000_000_000,
+                    ..User::new(e.as_ref())
+                })
+                .collect(),
+            ..Scenario::default()
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Unreadable {
             path: path.display().to_string(),

@@ -35,23 +35,6 @@ pub fn scenario(users: &[(&str, u64)]) -> Scenario {
     }
 }
 
-/// `emails` with budgets no test run exhausts, tokens living `token_ttl`: a move is only
-/// ever one the test causes.
-pub fn roomy(emails: &[&str], token_ttl: std::time::Duration) -> Scenario {
-    Scenario {
-        token_ttl: ccs::config::Span(token_ttl),
-        users: emails
-            .iter()
-            .map(|e| User {
-                five_hour: 10_000_000,
-                seven_day: 100_000_000,
-                ..User::new(e)
-            })
-            .collect(),
-        ..Scenario::default()
-    }
-}
-
 pub fn sim(s: &Scenario, manual_clock: bool) -> SimHandle {
     SimHandle::start(s, 0, manual_clock, 42).expect("simulator starts")
 }

@@ -28,7 +28,7 @@ use super::harness::ports::ModelRefresher;
 use super::harness::store::{lock, Records, SimStore};
 use super::harness::{login_all, T0};
 use super::model::SimModel;
-use super::scenario::{Scenario, User};
+use super::scenario::Scenario;
 use shared::{Model, ModelCoordinator, PoolStore, Shared};
 
 /// One world: how many daemons and accounts, the tokens' life, the network, and its faults.
@@ -188,18 +188,7 @@ pub async fn run(spec: &PoolSpec) -> PoolReport {
     let clock = ManualClock::new(T0);
     let ttl = Duration::from_secs(spec.token_ttl_secs);
     let emails: Vec<String> = (0..spec.accounts).map(email).collect();
-    let scenario = Scenario {
-        token_ttl: crate::config::Span(ttl),
-        users: emails
-            .iter()
-            .map(|e| User {
-                five_hour: 1_000_000_000,
-                seven_day: 1_000_000_000,
-                ..User::new(e)
-            })
-            .collect(),
-        ..Scenario::default()
-    };
+    let scenario = Scenario::roomy(&emails, ttl);
     let model = Arc::new(SimModel::new(&scenario, Arc::new(clock.clone()), spec.seed));
     let tokens = login_all(&model, &clock, &emails);
     let shared: Shared = Arc::new(Mutex::new(Model::new(
