@@ -352,7 +352,7 @@ async fn with_fault(kind: &str, extra: Value) -> (reqwest::Result<reqwest::Respo
         .post(format!("{base}/v1/messages"))
         .bearer_auth(access(&tokens))
         .header("anthropic-beta", BETA)
-        .json(&json!({"model":"m","max_tokens":1,"stream":true,"messages":[]}))
+        .json(&json!({"model":"claude-sonnet-4-5","max_tokens":1,"stream":true,"messages":[]}))
         .send()
         .await;
     (r, Sim { sim, tokens })

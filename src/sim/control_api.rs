@@ -65,6 +65,26 @@ async fn sim_last_request(st: State) -> HttpResponse {
     }
 }
 
+/// The last Messages requests as they arrived, oldest first: each body's digest, length and
+/// text (lossy UTF-8), so a test can see byte for byte what a proxy sent upstream.
+async fn sim_requests(st: State) -> HttpResponse {
+    let all = st.received.lock().unwrap_or_else(|p| p.into_inner());
+    let list: Vec<Value> = all
+        .iter()
+        .map(|r| {
+            let digest = sha2::Sha256::digest(&r.body);
+            json!({
+                "path_and_query": r.path_and_query,
+                "headers": r.headers,
+                "body_len": r.body.len(),
+                "body_sha256": digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                "body": String::from_utf8_lossy(&r.body),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(list)
+}
+
 async fn sim_add_fault(st: State, f: web::Json<FaultSpec>) -> HttpResponse {
     let id = st.model.add_fault(f.into_inner());
     HttpResponse::Ok().json(json!({"id": id}))
@@ -123,6 +143,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/sim/users/{email}/budget", web::post().to(sim_budget))
         .route("/sim/users/{email}/revoke", web::post().to(sim_revoke))
         .route("/sim/last-request", web::get().to(sim_last_request))
+        .route("/sim/requests", web::get().to(sim_requests))
         .route("/sim/faults", web::post().to(sim_add_fault))
         .route("/sim/faults", web::delete().to(sim_clear_faults))
         .route("/sim/next-login", web::post().to(sim_next_login))

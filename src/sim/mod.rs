@@ -94,6 +94,7 @@ impl SimHandle {
             model: model.clone(),
             clock: clock.clone(),
             last: Default::default(),
+            received: Default::default(),
             connections: connections.clone(),
             tls_connections: tls_connections.clone(),
         };

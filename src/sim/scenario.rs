@@ -27,6 +27,123 @@ pub struct Scenario {
     pub stream_events: usize,
     pub users: Vec<User>,
     pub faults: Vec<FaultSpec>,
+    /// How each model treats thinking blocks and thinking settings, over the defaults of
+    /// `ModelBehaviour::default_for` (keys are model ids or their prefixes; the longest match
+    /// wins).
+    pub models: std::collections::BTreeMap<String, ModelOverride>,
+    /// The shortest prefix, in tokens, the prompt cache keeps.
+    pub cache_min_tokens: u64,
+    /// Time to first byte per 1,000 input tokens read uncached, in microseconds (a cache read
+    /// costs a tenth): so a turn whose cache went cold is measurably slower.
+    pub prefill_us_per_ktok: u64,
+}
+
+/// What a model does with a thinking block that another organization's account signed
+/// (specs/anthropic.md §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThinkingBinding {
+    /// 400 `Invalid \`signature\` in \`thinking\` block` (the older models).
+    Reject,
+    /// Dropped before the model sees it, reported in `input_transformations` (Sonnet and
+    /// Haiku 5.5).
+    Drop,
+    /// Works on any account (what the docs leave open for Opus 5.5).
+    Accept,
+}
+
+/// A scenario's change to one model's behaviour: every field optional.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelOverride {
+    pub thinking_binding: Option<ThinkingBinding>,
+    /// Whether a thinking block is valid only after the same prefix it was made after.
+    pub prefix_check: Option<bool>,
+    /// The `thinking.type` values accepted (`enabled`, `adaptive`, `between_tools`,
+    /// `disabled`).
+    pub thinking_types: Option<Vec<String>>,
+    /// Thinking is on when the request does not say (adaptive).
+    pub always_thinking: Option<bool>,
+    /// Answers carry `redacted_thinking` blocks instead of `thinking` ones.
+    pub redacted: Option<bool>,
+    /// A tool call's answer carries a second thinking block between its text and the call.
+    pub interleaved: Option<bool>,
+}
+
+/// How one model treats thinking, resolved from the defaults and the scenario.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelBehaviour {
+    pub thinking_binding: ThinkingBinding,
+    pub prefix_check: bool,
+    pub thinking_types: Vec<String>,
+    pub always_thinking: bool,
+    pub redacted: bool,
+    pub interleaved: bool,
+}
+
+/// The model Claude Code 2.1.332 sends by default; an unknown model behaves like it.
+pub const DEFAULT_MODEL: &str = "claude-opus-5-5";
+
+impl ModelBehaviour {
+    /// Today's models (specs/anthropic.md §9): the 5.5 generation thinks always, checks
+    /// prefixes and accepts only adaptive thinking; Sonnet and Haiku 5.5 drop another
+    /// organization's blocks, Opus 5.5 takes them; the older models refuse them.
+    pub fn default_for(model: &str) -> ModelBehaviour {
+        let newest = |binding, types: &[&str], interleaved| ModelBehaviour {
+            thinking_binding: binding,
+            prefix_check: true,
+            thinking_types: types.iter().map(|t| t.to_string()).collect(),
+            always_thinking: true,
+            redacted: false,
+            interleaved,
+        };
+        let m = model.to_ascii_lowercase();
+        if m.starts_with("claude-sonnet-5-5") {
+            newest(ThinkingBinding::Drop, &["adaptive", "between_tools"], false)
+        } else if m.starts_with("claude-haiku-5-5") {
+            newest(ThinkingBinding::Drop, &["adaptive"], false)
+        } else if m.starts_with("claude-opus-4")
+            || m.starts_with("claude-sonnet-4")
+            || m.starts_with("claude-haiku-4")
+            || m.starts_with("claude-3")
+        {
+            ModelBehaviour {
+                thinking_binding: ThinkingBinding::Reject,
+                prefix_check: false,
+                thinking_types: ["enabled", "adaptive", "disabled"]
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect(),
+                always_thinking: false,
+                redacted: false,
+                interleaved: false,
+            }
+        } else {
+            newest(ThinkingBinding::Accept, &["adaptive"], true)
+        }
+    }
+
+    fn with(mut self, o: &ModelOverride) -> ModelBehaviour {
+        if let Some(b) = o.thinking_binding {
+            self.thinking_binding = b;
+        }
+        if let Some(p) = o.prefix_check {
+            self.prefix_check = p;
+        }
+        if let Some(t) = &o.thinking_types {
+            self.thinking_types = t.clone();
+        }
+        if let Some(a) = o.always_thinking {
+            self.always_thinking = a;
+        }
+        if let Some(r) = o.redacted {
+            self.redacted = r;
+        }
+        if let Some(i) = o.interleaved {
+            self.interleaved = i;
+        }
+        self
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -141,6 +258,27 @@ impl Default for Scenario {
             stream_events: 8,
             users: Vec::new(),
             faults: Vec::new(),
+            models: Default::default(),
+            cache_min_tokens: 1024,
+            prefill_us_per_ktok: 2_000,
+        }
+    }
+}
+
+impl Scenario {
+    /// How `model` behaves in this scenario: its defaults, changed by the longest key of
+    /// `models` that is a prefix of its id.
+    pub fn behaviour(&self, model: &str) -> ModelBehaviour {
+        let base = ModelBehaviour::default_for(model);
+        let m = model.to_ascii_lowercase();
+        match self
+            .models
+            .iter()
+            .filter(|(k, _)| m.starts_with(&k.to_ascii_lowercase()))
+            .max_by_key(|(k, _)| k.len())
+        {
+            Some((_, o)) => base.with(o),
+            None => base,
         }
     }
 }

@@ -19,10 +19,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::control_api;
+use super::model::thinking::Block;
 use super::model::{Admission, ApiError, AuthorizeQuery, Authorized, Serve, SimModel, MODELS};
 
 /// Largest request body the simulator takes: Claude Code sends several MB late in a session.
 pub const BODY_LIMIT: usize = 256 << 20;
+/// How many Messages requests `/sim/requests` keeps.
+pub const RECEIVED_KEPT: usize = 64;
 
 pub struct SimState {
     pub model: Arc<SimModel>,
@@ -32,6 +35,10 @@ pub struct SimState {
     /// The last Messages request as it arrived (`/sim/last-request`), so a test sees exactly
     /// what a proxy forwarded.
     pub last: std::sync::Mutex<Option<Received>>,
+    /// The last `RECEIVED_KEPT` Messages requests as they arrived, oldest first
+    /// (`/sim/requests`): a test compares what the upstream received with what the client
+    /// sent, byte for byte.
+    pub received: std::sync::Mutex<std::collections::VecDeque<Received>>,
     /// Connections accepted so far, plain and over TLS, so a test sees whether a client
     /// reused one.
     pub connections: Arc<AtomicU64>,
@@ -39,6 +46,7 @@ pub struct SimState {
 }
 
 /// A request as the simulator received it.
+#[derive(Clone)]
 pub struct Received {
     pub path_and_query: String,
     /// `HTTP/1.1` or `HTTP/2.0`.
@@ -191,7 +199,6 @@ async fn usage(st: State, req: HttpRequest) -> HttpResponse {
 
 #[derive(Deserialize)]
 struct MessageHead {
-    model: Option<String>,
     stream: Option<bool>,
 }
 
@@ -199,33 +206,77 @@ fn message_id(serve: &Serve) -> String {
     format!("msg_sim_{:016x}", serve.id)
 }
 
-fn sse_events(serve: &Serve, model: &str) -> Vec<Bytes> {
+fn sse_events(serve: &Serve) -> Vec<Bytes> {
     let id = message_id(serve);
     let ev = |name: &str, data: Value| Bytes::from(format!("event: {name}\ndata: {data}\n\n"));
-    let mut out = vec![
-        ev(
-            "message_start",
-            json!({"type":"message_start","message":{"id":id,"type":"message","role":"assistant","model":model,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":serve.input_tokens,"output_tokens":1}}}),
-        ),
-        ev(
-            "content_block_start",
-            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
-        ),
-        ev("ping", json!({"type":"ping"})),
-    ];
-    for d in serve.deltas() {
+    let mut start_usage = serve.usage.to_json();
+    start_usage["output_tokens"] = json!(1);
+    let mut message = json!({"id":id,"type":"message","role":"assistant","model":serve.model,"content":[],"stop_reason":null,"stop_sequence":null,"usage":start_usage});
+    if let Some(t) = &serve.transformations {
+        message["input_transformations"] = t.clone();
+    }
+    let mut out = vec![ev(
+        "message_start",
+        json!({"type":"message_start","message":message}),
+    )];
+    for (index, block) in serve.content.iter().enumerate() {
+        let delta = |d: Value| {
+            ev(
+                "content_block_delta",
+                json!({"type":"content_block_delta","index":index,"delta":d}),
+            )
+        };
+        match block {
+            Block::Thinking {
+                thinking,
+                signature,
+            } => {
+                out.push(ev(
+                    "content_block_start",
+                    json!({"type":"content_block_start","index":index,"content_block":{"type":"thinking","thinking":"","signature":""}}),
+                ));
+                out.push(delta(json!({"type":"thinking_delta","thinking":thinking})));
+                out.push(delta(
+                    json!({"type":"signature_delta","signature":signature}),
+                ));
+            }
+            Block::Redacted { .. } => out.push(ev(
+                "content_block_start",
+                json!({"type":"content_block_start","index":index,"content_block":block.to_json()}),
+            )),
+            Block::Text(pieces) => {
+                out.push(ev(
+                    "content_block_start",
+                    json!({"type":"content_block_start","index":index,"content_block":{"type":"text","text":""}}),
+                ));
+                for d in pieces {
+                    out.push(delta(json!({"type":"text_delta","text":d})));
+                }
+            }
+            Block::ToolUse { id, name, input } => {
+                out.push(ev(
+                    "content_block_start",
+                    json!({"type":"content_block_start","index":index,"content_block":{"type":"tool_use","id":id,"name":name,"input":{}}}),
+                ));
+                out.push(delta(
+                    json!({"type":"input_json_delta","partial_json":input.to_string()}),
+                ));
+            }
+        }
         out.push(ev(
-            "content_block_delta",
-            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":d}}),
+            "content_block_stop",
+            json!({"type":"content_block_stop","index":index}),
         ));
     }
-    out.push(ev(
-        "content_block_stop",
-        json!({"type":"content_block_stop","index":0}),
-    ));
+    // As the API does, a ping follows the first block's start.
+    if out.len() > 1 {
+        out.insert(2, ev("ping", json!({"type":"ping"})));
+    }
+    let mut end_usage = serve.usage.to_json();
+    end_usage["output_tokens"] = json!(serve.usage.output);
     out.push(ev(
         "message_delta",
-        json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":super::model::REPLY_TOKENS}}),
+        json!({"type":"message_delta","delta":{"stop_reason":serve.stop_reason,"stop_sequence":null},"usage":end_usage}),
     ));
     out.push(ev("message_stop", json!({"type":"message_stop"})));
     out
@@ -244,7 +295,7 @@ fn broken_body(
 
 async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
     let h = req.headers();
-    *st.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Received {
+    let received = Received {
         version: format!("{:?}", req.version()),
         path_and_query: req
             .uri()
@@ -256,7 +307,15 @@ async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
             .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
             .collect(),
         body: body.clone(),
-    });
+    };
+    {
+        let mut all = st.received.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= RECEIVED_KEPT {
+            all.pop_front();
+        }
+        all.push_back(received.clone());
+    }
+    *st.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(received);
     let Ok(head) = serde_json::from_slice::<MessageHead>(&body) else {
         return error_response(&ApiError::anthropic(
             400,
@@ -264,13 +323,9 @@ async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
             "the request body is not valid JSON",
         ));
     };
-    let model = head.model.unwrap_or_else(|| MODELS[1].0.to_string());
-    let admission = st.model.admit(
-        bearer(h),
-        header_str(h, "anthropic-beta"),
-        body.len(),
-        false,
-    );
+    let admission = st
+        .model
+        .admit(bearer(h), header_str(h, "anthropic-beta"), &body, false);
     let serve = match admission {
         Admission::Reject { delay, error } => {
             pause(delay).await;
@@ -289,16 +344,19 @@ async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
     }
     resp.insert_header(("request-id", format!("req_{}", message_id(&serve))));
     if head.stream != Some(true) {
-        let body = json!({
+        let mut body = json!({
             "id": message_id(&serve),
             "type": "message",
             "role": "assistant",
-            "model": model,
-            "content": [{"type": "text", "text": serve.text()}],
-            "stop_reason": "end_turn",
+            "model": serve.model,
+            "content": serve.content.iter().map(Block::to_json).collect::<Vec<_>>(),
+            "stop_reason": serve.stop_reason,
             "stop_sequence": null,
-            "usage": {"input_tokens": serve.input_tokens, "output_tokens": super::model::REPLY_TOKENS},
+            "usage": serve.usage.to_json(),
         });
+        if let Some(t) = &serve.transformations {
+            body["input_transformations"] = t.clone();
+        }
         // Like the real API, answer gzip to a client that accepts it (JSON answers only).
         let gzip = header_str(h, "accept-encoding")
             .is_some_and(|a| a.split(',').any(|e| e.trim() == "gzip"));
@@ -317,7 +375,7 @@ async fn messages(st: State, req: HttpRequest, body: Bytes) -> HttpResponse {
         }
         return resp.json(body);
     }
-    let events = sse_events(&serve, &model);
+    let events = sse_events(&serve);
     let close_after = serve.close_after;
     let cut_inside = serve.cut_inside;
     let event_delay = serve.event_delay;
@@ -409,7 +467,7 @@ async fn count_tokens(st: State, req: HttpRequest, body: Bytes) -> HttpResponse 
     }
     match st
         .model
-        .admit(bearer(h), header_str(h, "anthropic-beta"), body.len(), true)
+        .admit(bearer(h), header_str(h, "anthropic-beta"), &body, true)
     {
         Admission::Serve(s) => HttpResponse::Ok().json(json!({"input_tokens": s.input_tokens})),
         Admission::Reject { error, .. } => error_response(&error),

@@ -109,6 +109,14 @@ impl Drop for InFlight {
     }
 }
 
+/// A request body of 4,000 bytes with no history.
+static PLAIN_BODY: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let mut b = br#"{"model":"claude-sonnet-4-5","messages":[],"pad":""#.to_vec();
+    b.resize(3_998, b'x');
+    b.extend_from_slice(b"\"}");
+    b
+});
+
 /// What the simulated client got back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Body {
@@ -129,9 +137,9 @@ impl Upstream for ModelUpstream {
         self.checks
             .borrow_mut()
             .on_send(account, &self.model, access);
-        let admission = self
-            .model
-            .admit(Some(access.expose()), Some(OAUTH_BETA), 4_000, false);
+        let admission =
+            self.model
+                .admit(Some(access.expose()), Some(OAUTH_BETA), &PLAIN_BODY, false);
         let delivered = match &admission {
             Admission::Serve(_) => Delivered::Served,
             Admission::Reject { error, .. }

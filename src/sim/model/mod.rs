@@ -10,6 +10,7 @@
 mod control;
 mod messages;
 mod oauth;
+pub mod thinking;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -34,6 +35,9 @@ pub const OAUTH_BETA: &str = "oauth-2025-04-20";
 
 /// The models `/v1/models` lists.
 pub const MODELS: &[(&str, &str)] = &[
+    ("claude-opus-5-5", "Claude Opus 5.5"),
+    ("claude-sonnet-5-5", "Claude Sonnet 5.5"),
+    ("claude-haiku-5-5", "Claude Haiku 5.5"),
     ("claude-opus-4-1-20250805", "Claude Opus 4.1"),
     ("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5"),
     ("claude-haiku-4-5-20251001", "Claude Haiku 4.5"),
@@ -62,6 +66,13 @@ pub struct Counters {
     /// Tokens the answers of `messages_ok` named in their `usage`.
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of those answers' input, tokens read from the prompt cache and written to it.
+    pub cache_read_tokens: u64,
+    pub cache_creation_tokens: u64,
+    /// Thinking blocks of another organization (or model, or prefix) the API dropped.
+    pub thinking_dropped: u64,
+    /// Requests refused with a 400 about their history or thinking settings.
+    pub history_refused: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -132,6 +143,8 @@ struct UserState {
     five: Window,
     seven: Window,
     counters: Counters,
+    /// This organization's prompt cache: prefix digest → (tokens, expiry, lifetime).
+    cache: HashMap<[u8; 32], (u64, Timestamp, Duration)>,
 }
 
 struct PendingCode {
@@ -193,6 +206,10 @@ struct NextLogin {
 }
 
 struct Inner {
+    /// The scenario's model table and cache settings.
+    scenario: Scenario,
+    /// The key of this simulator's thinking signatures (from the seed).
+    signing_key: [u8; 32],
     token_ttl: Duration,
     code_ttl: Duration,
     unit: BudgetUnit,
@@ -305,6 +322,43 @@ pub struct Serve {
     pub cut_inside: bool,
     pub stream_events: usize,
     pub input_tokens: u64,
+    /// The model that answers (the request's, else the default).
+    pub model: String,
+    /// The answer's content blocks, in order.
+    pub content: Vec<thinking::Block>,
+    /// `end_turn`, or `tool_use` when the answer calls a tool.
+    pub stop_reason: &'static str,
+    pub usage: SimUsage,
+    /// `input_transformations`, when the request named the binding-controls beta.
+    pub transformations: Option<Value>,
+}
+
+/// The `usage` of an answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SimUsage {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_creation_5m: u64,
+    pub cache_creation_1h: u64,
+    /// The request had a cache breakpoint: the cache fields are reported.
+    pub cached: bool,
+}
+
+impl SimUsage {
+    pub fn to_json(&self) -> Value {
+        let mut u = json!({"input_tokens": self.input, "output_tokens": self.output});
+        if self.cached {
+            u["cache_creation_input_tokens"] =
+                json!(self.cache_creation_5m + self.cache_creation_1h);
+            u["cache_read_input_tokens"] = json!(self.cache_read);
+            u["cache_creation"] = json!({
+                "ephemeral_5m_input_tokens": self.cache_creation_5m,
+                "ephemeral_1h_input_tokens": self.cache_creation_1h,
+            });
+        }
+        u
+    }
 }
 
 impl Serve {
@@ -366,6 +420,7 @@ impl Inner {
             uuid,
             org_uuid,
             counters: Counters::default(),
+            cache: HashMap::new(),
         });
         self.users.len() - 1
     }
@@ -521,7 +576,12 @@ impl Inner {
 
 impl SimModel {
     pub fn new(scenario: &Scenario, clock: SharedClock, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut signing_key = [0u8; 32];
+        rng.fill_bytes(&mut signing_key);
         let mut inner = Inner {
+            scenario: scenario.clone(),
+            signing_key,
             token_ttl: scenario.token_ttl.0,
             code_ttl: scenario.code_ttl.0,
             unit: scenario.budget_unit,
@@ -537,7 +597,7 @@ impl SimModel {
             faults: Vec::new(),
             next_login: VecDeque::new(),
             next_id: 1,
-            rng: StdRng::seed_from_u64(seed),
+            rng,
         };
         for u in &scenario.users {
             inner.add_user(u.clone());
