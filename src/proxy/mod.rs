@@ -12,6 +12,7 @@
 
 pub mod body;
 pub mod clients;
+pub mod continuity;
 pub mod counter;
 pub mod drive;
 pub mod failover;
