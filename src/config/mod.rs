@@ -68,6 +68,30 @@ pub struct Config {
     pub cliproxy_server: ProxyServer,
     /// Where the pool's state lives: sled here, or Redis shared by several daemons.
     pub store: Store,
+    /// What a move between accounts does to a conversation's thinking blocks
+    /// (specs/continuity.md).
+    pub continuity: Continuity,
+}
+
+/// `continuity:` in config.yaml.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Continuity {
+    /// Remove, on a move, the thinking blocks a model would refuse from another account
+    /// (`off` sends every body as the client sent it, and relays the 400s that follow).
+    pub fit: On,
+    /// Per model id prefix, what the model does with another account's thinking blocks:
+    /// `reject`, `drop` or `accept`, over the defaults of specs/anthropic.md §9.
+    pub models: std::collections::BTreeMap<String, crate::proxy::continuity::Binding>,
+}
+
+impl Default for Continuity {
+    fn default() -> Self {
+        Continuity {
+            fit: On(true),
+            models: Default::default(),
+        }
+    }
 }
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

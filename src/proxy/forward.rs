@@ -28,7 +28,7 @@ use super::failover::Ending;
 use super::guard::ClientKey;
 use super::relay::{relay, Bounds, RequestLog};
 use super::upstream::UpstreamClient;
-use super::{anthropic_error, body, Ctx};
+use super::{anthropic_error, body, continuity, Ctx};
 use crate::oauth::OAUTH_BETA;
 
 /// Whether a client's request header goes upstream: what the Messages API reads
@@ -183,22 +183,54 @@ struct HttpUpstream<'a> {
     header_timeout: Duration,
     /// The end of the whole request's wait before its first byte, over every account.
     deadline: Instant,
+    /// The conversation and model, for fitting its history to an account (`continuity.rs`).
+    session: Option<&'a str>,
+    model: Option<&'a str>,
+    /// What fitting did to the request that was answered, for its log line.
+    fitted: std::sync::Mutex<Option<FitNote>>,
 }
 
-impl Upstream for HttpUpstream<'_> {
-    type Body = reqwest::Response;
+/// What ccs did to one request's history before the answer that was relayed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FitNote {
+    pub removed: usize,
+    pub lowered: bool,
+    /// Fitted after the account's 400, on the retry (else up front).
+    pub after_400: bool,
+}
 
-    async fn send(
-        &self,
-        _account: &AccountId,
-        access: &Secret,
-    ) -> Result<Answer<reqwest::Response>, SendError> {
-        let bound = self
-            .header_timeout
-            .min(self.deadline.saturating_duration_since(Instant::now()));
-        if bound.is_zero() {
-            return Err(SendError::TimedOut(self.header_timeout));
+/// The most bytes of a 400 read to see whether it is about the history.
+const ERROR_READ_LIMIT: usize = 64 << 10;
+
+impl HttpUpstream<'_> {
+    /// The body as this account may read it: fitted when the model refuses another
+    /// account's thinking blocks and some in the history are not this account's.
+    fn fitted_for(&self, account: &AccountId, every_foreign: bool) -> Option<continuity::Fitted> {
+        let cont = &self.ctx.config.continuity;
+        let session = self.session?;
+        if !cont.fit.0 || !continuity::may_hold_thinking(self.body) {
+            return None;
         }
+        if !every_foreign {
+            let model = self.model?;
+            if self.ctx.knowledge.binding(model) != Some(continuity::Binding::Reject) {
+                return None;
+            }
+        }
+        let history = continuity::History::read(self.body)?;
+        let owners = self.ctx.provenance.of(session);
+        let keep = continuity::kept(&history.blocks, |id| {
+            owners.get(id).is_some_and(|a| a.as_str() == &**account)
+        });
+        continuity::fit(self.body, &history, &keep)
+    }
+
+    async fn send_body(
+        &self,
+        access: &Secret,
+        body: Bytes,
+        bound: Duration,
+    ) -> Result<reqwest::Response, SendError> {
         let url = format!(
             "{}{}",
             self.ctx.config.upstream.api_base.trim_end_matches('/'),
@@ -216,11 +248,119 @@ impl Upstream for HttpUpstream<'_> {
         rb = rb
             .header("authorization", format!("Bearer {}", access.expose()))
             .header("anthropic-beta", self.beta)
-            .body(self.body.clone());
-        let resp = match tokio::time::timeout(bound, rb.send()).await {
-            Ok(r) => r.map_err(|e| SendError::Unreachable(e.to_string()))?,
-            Err(_) => return Err(SendError::TimedOut(bound)),
+            .body(body);
+        match tokio::time::timeout(bound, rb.send()).await {
+            Ok(r) => r.map_err(|e| SendError::Unreachable(e.to_string())),
+            Err(_) => Err(SendError::TimedOut(bound)),
+        }
+    }
+
+    fn note(&self, account: &AccountId, f: &continuity::Fitted, after_400: bool) {
+        tracing::info!(
+            target: "ccs::continuity",
+            session = self.session.unwrap_or("-"),
+            account = %account,
+            model = self.model.unwrap_or("-"),
+            blocks_removed = f.removed.len(),
+            thinking_lowered = f.lowered,
+            after_400,
+            "fitted the history to the account: removed thinking blocks it did not produce"
+        );
+        self.ctx.telemetry.fitted(f.removed.len(), after_400);
+        *self.fitted.lock().unwrap_or_else(|p| p.into_inner()) = Some(FitNote {
+            removed: f.removed.len(),
+            lowered: f.lowered,
+            after_400,
+        });
+    }
+}
+
+/// A 400 read whole (it is small): its bytes, and whether it is about the history.
+async fn read_error(resp: reqwest::Response) -> (reqwest::Response, bool) {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let mut bytes = Vec::new();
+    let mut stream = resp.bytes_stream();
+    use futures_util::StreamExt;
+    while let Some(Ok(chunk)) = stream.next().await {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > ERROR_READ_LIMIT {
+            break;
+        }
+    }
+    #[derive(Deserialize)]
+    struct E {
+        error: Option<Inner>,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        message: Option<String>,
+    }
+    let about = serde_json::from_slice::<E>(&bytes)
+        .ok()
+        .and_then(|e| e.error?.message)
+        .is_some_and(|m| continuity::about_history(&m));
+    let mut rebuilt = http::Response::new(bytes);
+    *rebuilt.status_mut() = status;
+    *rebuilt.headers_mut() = headers;
+    (reqwest::Response::from(rebuilt), about)
+}
+
+impl Upstream for HttpUpstream<'_> {
+    type Body = reqwest::Response;
+
+    async fn send(
+        &self,
+        account: &AccountId,
+        access: &Secret,
+    ) -> Result<Answer<reqwest::Response>, SendError> {
+        let bound = self
+            .header_timeout
+            .min(self.deadline.saturating_duration_since(Instant::now()));
+        if bound.is_zero() {
+            return Err(SendError::TimedOut(self.header_timeout));
+        }
+        *self.fitted.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let up_front = self.fitted_for(account, false);
+        let body = match &up_front {
+            Some(f) => {
+                self.note(account, f, false);
+                f.body.clone()
+            }
+            None => self.body.clone(),
         };
+        let mut resp = self.send_body(access, body, bound).await?;
+        if resp.status() == 400 && up_front.is_none() && self.session.is_some() {
+            // A 400 about a block this account could not read, on a request ccs did not fit:
+            // fit it (every block this account did not provably produce goes) and try once
+            // more on the same account; relay the 400 only if that fails too.
+            let (kept, about) = read_error(resp).await;
+            resp = kept;
+            if about {
+                if let Some(f) = self.fitted_for(account, true) {
+                    let left = self
+                        .deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(self.header_timeout);
+                    let retry = self.send_body(access, f.body.clone(), left).await?;
+                    self.note(account, &f, true);
+                    if retry.status() != 400 {
+                        if let Some(model) = self.model {
+                            if self.ctx.knowledge.learn(model) {
+                                tracing::warn!(
+                                    target: "ccs::continuity",
+                                    model,
+                                    "this model refuses another account's thinking blocks: \
+                                     its moves are fitted up front from now on"
+                                );
+                                self.ctx.store_learned(&self.ctx.knowledge.learned_models());
+                            }
+                        }
+                    }
+                    resp = retry;
+                }
+            }
+        }
         Ok(Answer {
             status: resp.status().as_u16(),
             headers: observed_headers(&resp),
@@ -331,6 +471,9 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
             up_cfg.header_timeout.0
         },
         deadline: started + up_cfg.header_timeout_whole.0,
+        session: session.as_deref(),
+        model: head.model.as_deref(),
+        fitted: Default::default(),
     };
     if let (Some(shared), Some(s)) = (&ctx.shared, session.as_deref()) {
         // A conversation this daemon has not seen may be a peer's: its binding first (once
@@ -338,6 +481,7 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
         shared.recall_binding(&ctx.sup, s).await;
     }
     let driven = drive(&ctx.sup, &up, &pool, session.as_deref(), family).await;
+    let fit_note = up.fitted.into_inner().unwrap_or_else(|p| p.into_inner());
     // The body went upstream: give its share of the budget back before relaying.
     drop(held);
     drop(body);
@@ -351,6 +495,10 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
             ctx.record_request(&account);
             log.account = Some(account.to_string());
             log.hops = left.len();
+            log.fitted = fit_note;
+            if session.is_some() {
+                log.provenance = Some(ctx.provenance.clone());
+            }
             let bounds = Bounds {
                 idle: up_cfg.idle_timeout.0,
                 draining: ctx.draining.subscribe(),

@@ -103,7 +103,14 @@ pub struct Ctx {
     hashed_secret: Option<crate::keys::HashedSecret>,
     /// The shared store, when several daemons share the pool (`store.backend: redis`).
     pub shared: Option<Arc<crate::shared::Shared>>,
+    /// Which model refuses another account's thinking blocks (`continuity.rs`).
+    pub knowledge: continuity::Knowledge,
+    /// Which account produced each thinking block of each conversation.
+    pub provenance: Arc<continuity::Provenance>,
 }
+
+/// The store's `meta` key for the models learned to refuse another account's thinking blocks.
+pub const LEARNED_MODELS: &str = "continuity_learned_models";
 
 impl Ctx {
     pub fn new(
@@ -129,6 +136,18 @@ impl Ctx {
             .as_deref()
             .map(crate::keys::HashedSecret::new);
         let bodies = body::Budget::new(config.cliproxy.bodies_in_flight.0);
+        let learned: Vec<String> = store
+            .meta_value(LEARNED_MODELS)
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let config_models: Vec<(String, continuity::Binding)> = config
+            .continuity
+            .models
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
         Ctx {
             config,
             paths,
@@ -150,7 +169,25 @@ impl Ctx {
             clients,
             hashed_secret,
             shared: None,
+            knowledge: {
+                let k = continuity::Knowledge::new(config_models);
+                k.restore(learned);
+                k
+            },
+            provenance: Arc::default(),
         }
+    }
+
+    /// Keeps the models learned to refuse another account's thinking blocks, so a restart
+    /// fits their moves up front too (a small record, written off the request's thread).
+    pub fn store_learned(&self, models: &[String]) {
+        let store = self.store.clone();
+        let bytes = serde_json::to_vec(models).unwrap_or_default();
+        std::thread::spawn(move || {
+            if let Err(e) = store.set_meta(LEARNED_MODELS, &bytes) {
+                tracing::warn!(error = %e, "could not keep the models learned to refuse foreign thinking blocks");
+            }
+        });
     }
 
     /// The same context in a shared pool.

@@ -96,6 +96,11 @@ pub struct RequestLog {
     pub ttfb: Option<Duration>,
     /// Reads the answer's usage as it passes.
     pub scan: Option<UsageScan>,
+    /// What fitting did to the request's history (`continuity.rs`), for the log line.
+    pub fitted: Option<crate::proxy::forward::FitNote>,
+    /// Where the thinking blocks the answer produced are recorded (a conversation's answers
+    /// only).
+    pub provenance: Option<Arc<crate::proxy::continuity::Provenance>>,
     telemetry: Option<Arc<Telemetry>>,
 }
 
@@ -117,6 +122,8 @@ impl RequestLog {
             end: "client gone",
             ttfb: None,
             scan: None,
+            fitted: None,
+            provenance: None,
             telemetry,
         }
     }
@@ -126,6 +133,14 @@ impl Drop for RequestLog {
     fn drop(&mut self) {
         let latency = self.started.elapsed();
         let client = self.permit.as_ref().map(|p| p.name());
+        if let (Some(book), Some(session), Some(account), Some(scan)) = (
+            self.provenance.take(),
+            self.session.as_deref(),
+            self.account.as_deref(),
+            self.scan.as_ref(),
+        ) {
+            book.record(session, account, &scan.produced());
+        }
         if let Some(t) = self.telemetry.take() {
             t.request_finished(
                 RequestRecord {
@@ -158,6 +173,8 @@ impl Drop for RequestLog {
             bytes_out = self.bytes_out,
             hops = self.hops,
             end = self.end,
+            fitted_blocks = self.fitted.as_ref().map_or(0, |f| f.removed),
+            thinking_lowered = self.fitted.as_ref().is_some_and(|f| f.lowered),
             "request"
         );
     }

@@ -60,6 +60,18 @@ impl SledStore {
         Ok(())
     }
 
+    /// A small record of the `meta` tree (`key` names it).
+    pub fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(key).map_err(db_err)?.map(|v| v.to_vec()))
+    }
+
+    /// Writes a small record of the `meta` tree; it rides sled's next batched flush (what it
+    /// holds can be learned again).
+    pub fn set_meta(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(key, bytes).map_err(db_err)?;
+        Ok(())
+    }
+
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)

@@ -66,6 +66,11 @@ pub struct Metrics {
     pub latency: Histogram,
     pub ttfb: Histogram,
     pub in_flight: Gauge,
+    /// Requests whose history was fitted to their account (specs/continuity.md), and the
+    /// thinking blocks removed from them.
+    pub fits: Counter,
+    pub fits_after_400: Counter,
+    pub blocks_removed: Counter,
 }
 
 impl Metrics {
@@ -82,6 +87,9 @@ impl Metrics {
             latency: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
             ttfb: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
             in_flight: Gauge::default(),
+            fits: Counter::default(),
+            fits_after_400: Counter::default(),
+            blocks_removed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -130,6 +138,21 @@ impl Metrics {
             "From the request's body read to the upstream answer's headers",
             prometheus_client::registry::Unit::Seconds,
             m.ttfb.clone(),
+        );
+        registry.register(
+            "continuity_fits",
+            "Requests whose history lost thinking blocks another account produced, on a move",
+            m.fits.clone(),
+        );
+        registry.register(
+            "continuity_fits_after_400",
+            "Of those, fitted only after the account refused the request with a 400",
+            m.fits_after_400.clone(),
+        );
+        registry.register(
+            "continuity_blocks_removed",
+            "Thinking blocks removed from fitted requests",
+            m.blocks_removed.clone(),
         );
         registry.register(
             "requests_in_flight",

@@ -63,6 +63,15 @@ impl Telemetry {
         self.live.subscribe()
     }
 
+    /// A request's history was fitted to its account (`removed` thinking blocks).
+    pub fn fitted(&self, removed: usize, after_400: bool) {
+        self.metrics.fits.inc();
+        if after_400 {
+            self.metrics.fits_after_400.inc();
+        }
+        self.metrics.blocks_removed.inc_by(removed as u64);
+    }
+
     /// A request is past its body and on its way.
     pub fn request_started(&self) {
         self.metrics.in_flight.inc();

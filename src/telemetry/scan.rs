@@ -30,6 +30,9 @@ pub struct UsageScan {
     kept: Vec<Bytes>,
     bytes: usize,
     overflow: bool,
+    /// A stream's chunks that carry a thinking block's signature (or a redacted block), for
+    /// `produced`; a whole message's are in `kept`.
+    thinking: Vec<Bytes>,
 }
 
 #[derive(Default, Deserialize)]
@@ -69,6 +72,12 @@ fn names_usage(b: &[u8]) -> bool {
     memchr::memmem::find(b, b"\"usage\"").is_some()
 }
 
+/// Whether `b` carries a thinking block's signature or a redacted block.
+fn names_thinking(b: &[u8]) -> bool {
+    memchr::memmem::find(b, b"signature_delta").is_some()
+        || memchr::memmem::find(b, b"redacted_thinking").is_some()
+}
+
 impl UsageScan {
     pub fn new(shape: Shape) -> Self {
         UsageScan {
@@ -76,13 +85,39 @@ impl UsageScan {
             kept: Vec::new(),
             bytes: 0,
             overflow: false,
+            thinking: Vec::new(),
         }
+    }
+
+    /// The thinking blocks the answer produced (`continuity::produced`).
+    pub fn produced(&self) -> Vec<crate::proxy::continuity::BlockId> {
+        let (chunks, stream) = match self.shape {
+            Shape::Events => (&self.thinking, true),
+            Shape::Json { gzip: false } => (&self.kept, false),
+            // A compressed body's blocks are not read: they count as no account's.
+            Shape::Json { gzip: true } => return Vec::new(),
+        };
+        let mut all = Vec::new();
+        for c in chunks {
+            all.extend_from_slice(c);
+        }
+        crate::proxy::continuity::produced(&all, stream)
     }
 
     /// A chunk that has gone to the client.
     pub fn seen(&mut self, chunk: &Bytes) {
         if self.overflow {
             return;
+        }
+        if self.shape == Shape::Events && names_thinking(chunk) {
+            self.bytes += chunk.len();
+            if self.bytes > KEEP_AT_MOST {
+                self.overflow = true;
+                self.kept.clear();
+                self.thinking.clear();
+                return;
+            }
+            self.thinking.push(chunk.clone());
         }
         if self.shape == Shape::Events && !names_usage(chunk) {
             return;
