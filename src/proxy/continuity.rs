@@ -308,7 +308,16 @@ pub fn kept(blocks: &[Block], produced_here: impl Fn(&BlockId) -> bool) -> Vec<b
 /// The request without the blocks `keep` refuses; `None` when every block stays (the body then
 /// goes as the client sent it).
 pub fn fit(body: &Bytes, history: &History, keep: &[bool]) -> Option<Fitted> {
-    if keep.iter().all(|k| *k) {
+    let leading_lost = history.final_leading.is_some_and(|b| !keep[b]);
+    // Manual thinking in a running tool loop whose final assistant message has no leading
+    // block left (lost now, or never made after an earlier move): this request goes without.
+    let lower = match &history.thinking {
+        Some((_, true)) => {
+            history.in_tool_loop && (leading_lost || history.final_leading.is_none())
+        }
+        _ => false,
+    };
+    if keep.iter().all(|k| *k) && !lower {
         return None;
     }
     let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::new();

@@ -129,10 +129,10 @@ impl RequestLog {
     }
 }
 
-impl Drop for RequestLog {
-    fn drop(&mut self) {
-        let latency = self.started.elapsed();
-        let client = self.permit.as_ref().map(|p| p.name());
+impl RequestLog {
+    /// Records which thinking blocks the answer produced (once): before its last event goes
+    /// out, so the client's next request already finds them.
+    fn record_produced(&mut self) {
         if let (Some(book), Some(session), Some(account), Some(scan)) = (
             self.provenance.take(),
             self.session.as_deref(),
@@ -141,6 +141,14 @@ impl Drop for RequestLog {
         ) {
             book.record(session, account, &scan.produced());
         }
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        let latency = self.started.elapsed();
+        self.record_produced();
+        let client = self.permit.as_ref().map(|p| p.name());
         if let Some(t) = self.telemetry.take() {
             t.request_finished(
                 RequestRecord {
@@ -292,6 +300,7 @@ pub fn relay(resp: reqwest::Response, bounds: Bounds, mut log: RequestLog) -> Ht
                 Next::End => {
                     st.done = true;
                     st.log.end = "complete";
+                    st.log.record_produced();
                     match st.framer.as_mut().and_then(Framer::finish) {
                         Some(rest) => rest,
                         None => return None,
@@ -310,6 +319,9 @@ pub fn relay(resp: reqwest::Response, bounds: Bounds, mut log: RequestLog) -> Ht
             st.log.bytes_out += out.len() as u64;
             if let Some(scan) = st.log.scan.as_mut() {
                 scan.seen(&out);
+                if memchr::memmem::find(&out, b"event: message_stop").is_some() {
+                    st.log.record_produced();
+                }
             }
             return Some((Ok::<_, std::io::Error>(out), st));
         }

@@ -27,16 +27,22 @@ pub async fn rig_with(
     accounts: &[(&str, u64)],
     tweak: impl FnOnce(&mut ccs::config::Config),
 ) -> Rig {
-    let sim = sim(&scenario(accounts), true);
+    rig_on(scenario(accounts), tweak).await
+}
+
+/// `rig_with` over a scenario of the test's own (its users are logged in).
+pub async fn rig_on(s: Scenario, tweak: impl FnOnce(&mut ccs::config::Config)) -> Rig {
+    let emails: Vec<String> = s.users.iter().map(|u| u.email.clone()).collect();
+    let sim = sim(&s, true);
     let clock: SharedClock = Arc::new(sim.clock.clone().expect("manual clock"));
     let (home, paths, mut config) = home_for(&sim.url());
     tweak(&mut config);
     let daemon = tokio::task::block_in_place(|| DaemonHandle::start(paths.clone(), config, clock))
         .expect("daemon");
-    for (email, _) in accounts {
+    for email in &emails {
         add_account(&sim.url(), &daemon.url, email).await;
     }
-    wait_fresh(&daemon.url, accounts.len()).await;
+    wait_fresh(&daemon.url, emails.len()).await;
     Rig {
         sim,
         daemon,
