@@ -20,16 +20,29 @@ struct Setup {
 }
 
 fn setup(budgets: &[(&str, u64)]) -> Setup {
-    let sim = sim(&scenario(budgets), false);
+    setup_on(scenario(budgets), "")
+}
+
+/// `setup` over a scenario of the test's own, with `config` appended to config.yaml.
+fn setup_on(scenario: ccs::sim::Scenario, config: &str) -> Setup {
+    let budgets: Vec<(String, u64)> = scenario
+        .users
+        .iter()
+        .map(|u| (u.email.clone(), u.five_hour))
+        .collect();
+    let sim = sim(&scenario, false);
     let (dir, paths, _) = home_with_port(&sim.url(), free_port());
     config_line(&paths, &format!("claude_path: {}", claude_code().display()));
+    if !config.is_empty() {
+        config_line(&paths, config);
+    }
     let stop = StopOnDrop(paths.home.clone());
     let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
     assert_eq!(code, 0, "{out}{err}");
     let daemon = configured_url(&paths);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        for (email, _) in budgets {
+        for (email, _) in &budgets {
             add_account(&sim.url(), &daemon, email).await;
         }
     });
@@ -69,6 +82,140 @@ fn counters(s: &Setup) -> Value {
         .unwrap()
         .json()
         .unwrap()
+}
+
+/// Claude Code runs a three-step tool loop (`Bash` with `echo`, which it really runs) with its
+/// default model and adaptive thinking; alice's budget runs out after two requests, so the loop
+/// moves to bob in its middle. `binding`: what the simulated default model does with alice's
+/// thinking blocks on bob's account.
+fn tool_loop_through_claude_code(
+    binding: ccs::sim::scenario::ThinkingBinding,
+    config: &str,
+) -> (Setup, i32, String) {
+    let mut sc = scenario(&[("alice@example.com", 2), ("bob@example.com", 50)]);
+    sc.models.insert(
+        "claude-opus-5-5".into(),
+        ccs::sim::scenario::ModelOverride {
+            thinking_binding: Some(binding),
+            ..Default::default()
+        },
+    );
+    let s = setup_on(sc, config);
+    let (code, out, err) = ccs_run(
+        &s,
+        &[
+            "--",
+            "-p",
+            "Run the simulated loop: sim-tools:3",
+            "--allowedTools",
+            "Bash",
+        ],
+    );
+    (s, code, format!("{out}{err}"))
+}
+
+fn received_bodies(s: &Setup) -> Vec<String> {
+    let v: Value = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{}/sim/requests", s.sim.url()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["body"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn fits(s: &Setup) -> String {
+    let out = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{}/metrics", configured_url(&s.paths)))
+        .bearer_auth(SECRET)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    out.lines()
+        .filter(|l| l.starts_with("ccs_continuity_"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn claude_codes_tool_loop_survives_a_move_on_a_model_that_refuses_foreign_thinking() {
+    use ccs::sim::scenario::ThinkingBinding;
+    let (s, code, out) = tool_loop_through_claude_code(ThinkingBinding::Reject, "");
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("API Error"), "{out}");
+    assert!(out.contains("Served by bob@example.com."), "{out}");
+    let bodies = received_bodies(&s);
+    assert!(
+        bodies.iter().any(|b| b.contains("ccs-sim-step-2")),
+        "Claude Code ran the tool and sent its output back"
+    );
+    assert!(
+        bodies.iter().any(|b| b.contains("\"signature\"")),
+        "Claude Code sent its thinking blocks back"
+    );
+    let c = counters(&s);
+    assert_eq!(c["alice@example.com"]["messages_ok"], 2, "{c}");
+    // ccs's defaults say Opus 5.5 takes foreign blocks, so the first move meets the 400: ccs
+    // fits and retries itself (Claude Code never sees it), and fits the next moves up front.
+    let refused = c["bob@example.com"]["history_refused"].as_u64().unwrap();
+    let f = fits(&s);
+    assert!(
+        f.contains(&format!("ccs_continuity_fits_after_400_total {refused}")),
+        "every 400 about the history was cured by ccs: {c}\n{f}"
+    );
+    assert!(!f.contains("ccs_continuity_fits_total 0"), "{f}");
+}
+
+#[test]
+fn without_fitting_the_move_meets_the_400_and_claude_code_throws_its_thinking_away() {
+    use ccs::sim::scenario::ThinkingBinding;
+    let (s, _code, out) =
+        tool_loop_through_claude_code(ThinkingBinding::Reject, "continuity:\n  fit: false");
+    // Bob refused the history with the 400; Claude Code 2.1.332 then resent the whole
+    // conversation without a single thinking block (its own recovery, which throws away every
+    // block, bob's included, where ccs removes only alice's).
+    let c = counters(&s);
+    assert!(
+        c["bob@example.com"]["history_refused"].as_u64().unwrap() >= 1,
+        "the move met the 400: {c} {out}"
+    );
+    let blocks: Vec<usize> = received_bodies(&s)
+        .iter()
+        .map(|b| b.matches("\"signature\"").count())
+        .collect();
+    assert!(
+        blocks.windows(2).any(|w| w[1] < w[0]),
+        "Claude Code's retry threw thinking blocks away: {blocks:?}"
+    );
+}
+
+#[test]
+fn on_models_that_drop_or_accept_claude_codes_bodies_pass_untouched() {
+    use ccs::sim::scenario::ThinkingBinding;
+    for binding in [ThinkingBinding::Drop, ThinkingBinding::Accept] {
+        let (s, code, out) = tool_loop_through_claude_code(binding, "");
+        assert_eq!(code, 0, "{binding:?}: {out}");
+        assert!(
+            out.contains("Served by bob@example.com."),
+            "{binding:?}: {out}"
+        );
+        let f = fits(&s);
+        assert!(
+            f.contains("ccs_continuity_fits_total 0"),
+            "{binding:?}: nothing fitted: {f}"
+        );
+    }
 }
 
 #[test]
