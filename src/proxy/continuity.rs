@@ -377,6 +377,35 @@ pub fn fit(body: &Bytes, history: &History, keep: &[bool]) -> Option<Fitted> {
     })
 }
 
+/// Why a request is fitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// Before sending: the model is known to refuse another account's blocks.
+    UpFront,
+    /// After the account refused the unfitted request with a 400 about its history.
+    After400,
+}
+
+/// The whole decision (specs/continuity.md): the request for `account` given what the model
+/// does (`binding`), who produced each block (`producer`) and why ccs is asked. `None`: the body
+/// goes as the client sent it.
+pub fn fit_for(
+    body: &Bytes,
+    binding: Option<Binding>,
+    why: Why,
+    produced_here: impl Fn(&BlockId) -> bool,
+) -> Option<Fitted> {
+    if why == Why::UpFront && binding != Some(Binding::Reject) {
+        return None;
+    }
+    if !may_hold_thinking(body) {
+        return None;
+    }
+    let history = History::read(body)?;
+    let keep = kept(&history.blocks, produced_here);
+    fit(body, &history, &keep)
+}
+
 /// Whether a 400's message is about a thinking block the account could not read: its signature,
 /// its binding, or a modification (specs/anthropic.md §9).
 pub fn about_history(message: &str) -> bool {

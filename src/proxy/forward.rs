@@ -206,23 +206,22 @@ impl HttpUpstream<'_> {
     /// The body as this account may read it: fitted when the model refuses another
     /// account's thinking blocks and some in the history are not this account's.
     fn fitted_for(&self, account: &AccountId, every_foreign: bool) -> Option<continuity::Fitted> {
-        let cont = &self.ctx.config.continuity;
         let session = self.session?;
-        if !cont.fit.0 || !continuity::may_hold_thinking(self.body) {
+        if !self.ctx.config.continuity.fit.0 {
             return None;
         }
-        if !every_foreign {
-            let model = self.model?;
-            if self.ctx.knowledge.binding(model) != Some(continuity::Binding::Reject) {
-                return None;
-            }
-        }
-        let history = continuity::History::read(self.body)?;
+        let (binding, why) = if every_foreign {
+            (None, continuity::Why::After400)
+        } else {
+            (
+                self.ctx.knowledge.binding(self.model?),
+                continuity::Why::UpFront,
+            )
+        };
         let owners = self.ctx.provenance.of(session);
-        let keep = continuity::kept(&history.blocks, |id| {
+        continuity::fit_for(self.body, binding, why, |id| {
             owners.get(id).is_some_and(|a| a.as_str() == &**account)
-        });
-        continuity::fit(self.body, &history, &keep)
+        })
     }
 
     async fn send_body(
