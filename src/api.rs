@@ -404,6 +404,10 @@ pub struct SessionView {
     pub seven_day: Option<f64>,
     /// The account it moved from, when it moved within the last few turns.
     pub moved_from: Option<String>,
+    /// What the move cost: the input tokens the first answer on the new account read uncached
+    /// (plain input and cache writes), once that answer is in.
+    #[serde(default)]
+    pub reread_tokens: Option<u64>,
 }
 
 /// `POST /login-link`: a one-time address that opens the dashboard logged in. The token is

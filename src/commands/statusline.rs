@@ -45,8 +45,20 @@ pub fn line(v: &SessionView) -> String {
     );
     if let Some(from) = &v.moved_from {
         s.push_str(&format!(" · moved from {from}"));
+        if let Some(n) = v.reread_tokens {
+            s.push_str(&format!(" · {} tokens re-read", short_count(n)));
+        }
     }
     s
+}
+
+/// A token count as a person reads it: 950, 14k, 142k, 1.2M.
+fn short_count(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{}k", (n + 500) / 1_000),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
 }
 
 pub fn run() -> Result<()> {
@@ -145,12 +157,18 @@ mod tests {
             five_hour: Some(0.424),
             seven_day: Some(0.1),
             moved_from: None,
+            reread_tokens: None,
         };
         assert_eq!(line(&v), "ccs: bob · 5h 42% · week 10%");
         v.moved_from = Some("alice@example.com".into());
         assert_eq!(
             line(&v),
             "ccs: bob · 5h 42% · week 10% · moved from alice@example.com"
+        );
+        v.reread_tokens = Some(142_380);
+        assert_eq!(
+            line(&v),
+            "ccs: bob · 5h 42% · week 10% · moved from alice@example.com · 142k tokens re-read"
         );
         v.account = None;
         assert_eq!(line(&v), "ccs: new conversation");

@@ -38,7 +38,13 @@ pub struct Telemetry {
     pub usage: usage::UsageBook,
     pub metrics: Metrics,
     refreshes: Mutex<VecDeque<api::RefreshRecord>>,
+    /// Per conversation: the account of its last answer, and what the first answer on that
+    /// account read uncached (what its move cost). Bounded by `CONVERSATIONS_KEPT`.
+    last_answer: Mutex<std::collections::HashMap<String, (String, u64)>>,
 }
+
+/// The most conversations whose last account the telemetry remembers.
+const CONVERSATIONS_KEPT: usize = 10_000;
 
 impl Telemetry {
     pub fn new(
@@ -51,6 +57,7 @@ impl Telemetry {
             usage: usage::UsageBook::default(),
             metrics: Metrics::new(store_flush),
             refreshes: Mutex::default(),
+            last_answer: Mutex::default(),
         })
     }
 
@@ -61,6 +68,15 @@ impl Telemetry {
     /// The live feed, from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.live.subscribe()
+    }
+
+    /// What the first answer of `session` on `account` read uncached, if `account` served its
+    /// last answer.
+    pub fn reread(&self, session: &str, account: &str) -> Option<u64> {
+        let last = self.last_answer.lock().unwrap_or_else(|p| p.into_inner());
+        last.get(session)
+            .filter(|(a, _)| a == account)
+            .map(|(_, n)| *n)
     }
 
     /// A request's history was fitted to its account (`removed` thinking blocks).
@@ -100,6 +116,15 @@ impl Telemetry {
         m.latency.observe(latency.as_secs_f64());
         if let Some(t) = ttfb {
             m.ttfb.observe(t.as_secs_f64());
+        }
+        if let (Some(t), Some(a), Some(session)) = (&r.tokens, &r.account, &r.session) {
+            let mut last = self.last_answer.lock().unwrap_or_else(|p| p.into_inner());
+            if last.get(session).is_none_or(|(acc, _)| acc != a) {
+                if last.len() >= CONVERSATIONS_KEPT {
+                    last.clear();
+                }
+                last.insert(session.clone(), (a.clone(), t.input + t.cache_creation));
+            }
         }
         if let (Some(t), Some(a)) = (&r.tokens, &r.account) {
             self.usage.record(self.now_ms(), a, &model, &client, t);

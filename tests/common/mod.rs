@@ -277,7 +277,11 @@ pub async fn served_by(r: reqwest::Response) -> String {
     let text = r.text().await.unwrap();
     assert_eq!(status, 200, "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
-    let t = v["content"][0]["text"].as_str().unwrap_or("");
+    // The text block (a thinking block may come first).
+    let t = v["content"]
+        .as_array()
+        .and_then(|c| c.iter().find_map(|b| b["text"].as_str()))
+        .unwrap_or("");
     t.strip_prefix("Served by ")
         .and_then(|r| r.split_once(". ").map(|(e, _)| e).or(r.strip_suffix('.')))
         .unwrap_or(t)

@@ -81,7 +81,12 @@ pub(super) async fn session(ctx: Data, q: web::Query<SessionQuery>) -> HttpRespo
     let nickname = bound
         .as_ref()
         .and_then(|a| ctx.store.account(a).ok().flatten().map(|acc| acc.nickname));
+    let reread_tokens = match (&moved_from, &bound) {
+        (Some(_), Some(a)) => ctx.telemetry.reread(&q.id, a),
+        _ => None,
+    };
     HttpResponse::Ok().json(api::SessionView {
+        reread_tokens,
         account: bound.map(|a| a.to_string()),
         nickname,
         five_hour: member.map(|m| m.quota.five_hour.utilization_at(now)),
