@@ -411,3 +411,35 @@ async fn manual_thinking_in_a_tool_loop_goes_without_thinking_after_a_move() {
         "the move in the loop turned thinking off: {lowered:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_made_each_block_survives_a_restart() {
+    let r = rig_on(world("claude-opus-4-6", ThinkingBinding::Reject), |_| {}).await;
+    let mut c = Conversation::new("claude-opus-4-6", json!({"type": "adaptive"}), 6);
+    // Two turns on alice, two on bob.
+    for n in 0..4 {
+        if n == 2 {
+            pause(&r.daemon.url, A, true).await;
+        }
+        let (t, more) = c.turn(&r.daemon.url).await;
+        assert_eq!(t.status, 200, "{}", t.error);
+        assert!(more);
+    }
+    let r = tokio::task::block_in_place(|| r.restarted(|_| {}));
+    pause(&r.daemon.url, A, false).await;
+    pause(&r.daemon.url, B, true).await;
+    let (t, _) = c.turn(&r.daemon.url).await;
+    assert_eq!(t.status, 200, "{}", t.error);
+    let received = sim_get(&r.sim.url(), "/sim/requests").await;
+    let last = received.as_array().unwrap().last().unwrap()["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (kept, sent) = (signatures(&last), signatures(&t.sent));
+    assert_eq!(sent.len(), 4);
+    assert_eq!(
+        kept,
+        sent[..2].to_vec(),
+        "alice's own blocks were known after the restart, bob's went"
+    );
+}

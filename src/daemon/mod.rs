@@ -242,6 +242,7 @@ pub async fn serve(
         loop {
             actix_web::rt::time::sleep(SWEEP_EVERY).await;
             let _ = sweeper_ctx.sup.addr().send(ExpireBindings).await;
+            forget_thinking(&sweeper_ctx).await;
             proxy::recent::save(&sweeper_ctx).await;
             save_usage(&sweeper_ctx).await;
         }
@@ -377,6 +378,24 @@ fn refuse_unsafe_bind(
 }
 
 /// Writes the usage book to the store, off the async workers.
+/// Forgets the thinking provenance of conversations idle longer than a binding lives.
+async fn forget_thinking(ctx: &web::Data<Ctx>) {
+    let ttl = ctx.config.cliproxy.affinity_ttl.0.as_millis() as u64;
+    let gone = ctx
+        .provenance
+        .retain_touched_since(ctx.clock.now().as_millis().saturating_sub(ttl));
+    if gone.is_empty() {
+        return;
+    }
+    let store = ctx.store.clone();
+    let _ = actix_web::rt::task::spawn_blocking(move || {
+        for s in gone {
+            let _ = store.remove_thinking(&s);
+        }
+    })
+    .await;
+}
+
 async fn save_usage(ctx: &web::Data<Ctx>) {
     let (t, store) = (ctx.telemetry.clone(), ctx.store.clone());
     let now = t.now_ms();

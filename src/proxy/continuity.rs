@@ -482,11 +482,17 @@ pub fn produced(answer: &[u8], stream: bool) -> Vec<BlockId> {
     out
 }
 
+/// Where a conversation's blocks are kept when they change: the conversation, when it last
+/// produced a block (ms), and its blocks with their producers.
+pub type Sink = Box<dyn Fn(&str, u64, &[(BlockId, String)]) + Send + Sync>;
+
 /// Which account produced each thinking block of each conversation: learned from the answers,
-/// read when a request of the conversation goes to an account. Bounded per conversation.
+/// read when a request of the conversation goes to an account. Bounded per conversation;
+/// forgotten with the conversation's binding (`retain_touched_since`).
 #[derive(Default)]
 pub struct Provenance {
-    book: Mutex<HashMap<String, Vec<(BlockId, String)>>>,
+    book: Mutex<HashMap<String, (u64, Vec<(BlockId, String)>)>>,
+    sink: Option<Sink>,
 }
 
 /// The most blocks remembered per conversation (the oldest are forgotten first; a forgotten
@@ -494,44 +500,89 @@ pub struct Provenance {
 pub const BLOCKS_KEPT: usize = 4096;
 
 impl Provenance {
-    pub fn record(&self, session: &str, account: &str, ids: &[BlockId]) {
+    /// A book that hands every change to `sink` (the store), starting from `restored`.
+    pub fn with_sink(
+        restored: impl IntoIterator<Item = (String, u64, Vec<(BlockId, String)>)>,
+        sink: Sink,
+    ) -> Provenance {
+        Provenance {
+            book: Mutex::new(restored.into_iter().map(|(s, t, b)| (s, (t, b))).collect()),
+            sink: Some(sink),
+        }
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Vec<(BlockId, String)>)>> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn record(&self, session: &str, account: &str, ids: &[BlockId], now_ms: u64) {
         if ids.is_empty() {
             return;
         }
-        let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = book.entry(session.to_string()).or_default();
-        for id in ids {
-            if !entry.iter().any(|(b, _)| b == id) {
-                entry.push((*id, account.to_string()));
+        let snapshot = {
+            let mut book = self.book();
+            let (touched, entry) = book.entry(session.to_string()).or_default();
+            *touched = now_ms;
+            for id in ids {
+                if !entry.iter().any(|(b, _)| b == id) {
+                    entry.push((*id, account.to_string()));
+                }
             }
-        }
-        if entry.len() > BLOCKS_KEPT {
-            let extra = entry.len() - BLOCKS_KEPT;
-            entry.drain(..extra);
+            if entry.len() > BLOCKS_KEPT {
+                let extra = entry.len() - BLOCKS_KEPT;
+                entry.drain(..extra);
+            }
+            self.sink.as_ref().map(|_| entry.clone())
+        };
+        if let (Some(sink), Some(blocks)) = (&self.sink, snapshot) {
+            sink(session, now_ms, &blocks);
         }
     }
 
     /// The producers of `session`'s blocks.
     pub fn of(&self, session: &str) -> HashMap<BlockId, String> {
-        let book = self.book.lock().unwrap_or_else(|p| p.into_inner());
-        book.get(session)
-            .map(|v| v.iter().cloned().collect())
+        self.book()
+            .get(session)
+            .map(|(_, v)| v.iter().cloned().collect())
             .unwrap_or_default()
     }
 
-    /// Forgets the conversations `keep` refuses (those whose binding expired).
-    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
-        book.retain(|s, _| keep(s));
+    /// Forgets the conversations idle since before `since_ms`; returns them.
+    pub fn retain_touched_since(&self, since_ms: u64) -> Vec<String> {
+        let mut gone = Vec::new();
+        self.book().retain(|s, (t, _)| {
+            let keep = *t >= since_ms;
+            if !keep {
+                gone.push(s.clone());
+            }
+            keep
+        });
+        gone
     }
 
     pub fn len(&self) -> usize {
-        self.book.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.book().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A block id as 32 hex digits, and back (for the stored record).
+pub fn id_hex(id: &BlockId) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn id_from_hex(s: &str) -> Option<BlockId> {
+    if s.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(id)
 }
 
 #[cfg(test)]

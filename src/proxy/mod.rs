@@ -109,6 +109,56 @@ pub struct Ctx {
     pub provenance: Arc<continuity::Provenance>,
 }
 
+/// The conversations' thinking provenance from the store, those whose binding would have
+/// expired left out (and removed), with every later change written back off the request's
+/// thread.
+fn restore_provenance(
+    store: &Arc<SledStore>,
+    config: &Config,
+    now_ms: u64,
+) -> continuity::Provenance {
+    let ttl = config.cliproxy.affinity_ttl.0.as_millis() as u64;
+    let mut kept = Vec::new();
+    for (session, r) in store.thinking_records() {
+        if r.touched_ms.saturating_add(ttl) < now_ms {
+            let _ = store.remove_thinking(&session);
+            continue;
+        }
+        let blocks = r
+            .blocks
+            .iter()
+            .filter_map(|(id, a)| Some((continuity::id_from_hex(id)?, a.clone())))
+            .collect();
+        kept.push((session, r.touched_ms, blocks));
+    }
+    let store = store.clone();
+    continuity::Provenance::with_sink(
+        kept,
+        Box::new(move |session, touched_ms, blocks| {
+            let record = crate::store::records::ThinkingRecord {
+                v: crate::store::records::V,
+                touched_ms,
+                blocks: blocks
+                    .iter()
+                    .map(|(id, a)| (continuity::id_hex(id), a.clone()))
+                    .collect(),
+            };
+            let (store, session) = (store.clone(), session.to_string());
+            let write = move || {
+                if let Err(e) = store.set_thinking(&session, &record) {
+                    tracing::warn!(error = %e, "could not keep a conversation's thinking provenance");
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn_blocking(write);
+                }
+                Err(_) => write(),
+            }
+        }),
+    )
+}
+
 /// The store's `meta` key for the models learned to refuse another account's thinking blocks.
 pub const LEARNED_MODELS: &str = "continuity_learned_models";
 
@@ -142,6 +192,7 @@ impl Ctx {
             .flatten()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        let provenance = restore_provenance(&store, &config, clock.now().as_millis());
         let config_models: Vec<(String, continuity::Binding)> = config
             .continuity
             .models
@@ -174,7 +225,7 @@ impl Ctx {
                 k.restore(learned);
                 k
             },
-            provenance: Arc::default(),
+            provenance: Arc::new(provenance),
         }
     }
 

@@ -139,7 +139,8 @@ impl RequestLog {
             self.account.as_deref(),
             self.scan.as_ref(),
         ) {
-            book.record(session, account, &scan.produced());
+            let now = self.telemetry.as_ref().map_or(0, |t| t.now_ms());
+            book.record(session, account, &scan.produced(), now);
         }
     }
 }

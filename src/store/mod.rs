@@ -62,6 +62,8 @@ pub struct SledStore {
     meta: sled::Tree,
     /// Hour → tokens per account and model (`usage.rs`).
     usage: sled::Tree,
+    /// Conversation → which account produced each of its thinking blocks.
+    thinking: sled::Tree,
     db: sled::Db,
     /// How long the store writer's flushes take, for `/metrics`.
     pub flush_seconds: prometheus_client::metrics::histogram::Histogram,
@@ -183,6 +185,7 @@ impl SledStore {
             intents: tree("intents")?,
             meta: tree("meta")?,
             usage: tree("usage")?,
+            thinking: tree("thinking")?,
             db,
             flush_seconds,
             mirror_lock: mirror_lock.clone(),

@@ -197,3 +197,14 @@ pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
     // Serialising these plain structs cannot fail: no maps with non-string keys, no I/O.
     serde_json::to_vec(record).unwrap_or_default()
 }
+
+/// Which account produced each thinking block of one conversation (specs/continuity.md C2):
+/// digests only, never a block. Kept as long as the conversation's binding would be.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ThinkingRecord {
+    pub v: u32,
+    /// When the conversation last produced a block.
+    pub touched_ms: u64,
+    /// Block digest (32 hex digits) and the account that produced it, oldest first.
+    pub blocks: Vec<(String, String)>,
+}

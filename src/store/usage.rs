@@ -72,6 +72,40 @@ impl SledStore {
         Ok(())
     }
 
+    /// Every conversation's thinking record; a record that cannot be read is named in the log
+    /// and skipped (its blocks then count as no account's, which only makes a move fit more).
+    pub fn thinking_records(&self) -> Vec<(String, super::records::ThinkingRecord)> {
+        let mut out = Vec::new();
+        for kv in self.thinking.iter() {
+            let Ok((k, v)) = kv else { continue };
+            let session = String::from_utf8_lossy(&k).into_owned();
+            match serde_json::from_slice(&v) {
+                Ok(r) => out.push((session, r)),
+                Err(e) => {
+                    tracing::warn!(%session, error = %e, "a thinking record cannot be read; skipped")
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes one conversation's thinking record (batched: a crash may lose the last ones,
+    /// which only makes a later move fit more).
+    pub fn set_thinking(
+        &self,
+        session: &str,
+        r: &super::records::ThinkingRecord,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(r).map_err(|e| StoreError(e.to_string()))?;
+        self.thinking.insert(session, bytes).map_err(db_err)?;
+        Ok(())
+    }
+
+    pub fn remove_thinking(&self, session: &str) -> Result<(), StoreError> {
+        self.thinking.remove(session).map_err(db_err)?;
+        Ok(())
+    }
+
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
