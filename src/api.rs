@@ -263,6 +263,20 @@ pub struct Status {
     /// Where the pool's state lives, and in a shared pool who else serves it.
     #[serde(default)]
     pub store: StoreStatus,
+    /// What a move does to thinking blocks (specs/continuity.md).
+    #[serde(default)]
+    pub continuity: ContinuityStatus,
+}
+
+/// Fitting on or off, and the models learned at run time to refuse another account's thinking
+/// blocks (their moves are fitted up front).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContinuityStatus {
+    pub fit: bool,
+    pub learned_reject: Vec<String>,
+    /// Requests fitted so far (this run), and of those after a 400.
+    pub fitted: u64,
+    pub fitted_after_400: u64,
 }
 
 /// `store.backend` as the daemon runs it.

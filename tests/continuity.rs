@@ -384,6 +384,12 @@ async fn an_unknown_refusing_model_is_cured_by_one_retry_and_learned() {
         metrics.contains("ccs_continuity_fits_after_400_total 1"),
         "{metrics}"
     );
+    let (_, status) = manage(&r.daemon.url, Method::GET, "/status", None).await;
+    assert_eq!(
+        status["continuity"]["learned_reject"],
+        json!(["fable-9"]),
+        "{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,6 +177,23 @@ pub fn status(json_out: bool) -> Result<()> {
         println!("at start     {note}");
     }
     print_store(&s.store);
+    let c = &s.continuity;
+    println!(
+        "thinking      {}{}",
+        if c.fit {
+            format!(
+                "moves fitted where a model refuses another account's blocks ({} requests, {} after a 400)",
+                c.fitted, c.fitted_after_400
+            )
+        } else {
+            "fitting off (continuity.fit: false): bodies always pass as sent".into()
+        },
+        if c.learned_reject.is_empty() {
+            String::new()
+        } else {
+            format!("; learned to refuse: {}", c.learned_reject.join(", "))
+        }
+    );
     if s.by_state.get("dead").copied().unwrap_or(0) > 0 {
         println!("\nsome accounts are dead: see `ccs claude --accounts` and log them in again");
     }

@@ -126,6 +126,12 @@ pub(super) async fn status(ctx: Data) -> HttpResponse {
         refreshes: ctx.telemetry.refreshes(),
         errors: ctx.telemetry.errors(),
         store,
+        continuity: api::ContinuityStatus {
+            fit: ctx.config.continuity.fit.0,
+            learned_reject: ctx.knowledge.learned_models(),
+            fitted: ctx.telemetry.metrics.fits.get(),
+            fitted_after_400: ctx.telemetry.metrics.fits_after_400.get(),
+        },
     })
 }
 
