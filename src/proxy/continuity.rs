@@ -486,12 +486,15 @@ pub fn produced(answer: &[u8], stream: bool) -> Vec<BlockId> {
 /// produced a block (ms), and its blocks with their producers.
 pub type Sink = Box<dyn Fn(&str, u64, &[(BlockId, String)]) + Send + Sync>;
 
+/// Conversation → (when it last produced a block, its blocks and their producers).
+type Book = HashMap<String, (u64, Vec<(BlockId, String)>)>;
+
 /// Which account produced each thinking block of each conversation: learned from the answers,
 /// read when a request of the conversation goes to an account. Bounded per conversation;
 /// forgotten with the conversation's binding (`retain_touched_since`).
 #[derive(Default)]
 pub struct Provenance {
-    book: Mutex<HashMap<String, (u64, Vec<(BlockId, String)>)>>,
+    book: Mutex<Book>,
     sink: Option<Sink>,
 }
 
@@ -511,7 +514,7 @@ impl Provenance {
         }
     }
 
-    fn book(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, Vec<(BlockId, String)>)>> {
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
