@@ -129,6 +129,7 @@ fn pool_efficiency_counts_the_weekly_window_too() {
         }],
         faults: vec![],
         hours: 1,
+        thinking: None,
     };
     let report = harness::run_blocking(&spec);
     assert!(report.violations.is_empty(), "{:?}", report.violations);
@@ -193,6 +194,7 @@ fn a_reset_on_the_only_usable_account_is_a_502_not_a_429() {
             fault: Fault::ResetBeforeHeaders(0),
         }],
         hours: 1,
+        thinking: None,
     };
     let report = harness::run_blocking(&spec);
     assert!(report.violations.is_empty(), "{:?}", report.violations);
@@ -246,6 +248,7 @@ fn a_crash_during_a_slow_refresh_loses_no_token() {
             },
         ],
         hours: 1,
+        thinking: None,
     };
     let report = harness::run_blocking(&spec);
     assert!(report.violations.is_empty(), "{:?}", report.violations);

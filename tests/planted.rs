@@ -62,6 +62,7 @@ fn busy_world(faults: Vec<FaultAt>, token_ttl_secs: u64) -> Spec {
             .collect(),
         faults,
         hours: 1,
+        thinking: None,
     }
 }
 
@@ -120,6 +121,7 @@ fn i3_fires_when_a_401_starts_a_second_refresh() {
             },
         ],
         hours: 1,
+        thinking: None,
     };
     assert!(fires(
         Bug::DoubleRefresh,
@@ -178,4 +180,14 @@ fn i7_fires_when_the_drain_order_is_reversed() {
 #[test]
 fn i8_fires_when_a_bench_outlives_its_window() {
     assert!(fires(Bug::BenchPastReset, "I8", random_worlds()));
+}
+
+#[test]
+fn i9_fires_when_fitting_is_off() {
+    let refusing = random_worlds().filter(|w| {
+        w.thinking
+            .as_ref()
+            .is_some_and(|t| t.binding == ccs::sim::scenario::ThinkingBinding::Reject)
+    });
+    assert!(fires(Bug::FittingOff, "I9", refusing));
 }

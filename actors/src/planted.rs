@@ -35,6 +35,9 @@ pub enum Bug {
     NoRetryTimer,
     /// Dead is left only by a login: a tick revives a dead account.
     TickRevivesDead,
+    /// I9: a moved conversation's history goes as it is, even to a model that refuses another
+    /// account's thinking blocks (fitting off).
+    FittingOff,
 }
 
 #[cfg(feature = "planted")]

@@ -36,7 +36,10 @@ use super::scenario::{FaultKind, FaultSpec, Scenario, User};
 use crate::proxy::drive::{drive, Driven, Left};
 use checks::Checks;
 use ports::{Body, ModelRefresher, ModelUpstream};
-pub use spec::{generate, random, world, AccountSpec, Fault, FaultAt, Report, SessionSpec, Spec};
+pub use spec::{
+    generate, random, thinking_for, world, AccountSpec, Fault, FaultAt, Report, SessionSpec, Spec,
+    ThinkingWorld,
+};
 use store::{lock, Records, SimStore};
 
 /// Where every simulated run starts (2025-10-09T08:53:20Z): fixed, so runs repeat exactly.
@@ -57,6 +60,8 @@ struct World {
     report: Report,
     /// The account each session was last served by.
     last: HashMap<String, AccountId>,
+    /// The conversations' histories, in a thinking world.
+    conversations: Option<Rc<RefCell<ports::Conversations>>>,
 }
 
 fn email(i: usize) -> String {
@@ -285,6 +290,8 @@ impl World {
         let up = ModelUpstream {
             model: self.model.clone(),
             checks: self.checks.clone(),
+            session: session.to_string(),
+            conversations: self.conversations.clone(),
         };
         let (sup, owned) = (self.sup.clone(), session.to_string());
         let mut task =
@@ -326,6 +333,12 @@ impl World {
                     }
                     (200, Body::BrokenMidStream) => {
                         Some("reset mid-stream (relayed as an SSE error)".to_string())
+                    }
+                    (s, Body::HistoryRefused) => {
+                        self.violation(format!(
+                            "I9: a request of {session} was refused ({s}) for its history on {account}"
+                        ));
+                        Some(format!("{s} relayed to the client (its history)"))
                     }
                     (s, _) => Some(format!("{s} relayed to the client")),
                 };
@@ -447,6 +460,19 @@ pub async fn run(spec: &Spec) -> Report {
                 ..User::new(&email(i))
             })
             .collect(),
+        models: spec
+            .thinking
+            .iter()
+            .map(|t| {
+                (
+                    t.model.clone(),
+                    crate::sim::scenario::ModelOverride {
+                        thinking_binding: Some(t.binding),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
         ..Scenario::default()
     };
     let model = Arc::new(SimModel::new(&scenario, Arc::new(clock.clone()), spec.seed));
@@ -479,6 +505,10 @@ pub async fn run(spec: &Spec) -> Report {
             ..Report::default()
         },
         last: HashMap::new(),
+        conversations: spec
+            .thinking
+            .clone()
+            .map(|t| Rc::new(RefCell::new(ports::Conversations::new(t)))),
     };
     w.boot().await;
 

@@ -123,11 +123,160 @@ pub(super) enum Body {
     Complete,
     BrokenMidStream,
     Error,
+    /// A 400 about the conversation's history (a thinking block the account could not read).
+    HistoryRefused,
+}
+
+/// The conversations of a thinking world, as Claude Code keeps them (every block sent back),
+/// and what the daemon knows about them (who made each block, which model refuses).
+pub(super) struct Conversations {
+    pub world: super::spec::ThinkingWorld,
+    pub messages: HashMap<String, Vec<serde_json::Value>>,
+    pub provenance: crate::proxy::continuity::Provenance,
+    pub knowledge: crate::proxy::continuity::Knowledge,
+}
+
+impl Conversations {
+    pub fn new(world: super::spec::ThinkingWorld) -> Conversations {
+        Conversations {
+            world,
+            messages: HashMap::new(),
+            provenance: Default::default(),
+            knowledge: Default::default(),
+        }
+    }
+
+    fn opening(&self) -> serde_json::Value {
+        json!({"role": "user", "content": format!("work through it sim-tools:{}", self.world.tools)})
+    }
+
+    fn body(&mut self, session: &str) -> bytes::Bytes {
+        let opening = self.opening();
+        let messages = self
+            .messages
+            .entry(session.to_string())
+            .or_insert_with(|| vec![opening]);
+        let thinking = if self.world.manual {
+            json!({"type": "enabled", "budget_tokens": 1024})
+        } else {
+            json!({"type": "adaptive"})
+        };
+        bytes::Bytes::from(
+            json!({
+                "model": self.world.model,
+                "max_tokens": 1024,
+                "thinking": thinking,
+                "tools": [{"name": "Bash", "description": "runs a command", "input_schema": {"type": "object"}}],
+                "messages": messages,
+            })
+            .to_string(),
+        )
+    }
+
+    /// The answer joins the history, with what the client sends next: the tool results it
+    /// asks for, or the next task.
+    fn answered(
+        &mut self,
+        session: &str,
+        account: &str,
+        serve: &crate::sim::model::Serve,
+        now_ms: u64,
+    ) {
+        use crate::proxy::continuity::block_id;
+        use crate::sim::model::thinking::Block;
+        let ids: Vec<_> = serve
+            .content
+            .iter()
+            .filter_map(|b| match b {
+                Block::Thinking { signature, .. } => Some(block_id(signature)),
+                Block::Redacted { data } => Some(block_id(data)),
+                _ => None,
+            })
+            .collect();
+        self.provenance.record(session, account, &ids, now_ms);
+        let opening = self.opening();
+        let m = self.messages.entry(session.to_string()).or_default();
+        m.push(json!({"role": "assistant", "content": serve.content.iter().map(Block::to_json).collect::<Vec<_>>()}));
+        let calls: Vec<serde_json::Value> = serve
+            .content
+            .iter()
+            .filter_map(|b| match b {
+                Block::ToolUse { id, .. } => {
+                    Some(json!({"type": "tool_result", "tool_use_id": id, "content": "ok"}))
+                }
+                _ => None,
+            })
+            .collect();
+        if calls.is_empty() {
+            m.push(opening);
+        } else {
+            m.push(json!({"role": "user", "content": calls}));
+        }
+    }
 }
 
 pub(super) struct ModelUpstream {
     pub model: Arc<SimModel>,
     pub checks: Rc<RefCell<Checks>>,
+    pub session: String,
+    pub conversations: Option<Rc<RefCell<Conversations>>>,
+}
+
+fn history_refused(a: &Admission) -> bool {
+    matches!(a, Admission::Reject { error, .. } if error.status == 400
+        && error.body.pointer("/error/message").and_then(|m| m.as_str())
+            .is_some_and(crate::proxy::continuity::about_history))
+}
+
+impl ModelUpstream {
+    /// What the daemon sends this account (`forward.rs` does the same over HTTP): the
+    /// history fitted where the model refuses another account's blocks, once more after a 400
+    /// about the history on a request it did not fit.
+    fn admit(&self, account: &AccountId, access: &Secret) -> Admission {
+        use crate::proxy::continuity::{fit_for, Why};
+        let Some(conv) = &self.conversations else {
+            return self
+                .model
+                .admit(Some(access.expose()), Some(OAUTH_BETA), &PLAIN_BODY, false);
+        };
+        let mut c = conv.borrow_mut();
+        let body = c.body(&self.session);
+        let fitting = !ccs_actors::planted::on(ccs_actors::planted::Bug::FittingOff);
+        let owners = c.provenance.of(&self.session);
+        let mine = |id: &crate::proxy::continuity::BlockId| {
+            owners.get(id).is_some_and(|a| a.as_str() == &**account)
+        };
+        let binding = c.knowledge.binding(&c.world.model);
+        let up_front = fitting
+            .then(|| fit_for(&body, binding, Why::UpFront, mine))
+            .flatten();
+        let sent = up_front.as_ref().map_or(&body, |f| &f.body);
+        let mut admission = self
+            .model
+            .admit(Some(access.expose()), Some(OAUTH_BETA), sent, false);
+        if fitting && up_front.is_none() && history_refused(&admission) {
+            if let Some(f) = fit_for(&body, None, Why::After400, mine) {
+                admission =
+                    self.model
+                        .admit(Some(access.expose()), Some(OAUTH_BETA), &f.body, false);
+                if matches!(admission, Admission::Serve(_)) {
+                    let model = c.world.model.clone();
+                    c.knowledge.learn(&model);
+                }
+            }
+        }
+        // A cut stream never reached the client whole: the client retries it, its history as
+        // it was.
+        if let Admission::Serve(s) = admission.clone() {
+            if s.close_after.is_some() {
+                return admission;
+            }
+            let s = &s;
+            let now = self.model.now().as_millis();
+            c.answered(&self.session, account, s, now);
+        }
+        admission
+    }
 }
 
 impl Upstream for ModelUpstream {
@@ -137,9 +286,8 @@ impl Upstream for ModelUpstream {
         self.checks
             .borrow_mut()
             .on_send(account, &self.model, access);
-        let admission =
-            self.model
-                .admit(Some(access.expose()), Some(OAUTH_BETA), &PLAIN_BODY, false);
+        let admission = self.admit(account, access);
+        let refused = history_refused(&admission);
         let delivered = match &admission {
             Admission::Serve(_) => Delivered::Served,
             Admission::Reject { error, .. }
@@ -168,7 +316,11 @@ impl Upstream for ModelUpstream {
             Admission::Reject { error, .. } => Ok(Answer {
                 status: error.status,
                 headers: error.headers,
-                body: Body::Error,
+                body: if refused {
+                    Body::HistoryRefused
+                } else {
+                    Body::Error
+                },
             }),
             Admission::CloseBeforeHeaders { .. } => Err(SendError::Unreachable(
                 "connection reset before headers (simulated)".into(),

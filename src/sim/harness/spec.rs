@@ -18,6 +18,52 @@ pub struct Spec {
     pub sessions: Vec<SessionSpec>,
     pub faults: Vec<FaultAt>,
     pub hours: u64,
+    /// The conversations think (and call tools), on a model that treats another account's
+    /// thinking blocks this way; `None`: plain requests with no history (worlds kept from
+    /// before thinking was simulated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<ThinkingWorld>,
+}
+
+/// What the conversations of a thinking world send.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThinkingWorld {
+    pub model: String,
+    /// What the simulated model does with another organization's blocks.
+    pub binding: crate::sim::scenario::ThinkingBinding,
+    /// Manual thinking (`enabled`, where the model takes it), else adaptive.
+    pub manual: bool,
+    /// Tool calls in each of the conversation's tool loops.
+    pub tools: u32,
+}
+
+/// The thinking a world of this seed runs with: drawn from a generator of its own, so the
+/// rest of a world drawn from the same seed is what it was before thinking was simulated.
+pub fn thinking_for(seed: u64) -> Option<ThinkingWorld> {
+    use crate::sim::scenario::ThinkingBinding;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x7468_696e_6b69_6e67);
+    if rng.random_bool(0.25) {
+        return None;
+    }
+    let (model, binding, manual) = match rng.random_range(0..5) {
+        0 => (
+            "claude-opus-4-6",
+            ThinkingBinding::Reject,
+            rng.random_bool(0.5),
+        ),
+        1 => ("claude-sonnet-5-5", ThinkingBinding::Drop, false),
+        2 => ("claude-opus-5-5", ThinkingBinding::Accept, false),
+        // Claude Code's default model refusing: ccs learns it from the first 400.
+        3 => ("claude-opus-5-5", ThinkingBinding::Reject, false),
+        // A model ccs has no default for.
+        _ => ("fable-9", ThinkingBinding::Reject, false),
+    };
+    Some(ThinkingWorld {
+        model: model.into(),
+        binding,
+        manual,
+        tools: rng.random_range(1..=4),
+    })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +165,7 @@ pub fn generate(
             .collect(),
         faults: Vec::new(),
         hours,
+        thinking: thinking_for(seed),
     };
     for name in faults {
         let at_min = rng.random_range(0..minutes);
@@ -194,13 +241,15 @@ pub fn random(rng: &mut impl Rng) -> Spec {
             }
         })
         .collect();
+    let seed = rng.random();
     Spec {
-        seed: rng.random(),
+        seed,
         accounts,
         token_ttl_secs,
         sessions,
         faults,
         hours,
+        thinking: thinking_for(seed),
     }
 }
 
