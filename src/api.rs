@@ -389,6 +389,18 @@ pub struct RequestRecord {
     pub hops: usize,
     pub end: String,
     pub tokens: Option<Tokens>,
+    /// Thinking blocks removed from its history on a move (specs/continuity.md), and whether
+    /// it went without thinking for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fitted: Option<Fit>,
+}
+
+/// What fitting did to one request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fit {
+    pub blocks_removed: usize,
+    pub thinking_lowered: bool,
+    pub after_400: bool,
 }
 
 /// What the live feed (`/dashboard/api/live`, SSE) carries: one event per request or hop.

@@ -65,15 +65,7 @@ async fn a_named_key_is_attributed_everywhere_and_refused_once_revoked() {
     );
 
     // Metrics, by client key.
-    let text = http()
-        .get(format!("{url}/metrics"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&url).await;
     let line = text
         .lines()
         .find(|l| l.starts_with("ccs_requests_total{") && l.contains("client=\"ann\""))

@@ -271,12 +271,31 @@ async fn a_refusing_model_gets_only_the_blocks_its_account_made_and_the_rest_byt
         );
     })
     .await;
+    // The Live feed, open before the conversation starts.
+    let mut live = http()
+        .get(format!("{}/v0/management/live", r.daemon.url))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
     let (turns, received) = tool_loop_with_moves(
         &r,
         "claude-opus-5-5",
         json!({"type": "adaptive", "display": "omitted"}),
     )
     .await;
+    let mut feed = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !feed.contains("\"blocks_removed\"") && tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout_at(deadline, live.chunk()).await {
+            Ok(Ok(Some(c))) => feed.push_str(&String::from_utf8_lossy(&c)),
+            _ => break,
+        }
+    }
+    assert!(
+        feed.contains("\"fitted\":{\"blocks_removed\":"),
+        "the Live feed shows the fitted request: {feed}"
+    );
     assert_every_turn_answered(&turns);
     assert_eq!(received.len(), turns.len(), "one upstream request per turn");
     let mut fitted = 0;
@@ -300,15 +319,7 @@ async fn a_refusing_model_gets_only_the_blocks_its_account_made_and_the_rest_byt
     );
     assert_eq!(received[0]["body_sha256"], sha256(&turns[0].sent));
     assert_eq!(received[1]["body_sha256"], sha256(&turns[1].sent));
-    let metrics = http()
-        .get(format!("{}/metrics", r.daemon.url))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&r.daemon.url).await;
     assert!(metrics.contains("ccs_continuity_fits_total 4"), "{metrics}");
 }
 
@@ -371,15 +382,7 @@ async fn an_unknown_refusing_model_is_cured_by_one_retry_and_learned() {
         "exactly one retry: the first move's"
     );
     // Had the model not been learned, the move back would have cost a second retry.
-    let metrics = http()
-        .get(format!("{}/metrics", r.daemon.url))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&r.daemon.url).await;
     assert!(
         metrics.contains("ccs_continuity_fits_after_400_total 1"),
         "{metrics}"

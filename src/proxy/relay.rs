@@ -165,6 +165,11 @@ impl Drop for RequestLog {
                     hops: self.hops,
                     end: self.end.to_string(),
                     tokens: self.scan.take().and_then(UsageScan::finish),
+                    fitted: self.fitted.as_ref().map(|f| crate::api::Fit {
+                        blocks_removed: f.removed,
+                        thinking_lowered: f.lowered,
+                        after_400: f.after_400,
+                    }),
                 },
                 latency,
                 self.ttfb,

@@ -521,3 +521,16 @@ pub fn claude_offline<'a>(
         .env("DISABLE_AUTOUPDATER", "1")
         .env_remove("ANTHROPIC_API_KEY")
 }
+
+/// The daemon's `/metrics` text.
+pub async fn metrics_text(daemon_url: &str) -> String {
+    http()
+        .get(format!("{daemon_url}/metrics"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

@@ -227,7 +227,9 @@
       const t = ev.tokens;
       row = el('tr', { 'data-kind': 'request', 'data-account': ev.account || '', class: ev.status >= 400 ? 'bad' : '' },
         el('td', { text: clock(ev.at) }),
-        el('td', { text: ev.hops ? 'request (after ' + ev.hops + ' hop' + (ev.hops > 1 ? 's' : '') + ')' : 'request' }),
+        el('td', { text: (ev.hops ? 'request (after ' + ev.hops + ' hop' + (ev.hops > 1 ? 's' : '') + ')' : 'request') +
+          (ev.fitted ? ' · fitted: ' + ev.fitted.blocks_removed + ' thinking block' + (ev.fitted.blocks_removed === 1 ? '' : 's') + ' removed' +
+            (ev.fitted.thinking_lowered ? ', thinking off' : '') : '') }),
         el('td', { text: ev.client || '–' }),
         el('td', { class: 'mono', text: (ev.session || '').slice(0, 8) }),
         el('td', { text: ev.account || '–' }),
