@@ -393,6 +393,14 @@ pub struct RequestRecord {
     /// it went without thinking for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fitted: Option<Fit>,
+    /// Thinking blocks of its history the API dropped instead of reading, as the answer's
+    /// `input_transformations` listed them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub thinking_dropped: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// What fitting did to one request.

@@ -94,6 +94,8 @@ struct Conversation {
     thinking: Value,
     messages: Vec<Value>,
     session: String,
+    /// The `anthropic-beta` header it sends, if any.
+    beta: Option<&'static str>,
 }
 
 impl Conversation {
@@ -105,6 +107,7 @@ impl Conversation {
                 json!({"role": "user", "content": format!("run the loop sim-tools:{steps}")}),
             ],
             session: ccs::commands::demo::uuid_v4(),
+            beta: None,
         }
     }
 
@@ -127,16 +130,16 @@ impl Conversation {
     /// for). Returns whether the loop goes on.
     async fn turn(&mut self, daemon: &str) -> (Turn, bool) {
         let sent = self.body();
-        let r = http()
+        let mut rb = http()
             .post(format!("{daemon}/v1/messages?beta=true"))
             .bearer_auth(CLIENT_KEY)
             .header("x-claude-code-session-id", &self.session)
             .header("anthropic-version", "2023-06-01")
-            .header("content-type", "application/json")
-            .body(sent.clone())
-            .send()
-            .await
-            .unwrap();
+            .header("content-type", "application/json");
+        if let Some(beta) = self.beta {
+            rb = rb.header("anthropic-beta", beta);
+        }
+        let r = rb.body(sent.clone()).send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
         if status != 200 || text.contains("event: error") {
@@ -219,8 +222,12 @@ fn signatures(body: &str) -> Vec<String> {
 /// the move back (bob paused, alice resumed), the rest on alice. Returns each turn and what the
 /// simulator received for it.
 async fn tool_loop_with_moves(r: &Rig, model: &str, thinking: Value) -> (Vec<Turn>, Vec<Value>) {
+    moving_tool_loop(r, Conversation::new(model, thinking, 5)).await
+}
+
+/// `tool_loop_with_moves` for a conversation made ready by the caller.
+async fn moving_tool_loop(r: &Rig, mut c: Conversation) -> (Vec<Turn>, Vec<Value>) {
     let url = &r.daemon.url;
-    let mut c = Conversation::new(model, thinking, 5);
     let mut turns = Vec::new();
     for n in 0..6 {
         match n {
@@ -348,7 +355,10 @@ async fn models_that_drop_or_accept_get_every_body_as_it_was_sent() {
         ("claude-opus-5-5", ThinkingBinding::Accept),
     ] {
         let r = rig_on(world(model, binding), |_| {}).await;
-        let (turns, received) = tool_loop_with_moves(&r, model, json!({"type": "adaptive"})).await;
+        // Asking the API to list what it dropped (the header passes through like any other).
+        let mut c = Conversation::new(model, json!({"type": "adaptive"}), 5);
+        c.beta = Some("thinking-binding-controls-2026-08-01");
+        let (turns, received) = moving_tool_loop(&r, c).await;
         assert_every_turn_answered(&turns);
         for (t, got) in turns.iter().zip(&received) {
             assert_eq!(
@@ -366,6 +376,18 @@ async fn models_that_drop_or_accept_get_every_body_as_it_was_sent() {
             ThinkingBinding::Drop => assert!(dropped > 0, "{model}: the API dropped them: {c}"),
             _ => assert_eq!(dropped, 0, "{model}: {c}"),
         }
+        // ccs counts what the answers said the API dropped: the simulator's own count.
+        let metrics = metrics_text(&r.daemon.url).await;
+        assert!(
+            metrics.contains(&format!(
+                "ccs_continuity_api_dropped_blocks_total {dropped}\n"
+            )),
+            "{model}: {metrics}"
+        );
+        assert!(
+            metrics.contains("ccs_continuity_fits_total 0\n"),
+            "{model}: nothing fitted: {metrics}"
+        );
     }
 }
 

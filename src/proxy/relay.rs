@@ -150,7 +150,19 @@ impl Drop for RequestLog {
         let latency = self.started.elapsed();
         self.record_produced();
         let client = self.permit.as_ref().map(|p| p.name());
+        let scanned = self.scan.take().map(UsageScan::finish).unwrap_or_default();
+        if scanned.thinking_dropped > 0 {
+            tracing::info!(
+                target: "ccs::continuity",
+                session = self.session.as_deref().unwrap_or("-"),
+                account = self.account.as_deref().unwrap_or("-"),
+                model = self.model.as_deref().unwrap_or("-"),
+                blocks_dropped = scanned.thinking_dropped,
+                "the API dropped thinking blocks of the history it would not read on this account"
+            );
+        }
         if let Some(t) = self.telemetry.take() {
+            t.api_dropped(scanned.thinking_dropped);
             t.request_finished(
                 RequestRecord {
                     // Stamped by the telemetry, only when someone watches the feed.
@@ -164,7 +176,8 @@ impl Drop for RequestLog {
                     ttfb_ms: self.ttfb.map(|d| d.as_millis() as u64),
                     hops: self.hops,
                     end: self.end.to_string(),
-                    tokens: self.scan.take().and_then(UsageScan::finish),
+                    tokens: scanned.tokens,
+                    thinking_dropped: scanned.thinking_dropped,
                     fitted: self.fitted.as_ref().map(|f| crate::api::Fit {
                         blocks_removed: f.removed,
                         thinking_lowered: f.lowered,
@@ -189,6 +202,7 @@ impl Drop for RequestLog {
             end = self.end,
             fitted_blocks = self.fitted.as_ref().map_or(0, |f| f.removed),
             thinking_lowered = self.fitted.as_ref().is_some_and(|f| f.lowered),
+            api_dropped_blocks = scanned.thinking_dropped,
             "request"
         );
     }

@@ -71,6 +71,8 @@ pub struct Metrics {
     pub fits: Counter,
     pub fits_after_400: Counter,
     pub blocks_removed: Counter,
+    /// Thinking blocks the API itself dropped, as answers' `input_transformations` said.
+    pub api_dropped: Counter,
 }
 
 impl Metrics {
@@ -90,6 +92,7 @@ impl Metrics {
             fits: Counter::default(),
             fits_after_400: Counter::default(),
             blocks_removed: Counter::default(),
+            api_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -153,6 +156,11 @@ impl Metrics {
             "continuity_blocks_removed",
             "Thinking blocks removed from fitted requests",
             m.blocks_removed.clone(),
+        );
+        registry.register(
+            "continuity_api_dropped_blocks",
+            "Thinking blocks the API dropped instead of reading (the answers' input_transformations)",
+            m.api_dropped.clone(),
         );
         registry.register(
             "requests_in_flight",

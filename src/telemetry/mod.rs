@@ -88,6 +88,11 @@ impl Telemetry {
         self.metrics.blocks_removed.inc_by(removed as u64);
     }
 
+    /// The API dropped `n` thinking blocks of a request's history (`input_transformations`).
+    pub fn api_dropped(&self, n: usize) {
+        self.metrics.api_dropped.inc_by(n as u64);
+    }
+
     /// A request is past its body and on its way.
     pub fn request_started(&self) {
         self.metrics.in_flight.inc();

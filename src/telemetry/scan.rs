@@ -56,6 +56,35 @@ impl UsageFields {
 #[derive(Deserialize)]
 struct Body {
     usage: Option<UsageFields>,
+    /// What the API did to the request's input before the model read it (`specs/anthropic.md`
+    /// §8): here only thinking blocks it dropped are counted.
+    #[serde(default)]
+    input_transformations: Vec<Transformation>,
+}
+
+#[derive(Deserialize)]
+struct Transformation {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+impl Body {
+    fn thinking_dropped(&self) -> usize {
+        self.input_transformations
+            .iter()
+            .filter(|t| t.kind == "thinking_dropped")
+            .count()
+    }
+}
+
+/// What a finished answer said about itself.
+#[derive(Debug, Default, PartialEq)]
+pub struct Scanned {
+    /// Its tokens, when it named any.
+    pub tokens: Option<Tokens>,
+    /// Thinking blocks of the request's history the API dropped instead of reading
+    /// (`input_transformations`, present only when the request named the beta that asks).
+    pub thinking_dropped: usize,
 }
 
 #[derive(Deserialize)]
@@ -131,10 +160,10 @@ impl UsageScan {
         self.kept.push(chunk.clone());
     }
 
-    /// The answer is over: its tokens, when it named any.
-    pub fn finish(self) -> Option<Tokens> {
+    /// The answer is over: what it named.
+    pub fn finish(self) -> Scanned {
         if self.overflow || self.kept.is_empty() {
-            return None;
+            return Scanned::default();
         }
         let mut all = Vec::with_capacity(self.bytes);
         for c in &self.kept {
@@ -147,18 +176,26 @@ impl UsageScan {
                     flate2::read::GzDecoder::new(all.as_slice())
                         .take(KEEP_AT_MOST as u64 * 8)
                         .read_to_end(&mut out)
-                        .ok()?;
-                    out
+                        .ok()
+                        .map(|_| out)
+                        .unwrap_or_default()
                 } else {
                     all
                 };
-                let b: Body = serde_json::from_slice(&body).ok()?;
-                let mut t = Tokens {
-                    requests: 1,
-                    ..Tokens::default()
+                let Ok(b) = serde_json::from_slice::<Body>(&body) else {
+                    return Scanned::default();
                 };
-                b.usage?.fold_into(&mut t);
-                Some(t)
+                Scanned {
+                    thinking_dropped: b.thinking_dropped(),
+                    tokens: b.usage.map(|u| {
+                        let mut t = Tokens {
+                            requests: 1,
+                            ..Tokens::default()
+                        };
+                        u.fold_into(&mut t);
+                        t
+                    }),
+                }
             }
             Shape::Events => {
                 let text = String::from_utf8_lossy(&all);
@@ -167,6 +204,7 @@ impl UsageScan {
                     ..Tokens::default()
                 };
                 let mut any = false;
+                let mut thinking_dropped = 0;
                 for line in text.lines() {
                     let Some(data) = line.strip_prefix("data:") else {
                         continue;
@@ -175,7 +213,10 @@ impl UsageScan {
                         continue;
                     };
                     let usage = match ev.kind.as_str() {
-                        "message_start" => ev.message.and_then(|m| m.usage),
+                        "message_start" => ev.message.and_then(|m| {
+                            thinking_dropped += m.thinking_dropped();
+                            m.usage
+                        }),
                         "message_delta" => ev.usage,
                         _ => None,
                     };
@@ -184,7 +225,10 @@ impl UsageScan {
                         any = true;
                     }
                 }
-                any.then_some(t)
+                Scanned {
+                    tokens: any.then_some(t),
+                    thinking_dropped,
+                }
             }
         }
     }
@@ -199,7 +243,7 @@ mod tests {
         for c in chunks {
             s.seen(&Bytes::copy_from_slice(c));
         }
-        s.finish()
+        s.finish().tokens
     }
 
     #[test]
@@ -233,7 +277,7 @@ mod tests {
             b"data: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"\\\"usage\\\"\"}}\n\n",
         ));
         assert!(s.kept.is_empty());
-        assert_eq!(s.finish(), None);
+        assert_eq!(s.finish(), Scanned::default());
     }
 
     #[test]
@@ -270,6 +314,27 @@ mod tests {
         s.seen(&Bytes::from(vec![b' '; KEEP_AT_MOST]));
         s.seen(&Bytes::from_static(b"{\"usage\":{\"input_tokens\":1}}"));
         assert!(s.kept.is_empty());
-        assert_eq!(s.finish(), None);
+        assert_eq!(s.finish(), Scanned::default());
+    }
+
+    #[test]
+    fn thinking_blocks_the_api_dropped_are_counted_from_a_stream_or_a_body() {
+        let mut s = UsageScan::new(Shape::Events);
+        s.seen(&Bytes::from_static(
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"input_transformations\":[{\"type\":\"thinking_dropped\",\"path\":\"messages.1.content.0\",\"reason\":\"organization_binding_mismatch\"},{\"type\":\"thinking_dropped\",\"path\":\"messages.3.content.0\",\"reason\":\"a reason not known yet\"},{\"type\":\"something_else\"}],\"usage\":{\"input_tokens\":4}}}\n\n",
+        ));
+        let got = s.finish();
+        assert_eq!(got.thinking_dropped, 2);
+        assert_eq!(got.tokens.map(|t| t.input), Some(4));
+
+        let mut s = UsageScan::new(Shape::Json { gzip: false });
+        s.seen(&Bytes::from_static(
+            br#"{"input_transformations":[{"type":"thinking_dropped","path":"messages.1.content.0","reason":"organization_binding_mismatch"}],"usage":{"input_tokens":4}}"#,
+        ));
+        assert_eq!(s.finish().thinking_dropped, 1);
+
+        let mut s = UsageScan::new(Shape::Json { gzip: false });
+        s.seen(&Bytes::from_static(br#"{"usage":{"input_tokens":4}}"#));
+        assert_eq!(s.finish().thinking_dropped, 0);
     }
 }

@@ -229,7 +229,8 @@
         el('td', { text: clock(ev.at) }),
         el('td', { text: (ev.hops ? 'request (after ' + ev.hops + ' hop' + (ev.hops > 1 ? 's' : '') + ')' : 'request') +
           (ev.fitted ? ' · fitted: ' + ev.fitted.blocks_removed + ' thinking block' + (ev.fitted.blocks_removed === 1 ? '' : 's') + ' removed' +
-            (ev.fitted.thinking_lowered ? ', thinking off' : '') : '') }),
+            (ev.fitted.thinking_lowered ? ', thinking off' : '') : '') +
+          (ev.thinking_dropped ? ' · the API dropped ' + ev.thinking_dropped + ' thinking block' + (ev.thinking_dropped === 1 ? '' : 's') : '') }),
         el('td', { text: ev.client || '–' }),
         el('td', { class: 'mono', text: (ev.session || '').slice(0, 8) }),
         el('td', { text: ev.account || '–' }),
