@@ -474,3 +474,112 @@ async fn who_made_each_block_survives_a_restart() {
         "alice's own blocks were known after the restart, bob's went"
     );
 }
+
+/// The number of blocks the shared store names for `session` (`thinking:S`), once it names
+/// `n` (the answers' writes go to Redis behind them).
+async fn wait_shared_blocks(redis_url: &str, session: &str, n: u64) {
+    let client = ::redis::Client::open(redis_url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("pool:thinking:{session}");
+    for _ in 0..1000 {
+        let have: u64 = ::redis::cmd("HLEN")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if have == n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("Redis never named {n} blocks of {session}");
+}
+
+async fn wait_paused(daemon: &str, who: &str, paused: bool) {
+    for _ in 0..1000 {
+        if accounts(daemon)
+            .await
+            .iter()
+            .any(|a| a["email"] == who && a["paused"] == paused)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{daemon} never saw {who} paused={paused}");
+}
+
+fn last_received(received: &Value) -> String {
+    received.as_array().unwrap().last().unwrap()["body"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_of_a_shared_pool_know_who_made_each_block() {
+    // Two daemons on one Redis, a refusing model, the conversation's turns spread over both:
+    // each daemon knows the blocks the other relayed, so a turn staying on its account goes
+    // untouched and a move removes exactly the other account's blocks.
+    let redis = common::redis::RedisServer::start();
+    let shared = |c: &mut ccs::config::Config| {
+        c.store.backend = ccs::config::Backend::Redis;
+        c.store.redis.url = Some(redis.url());
+        c.store.redis.prefix = "pool".into();
+    };
+    let r = rig_on(world("claude-opus-4-6", ThinkingBinding::Reject), shared).await;
+    let (_home2, paths2, mut config2) = home_for(&r.sim.url());
+    shared(&mut config2);
+    let clock: ccs_actors::SharedClock = std::sync::Arc::new(r.sim.clock.clone().unwrap());
+    let peer = tokio::task::block_in_place(|| {
+        ccs::daemon::DaemonHandle::start(paths2, config2, clock).expect("the peer starts")
+    });
+    wait_fresh(&peer.url, 2).await;
+    let (one, two) = (r.daemon.url.as_str(), peer.url.as_str());
+    let mut c = Conversation::new("claude-opus-4-6", json!({"type": "adaptive"}), 8);
+
+    // Two turns on alice through the first daemon, the third through the peer: still alice's.
+    for _ in 0..2 {
+        let (t, more) = c.turn(one).await;
+        assert_eq!(t.status, 200, "{}", t.error);
+        assert!(more);
+    }
+    wait_shared_blocks(&redis.url(), &c.session, 2).await;
+    let (t, _) = c.turn(two).await;
+    assert_eq!(t.status, 200, "{}", t.error);
+    let received = sim_get(&r.sim.url(), "/sim/requests").await;
+    assert_eq!(
+        received.as_array().unwrap().last().unwrap()["body_sha256"],
+        sha256(&t.sent),
+        "the peer knew alice made the blocks: nothing to fit"
+    );
+    let metrics = metrics_text(two).await;
+    assert!(
+        metrics.contains("ccs_continuity_fits_total 0\n"),
+        "{metrics}"
+    );
+
+    // A move to bob through the first daemon: alice's three blocks go.
+    wait_shared_blocks(&redis.url(), &c.session, 3).await;
+    pause(two, A, true).await;
+    wait_paused(one, A, true).await;
+    let (t, _) = c.turn(one).await;
+    assert_eq!(t.status, 200, "{}", t.error);
+    let received = sim_get(&r.sim.url(), "/sim/requests").await;
+    assert!(signatures(&last_received(&received)).is_empty());
+    assert_eq!(signatures(&t.sent).len(), 3);
+
+    // The move back to alice through the peer: alice's blocks stay, bob's goes.
+    wait_shared_blocks(&redis.url(), &c.session, 4).await;
+    pause(one, A, false).await;
+    pause(one, B, true).await;
+    wait_paused(two, A, false).await;
+    wait_paused(two, B, true).await;
+    let (t, _) = c.turn(two).await;
+    assert_eq!(t.status, 200, "{}", t.error);
+    let received = sim_get(&r.sim.url(), "/sim/requests").await;
+    let (kept, sent) = (signatures(&last_received(&received)), signatures(&t.sent));
+    assert_eq!(sent.len(), 4);
+    assert_eq!(kept, sent[..3].to_vec(), "bob's block went, alice's stayed");
+    tokio::task::block_in_place(|| peer.stop()).expect("the peer stops");
+}

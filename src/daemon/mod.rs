@@ -141,13 +141,14 @@ pub async fn serve(
         telemetry: telemetry.clone(),
     });
     let shared = join_shared(&config, &store, &clock).await?;
-    let (actor_store, coordinator): (Arc<dyn Store>, Arc<dyn Coordinator>) = match &shared {
-        Some(s) => (
-            SharedStore::start(store.clone(), s.clone(), config.cliproxy.affinity_ttl.0),
-            Arc::new(Refreshes(s.clone())),
-        ),
-        None => (store.clone(), Arc::new(Solo)),
-    };
+    let shared_store = shared
+        .as_ref()
+        .map(|s| SharedStore::start(store.clone(), s.clone(), config.cliproxy.affinity_ttl.0));
+    let (actor_store, coordinator): (Arc<dyn Store>, Arc<dyn Coordinator>) =
+        match (&shared, &shared_store) {
+            (Some(s), Some(ss)) => (ss.clone(), Arc::new(Refreshes(s.clone()))),
+            _ => (store.clone(), Arc::new(Solo)),
+        };
     let deps = Deps {
         clock: clock.clone(),
         refresher,
@@ -175,6 +176,9 @@ pub async fn serve(
         )
         .with_shared(shared.clone()),
     );
+    if let Some(ss) = &shared_store {
+        ctx.provenance.tell_peers(ss.thinking_sink());
+    }
     proxy::recent::restore(&ctx).await;
     let app_ctx = ctx.clone();
     let grace = ctx.config.cliproxy.stop_grace.0;

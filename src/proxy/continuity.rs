@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -486,6 +486,10 @@ pub fn produced(answer: &[u8], stream: bool) -> Vec<BlockId> {
 /// produced a block (ms), and its blocks with their producers.
 pub type Sink = Box<dyn Fn(&str, u64, &[(BlockId, String)]) + Send + Sync>;
 
+/// Where the blocks an answer here produced are shared with the peers of a shared pool: the
+/// conversation, the account, the new blocks.
+pub type PeerSink = Box<dyn Fn(&str, &str, &[BlockId]) + Send + Sync>;
+
 /// Conversation → (when it last produced a block, its blocks and their producers).
 type Book = HashMap<String, (u64, Vec<(BlockId, String)>)>;
 
@@ -496,6 +500,7 @@ type Book = HashMap<String, (u64, Vec<(BlockId, String)>)>;
 pub struct Provenance {
     book: Mutex<Book>,
     sink: Option<Sink>,
+    peers: OnceLock<PeerSink>,
 }
 
 /// The most blocks remembered per conversation (the oldest are forgotten first; a forgotten
@@ -511,17 +516,45 @@ impl Provenance {
         Provenance {
             book: Mutex::new(restored.into_iter().map(|(s, t, b)| (s, (t, b))).collect()),
             sink: Some(sink),
+            peers: OnceLock::new(),
         }
+    }
+
+    /// From now on the blocks answers here produce are handed to `peers` too (once).
+    pub fn tell_peers(&self, peers: PeerSink) {
+        let _ = self.peers.set(peers);
     }
 
     fn book(&self) -> std::sync::MutexGuard<'_, Book> {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// An answer here produced `ids` on `account`.
     pub fn record(&self, session: &str, account: &str, ids: &[BlockId], now_ms: u64) {
-        if ids.is_empty() {
-            return;
+        let new = self.add(session, account, ids, now_ms);
+        if let (Some(peers), false) = (self.peers.get(), new.is_empty()) {
+            peers(session, account, &new);
         }
+    }
+
+    /// A peer's answer produced `ids` on `account` (kept here, told nobody); returns those
+    /// not known here before.
+    pub fn heard(
+        &self,
+        session: &str,
+        account: &str,
+        ids: &[BlockId],
+        now_ms: u64,
+    ) -> Vec<BlockId> {
+        self.add(session, account, ids, now_ms)
+    }
+
+    /// Adds the blocks not known yet; returns them.
+    fn add(&self, session: &str, account: &str, ids: &[BlockId], now_ms: u64) -> Vec<BlockId> {
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let mut new = Vec::new();
         let snapshot = {
             let mut book = self.book();
             let (touched, entry) = book.entry(session.to_string()).or_default();
@@ -529,17 +562,22 @@ impl Provenance {
             for id in ids {
                 if !entry.iter().any(|(b, _)| b == id) {
                     entry.push((*id, account.to_string()));
+                    new.push(*id);
                 }
             }
             if entry.len() > BLOCKS_KEPT {
                 let extra = entry.len() - BLOCKS_KEPT;
                 entry.drain(..extra);
             }
-            self.sink.as_ref().map(|_| entry.clone())
+            self.sink
+                .as_ref()
+                .filter(|_| !new.is_empty())
+                .map(|_| entry.clone())
         };
         if let (Some(sink), Some(blocks)) = (&self.sink, snapshot) {
             sink(session, now_ms, &blocks);
         }
+        new
     }
 
     /// The producers of `session`'s blocks.

@@ -224,6 +224,22 @@ impl HttpUpstream<'_> {
         })
     }
 
+    /// `fitted_for`, and in a shared pool with what the peers know of the conversation's
+    /// blocks too: an answer a peer relayed may have made some (asked only when a fit is due).
+    async fn fitted_knowing_peers(
+        &self,
+        account: &AccountId,
+        every_foreign: bool,
+    ) -> Option<continuity::Fitted> {
+        let fitted = self.fitted_for(account, every_foreign)?;
+        match (&self.ctx.shared, self.session) {
+            (Some(shared), Some(s)) if shared.recall_thinking(&self.ctx.provenance, s).await => {
+                self.fitted_for(account, every_foreign)
+            }
+            _ => Some(fitted),
+        }
+    }
+
     async fn send_body(
         &self,
         access: &Secret,
@@ -320,7 +336,7 @@ impl Upstream for HttpUpstream<'_> {
             return Err(SendError::TimedOut(self.header_timeout));
         }
         *self.fitted.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let up_front = self.fitted_for(account, false);
+        let up_front = self.fitted_knowing_peers(account, false).await;
         let body = match &up_front {
             Some(f) => {
                 self.note(account, f, false);
@@ -336,7 +352,7 @@ impl Upstream for HttpUpstream<'_> {
             let (kept, about) = read_error(resp).await;
             resp = kept;
             if about {
-                if let Some(f) = self.fitted_for(account, true) {
+                if let Some(f) = self.fitted_knowing_peers(account, true).await {
                     let left = self
                         .deadline
                         .saturating_duration_since(Instant::now())

@@ -37,6 +37,13 @@ enum Op {
         account: String,
         token: Token,
     },
+    /// Thinking blocks an answer here produced (`thinking:S`, a hash of block → account,
+    /// living as long as the binding), read by a peer about to fit the conversation.
+    Thinking {
+        session: String,
+        account: String,
+        blocks: Vec<String>,
+    },
 }
 
 impl Op {
@@ -47,6 +54,10 @@ impl Op {
             Op::Unbind(sessions) => format!("unbind:{}", sessions.join(",")),
             Op::Quota { account, .. } => format!("quota:{account}"),
             Op::Offer { account, .. } => format!("token:{account}"),
+            // Each answer's blocks are news of their own: none replaces another.
+            Op::Thinking {
+                session, blocks, ..
+            } => format!("thinking:{session}:{}", blocks.join(",")),
         }
     }
 }
@@ -83,6 +94,19 @@ impl SharedStore {
                 token: token.clone(),
             });
         }
+    }
+
+    /// Where the conversations' thinking provenance tells the peers of the blocks answers
+    /// here produced: written to Redis behind the request, in order.
+    pub fn thinking_sink(&self) -> crate::proxy::continuity::PeerSink {
+        let queue = self.queue.clone();
+        Box::new(move |session, account, ids| {
+            let _ = queue.send(Op::Thinking {
+                session: session.to_string(),
+                account: account.to_string(),
+                blocks: ids.iter().map(crate::proxy::continuity::id_hex).collect(),
+            });
+        })
     }
 
     fn send(&self, op: Op) {
@@ -270,6 +294,23 @@ impl Shared {
                     .await
             }
             Op::Offer { account, token } => self.offer(account, token, None).await.map(|_| ()),
+            Op::Thinking {
+                session,
+                account,
+                blocks,
+            } => {
+                let key = self.key("thinking", session);
+                let ttl = u64::try_from(affinity_ttl.as_millis()).unwrap_or(u64::MAX);
+                let mut pipe = redis::pipe();
+                pipe.atomic().cmd("HSET").arg(&key);
+                for b in blocks {
+                    pipe.arg(b).arg(account);
+                }
+                pipe.ignore().cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
+                let mut c = self.conn()?;
+                self.run(async move { pipe.query_async::<()>(&mut c).await })
+                    .await
+            }
             Op::Quota { account, record } => {
                 let json = serde_json::to_string(record).map_err(|e| e.to_string())?;
                 let news = News::Quota {
@@ -304,6 +345,30 @@ impl Shared {
             };
             let _ = sup.addr().send(bound).await;
         }
+    }
+
+    /// Before a request of `session` is fitted: who made each of its thinking blocks on the
+    /// peers (`thinking:S`), added to `provenance`. Whether Redis named a block not known here.
+    pub async fn recall_thinking(
+        &self,
+        provenance: &crate::proxy::continuity::Provenance,
+        session: &str,
+    ) -> bool {
+        let key = self.key("thinking", session);
+        let Ok(mut c) = self.conn() else {
+            return false;
+        };
+        let found: Result<Vec<(String, String)>, String> = self
+            .run(async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
+            .await;
+        let mut learned = false;
+        let now = self.now_ms();
+        for (id, account) in found.unwrap_or_default() {
+            if let Some(id) = crate::proxy::continuity::id_from_hex(&id) {
+                learned |= !provenance.heard(session, &account, &[id], now).is_empty();
+            }
+        }
+        learned
     }
 
     /// The limits Redis holds for `account`, if any.
