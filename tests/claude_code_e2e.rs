@@ -92,15 +92,7 @@ fn tool_loop_through_claude_code(
     binding: ccs::sim::scenario::ThinkingBinding,
     config: &str,
 ) -> (Setup, i32, String) {
-    let mut sc = scenario(&[("alice@example.com", 2), ("bob@example.com", 50)]);
-    sc.models.insert(
-        "claude-opus-5-5".into(),
-        ccs::sim::scenario::ModelOverride {
-            thinking_binding: Some(binding),
-            ..Default::default()
-        },
-    );
-    let s = setup_on(sc, config);
+    let s = setup_on(loop_world(binding), config);
     let (code, out, err) = ccs_run(
         &s,
         &[
@@ -112,6 +104,20 @@ fn tool_loop_through_claude_code(
         ],
     );
     (s, code, format!("{out}{err}"))
+}
+
+/// Alice with a budget of two requests, bob with plenty, and Claude Code's default model
+/// treating another account's thinking blocks as `binding` says.
+fn loop_world(binding: ccs::sim::scenario::ThinkingBinding) -> ccs::sim::Scenario {
+    let mut sc = scenario(&[("alice@example.com", 2), ("bob@example.com", 50)]);
+    sc.models.insert(
+        "claude-opus-5-5".into(),
+        ccs::sim::scenario::ModelOverride {
+            thinking_binding: Some(binding),
+            ..Default::default()
+        },
+    );
+    sc
 }
 
 fn received_bodies(s: &Setup) -> Vec<String> {
@@ -376,9 +382,10 @@ impl Drop for Tmux {
     }
 }
 
-#[test]
-fn the_status_line_in_claude_codes_terminal_names_the_account_and_the_hop() {
-    let s = setup(&[("alice@example.com", 2), ("bob@example.com", 100)]);
+/// Claude Code in a terminal of its own (tmux, 160×45), started by `ccs ARGS` in a folder it
+/// trusts, as someone who set it up before: no theme picker, no trust dialog. The folder is
+/// returned with the terminal (it must outlive it).
+fn claude_in_tmux(s: &Setup, args: &str) -> (Tmux, tempfile::TempDir) {
     let work = tempfile::tempdir().unwrap();
     let work_path = work.path().canonicalize().unwrap();
     // A Claude Code that has been set up before: no theme picker, the folder trusted.
@@ -396,7 +403,7 @@ fn the_status_line_in_claude_codes_terminal_names_the_account_and_the_hop() {
     let script = format!(
         "cd '{}' && HOME='{}' CCS_HOME='{}' DISABLE_TELEMETRY=1 \
          CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_AUTOUPDATER=1 \
-         ANTHROPIC_API_KEY= exec '{}' run",
+         ANTHROPIC_API_KEY= exec '{}' {args}",
         work_path.display(),
         s.claude_home.path().display(),
         s.paths.home.display(),
@@ -418,6 +425,13 @@ fn the_status_line_in_claude_codes_terminal_names_the_account_and_the_hop() {
         .status()
         .unwrap()
         .success());
+    (t, work)
+}
+
+#[test]
+fn the_status_line_in_claude_codes_terminal_names_the_account_and_the_hop() {
+    let s = setup(&[("alice@example.com", 2), ("bob@example.com", 100)]);
+    let (t, _work) = claude_in_tmux(&s, "run");
     t.wait_for("ccs: new conversation");
     t.keys(&["say hello", "Enter"]);
     let screen = t.wait_for("ccs: alice");
@@ -442,6 +456,43 @@ fn the_status_line_in_claude_codes_terminal_names_the_account_and_the_hop() {
     for secret in [CLIENT_KEY, SECRET] {
         assert!(!hopped.contains(secret), "no secret on screen");
     }
+    t.keys(&["C-c"]);
+    t.keys(&["C-c"]);
+}
+
+#[test]
+fn in_its_terminal_claude_codes_tool_loop_moves_on_a_refusing_model_with_no_api_error() {
+    // The same loop as above, typed into the real Claude Code started by `ccs claude` in a
+    // terminal: the answer after the move is on the screen, no API error, and the status line
+    // says what the move cost.
+    use ccs::sim::scenario::ThinkingBinding;
+    let s = setup_on(loop_world(ThinkingBinding::Reject), "");
+    let (t, _work) = claude_in_tmux(&s, "claude --allowedTools Bash");
+    t.wait_for("ccs: new conversation");
+    t.keys(&["Run the simulated loop: sim-tools:3", "Enter"]);
+    let screen = t.wait_for("Served by bob@example.com.");
+    assert!(!screen.contains("API Error"), "{screen}");
+    let bodies = received_bodies(&s);
+    assert!(
+        bodies.iter().any(|b| b.contains("ccs-sim-step-2")),
+        "Claude Code ran the tool and sent its output back"
+    );
+    let c = counters(&s);
+    assert!(
+        c["alice@example.com"]["messages_ok"].as_u64().unwrap() >= 1,
+        "{c}"
+    );
+    let f = fits(&s);
+    assert!(
+        !f.contains("ccs_continuity_blocks_removed_total 0"),
+        "the move carried alice's thinking blocks and ccs removed them: {f}"
+    );
+    let screen = t.wait_for("tokens re-read");
+    assert!(screen.contains("moved from alice@example.com"), "{screen}");
+    let artifacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::write(artifacts.join("tool-loop-move.txt"), &screen).unwrap();
     t.keys(&["C-c"]);
     t.keys(&["C-c"]);
 }
