@@ -353,3 +353,26 @@ async fn a_management_secret_kept_as_an_argon2_hash_lets_in_the_secret_only() {
     );
     assert!(!out.contains(SECRET) && !out.contains("$argon2"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_read_in_any_case() {
+    let rig = rig(&[(A, 100)]).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = http()
+            .post(format!("{}/v1/messages", rig.daemon.url))
+            .header("authorization", format!("{scheme} {CLIENT_KEY}"))
+            .json(&json!({"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{scheme}");
+        let status = http()
+            .get(format!("{}/v0/management/status", rig.daemon.url))
+            .header("authorization", format!("{scheme} {SECRET}"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "management with {scheme}");
+    }
+}

@@ -321,6 +321,22 @@ async fn a_page_that_rebinds_its_name_to_loopback_reaches_nothing() {
         counters(&r.sim.url()).await["a@example.com"]["messages_ok"],
         0
     );
+    // An absolute-form target names the host, whatever `Host` says (RFC 9112 §3.2.2).
+    let host = host_of(url);
+    let absolute = raw(
+        url,
+        format!(
+            "POST http://{evil}/v1/messages HTTP/1.1\r\nHost: {host}\r\nx-api-key: {CLIENT_KEY}\r\n\
+             content-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}"
+        )
+        .as_bytes(),
+        Duration::from_secs(10),
+    );
+    assert!(absolute.starts_with("HTTP/1.1 403"), "{absolute}");
+    assert_eq!(
+        counters(&r.sim.url()).await["a@example.com"]["messages_ok"],
+        0
+    );
     // Loopback names are fine.
     let ok = http()
         .get(format!("{url}/v0/management/accounts"))

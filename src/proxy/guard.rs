@@ -38,16 +38,18 @@ fn host_name(authority: &str) -> &str {
     }
 }
 
-/// The host a request names: its `Host` header (HTTP/1.1), else its URI's authority (HTTP/2
-/// carries it as `:authority`, and browsers speak HTTP/2 to a daemon that serves TLS). A `Host`
-/// that is not text reads as a name nothing allows.
+/// The host a request names: its target's authority when it has one (an absolute-form target
+/// in HTTP/1.1, which overrides `Host` (RFC 9112 §3.2.2), or HTTP/2's `:authority`, which
+/// browsers send to a daemon that serves TLS), else its `Host` header. A `Host` that is not
+/// text reads as a name nothing allows.
 pub fn request_host<'a>(
     headers: &'a actix_web::http::header::HeaderMap,
     uri: &'a actix_web::http::Uri,
 ) -> Option<&'a str> {
-    match headers.get("host") {
-        Some(v) => Some(v.to_str().unwrap_or("\u{0}")),
-        None => uri.authority().map(|a| a.as_str()),
+    match (uri.authority(), headers.get("host")) {
+        (Some(a), _) => Some(a.as_str()),
+        (None, Some(v)) => Some(v.to_str().unwrap_or("\u{0}")),
+        (None, None) => None,
     }
 }
 
@@ -227,7 +229,10 @@ mod tests {
             actix_web::http::header::HOST,
             HeaderValue::from_static("127.0.0.1:8317"),
         );
-        assert_eq!(request_host(&h, &uri), Some("127.0.0.1:8317"));
+        // An absolute-form target names its host; a loopback `Host` beside it changes nothing.
+        assert_eq!(request_host(&h, &uri), Some("rebound.example:8317"));
+        let path_only: actix_web::http::Uri = "/healthz".parse().unwrap();
+        assert_eq!(request_host(&h, &path_only), Some("127.0.0.1:8317"));
         let bare: actix_web::http::Uri = "/healthz".parse().unwrap();
         assert_eq!(request_host(&none, &bare), None);
     }

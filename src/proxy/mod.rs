@@ -49,14 +49,13 @@ pub const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 
 /// `Authorization: Bearer X` or the given fallback header.
 pub fn presented_secret<'a>(h: &'a HeaderMap, fallback: &str) -> Option<&'a str> {
+    // The scheme is case-insensitive (RFC 9110 §11.1): `Bearer`, `bearer` and `BEARER` alike.
     let bearer = h
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     bearer.or_else(|| h.get(fallback).and_then(|v| v.to_str().ok()).map(str::trim))
 }
 
@@ -386,5 +385,18 @@ mod tests {
             "Bearer k1".parse().unwrap(),
         );
         assert_eq!(presented_secret(&h, "x-api-key"), Some("k1"));
+        for scheme in ["bearer", "BEARER", "BeArEr"] {
+            h.insert(
+                "authorization".parse().unwrap(),
+                format!("{scheme} k3").parse().unwrap(),
+            );
+            assert_eq!(presented_secret(&h, "x-api-key"), Some("k3"), "{scheme}");
+        }
+        // Another scheme is no bearer token: the fallback header counts.
+        h.insert(
+            "authorization".parse().unwrap(),
+            "Basic k4".parse().unwrap(),
+        );
+        assert_eq!(presented_secret(&h, "x-api-key"), Some("k2"));
     }
 }
