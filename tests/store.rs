@@ -509,3 +509,49 @@ fn concurrent_updates_of_one_account_lose_nothing() {
         None
     );
 }
+
+fn file_of(paths: &Paths, name: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(paths.auth_dir().join(name)).unwrap()).unwrap()
+}
+
+#[test]
+fn two_addresses_that_an_older_name_merged_get_a_file_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    let clock = clock();
+    {
+        let store = open(&paths, &clock).unwrap();
+        login(&store, "a/b@x", &token(1));
+        login(&store, "a_b@x", &token(2));
+        let slash = file_of(&paths, "claude-a%2Fb@x.json");
+        let under = file_of(&paths, "claude-a_b@x.json");
+        assert_eq!(slash["email"], "a/b@x");
+        assert_eq!(slash["access_token"], "sk-ant-oat01-access-1");
+        assert_eq!(under["email"], "a_b@x");
+        assert_eq!(under["access_token"], "sk-ant-oat01-access-2");
+    }
+    // A home an older ccs wrote: a/b@x's token in the file both addresses mapped to, and
+    // a_b@x's own file lost under it.
+    std::fs::remove_file(paths.auth_dir().join("claude-a%2Fb@x.json")).unwrap();
+    std::fs::write(
+        paths.auth_dir().join("claude-a_b@x.json"),
+        r#"{"type":"claude","access_token":"sk-ant-oat01-access-1","refresh_token":"sk-ant-ort01-refresh-1","email":"a/b@x","expired":"2025-10-09T16:53:20Z"}"#,
+    )
+    .unwrap();
+    let store = open(&paths, &clock).unwrap();
+    assert_eq!(
+        store.token("a_b@x").unwrap().unwrap().access.expose(),
+        "sk-ant-oat01-access-2",
+        "the store kept each account's own token"
+    );
+    assert_eq!(
+        file_of(&paths, "claude-a%2Fb@x.json")["access_token"],
+        "sk-ant-oat01-access-1"
+    );
+    assert_eq!(
+        file_of(&paths, "claude-a_b@x.json")["access_token"],
+        "sk-ant-oat01-access-2"
+    );
+    let listed = std::fs::read_to_string(paths.accounts_json()).unwrap();
+    assert!(listed.contains("claude-a%2Fb@x.json"), "{listed}");
+}

@@ -147,6 +147,9 @@ impl SledStore {
             changed = true;
             imported += 1;
         }
+        changed |= self
+            .rename_token_files(&token_files, &mut notes)
+            .map_err(rec_err)?;
         if store_was_empty && imported > 0 {
             notes.push(format!(
                 "the state database held no account: took {imported} account(s) and their \
@@ -183,5 +186,53 @@ impl SledStore {
             self.write_accounts_json().map_err(rec_err)?;
         }
         Ok(notes)
+    }
+
+    /// Token files an older ccs named so that two addresses could share a name (`a/b@x` and
+    /// `a_b@x`): each account's file is written again, from the store, under its own name, and
+    /// the old one removed unless it is now another account's (then that one is rewritten
+    /// too). Whether any file moved.
+    fn rename_token_files(
+        &self,
+        files: &[TokenFileIn],
+        notes: &mut Vec<String>,
+    ) -> Result<bool, StoreError> {
+        let auth = self.paths.auth_dir();
+        let accounts = self.accounts()?;
+        let write = |a: &AccountRecord| -> Result<(), StoreError> {
+            let Some(rec) = self.token_record(&account_key(&a.email))? else {
+                return Ok(());
+            };
+            let path = auth.join(mirror::token_file_name(&a.email));
+            fsutil::write_private(&path, &mirror::TokenFileOut::new(a, &rec).to_bytes())
+                .map_err(|e| StoreError(format!("{}: {e}", path.display())))
+        };
+        let mut moved = false;
+        for file in files {
+            let want = auth.join(mirror::token_file_name(&file.email));
+            if file.path == want {
+                continue;
+            }
+            let Some(owner) = accounts.iter().find(|a| a.email == file.email) else {
+                continue;
+            };
+            write(owner)?;
+            let other = accounts
+                .iter()
+                .find(|a| auth.join(mirror::token_file_name(&a.email)) == file.path);
+            match other {
+                Some(other) => write(other)?,
+                None => std::fs::remove_file(&file.path)
+                    .map_err(|e| StoreError(format!("{}: {e}", file.path.display())))?,
+            }
+            notes.push(format!(
+                "{}: the token file of {} had a name another address could share; it is now {}",
+                file.path.display(),
+                file.email,
+                want.display()
+            ));
+            moved = true;
+        }
+        Ok(moved)
     }
 }

@@ -13,20 +13,54 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// `claude-<email>.json`, with the address made safe as a file name: no path separators, no
-/// `..`, no control characters.
+/// `..`, no control characters. Injective, so two accounts never share a file: an ordinary
+/// address stays as it is (what the replaced tool writes), and any other character is written
+/// as `%XX` of its UTF-8 bytes (`%` itself too, and a `.` right after a `.`).
 pub fn token_file_name(email: &str) -> String {
-    let mut safe: String = email
-        .chars()
-        .map(|c| match c {
-            '/' | '\\' | ':' => '_',
-            c if c.is_control() => '_',
-            c => c,
-        })
-        .collect();
-    while safe.contains("..") {
-        safe = safe.replace("..", "_");
+    let mut safe = String::with_capacity(email.len());
+    let mut last = None;
+    for c in email.chars() {
+        let plain = match c {
+            '/' | '\\' | ':' | '%' => false,
+            '.' => last != Some('.'),
+            c => !c.is_control(),
+        };
+        if plain {
+            safe.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                safe.push_str(&format!("%{b:02X}"));
+            }
+        }
+        last = Some(c);
     }
     format!("claude-{safe}.json")
+}
+
+/// The address a file name carries (`token_file_name` undone; a `%` not followed by two hex
+/// digits stands for itself, as an older name may have it).
+fn decoded(name: &str) -> String {
+    let b = name.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn rfc3339(ms: u64) -> String {
@@ -155,9 +189,9 @@ pub fn read_token_file(path: &Path) -> Result<TokenFileIn, String> {
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_prefix("claude-"))
             .and_then(|n| n.strip_suffix(".json"))
+            .map(decoded)
             .filter(|e| e.contains('@'))
-            .ok_or("no email, and the file name does not carry one")?
-            .to_string(),
+            .ok_or("no email, and the file name does not carry one")?,
     };
     let expires_at_ms = EXPIRY_KEYS
         .iter()
@@ -271,13 +305,43 @@ mod tests {
             token_file_name("alice@example.com"),
             "claude-alice@example.com.json"
         );
+        assert_eq!(token_file_name("a_b@x"), "claude-a_b@x.json");
         assert_eq!(
             token_file_name("../../etc/passwd"),
-            "claude-____etc_passwd.json"
+            "claude-.%2E%2F.%2E%2Fetc%2Fpasswd.json"
         );
-        assert_eq!(token_file_name("a/b\\c@x"), "claude-a_b_c@x.json");
-        assert!(!token_file_name("x@y/../..").contains(".."));
-        assert!(!token_file_name("....@x").contains(".."));
+        assert_eq!(token_file_name("a/b\\c@x"), "claude-a%2Fb%5Cc@x.json");
+        for nasty in ["x@y/../..", "....@x", "a\u{1b}[31m@x", "%2F@x"] {
+            let name = token_file_name(nasty);
+            assert!(!name.contains("..") && !name.contains('/'), "{name}");
+            assert!(!name.chars().any(char::is_control), "{name}");
+        }
+    }
+
+    #[test]
+    fn two_addresses_never_share_a_file() {
+        let addresses = [
+            "a/b@x",
+            "a_b@x",
+            "a\\b@x",
+            "a:b@x",
+            "a%2Fb@x",
+            "a%b@x",
+            "a..b@x",
+            "a.%2Eb@x",
+            "a.b@x",
+            "a\u{7}b@x",
+            "a_b@x.",
+            "a_b@x..",
+        ];
+        let names: std::collections::HashSet<String> =
+            addresses.iter().map(|a| token_file_name(a)).collect();
+        assert_eq!(names.len(), addresses.len(), "{names:?}");
+        for a in addresses {
+            let name = token_file_name(a);
+            let inner = &name["claude-".len()..name.len() - ".json".len()];
+            assert_eq!(decoded(inner), a, "{name}");
+        }
     }
 
     #[test]
