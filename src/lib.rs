@@ -3,6 +3,9 @@
 //! commands and the simulator. See ARCHITECTURE.md for the map.
 #![forbid(unsafe_code)]
 
+// First: the commands print through its macros.
+#[macro_use]
+pub mod term;
 pub mod api;
 pub mod claude_code;
 pub mod cli;

@@ -105,7 +105,7 @@ fn main() {
         }) => ccs::commands::sim::serve(scenario.as_deref(), port, manual_clock, seed, json),
     };
     if let Err(e) = result {
-        eprintln!("ccs: {e:#}");
+        ccs::errln!("ccs: {e:#}");
         std::process::exit(1);
     }
 }

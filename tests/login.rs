@@ -443,3 +443,43 @@ fn an_account_imported_after_the_pools_were_saved_joins_the_default_pool() {
     let log = daemon_log(&h.paths);
     assert!(log.contains("was in no pool"), "said in the log:\n{log}");
 }
+
+#[test]
+fn an_address_carrying_terminal_controls_is_printed_harmless_everywhere() {
+    // The profile endpoint names an address with a clipboard write (OSC 52), a bell and a
+    // screen clear in it: every command prints it with those written out, never obeyed.
+    let evil = "mal\u{1b}]52;c;aGk=\u{7}\u{1b}[2Jlory@example.com";
+    let sim = sim(&scenario(&[(evil, 10)]), true);
+    let h = home(&sim.url());
+    let mut login = start_login(&h, &[]);
+    let (status, page) = browse(&login.url());
+    assert_eq!(status, 200, "{page}");
+    let (code, out) = login.finish();
+    assert_eq!(code, 0, "{out}");
+    let mut seen = out;
+    for args in [
+        &["claude", "--accounts"][..],
+        &["cliproxy", "status"],
+        &["cliproxy", "quota"],
+        &["pool", "show"],
+        &["cliproxy", "usage"],
+    ] {
+        let (code, out, err) = ccs(&h.paths.home, args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        seen.push_str(&out);
+        seen.push_str(&err);
+    }
+    assert!(
+        !seen.contains('\u{1b}') && !seen.contains('\u{7}'),
+        "a control character reached the terminal: {seen:?}"
+    );
+    assert!(
+        seen.contains("mal\\u{1b}]52;c;aGk=\\u{7}\\u{1b}[2Jlory@example.com"),
+        "{seen}"
+    );
+    // Scripts get the address itself, in JSON.
+    let (code, out, _) = ccs(&h.paths.home, &["claude", "--accounts", "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["accounts"][0]["email"], evil);
+}

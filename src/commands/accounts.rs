@@ -43,19 +43,19 @@ pub(crate) fn interactive<T>(
     let (tx, rx) = mpsc::channel::<Source>();
     match login::listen(config.oauth.callback_port) {
         Ok(listener) => login::serve_callbacks(listener, tx.clone()),
-        Err(e) if headless => eprintln!("note: {e}; waiting for the pasted code only"),
+        Err(e) if headless => errln!("note: {e}; waiting for the pasted code only"),
         Err(e) => return Err(e),
     }
     if headless {
-        println!(
+        outln!(
             "Open this address on any device and sign in:\n\n  {}\n",
             attempt.url
         );
-        println!("Then paste the code the page shows (CODE#STATE), or the whole address the browser ended on:");
+        outln!("Then paste the code the page shows (CODE#STATE), or the whole address the browser ended on:");
         login::read_pastes(tx);
     } else {
         let opened = login::open_browser(&attempt.url);
-        println!(
+        outln!(
             "{} If it does not open, visit:\n\n  {}\n",
             if opened {
                 "Opening your browser to log in."
@@ -95,7 +95,7 @@ pub(crate) fn interactive<T>(
                 "This answer does not belong to the login in progress (its state does not \
                  match), so it was ignored. Finish the login in the tab ccs opened.",
             ),
-            None => eprintln!(
+            None => errln!(
                 "that code belongs to another login attempt (its state does not match): paste \
                  the code of the address above"
             ),
@@ -142,13 +142,11 @@ pub fn login(paths: &Paths, config: &Config, add: bool, headless: bool) -> Resul
         .map(|a| a.nickname.as_str())
         .unwrap_or("");
     if !reply.created {
-        println!(
-            "Logged in as {email} (nickname {nickname}): credentials refreshed, no new account"
-        );
+        outln!("Logged in as {email} (nickname {nickname}): credentials refreshed, no new account");
     } else {
-        println!("Logged in as {email} (nickname {nickname})");
+        outln!("Logged in as {email} (nickname {nickname})");
         if !add && !before.is_empty() {
-            println!("It joins the {} account(s) already in the pool; `ccs claude --accounts` lists them.", before.len());
+            outln!("It joins the {} account(s) already in the pool; `ccs claude --accounts` lists them.", before.len());
         }
     }
     Ok(email)
@@ -193,19 +191,26 @@ pub fn list(paths: &Paths, config: &Config, json_out: bool) -> Result<()> {
     let client = ensure_running(paths, config)?;
     let list = client.accounts()?;
     if json_out {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&api::Accounts { accounts: list })?
         );
         return Ok(());
     }
     if list.is_empty() {
-        println!("No account is logged in. Log one in with `ccs claude --auth` (or `--auth --headless` over SSH).");
+        outln!("No account is logged in. Log one in with `ccs claude --auth` (or `--auth --headless` over SSH).");
         return Ok(());
     }
-    println!(
+    outln!(
         "  {:<14} {:<30} {:<5} {:<10} {:>5} {:>6}  {:<14} {:>3}",
-        "NICKNAME", "EMAIL", "PLAN", "STATE", "5H", "WEEK", "COOLDOWN", "POS"
+        "NICKNAME",
+        "EMAIL",
+        "PLAN",
+        "STATE",
+        "5H",
+        "WEEK",
+        "COOLDOWN",
+        "POS"
     );
     let mut fixes = Vec::new();
     for a in &list {
@@ -214,7 +219,7 @@ pub fn list(paths: &Paths, config: &Config, json_out: bool) -> Result<()> {
         } else {
             a.state.clone()
         };
-        println!(
+        outln!(
             "{} {:<14} {:<30} {:<5} {:<10} {:>5} {:>6}  {:<14} {:>3}",
             if a.default { "*" } else { " " },
             a.nickname,
@@ -233,7 +238,7 @@ pub fn list(paths: &Paths, config: &Config, json_out: bool) -> Result<()> {
         }
     }
     for f in fixes {
-        println!("\n{f}");
+        outln!("\n{f}");
     }
     Ok(())
 }
@@ -242,7 +247,7 @@ pub fn list(paths: &Paths, config: &Config, json_out: bool) -> Result<()> {
 pub fn use_account(paths: &Paths, config: &Config, who: &str) -> Result<()> {
     let client = ensure_running(paths, config)?;
     let r = client.set_default(who)?;
-    println!("{} is now the default account", r.default);
+    outln!("{} is now the default account", r.default);
     Ok(())
 }
 
@@ -263,7 +268,7 @@ pub fn nickname(paths: &Paths, config: &Config, new: &str, account: Option<&str>
         None => default_account(&client)?,
     };
     let r = client.rename(&who, new)?;
-    println!("{} is now called {}", r.email, r.nickname);
+    outln!("{} is now called {}", r.email, r.nickname);
     Ok(())
 }
 
@@ -285,11 +290,11 @@ pub fn logout(
         }]
     };
     if targets.is_empty() {
-        println!("No account is logged in.");
+        outln!("No account is logged in.");
         return Ok(());
     }
     if all && !yes && std::io::stdin().is_terminal() {
-        eprint!(
+        err!(
             "Log out all {} accounts ({})? [y/N] ",
             targets.len(),
             targets.join(", ")
@@ -297,13 +302,13 @@ pub fn logout(
         let mut line = String::new();
         std::io::stdin().read_line(&mut line)?;
         if !matches!(line.trim(), "y" | "Y" | "yes") {
-            println!("Nothing changed.");
+            outln!("Nothing changed.");
             return Ok(());
         }
     }
     for who in targets {
         let r = client.remove_account(&who)?;
-        println!("Logged out {} (token and token file removed)", r.removed);
+        outln!("Logged out {} (token and token file removed)", r.removed);
     }
     Ok(())
 }

@@ -71,11 +71,11 @@ pub fn create(
     if let Some(g) = &group {
         profiles::join_group(&paths, name, g, deeper)?;
     }
-    println!(
+    outln!(
         "Profile {name} is logged in as {email} ({}).",
         dir.display()
     );
-    println!("Claude Code owns this grant's refreshes. Start it with `ccs {name}`.");
+    outln!("Claude Code owns this grant's refreshes. Start it with `ccs {name}`.");
     Ok(())
 }
 
@@ -125,14 +125,14 @@ pub fn list(json_out: bool) -> Result<()> {
         })
         .collect();
     if json_out {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"profiles": rows}))?
         );
         return Ok(());
     }
     if rows.is_empty() {
-        println!("No native profile yet. Create one with `ccs auth create NAME`.");
+        outln!("No native profile yet. Create one with `ccs auth create NAME`.");
         return Ok(());
     }
     let cells: Vec<[String; 4]> = rows
@@ -163,7 +163,7 @@ pub fn list(json_out: bool) -> Result<()> {
         .map(|r| if r["default"] == true { "*" } else { " " })
         .collect();
     for line in table(&marks, &cells) {
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(())
 }
@@ -171,11 +171,11 @@ pub fn list(json_out: bool) -> Result<()> {
 pub fn show(name: &str) -> Result<()> {
     let paths = Paths::from_env()?;
     let m = profiles::read_meta(&paths, name)?;
-    println!("profile         {name}");
-    println!("folder          {}", profiles::dir(&paths, name).display());
-    println!("email           {}", m.email.as_deref().unwrap_or("-"));
+    outln!("profile         {name}");
+    outln!("folder          {}", profiles::dir(&paths, name).display());
+    outln!("email           {}", m.email.as_deref().unwrap_or("-"));
     match profiles::token_state(&paths, name) {
-        Some((ms, refreshable)) => println!(
+        Some((ms, refreshable)) => outln!(
             "token           expires {}{}",
             human_expiry(ms),
             if refreshable {
@@ -184,9 +184,9 @@ pub fn show(name: &str) -> Result<()> {
                 " (no refresh token)"
             }
         ),
-        None => println!("token           none (imported into the pool, or never logged in)"),
+        None => outln!("token           none (imported into the pool, or never logged in)"),
     }
-    println!(
+    outln!(
         "context group   {}{}",
         m.context_group.as_deref().unwrap_or("-"),
         if m.deeper_continuity {
@@ -201,7 +201,7 @@ pub fn show(name: &str) -> Result<()> {
 pub fn remove(name: &str) -> Result<()> {
     let paths = Paths::from_env()?;
     profiles::remove(&paths, name)?;
-    println!("profile {name} removed (shared context groups keep their data)");
+    outln!("profile {name} removed (shared context groups keep their data)");
     Ok(())
 }
 
@@ -214,7 +214,7 @@ pub fn leave_group(name: &str) -> Result<()> {
     profiles::leave_group(&paths, name)?;
     meta.deeper_continuity = false;
     profiles::write_meta(&paths, name, &meta)?;
-    println!(
+    outln!(
         "profile {name} left context group {group}; it keeps a private copy of the shared history"
     );
     Ok(())
@@ -226,7 +226,7 @@ pub fn set_default(name: &str) -> Result<()> {
         bail!("no profile {name:?} (see `ccs auth list`)");
     }
     crate::fsutil::write_private(&paths.instances_dir().join(".default"), name.as_bytes())?;
-    println!("{name} is the default profile");
+    outln!("{name} is the default profile");
     Ok(())
 }
 
@@ -274,9 +274,9 @@ pub fn launch(name: &str, args: &[String]) -> Result<()> {
         profiles::join_group(&paths, name, g, meta.deeper_continuity)?;
     }
     match profiles::token_state(&paths, name) {
-        None => eprintln!("warning: profile {name} has no credentials (imported into the pool?): log it in with `ccs auth create {name} --force`"),
-        Some((ms, false)) if ms <= now_ms() => eprintln!("warning: profile {name}'s token lapsed and it has no refresh token: run `ccs auth create {name} --force`"),
-        Some((ms, true)) if ms <= now_ms() => eprintln!("note: profile {name}'s token lapsed; Claude Code refreshes it on start. If it cannot, run `ccs auth create {name} --force`"),
+        None => errln!("warning: profile {name} has no credentials (imported into the pool?): log it in with `ccs auth create {name} --force`"),
+        Some((ms, false)) if ms <= now_ms() => errln!("warning: profile {name}'s token lapsed and it has no refresh token: run `ccs auth create {name} --force`"),
+        Some((ms, true)) if ms <= now_ms() => errln!("note: profile {name}'s token lapsed; Claude Code refreshes it on start. If it cannot, run `ccs auth create {name} --force`"),
         _ => {}
     }
     let claude = find_claude(&config)?;
@@ -339,8 +339,8 @@ pub fn import(name: &str) -> Result<()> {
     // rotation makes any copy of the old refresh token worthless.
     match client.refresh(&email) {
         Ok(_) => {
-            println!("Imported {email} from profile {name} into the pool; the daemon now refreshes its grant.");
-            println!("The profile's credential file is retired: start it again only after `ccs auth create {name} --force`.");
+            outln!("Imported {email} from profile {name} into the pool; the daemon now refreshes its grant.");
+            outln!("The profile's credential file is retired: start it again only after `ccs auth create {name} --force`.");
             Ok(())
         }
         Err(e) => bail!(

@@ -32,7 +32,7 @@ pub fn cert(hosts: &[String], force: bool, json_out: bool) -> Result<()> {
     crate::fsutil::write_private(&cert, made.cert_pem.as_bytes())
         .with_context(|| format!("cannot write {}", cert.display()))?;
     if json_out {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "cert": cert, "key": key, "hosts": hosts,
@@ -41,23 +41,24 @@ pub fn cert(hosts: &[String], force: bool, json_out: bool) -> Result<()> {
         );
         return Ok(());
     }
-    println!(
+    outln!(
         "Wrote a private key and a self-signed certificate for {}:",
         hosts.join(", ")
     );
-    println!("  {}\n  {}\n", cert.display(), key.display());
-    println!(
+    outln!("  {}\n  {}\n", cert.display(), key.display());
+    outln!(
         "Serve it: put these lines in {}",
         paths.config_file().display()
     );
-    println!("\n  cliproxy:\n    tls:\n      cert: {CERT}\n      key: {KEY}\n");
-    println!("then `ccs cliproxy restart`. Its SHA-256 fingerprint, for the clients to pin:\n");
-    println!("  {}\n", made.fingerprint);
-    println!(
+    outln!("\n  cliproxy:\n    tls:\n      cert: {CERT}\n      key: {KEY}\n");
+    outln!("then `ccs cliproxy restart`. Its SHA-256 fingerprint, for the clients to pin:\n");
+    outln!("  {}\n", made.fingerprint);
+    outln!(
         "On each client: ccs --proxy-host {} --proxy-fingerprint {} --proxy-auth-token KEY …",
-        hosts[0], made.fingerprint
+        hosts[0],
+        made.fingerprint
     );
-    println!("(or the same in cliproxy_server.remote of its config.yaml; make KEY with `ccs cliproxy key add NAME`).");
+    outln!("(or the same in cliproxy_server.remote of its config.yaml; make KEY with `ccs cliproxy key add NAME`).");
     Ok(())
 }
 
@@ -74,13 +75,13 @@ fn show(paths: &Paths, json_out: bool) -> Result<()> {
     let certs = tls::read_certs(&file)?;
     let fp = Fingerprint::of(&certs[0]);
     if json_out {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"cert": file, "fingerprint": fp.to_string()}))?
         );
     } else {
-        println!("certificate  {}", file.display());
-        println!("fingerprint  {fp}");
+        outln!("certificate  {}", file.display());
+        outln!("fingerprint  {fp}");
     }
     Ok(())
 }

@@ -49,17 +49,17 @@ pub fn connect(endpoint: &Endpoint, paths: &Paths, config: &Config) -> Result<Cl
 pub fn start() -> Result<()> {
     let (paths, config) = setup_local("start")?;
     if let daemon::Running::Yes { pid } = daemon::running(&paths, &config) {
-        println!(
+        outln!(
             "the ccs daemon already runs at {} (pid {pid})",
             daemon::configured_url(&config)
         );
         return Ok(());
     }
-    eprint!("starting the ccs daemon… ");
+    err!("starting the ccs daemon… ");
     let started = daemon::start_background(&paths, &config);
-    eprintln!("{}", if started.is_ok() { "done" } else { "failed" });
+    errln!("{}", if started.is_ok() { "done" } else { "failed" });
     let (url, _) = started?;
-    println!(
+    outln!(
         "the ccs daemon runs at {url} (logs: {})",
         paths.logs_dir().display()
     );
@@ -69,9 +69,9 @@ pub fn start() -> Result<()> {
 pub fn stop() -> Result<()> {
     let (paths, config) = setup_local("stop")?;
     if daemon::stop_background(&paths, &config)? {
-        println!("the ccs daemon stopped");
+        outln!("the ccs daemon stopped");
     } else {
-        println!("the ccs daemon was not running");
+        outln!("the ccs daemon was not running");
     }
     Ok(())
 }
@@ -80,7 +80,7 @@ pub fn restart() -> Result<()> {
     let (paths, config) = setup_local("restart")?;
     daemon::stop_background(&paths, &config)?;
     let (url, _) = daemon::start_background(&paths, &config)?;
-    println!("the ccs daemon runs again at {url}");
+    outln!("the ccs daemon runs again at {url}");
     Ok(())
 }
 
@@ -103,12 +103,12 @@ pub fn status(json_out: bool) -> Result<()> {
             // A stale pid file goes with this look.
             let _ = daemon::running(&paths, &config);
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"state": "stopped", "daemon": which, "url": endpoint.url})
                 );
             } else {
-                println!("the ccs daemon is not running (start it with `ccs cliproxy start`)");
+                outln!("the ccs daemon is not running (start it with `ccs cliproxy start`)");
             }
             return Ok(());
         }
@@ -119,18 +119,20 @@ pub fn status(json_out: bool) -> Result<()> {
         Err(e) if endpoint.remote => {
             // The client key alone reaches the proxy; the rest needs the management secret.
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"state": "running", "daemon": which, "url": endpoint.url,
                         "pid": probe.pid, "version": probe.version, "rtt_ms": rtt_ms})
                 );
             } else {
-                println!(
+                outln!(
                     "ccs daemon    {which} at {} (pid {}, version {})",
-                    endpoint.url, probe.pid, probe.version
+                    endpoint.url,
+                    probe.pid,
+                    probe.version
                 );
-                println!("round trip    {rtt_ms:.1} ms (GET /healthz, new connection)");
-                println!("details       not shown: {e:#}");
+                outln!("round trip    {rtt_ms:.1} ms (GET /healthz, new connection)");
+                outln!("details       not shown: {e:#}");
             }
             return Ok(());
         }
@@ -141,22 +143,24 @@ pub fn status(json_out: bool) -> Result<()> {
         v["daemon"] = which.into();
         v["rtt_ms"] = rtt_ms.into();
         v["reached_at"] = endpoint.url.clone().into();
-        println!("{v}");
+        outln!("{v}");
         return Ok(());
     }
-    println!(
+    outln!(
         "ccs daemon    {which}, running at {} (pid {}, version {})",
-        endpoint.url, s.pid, s.version
+        endpoint.url,
+        s.pid,
+        s.version
     );
-    println!("round trip    {rtt_ms:.1} ms (GET /healthz, new connection)");
-    println!("uptime        {}", secs(s.uptime_secs));
+    outln!("round trip    {rtt_ms:.1} ms (GET /healthz, new connection)");
+    outln!("uptime        {}", secs(s.uptime_secs));
     let by_state = s
         .by_state
         .iter()
         .map(|(k, v)| format!("{v} {k}"))
         .collect::<Vec<_>>()
         .join(", ");
-    println!(
+    outln!(
         "accounts      {}{}{}",
         s.accounts,
         if by_state.is_empty() {
@@ -169,16 +173,17 @@ pub fn status(json_out: bool) -> Result<()> {
             _ => String::new(),
         }
     );
-    println!(
+    outln!(
         "last hour     {} requests, {} hops",
-        s.requests_last_hour, s.hops_last_hour
+        s.requests_last_hour,
+        s.hops_last_hour
     );
     for note in &s.store_notes {
-        println!("at start     {note}");
+        outln!("at start     {note}");
     }
     print_store(&s.store);
     let c = &s.continuity;
-    println!(
+    outln!(
         "thinking      {}{}",
         if c.fit {
             format!(
@@ -195,7 +200,7 @@ pub fn status(json_out: bool) -> Result<()> {
         }
     );
     if s.by_state.get("dead").copied().unwrap_or(0) > 0 {
-        println!("\nsome accounts are dead: see `ccs claude --accounts` and log them in again");
+        outln!("\nsome accounts are dead: see `ccs claude --accounts` and log them in again");
     }
     Ok(())
 }
@@ -203,23 +208,25 @@ pub fn status(json_out: bool) -> Result<()> {
 /// The shared store's lines: the backend, the peers and who holds each refresh lease.
 fn print_store(store: &crate::api::StoreStatus) {
     let Some(url) = &store.redis_url else {
-        println!("store         sled (this daemon alone)");
+        outln!("store         sled (this daemon alone)");
         return;
     };
     let reach = match store.reachable {
         Some(false) => "UNREACHABLE: serving from this daemon's snapshot, no refreshes",
         _ => "reachable",
     };
-    println!("store         redis at {url} ({reach})");
+    outln!("store         redis at {url} ({reach})");
     for p in &store.peers {
         let me = if p.me { " (this daemon)" } else { "" };
-        println!(
+        outln!(
             "peer          {} at {} (version {}){me}",
-            p.id, p.url, p.version
+            p.id,
+            p.url,
+            p.version
         );
     }
     for l in &store.leases {
-        println!(
+        outln!(
             "lease         {} refreshed by {} (fence {}, {} s left)",
             l.account,
             l.daemon,

@@ -41,7 +41,7 @@ pub fn dashboard(print_only: bool, json_out: bool) -> Result<()> {
     }
     let url = format!("{}/dashboard", endpoint.url);
     if json_out {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"dashboard": url, "login_link": link.url}))?
         );
@@ -49,15 +49,15 @@ pub fn dashboard(print_only: bool, json_out: bool) -> Result<()> {
     }
     let opened = !print_only && can_open_browser() && open_browser(&link.url);
     if opened {
-        println!("Opened the dashboard in your browser: {url}");
+        outln!("Opened the dashboard in your browser: {url}");
     } else {
-        println!("Dashboard: {url}");
-        println!(
+        outln!("Dashboard: {url}");
+        outln!(
             "Log in once with this link (it works once, within 2 minutes):\n\n  {}\n",
             link.url
         );
         if !endpoint.remote {
-            println!(
+            outln!(
             "Over SSH, forward the port first (ssh -L {p}:127.0.0.1:{p} HOST), or log in with the \
              management secret (`ccs config show` says where it is).",
             p = config.cliproxy.port
@@ -104,7 +104,7 @@ pub fn show(json_out: bool) -> Result<()> {
         "oauth_authorize_url": c.oauth.authorize_url,
     });
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        outln!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(());
     }
     if let Some(obj) = view.as_object() {
@@ -113,7 +113,7 @@ pub fn show(json_out: bool) -> Result<()> {
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| v.to_string());
-            println!("{k:<22} {shown}");
+            outln!("{k:<22} {shown}");
         }
     }
     Ok(())

@@ -80,10 +80,8 @@ pub fn demo(with_claude: bool, keep: bool) -> Result<()> {
     let sim = SimHandle::start(&scenario, 0, false, fresh_seed())
         .context("cannot start the simulator")?;
     let s = sim.url();
-    println!(
-        "ccs demo: everything below runs on this machine against the embedded simulator ({s})."
-    );
-    println!(
+    outln!("ccs demo: everything below runs on this machine against the embedded simulator ({s}).");
+    outln!(
         "Three accounts, each with a 5-hour budget of {BUDGET} requests. CCS_HOME is {}.\n",
         home.display()
     );
@@ -101,19 +99,19 @@ pub fn demo(with_claude: bool, keep: bool) -> Result<()> {
         .port();
     let daemon = DaemonHandle::start(paths, config.clone(), Arc::new(ccs_actors::SystemClock))?;
     let client = Client::new(&daemon.url, SECRET);
-    println!("daemon  listening on {}", daemon.url);
+    outln!("daemon  listening on {}", daemon.url);
 
     for _ in 0..3 {
         let attempt = Attempt::new(&config)?;
         let pasted = paste_from_page(&attempt.url)?;
         let answer = parse_paste(&pasted).context("the page's code does not parse")?;
         let (email, reply) = finish(&config, &client, &attempt, &answer)?;
-        println!(
+        outln!(
             "login   {email} (nickname {}), headless flow: pasted CODE#STATE",
             reply.account.map(|a| a.nickname).unwrap_or_default()
         );
     }
-    println!();
+    outln!();
 
     let served = if with_claude {
         claude_turns(&daemon.url, &home)?
@@ -125,20 +123,23 @@ pub fn demo(with_claude: bool, keep: bool) -> Result<()> {
         bail!("the conversation never changed account: the demo did not show a failover");
     }
     for h in &hops {
-        println!(
+        outln!(
             "hop     session {} moved {} → {} ({})",
-            h.session, h.from, h.to, h.reason
+            h.session,
+            h.from,
+            h.to,
+            h.reason
         );
     }
-    println!();
+    outln!();
     print_quota(&client, "claude", false)?;
     if keep {
         keep_running(&home, &daemon.url, &s, &client)?;
     }
     daemon.stop()?;
     sim.stop();
-    println!("\nDone: nothing is left running and the temporary CCS_HOME is removed.");
-    println!("Next: `ccs claude --auth` logs in a real account; `ccs claude` starts Claude Code on the pool.");
+    outln!("\nDone: nothing is left running and the temporary CCS_HOME is removed.");
+    outln!("Next: `ccs claude --auth` logs in a real account; `ccs claude` starts Claude Code on the pool.");
     Ok(())
 }
 
@@ -160,18 +161,16 @@ fn keep_running(home: &std::path::Path, url: &str, sim: &str, client: &Client) -
     );
     crate::fsutil::write_private(&Paths::at(home).config_file(), yaml.as_bytes())?;
     let link = client.login_link()?;
-    println!(
-        "\nThe daemon and the simulator keep running (Ctrl-C ends them and removes the home)."
-    );
-    println!(
+    outln!("\nThe daemon and the simulator keep running (Ctrl-C ends them and removes the home).");
+    outln!(
         "Dashboard, logged in (the link works once, within 2 minutes):\n\n  {}\n",
         link.url
     );
-    println!(
+    outln!(
         "Or from another terminal: CCS_HOME={} ccs config",
         home.display()
     );
-    println!(
+    outln!(
         "A turn goes through the proxy every {} s; watch the Live page for hops.\n",
         KEEP_EVERY.as_secs()
     );
@@ -184,7 +183,7 @@ fn keep_running(home: &std::path::Path, url: &str, sim: &str, client: &Client) -
         .block_on(tokio::signal::ctrl_c())?;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = traffic.join();
-    println!();
+    outln!();
     Ok(())
 }
 
@@ -221,9 +220,7 @@ fn keep_traffic(url: &str, sim: &str, stop: &std::sync::atomic::AtomicBool) {
                     .json(&json!({"five_hour": budget}))
                     .send();
             }
-            println!(
-                "all three accounts are spent: the simulator gives each {BUDGET} more requests"
-            );
+            outln!("all three accounts are spent: the simulator gives each {BUDGET} more requests");
             continue;
         }
         let text = r
@@ -233,7 +230,7 @@ fn keep_traffic(url: &str, sim: &str, stop: &std::sync::atomic::AtomicBool) {
             .unwrap_or_default();
         let who = account_of(&text);
         if last.as_ref().is_some_and(|l| *l != who) {
-            println!("hop     the conversation moved to {who}");
+            outln!("hop     the conversation moved to {who}");
         }
         last = Some(who);
     }
@@ -265,12 +262,12 @@ fn api_turns(url: &str) -> Result<Vec<String>> {
             .to_string();
         let who = account_of(&text);
         if served.last().is_some_and(|prev: &String| *prev != who) {
-            println!(
+            outln!(
                 "        ↪ {} is out of 5-hour quota; the conversation continues on {who}",
                 served.last().map(String::as_str).unwrap_or("")
             );
         }
-        println!("turn {turn}  served by {who}");
+        outln!("turn {turn}  served by {who}");
         messages.push(json!({"role": "assistant", "content": text}));
         served.push(who);
     }
@@ -325,12 +322,12 @@ fn claude_turns(url: &str, home: &std::path::Path) -> Result<Vec<String>> {
         }
         let who = account_of(&text);
         if served.last().is_some_and(|prev: &String| *prev != who) {
-            println!(
+            outln!(
                 "        ↪ {} is out of 5-hour quota; the conversation continues on {who}",
                 served.last().map(String::as_str).unwrap_or("")
             );
         }
-        println!(
+        outln!(
             "turn {turn}  claude -p … {}  served by {who}",
             if turn == 1 {
                 "--session-id"

@@ -15,15 +15,15 @@ fn client() -> Result<crate::client::Client> {
 pub fn add(name: &str, rpm: Option<u32>, concurrent: Option<u32>, json_out: bool) -> Result<()> {
     let made = client()?.add_client_key(name, rpm, concurrent)?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&made)?);
+        outln!("{}", serde_json::to_string_pretty(&made)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "Client key {:?} made. It is shown this once (the daemon keeps only its SHA-256):\n",
         made.name
     );
-    println!("  {}\n", made.key);
-    println!(
+    outln!("  {}\n", made.key);
+    outln!(
         "Give it to its user: Claude Code takes it as ANTHROPIC_AUTH_TOKEN, the SDKs as api_key. \
          Revoke it with `ccs cliproxy key revoke {}`.",
         made.name
@@ -34,12 +34,16 @@ pub fn add(name: &str, rpm: Option<u32>, concurrent: Option<u32>, json_out: bool
 pub fn list(json_out: bool) -> Result<()> {
     let keys = client()?.client_keys()?;
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&keys)?);
+        outln!("{}", serde_json::to_string_pretty(&keys)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<24} {:<12} {:<22} {:<20} {:>9}  SHA-256",
-        "NAME", "SET IN", "MADE", "LIMITS", "IN FLIGHT"
+        "NAME",
+        "SET IN",
+        "MADE",
+        "LIMITS",
+        "IN FLIGHT"
     );
     for k in keys {
         let limits = match (k.requests_per_minute, k.concurrent) {
@@ -53,7 +57,7 @@ pub fn list(json_out: bool) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", "),
         };
-        println!(
+        outln!(
             "{:<24} {:<12} {:<22} {:<20} {:>9}  {}…",
             k.name,
             if k.from_config { "config.yaml" } else { "ccs" },
@@ -68,7 +72,7 @@ pub fn list(json_out: bool) -> Result<()> {
 
 pub fn revoke(name: &str) -> Result<()> {
     let r = client()?.revoke_client_key(name)?;
-    println!("Client key {:?} revoked: refused from now on.", r.revoked);
+    outln!("Client key {:?} revoked: refused from now on.", r.revoked);
     Ok(())
 }
 
@@ -78,7 +82,7 @@ fn read_secret() -> Result<String> {
     let stdin = std::io::stdin();
     let tty = stdin.is_terminal();
     let saved = if tty {
-        eprint!("Management secret (not shown): ");
+        err!("Management secret (not shown): ");
         let _ = std::io::stderr().flush();
         let saved = rustix::termios::tcgetattr(&stdin).ok();
         if let Some(mut quiet) = saved.clone() {
@@ -94,7 +98,7 @@ fn read_secret() -> Result<String> {
     let read = stdin.lock().read_line(&mut line);
     if let Some(t) = saved {
         let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &t);
-        eprintln!();
+        errln!();
     }
     read?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
@@ -110,9 +114,9 @@ pub fn hash_secret() -> Result<()> {
         );
     }
     let phc = crate::keys::hash_secret(&secret)?;
-    println!("# under cliproxy.auth in config.yaml, instead of management_secret:");
-    println!("management_secret_argon2: '{phc}'");
-    eprintln!(
+    outln!("# under cliproxy.auth in config.yaml, instead of management_secret:");
+    outln!("management_secret_argon2: '{phc}'");
+    errln!(
         "Then give the CLI the secret itself in the environment: {}=…",
         crate::keys::SECRET_ENV
     );

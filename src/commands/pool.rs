@@ -35,7 +35,7 @@ fn members(c: &Client, name: &str) -> Result<Vec<String>> {
 }
 
 fn print_pool(name: &str, list: &[String]) {
-    println!(
+    outln!(
         "{name}: {}",
         if list.is_empty() {
             "(empty)".to_string()
@@ -51,7 +51,7 @@ pub fn pool(cmd: PoolCommand) -> Result<()> {
         PoolCommand::List { json: as_json } => {
             let pools = c.pools()?;
             if as_json {
-                println!("{}", serde_json::to_string(&pools)?);
+                outln!("{}", serde_json::to_string(&pools)?);
             } else {
                 for (name, m) in &pools.pools {
                     print_pool(name, m);
@@ -62,7 +62,7 @@ pub fn pool(cmd: PoolCommand) -> Result<()> {
             let name = name.unwrap_or_else(|| "claude".into());
             let m = members(&c, &name)?;
             let accounts = c.accounts()?;
-            println!("pool {name} (drain order):");
+            outln!("pool {name} (drain order):");
             for (i, email) in m.iter().enumerate() {
                 let state = accounts
                     .iter()
@@ -74,7 +74,7 @@ pub fn pool(cmd: PoolCommand) -> Result<()> {
                         }
                         s
                     });
-                println!(
+                outln!(
                     "  {}. {email} ({})",
                     i + 1,
                     state.unwrap_or_else(|| "?".into())
@@ -121,19 +121,19 @@ pub fn pool(cmd: PoolCommand) -> Result<()> {
         }
         PoolCommand::Pause { account } => {
             let r = c.set_paused(&account, true)?;
-            println!(
+            outln!(
                 "{} is paused: logged in and refreshed, but it takes no traffic",
                 r.email
             );
         }
         PoolCommand::Resume { account } => {
             let r = c.set_paused(&account, false)?;
-            println!("{} takes traffic again", r.email);
+            outln!("{} takes traffic again", r.email);
         }
         PoolCommand::Import { name } => super::auth::import(&name)?,
         PoolCommand::Delete { name } => {
             c.delete_pool(&name)?;
-            println!("pool {name} deleted (its accounts stay logged in)");
+            outln!("pool {name} deleted (its accounts stay logged in)");
         }
     }
     Ok(())
@@ -172,10 +172,10 @@ pub fn print_quota(c: &Client, pool: &str, as_json: bool) -> Result<()> {
     let mut q = c.quota(pool, Some(60))?;
     q.accounts.sort_by_key(|a| a.position);
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&q)?);
+        outln!("{}", serde_json::to_string_pretty(&q)?);
         return Ok(());
     }
-    println!("pool {pool}");
+    outln!("pool {pool}");
     for a in &q.accounts {
         let mut state = a.state.clone();
         if a.paused {
@@ -184,13 +184,13 @@ pub fn print_quota(c: &Client, pool: &str, as_json: bool) -> Result<()> {
         if let Some(c) = &a.cooldown_until {
             state.push_str(&format!(", limited, back {}", until(Some(c))));
         }
-        println!("{:>2}. {} ({})", a.position.unwrap_or(0), a.email, state);
-        println!("    5-hour  {}", window(a.five_hour.as_ref()));
-        println!("    weekly  {}", window(a.seven_day.as_ref()));
+        outln!("{:>2}. {} ({})", a.position.unwrap_or(0), a.email, state);
+        outln!("    5-hour  {}", window(a.five_hour.as_ref()));
+        outln!("    weekly  {}", window(a.seven_day.as_ref()));
     }
     match &q.next_for_new_sessions {
-        Some(n) => println!("new sessions go to: {n}"),
-        None => println!("new sessions: none can be served now (all limited, dead or paused)"),
+        Some(n) => outln!("new sessions go to: {n}"),
+        None => outln!("new sessions: none can be served now (all limited, dead or paused)"),
     }
     Ok(())
 }

@@ -51,7 +51,7 @@ fn prepare(
         if pool != "claude" {
             bail!("no account is logged in: run `ccs claude --auth` first");
         }
-        println!("No Claude account is logged in yet: let's log one in.");
+        outln!("No Claude account is logged in yet: let's log one in.");
         let no_display =
             std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none();
         accounts::login(
@@ -76,19 +76,19 @@ fn prepare(
     }
     for a in in_pool.iter().filter(|a| a.state == "dead") {
         let email = &a.email;
-        eprintln!(
+        errln!(
             "Account {} ({email}) needs a new login: its grant is gone.",
             a.nickname
         );
         if !remote && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-            eprint!("Log it in again now? [Y/n] ");
+            err!("Log it in again now? [Y/n] ");
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;
             if matches!(line.trim(), "" | "y" | "Y" | "yes") {
                 accounts::login(paths, config, true, headless)?;
             }
         } else {
-            eprintln!("  run: ccs claude --auth --add   (and sign in as {email})");
+            errln!("  run: ccs claude --auth --add   (and sign in as {email})");
         }
     }
     let lead = config.cliproxy.refresh_lead.0.as_secs();
@@ -99,7 +99,7 @@ fn prepare(
         if let Err(e) = client.refresh(&a.email) {
             // The daemon's message names the account and says which case it is (the grant is
             // gone: log in again; or a passing failure: retried by itself).
-            eprintln!("warning: before the launch, {e}");
+            errln!("warning: before the launch, {e}");
         }
     }
     let q = client.quota(pool, None)?;
@@ -119,7 +119,7 @@ fn prepare(
                  own arguments, which pass through untouched; Claude Code will show the proxy's 429)"
             );
         }
-        eprintln!("warning: {msg}; starting anyway (--force)");
+        errln!("warning: {msg}; starting anyway (--force)");
     }
     Ok(())
 }

@@ -41,24 +41,27 @@ pub fn serve(
     })?;
     let url = sim.url();
     if json_out {
-        println!(
+        outln!(
             "{}",
             json!({"url": url, "port": sim.addr.port(), "users": scenario.users.iter().map(|u| &u.email).collect::<Vec<_>>()})
         );
     } else {
-        println!("ccs simulator listening on {url}");
+        outln!("ccs simulator listening on {url}");
         for u in &scenario.users {
-            println!(
+            outln!(
                 "  user {:<28} plan {:<5} 5h budget {:>6}  7d budget {:>7}",
-                u.email, u.plan, u.five_hour, u.seven_day
+                u.email,
+                u.plan,
+                u.five_hour,
+                u.seven_day
             );
         }
-        println!(
+        outln!(
             "  token lifetime {}s, budgets count {:?}",
             scenario.token_ttl.0.as_secs(),
             scenario.budget_unit
         );
-        println!("state: {url}/sim/state   stop: Ctrl-C");
+        outln!("state: {url}/sim/state   stop: Ctrl-C");
     }
     actix_web::rt::System::new().block_on(async {
         let _ = tokio::signal::ctrl_c().await;
@@ -110,21 +113,21 @@ fn report(spec: &crate::sim::harness::Spec, what: &str, json_out: bool) -> Resul
     let started = std::time::Instant::now();
     let report = crate::sim::harness::run_blocking(spec);
     if json_out {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({"spec": spec, "report": report}))?
         );
     } else {
-        println!("ccs sim run: {what}");
-        println!(
+        outln!("ccs sim run: {what}");
+        outln!(
             "  (ran in {:.2} s of real time)",
             started.elapsed().as_secs_f64()
         );
-        println!("\nrequests         {}", report.requests);
-        println!("served per account:");
+        outln!("\nrequests         {}", report.requests);
+        outln!("served per account:");
         for (i, a) in spec.accounts.iter().enumerate() {
             let e = format!("acct{i}@sim.example");
-            println!(
+            outln!(
                 "  {e:<22} {:>6}   (5-hour budget {}, weekly {})",
                 report.served.get(&e).copied().unwrap_or(0),
                 a.five_hour,
@@ -136,7 +139,7 @@ fn report(spec: &crate::sim::harness::Spec, what: &str, json_out: bool) -> Resul
             .iter()
             .map(|(k, v)| format!("{v} {k}"))
             .collect();
-        println!(
+        outln!(
             "hops             {}",
             if hops.is_empty() {
                 "none".into()
@@ -144,30 +147,31 @@ fn report(spec: &crate::sim::harness::Spec, what: &str, json_out: bool) -> Resul
                 hops.join(", ")
             }
         );
-        println!(
+        outln!(
             "refreshes        {} ok of {} calls",
-            report.refreshes, report.refresh_calls
+            report.refreshes,
+            report.refresh_calls
         );
-        println!("faults injected  {}", report.faults_injected);
+        outln!("faults injected  {}", report.faults_injected);
         if report.failed.is_empty() {
-            println!("failed requests  none");
+            outln!("failed requests  none");
         } else {
-            println!("failed requests:");
+            outln!("failed requests:");
             for (why, n) in &report.failed {
-                println!("  {n:>6}  {why}");
+                outln!("  {n:>6}  {why}");
             }
         }
         match (report.pool_efficiency, &report.pool_efficiency_note) {
-            (Some(e), _) => println!("pool efficiency  {:.1}% of what the authority would have served (5-hour windows, capped by what each weekly window had left) was used before the first refused request", e * 100.0),
-            (None, Some(why)) => println!("pool efficiency  no figure: {why}"),
-            (None, None) => println!("pool efficiency  no figure"),
+            (Some(e), _) => outln!("pool efficiency  {:.1}% of what the authority would have served (5-hour windows, capped by what each weekly window had left) was used before the first refused request", e * 100.0),
+            (None, Some(why)) => outln!("pool efficiency  no figure: {why}"),
+            (None, None) => outln!("pool efficiency  no figure"),
         }
         if report.violations.is_empty() {
-            println!("invariants       all held (I1-I8, specs/failover-invariants.md)");
+            outln!("invariants       all held (I1-I8, specs/failover-invariants.md)");
         } else {
-            println!("INVARIANT VIOLATIONS ({}):", report.violations.len());
+            outln!("INVARIANT VIOLATIONS ({}):", report.violations.len());
             for v in &report.violations {
-                println!("  {v}");
+                outln!("  {v}");
             }
         }
     }
@@ -187,7 +191,7 @@ pub fn soak(worlds: u64, seed: u64, jobs: Option<usize>) -> Result<()> {
         .max(1) as u64;
     let started = std::time::Instant::now();
     let done = Arc::new(AtomicU64::new(0));
-    eprintln!("ccs sim soak: {worlds} worlds of seed {seed} on {jobs} threads");
+    errln!("ccs sim soak: {worlds} worlds of seed {seed} on {jobs} threads");
     let handles: Vec<_> = (0..jobs)
         .map(|j| {
             let done = done.clone();
@@ -201,7 +205,7 @@ pub fn soak(worlds: u64, seed: u64, jobs: Option<usize>) -> Result<()> {
                     }
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     if n % 500 == 0 || n == worlds {
-                        eprintln!(
+                        errln!(
                             "  {n}/{worlds} worlds, {:.0} s",
                             started.elapsed().as_secs_f64()
                         );
@@ -217,7 +221,7 @@ pub fn soak(worlds: u64, seed: u64, jobs: Option<usize>) -> Result<()> {
         .collect();
     failed.sort_by_key(|(i, _, _)| *i);
     for (i, spec, violations) in &failed {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "name": format!("soak_seed{seed}_world{i}"),
@@ -227,7 +231,7 @@ pub fn soak(worlds: u64, seed: u64, jobs: Option<usize>) -> Result<()> {
         );
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "ccs sim soak: {} of {worlds} worlds broke an invariant (seed {seed}, {secs:.0} s)",
         failed.len()
     );

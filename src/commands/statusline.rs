@@ -83,7 +83,7 @@ pub fn run() -> Result<()> {
         })
     })()
     .unwrap_or_else(|| "ccs".to_string());
-    println!("{out}");
+    outln!("{out}");
     Ok(())
 }
 

@@ -19,13 +19,17 @@ fn n(x: u64) -> String {
 }
 
 fn table(title: &str, rows: &[api::UsageRow]) {
-    println!(
+    outln!(
         "\n{title:<34} {:>9} {:>12} {:>12} {:>12} {:>12}",
-        "REQUESTS", "INPUT", "OUTPUT", "CACHE READ", "CACHE WRITE"
+        "REQUESTS",
+        "INPUT",
+        "OUTPUT",
+        "CACHE READ",
+        "CACHE WRITE"
     );
     for r in rows {
         let t: &Tokens = &r.tokens;
-        println!(
+        outln!(
             "{:<34} {:>9} {:>12} {:>12} {:>12} {:>12}",
             r.name,
             n(t.requests),
@@ -36,7 +40,7 @@ fn table(title: &str, rows: &[api::UsageRow]) {
         );
     }
     if rows.is_empty() {
-        println!("(nothing yet)");
+        outln!("(nothing yet)");
     }
 }
 
@@ -47,14 +51,14 @@ pub fn usage(span: &str, json_out: bool) -> Result<()> {
     let u = c.usage(span)?;
     if json_out {
         let accounts = c.accounts()?;
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({"usage": u, "accounts": accounts}))?
         );
         return Ok(());
     }
     let t = &u.total;
-    println!(
+    outln!(
         "last {}: {} requests, {} input, {} output, {} cache-read, {} cache-write tokens",
         u.span,
         n(t.requests),
@@ -66,9 +70,13 @@ pub fn usage(span: &str, json_out: bool) -> Result<()> {
     table("BY ACCOUNT", &u.by_account);
     table("BY MODEL", &u.by_model);
     table("BY CLIENT KEY", &u.by_client);
-    println!(
+    outln!(
         "\n{:<34} {:>8} {:<14} {:>8} {:<14}",
-        "WINDOWS", "5-HOUR", "RESETS", "WEEKLY", "RESETS"
+        "WINDOWS",
+        "5-HOUR",
+        "RESETS",
+        "WEEKLY",
+        "RESETS"
     );
     for a in c.accounts()? {
         let pct = |w: &Option<api::WindowView>| {
@@ -82,7 +90,7 @@ pub fn usage(span: &str, json_out: bool) -> Result<()> {
                 .map(|r| until(Some(r)))
                 .unwrap_or_default()
         };
-        println!(
+        outln!(
             "{:<34} {:>8} {:<14} {:>8} {:<14}",
             a.email,
             pct(&a.five_hour),
