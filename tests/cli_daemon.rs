@@ -421,3 +421,92 @@ fn the_log_has_a_line_per_request_no_token_no_colour_and_no_flood() {
         "daemon.out repeats the log:\n{out}"
     );
 }
+
+#[test]
+fn a_daemon_whose_port_was_changed_since_is_found_stopped_and_moved() {
+    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
+    let port = free_port();
+    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
+    let _stop = StopOnDrop(paths.home.clone());
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pid: u32 = std::fs::read_to_string(paths.pid_file())
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let moved = free_port();
+    let yaml = std::fs::read_to_string(paths.config_file()).unwrap();
+    std::fs::write(
+        paths.config_file(),
+        yaml.replace(&format!("port: {port}"), &format!("port: {moved}")),
+    )
+    .unwrap();
+    let old_url = format!("http://127.0.0.1:{port}");
+
+    let (code, out, _) = ccs(&paths.home, &["cliproxy", "status"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains(&old_url) && out.contains(&format!("pid {pid}")) && out.contains("restart"),
+        "status names the daemon where it is: {out}"
+    );
+    let (code, out, _) = ccs(&paths.home, &["cliproxy", "status", "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["state"], "elsewhere", "{v}");
+    assert_eq!(v["url"], old_url.as_str());
+    let (code, _, err) = ccs(&paths.home, &["cliproxy", "start"]);
+    assert_ne!(code, 0, "start does not start a second one beside it");
+    assert!(err.contains("ccs cliproxy restart"), "{err}");
+
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stopped"), "{out}");
+    assert!(!ccs::daemon::pid_alive(pid), "the daemon is gone");
+    assert!(!paths.pid_file().exists() && !paths.lock_file().exists());
+
+    // And restart from the same situation moves it to the new port.
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(ccs::daemon::healthz(&format!("http://127.0.0.1:{moved}")).is_some());
+    std::fs::write(paths.config_file(), &yaml).unwrap();
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "restart"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(ccs::daemon::healthz(&old_url).is_some(), "{out}");
+    assert!(ccs::daemon::healthz(&format!("http://127.0.0.1:{moved}")).is_none());
+}
+
+#[test]
+fn starts_at_once_all_succeed_on_one_daemon() {
+    // Several `ccs claude` started at once in terminal panes each start the daemon: every one
+    // succeeds and names the one daemon that runs. Three rounds of twelve, stopped between.
+    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
+    let port = free_port();
+    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
+    let _stop = StopOnDrop(paths.home.clone());
+    let url = format!("http://127.0.0.1:{port}");
+    for round in 0..3 {
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(12));
+        let starts: Vec<_> = (0..12)
+            .map(|_| {
+                let (home, gate) = (paths.home.clone(), gate.clone());
+                std::thread::spawn(move || {
+                    gate.wait();
+                    ccs(&home, &["cliproxy", "start"])
+                })
+            })
+            .collect();
+        for s in starts {
+            let (code, out, err) = s.join().unwrap();
+            assert_eq!(code, 0, "round {round}: {out}{err}");
+            assert!(out.contains(&url), "each names the daemon that runs: {out}");
+        }
+        let pid = ccs::daemon::healthz(&url).expect("one daemon runs");
+        assert_eq!(
+            std::fs::read_to_string(paths.pid_file()).unwrap().trim(),
+            pid.to_string()
+        );
+        let (code, out, err) = ccs(&paths.home, &["cliproxy", "stop"]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+}

@@ -100,8 +100,25 @@ pub fn status(json_out: bool) -> Result<()> {
         Ok(p) => p,
         Err(why) if endpoint.remote => anyhow::bail!(why),
         Err(_) => {
-            // A stale pid file goes with this look.
-            let _ = daemon::running(&paths, &config);
+            // A stale pid file goes with this look; a daemon moved since config.yaml changed
+            // is named.
+            if let daemon::Running::Elsewhere { pid, url } = daemon::running(&paths, &config) {
+                if json_out {
+                    outln!(
+                        "{}",
+                        serde_json::json!({"state": "elsewhere", "daemon": which, "pid": pid,
+                            "url": url, "configured_url": endpoint.url})
+                    );
+                } else {
+                    outln!(
+                        "the ccs daemon runs at {url} (pid {pid}), not at {} as {} now says: \
+                         `ccs cliproxy restart` moves it there",
+                        endpoint.url,
+                        paths.config_file().display()
+                    );
+                }
+                return Ok(());
+            }
             if json_out {
                 outln!(
                     "{}",

@@ -53,6 +53,15 @@ impl Paths {
     pub fn lock_file(&self) -> PathBuf {
         self.cliproxy().join("daemon.lock")
     }
+    /// The URL the running daemon listens on, written by it (the configured port may have
+    /// changed since it started).
+    pub fn url_file(&self) -> PathBuf {
+        self.cliproxy().join("daemon.url")
+    }
+    /// Held by a CLI while it starts the daemon, so concurrent starts queue instead of racing.
+    pub fn start_lock_file(&self) -> PathBuf {
+        self.cliproxy().join("start.lock")
+    }
     /// The generated client key and management secret (`keys.rs`).
     pub fn keys_file(&self) -> PathBuf {
         self.cliproxy().join("keys.json")

@@ -82,28 +82,53 @@ fn read_pid(paths: &Paths) -> Option<u32> {
         .ok()
 }
 
-/// What is known about the configured daemon.
+/// What is known about this home's daemon.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Running {
     /// A ccs daemon answers at the configured address.
     Yes { pid: u32 },
+    /// This home's daemon answers at another address than config.yaml now names (its port or
+    /// host was changed since it started): found by its pid and URL files.
+    Elsewhere { pid: u32, url: String },
     /// Nothing answers; a pid file (if any) was stale.
     No,
 }
 
 pub fn running(paths: &Paths, config: &Config) -> Running {
-    match local_health(config) {
-        Some(pid) => Running::Yes { pid },
-        None => {
-            if let Some(pid) = read_pid(paths) {
-                if !pid_alive(pid) {
-                    let _ = std::fs::remove_file(paths.pid_file());
-                    let _ = std::fs::remove_file(paths.lock_file());
-                }
-            }
-            Running::No
-        }
+    if let Some(pid) = local_health(config) {
+        return Running::Yes { pid };
     }
+    let Some(pid) = read_pid(paths) else {
+        return Running::No;
+    };
+    if !pid_alive(pid) {
+        let _ = std::fs::remove_file(paths.pid_file());
+        let _ = std::fs::remove_file(paths.lock_file());
+        let _ = std::fs::remove_file(paths.url_file());
+        return Running::No;
+    }
+    let url = std::fs::read_to_string(paths.url_file()).unwrap_or_default();
+    let url = url.trim();
+    let tls = match url.starts_with("https://") {
+        true => crate::tls::liveness_config().ok(),
+        false => None,
+    };
+    match health(url, tls) {
+        Some(answered) if answered == pid => Running::Elsewhere {
+            pid,
+            url: url.to_string(),
+        },
+        _ => Running::No,
+    }
+}
+
+/// What to say when this home's daemon runs on another address than config.yaml names.
+fn elsewhere(paths: &Paths, config: &Config, pid: u32, url: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "this home's ccs daemon (pid {pid}) runs at {url}, not at {} as {} now says:          `ccs cliproxy restart` moves it there",
+        configured_url(config),
+        paths.config_file().display()
+    )
 }
 
 fn bind(config: &Config, paths: &Paths) -> Result<TcpListener> {
@@ -166,11 +191,41 @@ impl HomeLock {
     }
 }
 
+impl HomeLock {
+    /// Says where this daemon listens (only the lock's holder writes it).
+    fn listening(&self, url: &str) -> Result<()> {
+        crate::fsutil::write_private(&self.paths.url_file(), url.as_bytes())
+            .with_context(|| format!("cannot write {}", self.paths.url_file().display()))
+    }
+}
+
 impl Drop for HomeLock {
     fn drop(&mut self) {
         // Removed while still locked, so no other daemon is between its lock and these files.
         let _ = std::fs::remove_file(self.paths.pid_file());
+        let _ = std::fs::remove_file(self.paths.url_file());
         let _ = std::fs::remove_file(self.paths.lock_file());
+    }
+}
+
+/// A CLI starting this home's daemon: the others wait their turn (an exclusive lock on
+/// `start.lock`), then find the daemon the first one started.
+struct StartLock(#[allow(dead_code)] std::fs::File);
+
+impl StartLock {
+    fn take(paths: &Paths) -> Result<StartLock> {
+        use std::os::unix::fs::OpenOptionsExt;
+        crate::fsutil::private_dir(&paths.cliproxy())?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(paths.start_lock_file())
+            .with_context(|| format!("cannot open {}", paths.start_lock_file().display()))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .with_context(|| format!("cannot lock {}", paths.start_lock_file().display()))?;
+        Ok(StartLock(file))
     }
 }
 
@@ -186,8 +241,14 @@ pub fn run_foreground(paths: &Paths, config: Config) -> Result<()> {
     // first byte: sled creates its files with the process umask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     crate::fsutil::private_dir(&paths.cliproxy())?;
-    let _lock = HomeLock::take(paths)?;
+    let lock = HomeLock::take(paths)?;
     let listener = bind(&config, paths)?;
+    let scheme = if config.cliproxy.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    lock.listening(&format!("{scheme}://{}", listener.local_addr()?))?;
     let detached = std::env::var_os(DETACHED_ENV).is_some();
     let _guard = crate::logging::init(paths, !detached)?;
     // A test-only build may be asked to run with a planted bug (tests/crash.rs shows its crash
@@ -219,8 +280,18 @@ pub fn run_foreground(paths: &Paths, config: Config) -> Result<()> {
 /// and whether it was already running.
 pub fn start_background(paths: &Paths, config: &Config) -> Result<(String, bool)> {
     let url = configured_url(config);
-    if let Running::Yes { .. } = running(paths, config) {
-        return Ok((url, true));
+    let check = |paths: &Paths| match running(paths, config) {
+        Running::Yes { .. } => Ok(Some((url.clone(), true))),
+        Running::Elsewhere { pid, url } => Err(elsewhere(paths, config, pid, &url)),
+        Running::No => Ok(None),
+    };
+    if let Some(found) = check(paths)? {
+        return Ok(found);
+    }
+    // One start at a time: a CLI that waited here finds the daemon the one before it started.
+    let _turn = StartLock::take(paths)?;
+    if let Some(found) = check(paths)? {
+        return Ok(found);
     }
     // Fail early, with the config key, when the port is taken by something else.
     drop(bind(config, paths)?);
@@ -271,18 +342,27 @@ pub fn start_background(paths: &Paths, config: &Config) -> Result<(String, bool)
 
 /// `ccs cliproxy stop`: asks the daemon to stop and waits for it; false when none ran.
 pub fn stop_background(paths: &Paths, config: &Config) -> Result<bool> {
-    let Running::Yes { pid } = running(paths, config) else {
-        return Ok(false);
+    let pid = match running(paths, config) {
+        Running::Yes { pid } => {
+            // The client (and its keep-alive connection) is gone before we wait: an open
+            // connection would hold the daemon's graceful stop until it times out.
+            let asked = Endpoint::local(paths, config)?
+                .management(config)?
+                .shutdown();
+            if asked.is_err() {
+                // The API refused (wrong secret?): fall back to the signal.
+                terminate(pid);
+            }
+            pid
+        }
+        // Not where config.yaml says: its pid file names it, and SIGTERM stops it as
+        // gracefully as the API would.
+        Running::Elsewhere { pid, .. } => {
+            terminate(pid);
+            pid
+        }
+        Running::No => return Ok(false),
     };
-    // The client (and its keep-alive connection) is gone before we wait: an open connection
-    // would hold the daemon's graceful stop until it times out.
-    let asked = Endpoint::local(paths, config)?
-        .management(config)?
-        .shutdown();
-    if asked.is_err() {
-        // The API refused (wrong secret?): fall back to the signal.
-        terminate(pid);
-    }
     let bound = config.cliproxy.stop_grace.0 + Duration::from_secs(5);
     let deadline = Instant::now() + bound;
     while Instant::now() < deadline {
