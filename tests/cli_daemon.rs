@@ -510,3 +510,44 @@ fn starts_at_once_all_succeed_on_one_daemon() {
         assert_eq!(code, 0, "{out}{err}");
     }
 }
+
+#[test]
+fn a_clean_stop_keeps_the_latest_figures() {
+    // Utilization and last use are written down at most once a minute while the daemon runs;
+    // a clean stop writes the rest, so the next start shows what the last answer said.
+    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
+    let port = free_port();
+    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
+    let _stop = StopOnDrop(paths.home.clone());
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rt = rt();
+    let before = rt.block_on(async {
+        add_account(&sim.url(), &url, "a@example.com").await;
+        assert_eq!(ask(&url, None, false).await.status(), 200);
+        // A second later (last use is kept to the second), two more answers.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        assert_eq!(ask(&url, None, false).await.status(), 200);
+        assert_eq!(ask(&url, None, false).await.status(), 200);
+        let (_, list) = manage(&url, Method::GET, "/accounts", None).await;
+        account(&list, "a@example.com").clone()
+    });
+    assert!(
+        before["five_hour"]["utilization"].as_f64().unwrap() > 0.25,
+        "{before}"
+    );
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "stop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let after = rt.block_on(async {
+        let (_, list) = manage(&url, Method::GET, "/accounts", None).await;
+        account(&list, "a@example.com").clone()
+    });
+    assert_eq!(
+        after["five_hour"]["utilization"], before["five_hour"]["utilization"],
+        "{after}"
+    );
+    assert_eq!(after["last_used_at"], before["last_used_at"], "{after}");
+}

@@ -280,6 +280,15 @@ pub async fn serve(
             bound.as_secs()
         );
     }
+    // What was batched (utilization, last use) is written now: a clean stop loses no figure.
+    if tokio::time::timeout(SETTLE_BOUND, sup.save_quotas())
+        .await
+        .is_err()
+    {
+        tracing::warn!("stopping before every account's quota was written down");
+    }
+    let saver = ctx.clone();
+    let _ = tokio::task::spawn_blocking(move || saver.save_last_used()).await;
     store.flush()?;
     if let Some(shared) = &ctx.shared {
         shared.leave().await;

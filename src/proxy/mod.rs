@@ -296,6 +296,28 @@ impl Ctx {
         }
     }
 
+    /// Every last use not yet in the store written down (a clean stop).
+    pub fn save_last_used(&self) {
+        let pending: Vec<(AccountId, u64)> = {
+            let mut m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
+            m.iter_mut()
+                .filter(|(_, (seen, noted))| seen > noted)
+                .map(|(id, e)| {
+                    e.1 = e.0;
+                    (id.clone(), e.0)
+                })
+                .collect()
+        };
+        for (id, ms) in pending {
+            if let Err(e) = self
+                .store
+                .update_account(&id, move |a| a.last_used_at_ms = Some(ms))
+            {
+                tracing::warn!(account = %id, error = %e, "cannot note the account's last use");
+            }
+        }
+    }
+
     /// When `account` last served, as this daemon saw it (newer than the store's note).
     pub fn last_used_ms(&self, account: &str) -> Option<u64> {
         let m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());

@@ -95,6 +95,31 @@ impl Handler<Settle> for AccountActor {
     }
 }
 
+/// Writes the account's quota down as it stands, utilization included (which is otherwise
+/// written at most once a minute): a clean stop loses no figure. Answers once it is written.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SaveQuota;
+
+impl Handler<SaveQuota> for AccountActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: SaveQuota, _ctx: &mut Context<Self>) -> Self::Result {
+        let write = self.deps.store.persist_quota(&self.id, &self.quota, false);
+        self.quota_saved_at = Some(self.deps.clock.now());
+        let id = self.id.clone();
+        Box::pin(async move {
+            let written = match write {
+                crate::ports::Persisting::Pending(w) => w.await,
+                crate::ports::Persisting::Done(r) => r,
+            };
+            if let Err(e) = written {
+                tracing::warn!(account = %id, error = %e, "could not save quota state");
+            }
+        })
+    }
+}
+
 /// The account's state, for status views and tests.
 #[derive(Message)]
 #[rtype(result = "AccountState")]

@@ -21,8 +21,8 @@ mod control;
 mod quota;
 
 pub use control::{
-    AccountState, CredentialRefused, Demand, GetState, LoggedIn, LoggedOut, Settle, StopAccount,
-    Tick,
+    AccountState, CredentialRefused, Demand, GetState, LoggedIn, LoggedOut, SaveQuota, Settle,
+    StopAccount, Tick,
 };
 pub use quota::{Observe, ObserveUsage, PeerQuota};
 

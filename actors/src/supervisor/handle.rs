@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use super::hot::Hot;
 use super::route::{Bind, Touch};
-use super::{AccountAddr, AddAccount, Route, SettleAll, Supervisor, SupervisorView, View};
+use super::{
+    AccountAddr, AddAccount, Route, SaveQuotas, SettleAll, Supervisor, SupervisorView, View,
+};
 use crate::account::{AccountActor, Deps, GetLease, Lease, LeaseError};
 use crate::clock::{SharedClock, Timestamp};
 use crate::routing::{self, AccountId, Decision};
@@ -189,6 +191,11 @@ impl SupervisorHandle {
     /// Waits until no account has a refresh call out or a token unwritten.
     pub async fn settle(&self) {
         let _ = self.addr.send(SettleAll).await;
+    }
+
+    /// Writes every account's quota down as it stands (a clean stop).
+    pub async fn save_quotas(&self) {
+        let _ = self.addr.send(SaveQuotas).await;
     }
 
     pub async fn view(&self) -> Result<SupervisorView, RouteError> {

@@ -314,6 +314,28 @@ impl Handler<SettleAll> for Supervisor {
     }
 }
 
+/// Every account's quota written down as it stands (see `account::SaveQuota`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SaveQuotas;
+
+impl Handler<SaveQuotas> for Supervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: SaveQuotas, _ctx: &mut Context<Self>) -> Self::Result {
+        let pending: Vec<_> = self
+            .accounts
+            .values()
+            .map(|m| m.addr.send(crate::account::SaveQuota))
+            .collect();
+        Box::pin(async move {
+            for p in pending {
+                let _ = p.await;
+            }
+        })
+    }
+}
+
 /// Stops the supervisor (the daemon's end, or a simulated crash).
 #[derive(Message)]
 #[rtype(result = "()")]
