@@ -147,3 +147,46 @@ async fn status_keeps_the_last_hours_requests_and_hops_across_a_restart() {
     assert_eq!(list[0]["from"], "a@example.com");
     assert_eq!(list[0]["to"], "b@example.com");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pauses_and_resumes_leave_every_view_agreeing() {
+    // 41 pauses and resumes of one account at once, twenty times: afterwards the account list,
+    // the status and the routing of a new conversation all say the same.
+    let r = rig(&[("a@example.com", 1000), ("b@example.com", 1000)]).await;
+    let url = r.daemon.url.clone();
+    for round in 0..20 {
+        let calls: Vec<_> = (0..41)
+            .map(|i| {
+                let url = url.clone();
+                let verb = if (i + round) % 2 == 0 {
+                    "pause"
+                } else {
+                    "resume"
+                };
+                tokio::spawn(async move {
+                    manage(&url, Method::POST, &format!("/accounts/a/{verb}"), None)
+                        .await
+                        .0
+                })
+            })
+            .collect();
+        for c in calls {
+            assert_eq!(c.await.unwrap(), 200);
+        }
+        let listed = accounts(&url)
+            .await
+            .iter()
+            .find(|a| a["email"] == "a@example.com")
+            .unwrap()["paused"]
+            .as_bool()
+            .unwrap();
+        let (_, status) = manage(&url, Method::GET, "/status", None).await;
+        let counted = status["paused"].as_u64().unwrap() == 1;
+        let routed_away = served_by(ask(&url, None, false).await).await == "b@example.com";
+        assert_eq!(
+            (listed, counted, routed_away),
+            (listed, listed, listed),
+            "round {round}: /accounts says paused={listed}, /status {counted}, routing {routed_away}"
+        );
+    }
+}

@@ -96,6 +96,9 @@ pub struct Ctx {
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// Dashboard logins, one-time links and OAuth logins started from the dashboard.
     pub sessions: sessions::Sessions,
+    /// Changes that go to both the store and the supervisor (a pause, a resume, a pool's
+    /// members) are made one at a time, so the two never end up disagreeing.
+    pub account_changes: tokio::sync::Mutex<()>,
     /// The client keys, by name.
     pub clients: clients::Clients,
     /// The management secret's argon2 hash, when config.yaml keeps it that way.
@@ -216,6 +219,7 @@ impl Ctx {
             bodies,
             telemetry,
             sessions: sessions::Sessions::default(),
+            account_changes: tokio::sync::Mutex::new(()),
             clients,
             hashed_secret,
             shared: None,

@@ -281,6 +281,9 @@ async fn set_paused(ctx: &Ctx, who: &str, paused: bool) -> HttpResponse {
         Ok(a) => a,
         Err(r) => return r,
     };
+    // The store, the supervisor and the peers hear of this change in the order the changes
+    // were made.
+    let _turn = ctx.account_changes.lock().await;
     let at = paused.then(|| ctx.clock.now().as_millis());
     let id = account_key(&a.email);
     let change = move |a: &mut Account| {

@@ -49,6 +49,8 @@ pub(super) async fn set_pool(
             Err(r) => return r,
         }
     }
+    // One change at a time, so the store keeps the pools the supervisor routes by.
+    let _turn = ctx.account_changes.lock().await;
     // The default account is the head of the default pool (specs/routing.md R8).
     let head = (name == DEFAULT_POOL)
         .then(|| members.first().cloned())
@@ -80,6 +82,7 @@ pub(super) async fn delete_pool(ctx: Data, name: web::Path<String>) -> HttpRespo
     if name.as_str() == DEFAULT_POOL {
         return err(400, "the default pool 'claude' cannot be deleted");
     }
+    let _turn = ctx.account_changes.lock().await;
     match ctx.sup.addr().send(DeletePool(name.to_string())).await {
         Ok(true) => {
             if let Err(r) = save_pools(&ctx).await {
