@@ -555,3 +555,77 @@ fn two_addresses_that_an_older_name_merged_get_a_file_each() {
     let listed = std::fs::read_to_string(paths.accounts_json()).unwrap();
     assert!(listed.contains("claude-a%2Fb@x.json"), "{listed}");
 }
+
+fn with_work_pool(paths: &Paths, clock: &ManualClock) {
+    let store = open(paths, clock).unwrap();
+    login(&store, "alice@example.com", &token(1));
+    let mut pools = BTreeMap::new();
+    pools.insert("claude".to_string(), vec!["alice@example.com".to_string()]);
+    pools.insert("work".to_string(), vec!["alice@example.com".to_string()]);
+    store.set_pools(&pools).unwrap();
+    store.flush().unwrap();
+}
+
+#[test]
+fn a_damaged_settings_file_is_named_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    let clock = clock();
+    with_work_pool(&paths, &clock);
+    let conf = paths.store_dir().join("conf");
+    std::fs::write(&conf, b"garbage garbage").unwrap();
+    let Err(err) = open(&paths, &clock) else {
+        panic!("a damaged conf opened")
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&conf.display().to_string()) && msg.contains("delete that file"),
+        "{msg}"
+    );
+    assert!(!msg.contains("another ccs daemon"), "{msg}");
+    // The fix it names is enough: nothing is lost.
+    std::fs::remove_file(&conf).unwrap();
+    let store = open(&paths, &clock).unwrap();
+    assert!(store.pools().unwrap().contains_key("work"));
+    assert_eq!(store.accounts().unwrap().len(), 1);
+}
+
+#[test]
+fn a_database_that_lost_an_account_and_a_pool_says_so_and_takes_them_back() {
+    // The database is older than accounts.json (a damaged log cut back to an earlier point
+    // looks the same): the account and the pool it lost are named and taken back.
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path());
+    let clock = clock();
+    with_work_pool(&paths, &clock);
+    let older = tempfile::tempdir().unwrap();
+    let older_paths = Paths::at(older.path());
+    {
+        let store = open(&older_paths, &clock).unwrap();
+        login(&store, "bob@example.com", &token(2));
+        store.flush().unwrap();
+    }
+    std::fs::remove_dir_all(paths.store_dir()).unwrap();
+    std::fs::rename(older_paths.store_dir(), paths.store_dir()).unwrap();
+    let store = open(&paths, &clock).unwrap();
+    assert_eq!(
+        store.pools().unwrap().get("work"),
+        Some(&vec!["alice@example.com".to_string()])
+    );
+    let notes = store.notes().join("\n");
+    assert!(
+        notes.contains("lost the pool(s) work") && notes.contains("accounts.json"),
+        "{notes}"
+    );
+    assert!(notes.contains("had lost alice@example.com"), "{notes}");
+    assert_eq!(
+        store
+            .token("alice@example.com")
+            .unwrap()
+            .unwrap()
+            .access
+            .expose(),
+        "sk-ant-oat01-access-1",
+        "alice came back with her token"
+    );
+}

@@ -69,9 +69,14 @@ impl SledStore {
         let rec_err = |e: StoreError| OpenError::Record(e.0);
         let listed = accounts_file.as_ref().and_then(AccountsFile::claude);
         let mut imported = 0;
+        let mut lost_accounts = Vec::new();
         for file in &token_files {
             let id = account_key(&file.email);
             let existing = self.account(&id).map_err(rec_err)?;
+            if existing.is_none() && !store_was_empty && entry_listed(listed, &id) {
+                // accounts.json lists it and its token file is here: the database lost it.
+                lost_accounts.push(file.email.clone());
+            }
             let entry = listed.and_then(|p| {
                 p.accounts
                     .iter()
@@ -146,6 +151,18 @@ impl SledStore {
                 .map_err(|e| OpenError::Record(e.to_string()))?;
             changed = true;
             imported += 1;
+        }
+        if !lost_accounts.is_empty() {
+            notes.push(format!(
+                "the state database had lost {} (damaged?): taken back from {} with their \
+                 tokens; their quota windows and session bindings start afresh",
+                lost_accounts.join(", "),
+                auth.display()
+            ));
+        }
+        if let Some(note) = self.restore_lost_pools(listed).map_err(rec_err)? {
+            notes.push(note);
+            changed = true;
         }
         changed |= self
             .rename_token_files(&token_files, &mut notes)
@@ -235,4 +252,62 @@ impl SledStore {
         }
         Ok(moved)
     }
+
+    /// Pools `accounts.json` names that the database does not have (it was damaged, or is
+    /// older than the file): taken back, with the members the database knows. What it says.
+    fn restore_lost_pools(&self, listed: Option<&Provider>) -> Result<Option<String>, StoreError> {
+        let Some(listed) = listed.filter(|p| !p.pools.is_empty()) else {
+            return Ok(None);
+        };
+        let mut pools = self.pools()?;
+        let known: Vec<String> = self
+            .accounts()?
+            .iter()
+            .map(|a| account_key(&a.email))
+            .collect();
+        let mut back = Vec::new();
+        for (name, members) in &listed.pools {
+            if pools.contains_key(name) {
+                continue;
+            }
+            let members: Vec<String> = members
+                .iter()
+                .map(|m| account_key(m))
+                .filter(|m| known.contains(m))
+                .collect();
+            pools.insert(name.clone(), members);
+            back.push(name.clone());
+        }
+        if back.is_empty() {
+            return Ok(None);
+        }
+        let default = ccs_actors::supervisor::DEFAULT_POOL;
+        if !pools.contains_key(default) {
+            // The default pool's order went with the rest: the file's drain order, then any
+            // account it does not name, in login order.
+            let mut order: Vec<String> = listed
+                .drain_order
+                .iter()
+                .flat_map(|d| d.ordered_ids.iter().map(|m| account_key(m)))
+                .filter(|m| known.contains(m))
+                .collect();
+            for k in &known {
+                if !order.contains(k) {
+                    order.push(k.clone());
+                }
+            }
+            pools.insert(default.to_string(), order);
+        }
+        self.set_pools(&pools)?;
+        Ok(Some(format!(
+            "the state database had lost the pool(s) {} (damaged?): taken back from {}",
+            back.join(", "),
+            self.paths.accounts_json().display()
+        )))
+    }
+}
+
+/// Whether `accounts.json` lists the account `id`.
+fn entry_listed(listed: Option<&Provider>, id: &str) -> bool {
+    listed.is_some_and(|p| p.accounts.keys().any(|k| account_key(k) == id))
 }

@@ -236,6 +236,14 @@ pub struct Provider {
         skip_serializing_if = "Option::is_none"
     )]
     pub drain_order: Option<DrainOrder>,
+    /// ccs's own: the pools besides the default one (members in drain order), so a state
+    /// database that lost them can say so and take them back at open. Other tools ignore it.
+    #[serde(
+        default,
+        rename = "ccsPools",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub pools: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

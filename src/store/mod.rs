@@ -43,8 +43,45 @@ pub enum OpenError {
     },
     #[error("cannot open the state database at {path}: {source}\n  is another ccs daemon running with this CCS_HOME? (`ccs cliproxy status`)")]
     Db { path: PathBuf, source: sled::Error },
+    /// The database's files are damaged; `file` is the one to blame when it is known.
+    #[error("{}", damaged(path, file.as_deref(), source))]
+    Damaged {
+        path: PathBuf,
+        file: Option<PathBuf>,
+        source: sled::Error,
+    },
     #[error("{0}")]
     Record(String),
+}
+
+fn damaged(path: &std::path::Path, file: Option<&std::path::Path>, source: &sled::Error) -> String {
+    match file {
+        Some(f) => format!(
+            "the state database's settings file {} is damaged ({source}): delete that file \
+             (the database writes it again at open; the data is in {}) and start again",
+            f.display(),
+            path.join("db").display()
+        ),
+        None => format!(
+            "the state database at {} is damaged ({source}): move it aside (`mv {0} {0}.damaged`) \
+             and start again; ccs then takes the accounts, tokens and pools back from \
+             accounts.json and auth/ and says what it could not",
+            path.display()
+        ),
+    }
+}
+
+/// Whether sled's `conf` reads as the three lines it writes (the checksum after them is not
+/// checked here).
+fn conf_reads(conf: &std::path::Path) -> bool {
+    let Ok(bytes) = std::fs::read(conf) else {
+        return true;
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines = text.lines();
+    ["segment_size: ", "use_compression: ", "version: "]
+        .iter()
+        .all(|want| lines.next().is_some_and(|l| l.starts_with(want)))
 }
 
 /// An account as the store knows it.
@@ -140,9 +177,19 @@ impl SledStore {
             }
         }
         let path = paths.store_dir();
-        let db = open_db(&path).map_err(|source| OpenError::Db {
-            path: path.clone(),
-            source,
+        let db = open_db(&path).map_err(|source| match source {
+            sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => {
+                let conf = path.join("conf");
+                OpenError::Damaged {
+                    file: (!conf_reads(&conf)).then_some(conf),
+                    path: path.clone(),
+                    source,
+                }
+            }
+            source => OpenError::Db {
+                path: path.clone(),
+                source,
+            },
         })?;
         fsutil::private_dir(&path)
             .and_then(|()| fsutil::privatize_tree(&path))
@@ -457,6 +504,10 @@ impl SledStore {
                 mode: "fill-first".into(),
                 ordered_ids,
             }),
+            pools: pools
+                .into_iter()
+                .filter(|(name, _)| name != ccs_actors::supervisor::DEFAULT_POOL)
+                .collect(),
         };
         let file = AccountsFile {
             version: 1,
