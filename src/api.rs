@@ -179,6 +179,9 @@ pub struct DefaultSet {
 pub struct Refreshed {
     pub email: String,
     pub state: String,
+    /// Set when the answer is still awaited (202): what that means for the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// Pool name → members (e-mail keys) in drain order.

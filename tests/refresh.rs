@@ -70,21 +70,51 @@ async fn a_revoked_grant_goes_dead_and_is_routed_around() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_token_endpoint_is_waited_for_not_abandoned() {
-    // The token endpoint takes 32 s to answer a refresh (the old refresher gave up at 30 s,
-    // while the authority rotated the grant: the retry replayed the dead refresh token and the
-    // account died). The answer must be waited for, and the account stay alive.
-    let r = rig(&[("a@example.com", 10)]).await;
+    // The token endpoint rotates the grant at once and answers only after 2.5 s, past the
+    // 1 s `oauth.refresh_timeout` (the old refresher gave up there: the retry replayed the dead
+    // refresh token and the account died). The caller hears the truth at 1 s, the answer is
+    // still waited for, and the account lives on its new token.
+    let r = rig_with(&[("a@example.com", 10)], |c| {
+        c.oauth.refresh_timeout = ccs::config::Span(std::time::Duration::from_secs(1));
+    })
+    .await;
     fault(
         &r.sim.url(),
-        json!({"kind": "token_slow", "ms": 32_000, "count": 1, "account": "a@example.com"}),
+        json!({"kind": "token_slow", "ms": 2_500, "count": 1, "account": "a@example.com"}),
     )
     .await;
     let (status, body) = manage(&r.daemon.url, Method::POST, "/accounts/a/refresh", None).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["state"], "fresh", "{body}");
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["state"], "refreshing", "{body}");
+    let waiting = body["waiting"].as_str().unwrap();
+    assert!(
+        waiting.contains("keeps waiting") && waiting.contains("serves on its current token"),
+        "{waiting}"
+    );
+    // Meanwhile the account serves on its current token.
+    assert_eq!(
+        served_by(ask(&r.daemon.url, Some("s"), false).await).await,
+        "a@example.com"
+    );
+    let mut fresh = false;
+    for _ in 0..100 {
+        let a = &accounts(&r.daemon.url).await[0];
+        if a["state"] == "fresh" {
+            fresh = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(fresh, "the slow answer was taken");
     let c = counters(&r.sim.url()).await;
     assert_eq!(c["a@example.com"]["refresh_calls"], 1, "{c}");
+    assert_eq!(c["a@example.com"]["refresh_ok"], 1, "{c}");
+    // The next refresh sends the new refresh token: no replay, the grant lives.
+    let (status, body) = manage(&r.daemon.url, Method::POST, "/accounts/a/refresh", None).await;
+    assert_eq!(status, 200, "{body}");
+    let c = counters(&r.sim.url()).await;
     assert_eq!(c["a@example.com"]["refresh_replays"], 0, "{c}");
+    assert_eq!(c["a@example.com"]["refresh_ok"], 2, "{c}");
     assert_eq!(
         served_by(ask(&r.daemon.url, Some("s"), false).await).await,
         "a@example.com"

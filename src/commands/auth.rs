@@ -338,15 +338,15 @@ pub fn import(name: &str) -> Result<()> {
     // Refresh now, through the daemon: from here on it is the grant's only refresher, and the
     // rotation makes any copy of the old refresh token worthless.
     match client.refresh(&email) {
-        Ok(_) => {
+        Ok(r) => {
             outln!("Imported {email} from profile {name} into the pool; the daemon now refreshes its grant.");
+            if let Some(waiting) = r.waiting {
+                outln!("Its first refresh is still out: {waiting}");
+            }
             outln!("The profile's credential file is retired: start it again only after `ccs auth create {name} --force`.");
             Ok(())
         }
-        Err(e) => bail!(
-            "imported {email}, but the authority refused to refresh the grant ({e}): it needs a fresh login, \
-             run `ccs claude --auth --add` and sign in as {email}"
-        ),
+        Err(e) => bail!("imported {email}, but its grant could not be refreshed yet: {e}"),
     }
 }
 

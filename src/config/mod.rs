@@ -205,9 +205,10 @@ pub struct OAuth {
     pub scope: String,
     /// The login callback listens on 127.0.0.1 at this port.
     pub callback_port: u16,
-    /// How long a refresh call that was sent is waited for. Refresh tokens rotate the moment
-    /// the authority answers, so an answer given up on is a grant lost: this bound is long on
-    /// purpose (the endpoint answers in well under a second when it is healthy).
+    /// How long a caller (a forced refresh, a stopping daemon) waits for a refresh's answer
+    /// before it is told the answer is slow. The call itself goes on far longer
+    /// (`oauth::refresh_hard_bound`): refresh tokens rotate the moment the authority answers,
+    /// so an answer given up on is a grant lost.
     pub refresh_timeout: Span,
 }
 

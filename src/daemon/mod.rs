@@ -136,7 +136,8 @@ pub async fn serve(
             token_url: config.oauth.token_url.clone(),
             client_id: config.oauth.client_id.clone(),
             clock: clock.clone(),
-            timeout: config.oauth.refresh_timeout.0,
+            slow_after: config.oauth.refresh_timeout.0,
+            hard_bound: crate::oauth::refresh_hard_bound(&config),
         },
         telemetry: telemetry.clone(),
     });

@@ -111,8 +111,29 @@ pub struct HttpRefresher {
     pub token_url: String,
     pub client_id: String,
     pub clock: SharedClock,
-    /// Longest wait for the token endpoint before the attempt counts as a transient failure.
-    pub timeout: Duration,
+    /// After this long without an answer (`oauth.refresh_timeout`) the wait is logged as slow;
+    /// the call goes on: its answer carries the grant's only live refresh token.
+    pub slow_after: Duration,
+    /// The call is given up only after this (far longer; in a shared pool, within the lease),
+    /// and its outcome is then unknown.
+    pub hard_bound: Duration,
+}
+
+/// How long a sent refresh is waited for before it is given up: in a shared pool just inside
+/// the lease (a peer may refresh once it ends), else ten minutes or five times
+/// `oauth.refresh_timeout`, whichever is longer.
+pub fn refresh_hard_bound(config: &crate::config::Config) -> Duration {
+    let wait = config.oauth.refresh_timeout.0;
+    match config.store.backend {
+        crate::config::Backend::Redis => config
+            .store
+            .redis
+            .lease
+            .0
+            .saturating_sub(Duration::from_secs(1))
+            .max(wait),
+        _ => (wait * 5).max(Duration::from_secs(600)),
+    }
 }
 
 impl Refresher for HttpRefresher {
@@ -120,7 +141,7 @@ impl Refresher for HttpRefresher {
         let req = self
             .client
             .post(&self.token_url)
-            .timeout(self.timeout)
+            .timeout(self.hard_bound)
             .json(&json!({
                 "grant_type": "refresh_token",
                 "refresh_token": refresh_token.expose(),
@@ -129,8 +150,24 @@ impl Refresher for HttpRefresher {
         let clock = self.clock.clone();
         let previous = refresh_token.clone();
         let account = account.to_string();
+        let (slow_after, hard_bound) = (self.slow_after, self.hard_bound);
         Box::pin(async move {
-            let resp = match req.send().await {
+            let sent = req.send();
+            tokio::pin!(sent);
+            let resp = tokio::select! {
+                r = &mut sent => r,
+                _ = tokio::time::sleep(slow_after) => {
+                    tracing::warn!(
+                        account,
+                        waited_s = slow_after.as_secs(),
+                        "the token endpoint has not answered this refresh yet: still waiting for \
+                         its answer (up to {} s); the account serves on its current token meanwhile",
+                        hard_bound.as_secs()
+                    );
+                    sent.await
+                }
+            };
+            let resp = match resp {
                 Ok(r) => r,
                 Err(e) => return Err(sent_or_not(&account, &e)),
             };

@@ -418,11 +418,35 @@ pub(super) async fn force_refresh(ctx: Data, who: web::Path<String>) -> HttpResp
     let Ok(state) = addr.send(GetState).await else {
         return internal("the account actor stopped");
     };
-    let result = addr
-        .send(Unauthorized {
-            generation: state.generation,
-        })
-        .await;
+    let expires_at = state.machine.expires_at;
+    let wait = ctx.config.oauth.refresh_timeout.0;
+    let asked = addr.send(Unauthorized {
+        generation: state.generation,
+    });
+    let Ok(result) = tokio::time::timeout(wait, asked).await else {
+        // The call is out and its answer is still awaited: it is not given up (it carries the
+        // grant's only live refresh token), and the account serves on its current token.
+        let now = ctx.clock.now();
+        let serving = if now < expires_at {
+            format!(
+                "it serves on its current token until {}",
+                crate::store::mirror::rfc3339(expires_at.as_millis())
+            )
+        } else {
+            "its current token has expired, so it takes no requests until the answer comes".into()
+        };
+        return HttpResponse::Accepted().json(api::Refreshed {
+            email: a.email.clone(),
+            state: Phase::Refreshing.as_str().to_string(),
+            waiting: Some(format!(
+                "the token endpoint has not answered within {} s; ccs keeps waiting for its \
+                 answer (up to {} s) and never sends the old refresh token meanwhile; {serving}. \
+                 `ccs cliproxy quota` shows when it is done",
+                wait.as_secs(),
+                crate::oauth::refresh_hard_bound(&ctx.config).as_secs()
+            )),
+        });
+    };
     let state = addr.send(GetState).await.ok();
     let phase = state
         .as_ref()
@@ -433,6 +457,7 @@ pub(super) async fn force_refresh(ctx: Data, who: web::Path<String>) -> HttpResp
             HttpResponse::Ok().json(api::Refreshed {
                 email: a.email,
                 state: phase.as_str().to_string(),
+                waiting: None,
             })
         }
         (_, Phase::Dead) => err(
