@@ -11,7 +11,8 @@
 //! write, which the refresh intent makes visible at the next start (the account shows dead
 //! with its fix at once, never `fresh` until its next refresh).
 //!
-//! `CCS_CRASH_CYCLES` (default 12) sets the cycles, `CCS_CRASH_BIN` the binary (the release
+//! `CCS_CRASH_CYCLES` (default 12) sets the cycles, `CCS_CRASH_ACCOUNTS` (4), `CCS_CRASH_TOKEN_MS`
+//! (2000) and `CCS_CRASH_BURN` (0 threads spinning) the world, `CCS_CRASH_BIN` the binary (the release
 //! build: `cargo xtask crash --cycles 200`). Dead accounts are logged in again, so every
 //! cycle is a fresh chance to lose one.
 
@@ -26,12 +27,50 @@ use common::*;
 use rand::{Rng, SeedableRng};
 use reqwest::Method;
 
-const EMAILS: [&str; 4] = [
-    "a@example.com",
-    "b@example.com",
-    "c@example.com",
-    "d@example.com",
-];
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `CCS_CRASH_ACCOUNTS` accounts (default 4).
+fn emails() -> Vec<String> {
+    (0..env_or("CCS_CRASH_ACCOUNTS", 4))
+        .map(|i| format!("{}@example.com", (b'a' + i as u8) as char))
+        .collect()
+}
+
+/// Every `answer_to_durable_us` the daemon's logs name: from a refresh's answer read to the
+/// answer synced to disk, in microseconds, sorted.
+fn durable_windows(paths: &ccs::config::Paths) -> Vec<u64> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(paths.logs_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines() {
+            if let Some(rest) = line.split("answer_to_durable_us=").nth(1) {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(us) = digits.parse() {
+                    all.push(us);
+                }
+            }
+        }
+    }
+    all.sort_unstable();
+    all
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
 
 /// What a run found.
 struct Outcome {
@@ -78,7 +117,12 @@ fn the_crash_checks_fire_when_tokens_are_used_before_they_are_written() {
 }
 
 fn run(cycles: u64, planted: Option<&str>) -> Outcome {
-    let scenario = ccs::sim::Scenario::roomy(&EMAILS, Duration::from_secs(2));
+    let emails = emails();
+    let emails: Vec<&str> = emails.iter().map(String::as_str).collect();
+    let scenario = ccs::sim::Scenario::roomy(
+        &emails,
+        Duration::from_millis(env_or("CCS_CRASH_TOKEN_MS", 2000)),
+    );
     let sim = sim(&scenario, false);
     let port = free_port();
     let (_dir, paths, _config) = home_with_port(&sim.url(), port);
@@ -87,9 +131,22 @@ fn run(cycles: u64, planted: Option<&str>) -> Outcome {
 
     let mut daemon = DaemonProcess::start(&paths.home, planted);
     assert!(wait_ready(&url), "the daemon did not start");
-    for e in EMAILS {
+    let stop_burning = Arc::new(AtomicBool::new(false));
+    for e in &emails {
         rt.block_on(add_account(&sim.url(), &url, e));
     }
+    // `CCS_CRASH_BURN` threads spinning beside the load: a loaded machine.
+    let burners: Vec<_> = (0..env_or("CCS_CRASH_BURN", 0))
+        .map(|_| {
+            let stop = stop_burning.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
 
     // Load: four conversations, one request after another, for the whole run.
     let stop = Arc::new(AtomicBool::new(false));
@@ -144,6 +201,10 @@ fn run(cycles: u64, planted: Option<&str>) -> Outcome {
     }
     stop.store(true, Ordering::Relaxed);
     let _ = load.join();
+    stop_burning.store(true, Ordering::Relaxed);
+    for b in burners {
+        let _ = b.join();
+    }
     // Let the last start's checks finish, then stop the daemon and read what it stored.
     std::thread::sleep(Duration::from_secs(2));
     daemon.kill();
@@ -152,7 +213,7 @@ fn run(cycles: u64, planted: Option<&str>) -> Outcome {
         Arc::new(ccs_actors::SystemClock) as ccs_actors::SharedClock,
     )
     .expect("the store opens after the daemon is gone");
-    for e in EMAILS {
+    for &e in &emails {
         let stored = store.token(e).expect("a readable store");
         let dead = store
             .accounts()
@@ -176,9 +237,11 @@ fn run(cycles: u64, planted: Option<&str>) -> Outcome {
         .filter(|r| r.lineage.used > r.generation)
         .collect();
     let never_durable = replays.len() - written_then_lost.len();
+    let windows = durable_windows(&paths);
     println!(
         "crash test{}: {cycles} SIGKILLs in {:.0} s; requests {} ok, {} failed; accounts lost {} \
-         (answered but never durable {never_durable}, written then lost {}); hidden {}; re-logins {relogins}",
+         (answered but never durable {never_durable}, written then lost {}); hidden {}; re-logins {relogins}; \
+         answer to durable over {} refreshes: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         planted.map(|b| format!(" (planted {b})")).unwrap_or_default(),
         started.elapsed().as_secs_f64(),
         ok.load(Ordering::Relaxed),
@@ -186,6 +249,10 @@ fn run(cycles: u64, planted: Option<&str>) -> Outcome {
         replays.len(),
         written_then_lost.len(),
         hidden.len(),
+        windows.len(),
+        percentile(&windows, 0.5),
+        percentile(&windows, 0.99),
+        percentile(&windows, 1.0),
     );
     Outcome {
         written_then_lost: written_then_lost.len(),

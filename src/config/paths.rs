@@ -58,6 +58,10 @@ impl Paths {
     pub fn url_file(&self) -> PathBuf {
         self.cliproxy().join("daemon.url")
     }
+    /// Where a refresh's answer is written first (`store/landing.rs`).
+    pub fn landing_dir(&self) -> PathBuf {
+        self.cliproxy().join("landing")
+    }
     /// Held by a CLI while it starts the daemon, so concurrent starts queue instead of racing.
     pub fn start_lock_file(&self) -> PathBuf {
         self.cliproxy().join("start.lock")

@@ -138,6 +138,8 @@ pub async fn serve(
             clock: clock.clone(),
             slow_after: config.oauth.refresh_timeout.0,
             hard_bound: crate::oauth::refresh_hard_bound(&config),
+            landing: (config.store.backend != Backend::Redis)
+                .then(|| crate::store::landing::Landing::at(paths.landing_dir())),
         },
         telemetry: telemetry.clone(),
     });

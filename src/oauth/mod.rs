@@ -117,6 +117,9 @@ pub struct HttpRefresher {
     /// The call is given up only after this (far longer; in a shared pool, within the lease),
     /// and its outcome is then unknown.
     pub hard_bound: Duration,
+    /// Where an answer is written and synced the moment it is read (a daemon of its own:
+    /// `store/landing.rs`).
+    pub landing: Option<crate::store::landing::Landing>,
 }
 
 /// How long a sent refresh is waited for before it is given up: in a shared pool just inside
@@ -151,6 +154,7 @@ impl Refresher for HttpRefresher {
         let previous = refresh_token.clone();
         let account = account.to_string();
         let (slow_after, hard_bound) = (self.slow_after, self.hard_bound);
+        let landing = self.landing.clone();
         Box::pin(async move {
             let sent = req.send();
             tokio::pin!(sent);
@@ -188,11 +192,31 @@ impl Refresher for HttpRefresher {
                 tracing::warn!(account, status, ?failure, "refresh refused");
                 return Err(failure);
             }
+            let answered = std::time::Instant::now();
             let parsed: TokenResponse = serde_json::from_str(&body)
                 .map_err(|_| Failure::Transient { retry_after: None })?;
-            parsed
-                .token(ccs_actors::Clock::now(&*clock), Some(&previous))
-                .ok_or(Failure::Transient { retry_after: None })
+            let now = ccs_actors::Clock::now(&*clock);
+            let token = parsed
+                .token(now, Some(&previous))
+                .ok_or(Failure::Transient { retry_after: None })?;
+            if let Some(landing) = &landing {
+                // On this thread, before the token goes anywhere: from the authority's answer
+                // to durable is what the disk costs, whatever else the machine is doing.
+                match landing.land(&account, &previous, &token, now.as_millis()) {
+                    Ok(()) => tracing::info!(
+                        target: "ccs::refresh",
+                        account,
+                        answer_to_durable_us = answered.elapsed().as_micros() as u64,
+                        "refresh answer durable"
+                    ),
+                    Err(e) => tracing::warn!(
+                        account,
+                        error = %e,
+                        "could not land the refresh answer; it goes to the store as usual"
+                    ),
+                }
+            }
+            Ok(token)
         })
     }
 }

@@ -7,6 +7,7 @@
 //! opener), or log a token.
 
 mod import;
+pub mod landing;
 pub mod mirror;
 mod port;
 pub mod records;
@@ -246,6 +247,18 @@ impl SledStore {
                 path: path.clone(),
                 source,
             })?;
+        for account in landing::Landing::at(paths.landing_dir()).recover(
+            |id| store.token_record(id).ok().flatten(),
+            |id, rec| {
+                store.tokens.insert(id.as_bytes(), encode(&rec)).is_ok() && store.db.flush().is_ok()
+            },
+        ) {
+            let note = format!(
+                "took {account}'s token from its refresh answer that landed just before the \
+                 daemon stopped (it had not reached the database)"
+            );
+            tracing::info!("{note}");
+        }
         for note in store.import_mirror()? {
             tracing::warn!("{note}");
             store
@@ -424,6 +437,7 @@ impl SledStore {
         let Some(account) = self.account(id)? else {
             return Ok(false);
         };
+        landing::Landing::at(self.paths.landing_dir()).remove(id);
         // On the writer's thread, after every write queued before (none of them can bring
         // back a token, quota or binding of the account once it is gone).
         let trees = (

@@ -8,7 +8,8 @@
 //! - `cargo xtask soak [--worlds N] [--seed S]`: explores random simulated worlds in release
 //!   mode (`ccs sim soak`), printing any failure as a regression file.
 //!
-//! - `cargo xtask crash [--cycles N]`: the crash test (`tests/crash.rs`) on the release build:
+//! - `cargo xtask crash [--cycles N]`: the crash test (`tests/crash.rs`) on the release build
+//!   (eight accounts, 1-second tokens, four threads burning CPU beside the load):
 //!   SIGKILL the daemon at random moments under load N times (200 by default) and classify
 //!   every account lost.
 //!
@@ -317,8 +318,12 @@ fn crash(args: &[String]) -> Result<(), String> {
     };
     run(
         &format!("crash: {cycles} SIGKILLs of the release daemon under load"),
+        // The campaign's shape: eight accounts on 1-second tokens, the machine loaded.
         cargo()
             .args(["test", "--release", "--test", "crash", "--", "--nocapture"])
-            .env("CCS_CRASH_CYCLES", &cycles),
+            .env("CCS_CRASH_CYCLES", &cycles)
+            .env("CCS_CRASH_ACCOUNTS", "8")
+            .env("CCS_CRASH_TOKEN_MS", "1000")
+            .env("CCS_CRASH_BURN", "4"),
     )
 }
