@@ -7,6 +7,32 @@ use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+/// A simulator with one account, and a CCS_HOME for it on a free port whose daemon is stopped
+/// when the test ends.
+struct OneAccountHome {
+    sim: ccs::sim::SimHandle,
+    port: u16,
+    paths: ccs::config::Paths,
+    /// Before the folder: the daemon is stopped while its home still exists.
+    _stop: StopOnDrop,
+    _dir: tempfile::TempDir,
+}
+
+impl OneAccountHome {
+    fn new() -> OneAccountHome {
+        let sim = sim(&scenario(&[("a@example.com", 10)]), false);
+        let port = free_port();
+        let (dir, paths, _config) = home_with_port(&sim.url(), port);
+        OneAccountHome {
+            _stop: StopOnDrop(paths.home.clone()),
+            sim,
+            port,
+            paths,
+            _dir: dir,
+        }
+    }
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -163,10 +189,8 @@ fn restart_keeps_bindings_and_cooldowns() {
 
 #[test]
 fn a_stale_pid_file_is_recovered() {
-    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
-    let port = free_port();
-    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
-    let _stop = StopOnDrop(paths.home.clone());
+    let h = OneAccountHome::new();
+    let paths = &h.paths;
     std::fs::create_dir_all(paths.cliproxy()).unwrap();
     std::fs::write(paths.pid_file(), "999999").unwrap();
     let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
@@ -315,10 +339,8 @@ fn a_daemon_whose_home_is_deleted_stops_by_itself() {
 
 #[test]
 fn a_second_daemon_on_the_same_home_leaves_the_first_ones_files_alone() {
-    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
-    let port = free_port();
-    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
-    let _stop = StopOnDrop(paths.home.clone());
+    let h = OneAccountHome::new();
+    let (paths, port) = (&h.paths, h.port);
     let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
     assert_eq!(code, 0, "{out}{err}");
     let pid = std::fs::read_to_string(paths.pid_file()).unwrap();
@@ -347,10 +369,8 @@ fn a_second_daemon_on_the_same_home_leaves_the_first_ones_files_alone() {
 
 #[test]
 fn the_log_has_a_line_per_request_no_token_no_colour_and_no_flood() {
-    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
-    let port = free_port();
-    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
-    let _stop = StopOnDrop(paths.home.clone());
+    let h = OneAccountHome::new();
+    let (sim, paths, port) = (&h.sim, &h.paths, h.port);
     let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
     assert_eq!(code, 0, "{out}{err}");
     let url = format!("http://127.0.0.1:{port}");
@@ -424,10 +444,8 @@ fn the_log_has_a_line_per_request_no_token_no_colour_and_no_flood() {
 
 #[test]
 fn a_daemon_whose_port_was_changed_since_is_found_stopped_and_moved() {
-    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
-    let port = free_port();
-    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
-    let _stop = StopOnDrop(paths.home.clone());
+    let h = OneAccountHome::new();
+    let (paths, port) = (&h.paths, h.port);
     let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
     assert_eq!(code, 0, "{out}{err}");
     let pid: u32 = std::fs::read_to_string(paths.pid_file())
@@ -480,10 +498,8 @@ fn a_daemon_whose_port_was_changed_since_is_found_stopped_and_moved() {
 fn starts_at_once_all_succeed_on_one_daemon() {
     // Several `ccs claude` started at once in terminal panes each start the daemon: every one
     // succeeds and names the one daemon that runs. Three rounds of twelve, stopped between.
-    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
-    let port = free_port();
-    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
-    let _stop = StopOnDrop(paths.home.clone());
+    let h = OneAccountHome::new();
+    let (paths, port) = (&h.paths, h.port);
     let url = format!("http://127.0.0.1:{port}");
     for round in 0..3 {
         let gate = std::sync::Arc::new(std::sync::Barrier::new(12));
@@ -515,10 +531,8 @@ fn starts_at_once_all_succeed_on_one_daemon() {
 fn a_clean_stop_keeps_the_latest_figures() {
     // Utilization and last use are written down at most once a minute while the daemon runs;
     // a clean stop writes the rest, so the next start shows what the last answer said.
-    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
-    let port = free_port();
-    let (_dir, paths, _config) = home_with_port(&sim.url(), port);
-    let _stop = StopOnDrop(paths.home.clone());
+    let h = OneAccountHome::new();
+    let (sim, paths, port) = (&h.sim, &h.paths, h.port);
     let url = format!("http://127.0.0.1:{port}");
     let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
     assert_eq!(code, 0, "{out}{err}");
