@@ -41,9 +41,10 @@ fn emails() -> Vec<String> {
         .collect()
 }
 
-/// Every `answer_to_durable_us` the daemon's logs name: from a refresh's answer read to the
-/// answer synced to disk, in microseconds, sorted.
-fn durable_windows(paths: &ccs::config::Paths) -> Vec<u64> {
+/// Every `FIELD=` the daemon's logs name (`answer_to_written_us`: from a refresh's answer read
+/// to it written, safe from a kill; `answer_to_durable_us`: to it synced, safe from a power
+/// loss), in microseconds, sorted.
+fn logged_windows(paths: &ccs::config::Paths, field: &str) -> Vec<u64> {
     let mut all = Vec::new();
     for entry in std::fs::read_dir(paths.logs_dir())
         .into_iter()
@@ -52,7 +53,7 @@ fn durable_windows(paths: &ccs::config::Paths) -> Vec<u64> {
     {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         for line in text.lines() {
-            if let Some(rest) = line.split("answer_to_durable_us=").nth(1) {
+            if let Some(rest) = line.split(field).nth(1) {
                 let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
                 if let Ok(us) = digits.parse() {
                     all.push(us);
@@ -237,11 +238,13 @@ fn run(cycles: u64, planted: Option<&str>) -> Outcome {
         .filter(|r| r.lineage.used > r.generation)
         .collect();
     let never_durable = replays.len() - written_then_lost.len();
-    let windows = durable_windows(&paths);
+    let written = logged_windows(&paths, "answer_to_written_us=");
+    let windows = logged_windows(&paths, "answer_to_durable_us=");
     println!(
         "crash test{}: {cycles} SIGKILLs in {:.0} s; requests {} ok, {} failed; accounts lost {} \
          (answered but never durable {never_durable}, written then lost {}); hidden {}; re-logins {relogins}; \
-         answer to durable over {} refreshes: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+         over {} refreshes, answer to written p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+         answer to synced p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         planted.map(|b| format!(" (planted {b})")).unwrap_or_default(),
         started.elapsed().as_secs_f64(),
         ok.load(Ordering::Relaxed),
@@ -250,6 +253,9 @@ fn run(cycles: u64, planted: Option<&str>) -> Outcome {
         written_then_lost.len(),
         hidden.len(),
         windows.len(),
+        percentile(&written, 0.5),
+        percentile(&written, 0.99),
+        percentile(&written, 1.0),
         percentile(&windows, 0.5),
         percentile(&windows, 0.99),
         percentile(&windows, 1.0),

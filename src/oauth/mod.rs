@@ -203,9 +203,10 @@ impl Refresher for HttpRefresher {
                 // On this thread, before the token goes anywhere: from the authority's answer
                 // to durable is what the disk costs, whatever else the machine is doing.
                 match landing.land(&account, &previous, &token, now.as_millis()) {
-                    Ok(()) => tracing::info!(
+                    Ok(written) => tracing::info!(
                         target: "ccs::refresh",
                         account,
+                        answer_to_written_us = written.duration_since(answered).as_micros() as u64,
                         answer_to_durable_us = answered.elapsed().as_micros() as u64,
                         "refresh answer durable"
                     ),

@@ -39,6 +39,9 @@ pub struct Landing {
     dir: PathBuf,
 }
 
+/// A landing file's size is a whole number of these.
+const PAGE: usize = 4096;
+
 fn file_name(account: &str) -> String {
     // The account key as hex: any address is a safe, distinct file name.
     let hex: String = account.bytes().map(|b| format!("{b:02x}")).collect();
@@ -51,15 +54,15 @@ impl Landing {
     }
 
     /// Writes `token`, the answer to the refresh of `previous`, and syncs it: it survives a
-    /// crash from here on.
+    /// crash from here on. Returns when it was written (from then on it survives the process
+    /// being killed; the sync after it, the machine going down).
     pub fn land(
         &self,
         account: &str,
         previous: &Secret,
         token: &Token,
         now_ms: u64,
-    ) -> std::io::Result<()> {
-        fsutil::private_dir(&self.dir)?;
+    ) -> std::io::Result<std::time::Instant> {
         let landed = Landed {
             v: 1,
             account: account.to_string(),
@@ -69,8 +72,35 @@ impl Landing {
             expires_at_ms: token.expires_at.as_millis(),
             landed_at_ms: now_ms,
         };
-        let bytes = serde_json::to_vec(&landed).map_err(std::io::Error::other)?;
-        fsutil::write_private(&self.dir.join(file_name(account)), &bytes)
+        let mut bytes = serde_json::to_vec(&landed).map_err(std::io::Error::other)?;
+        // Whole pages, padded with blanks (still JSON): the file keeps its length from one
+        // answer to the next, so one data sync makes it durable (no rename, no folder sync but
+        // the first time), and a torn write fails to parse instead of passing as a token.
+        bytes.resize(bytes.len().div_ceil(PAGE) * PAGE, b' ');
+        let path = self.dir.join(file_name(account));
+        let (file, created) = match std::fs::OpenOptions::new().write(true).open(&path) {
+            Ok(f) => (f, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use std::os::unix::fs::OpenOptionsExt;
+                fsutil::private_dir(&self.dir)?;
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600)
+                    .open(&path)?;
+                (f, true)
+            }
+            Err(e) => return Err(e),
+        };
+        std::os::unix::fs::FileExt::write_all_at(&file, &bytes, 0)?;
+        file.set_len(bytes.len() as u64)?;
+        let written = std::time::Instant::now();
+        file.sync_data()?;
+        if created {
+            std::fs::File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(written)
     }
 
     /// Forgets `account`'s landed answer (a logout).
