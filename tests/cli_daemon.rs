@@ -402,7 +402,7 @@ fn the_log_has_a_line_per_request_no_token_no_colour_and_no_flood() {
     let log_dir = paths.logs_dir();
     let mut log = String::new();
     for _ in 0..200 {
-        log = daemon_log(&paths);
+        log = daemon_log(paths);
         if log.contains("sess-log-1") && log.contains("stream error") {
             break;
         }
