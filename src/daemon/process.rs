@@ -109,6 +109,14 @@ pub fn running(paths: &Paths, config: &Config) -> Running {
     }
     let url = std::fs::read_to_string(paths.url_file()).unwrap_or_default();
     let url = url.trim();
+    if url == configured_url(config) {
+        // Where config.yaml says (the first look came while it was still starting, or a look
+        // failed): this is the configured daemon.
+        return match local_health(config) {
+            Some(pid) => Running::Yes { pid },
+            None => Running::No,
+        };
+    }
     let tls = match url.starts_with("https://") {
         true => crate::tls::liveness_config().ok(),
         false => None,
@@ -125,7 +133,7 @@ pub fn running(paths: &Paths, config: &Config) -> Running {
 /// What to say when this home's daemon runs on another address than config.yaml names.
 fn elsewhere(paths: &Paths, config: &Config, pid: u32, url: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "this home's ccs daemon (pid {pid}) runs at {url}, not at {} as {} now says:          `ccs cliproxy restart` moves it there",
+        "this home's ccs daemon (pid {pid}) runs at {url}, not at {} as {} now says: `ccs cliproxy restart` moves it there",
         configured_url(config),
         paths.config_file().display()
     )
