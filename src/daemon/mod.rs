@@ -129,10 +129,21 @@ pub async fn serve(
     let store = Arc::new(SledStore::open(&paths, clock.clone())?);
     let telemetry = Telemetry::new(clock.clone(), store.flush_seconds.clone());
     telemetry.usage.restore(&store);
-    let client = crate::oauth::http_client();
+    // Refresh calls on a thread of their own (with their own client, whose connections live
+    // there): an answer is read and landed on disk as it arrives, whatever the actors' thread
+    // is busy with.
+    let refresh_rt = RefreshThread(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ccs-refresh")
+            .enable_all()
+            .build()
+            .context("cannot start the refresh thread")?,
+    ));
     let refresher = Arc::new(Observed {
         inner: HttpRefresher {
-            client: client.clone(),
+            client: crate::oauth::http_client(),
+            on: refresh_rt.0.as_ref().map(|rt| rt.handle().clone()),
             token_url: config.oauth.token_url.clone(),
             client_id: config.oauth.client_id.clone(),
             clock: clock.clone(),
@@ -293,11 +304,26 @@ pub async fn serve(
     let saver = ctx.clone();
     let _ = tokio::task::spawn_blocking(move || saver.save_last_used()).await;
     store.flush()?;
+    // A call still out is abandoned here, as the process would at its exit; its intent makes
+    // the next start check the account.
+    drop(refresh_rt);
     if let Some(shared) = &ctx.shared {
         shared.leave().await;
     }
     tracing::info!("daemon stopped");
     Ok(())
+}
+
+/// The refresh calls' runtime, shut down without waiting when the daemon ends (or fails to
+/// start): a runtime cannot be dropped the ordinary way inside another.
+struct RefreshThread(Option<tokio::runtime::Runtime>);
+
+impl Drop for RefreshThread {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// With `store.backend: redis`: connects, warns when Redis does not persist, and joins the

@@ -120,6 +120,9 @@ pub struct HttpRefresher {
     /// Where an answer is written and synced the moment it is read (a daemon of its own:
     /// `store/landing.rs`).
     pub landing: Option<crate::store::landing::Landing>,
+    /// Where the calls run: a runtime of their own, so an answer is read (and landed) the
+    /// moment it arrives, not when the actors' busy thread gets to it. `None`: where polled.
+    pub on: Option<tokio::runtime::Handle>,
 }
 
 /// How long a sent refresh is waited for before it is given up: in a shared pool just inside
@@ -155,7 +158,8 @@ impl Refresher for HttpRefresher {
         let account = account.to_string();
         let (slow_after, hard_bound) = (self.slow_after, self.hard_bound);
         let landing = self.landing.clone();
-        Box::pin(async move {
+        let on = self.on.clone();
+        let call = async move {
             let sent = req.send();
             tokio::pin!(sent);
             let resp = tokio::select! {
@@ -218,7 +222,17 @@ impl Refresher for HttpRefresher {
                 }
             }
             Ok(token)
-        })
+        };
+        match on {
+            Some(rt) => {
+                let running = rt.spawn(call);
+                Box::pin(async move {
+                    // The runtime went away (the daemon is stopping): the outcome is unknown.
+                    running.await.unwrap_or(Err(Failure::Unknown))
+                })
+            }
+            None => Box::pin(call),
+        }
     }
 }
 
