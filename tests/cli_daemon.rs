@@ -565,3 +565,21 @@ fn a_clean_stop_keeps_the_latest_figures() {
     );
     assert_eq!(after["last_used_at"], before["last_used_at"], "{after}");
 }
+
+#[test]
+fn the_account_list_says_when_each_account_last_served() {
+    let h = OneAccountHome::new();
+    let (sim, paths, port) = (&h.sim, &h.paths, h.port);
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rt = rt();
+    rt.block_on(add_account(&sim.url(), &url, "a@example.com"));
+    let (code, out, _) = ccs(&paths.home, &["claude", "--accounts"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("LAST USED") && out.contains("never"), "{out}");
+    rt.block_on(async { assert_eq!(ask(&url, None, false).await.status(), 200) });
+    let (code, out, _) = ccs(&paths.home, &["claude", "--accounts"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("just now"), "{out}");
+}

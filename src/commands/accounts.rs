@@ -186,6 +186,24 @@ pub fn until(t: Option<&str>) -> String {
     super::in_words(ms).unwrap_or_else(|| "now".into())
 }
 
+/// "3m ago" (or "2h 13m ago", "just now") from an RFC 3339 time to now; "never" without one.
+fn ago(t: Option<&str>) -> String {
+    let Some(s) = t else {
+        return "never".into();
+    };
+    let Ok(at) = chrono::DateTime::parse_from_rfc3339(s) else {
+        return s.to_string();
+    };
+    let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    match super::now_ms().checked_sub(ms) {
+        Some(d) if d >= 60_000 => format!(
+            "{} ago",
+            crate::config::words(std::time::Duration::from_millis(d))
+        ),
+        _ => "just now".into(),
+    }
+}
+
 /// `ccs claude --accounts [--json]`.
 pub fn list(paths: &Paths, config: &Config, json_out: bool) -> Result<()> {
     let client = ensure_running(paths, config)?;
@@ -202,7 +220,7 @@ pub fn list(paths: &Paths, config: &Config, json_out: bool) -> Result<()> {
         return Ok(());
     }
     outln!(
-        "  {:<14} {:<30} {:<5} {:<10} {:>5} {:>6}  {:<14} {:>3}",
+        "  {:<14} {:<30} {:<5} {:<10} {:>5} {:>6}  {:<14} {:>3}  {}",
         "NICKNAME",
         "EMAIL",
         "PLAN",
@@ -210,7 +228,8 @@ pub fn list(paths: &Paths, config: &Config, json_out: bool) -> Result<()> {
         "5H",
         "WEEK",
         "COOLDOWN",
-        "POS"
+        "POS",
+        "LAST USED"
     );
     let mut fixes = Vec::new();
     for a in &list {
@@ -220,7 +239,7 @@ pub fn list(paths: &Paths, config: &Config, json_out: bool) -> Result<()> {
             a.state.clone()
         };
         outln!(
-            "{} {:<14} {:<30} {:<5} {:<10} {:>5} {:>6}  {:<14} {:>3}",
+            "{} {:<14} {:<30} {:<5} {:<10} {:>5} {:>6}  {:<14} {:>3}  {}",
             if a.default { "*" } else { " " },
             a.nickname,
             a.email,
@@ -232,6 +251,7 @@ pub fn list(paths: &Paths, config: &Config, json_out: bool) -> Result<()> {
             a.position
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "-".into()),
+            ago(a.last_used_at.as_deref()),
         );
         if let Some(f) = &a.fix {
             fixes.push(format!("{}: {f}", a.nickname));
