@@ -31,6 +31,15 @@ impl OneAccountHome {
             _dir: dir,
         }
     }
+
+    /// Starts the daemon as a user would and logs the account in; the daemon's URL.
+    fn started_with_account(&self, rt: &tokio::runtime::Runtime) -> String {
+        let url = format!("http://127.0.0.1:{}", self.port);
+        let (code, out, err) = ccs(&self.paths.home, &["cliproxy", "start"]);
+        assert_eq!(code, 0, "{out}{err}");
+        rt.block_on(add_account(&self.sim.url(), &url, "a@example.com"));
+        url
+    }
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -532,13 +541,10 @@ fn a_clean_stop_keeps_the_latest_figures() {
     // Utilization and last use are written down at most once a minute while the daemon runs;
     // a clean stop writes the rest, so the next start shows what the last answer said.
     let h = OneAccountHome::new();
-    let (sim, paths, port) = (&h.sim, &h.paths, h.port);
-    let url = format!("http://127.0.0.1:{port}");
-    let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
-    assert_eq!(code, 0, "{out}{err}");
+    let paths = &h.paths;
     let rt = rt();
+    let url = h.started_with_account(&rt);
     let before = rt.block_on(async {
-        add_account(&sim.url(), &url, "a@example.com").await;
         assert_eq!(ask(&url, None, false).await.status(), 200);
         // A second later (last use is kept to the second), two more answers.
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
@@ -569,12 +575,9 @@ fn a_clean_stop_keeps_the_latest_figures() {
 #[test]
 fn the_account_list_says_when_each_account_last_served() {
     let h = OneAccountHome::new();
-    let (sim, paths, port) = (&h.sim, &h.paths, h.port);
-    let url = format!("http://127.0.0.1:{port}");
-    let (code, out, err) = ccs(&paths.home, &["cliproxy", "start"]);
-    assert_eq!(code, 0, "{out}{err}");
+    let paths = &h.paths;
     let rt = rt();
-    rt.block_on(add_account(&sim.url(), &url, "a@example.com"));
+    let url = h.started_with_account(&rt);
     let (code, out, _) = ccs(&paths.home, &["claude", "--accounts"]);
     assert_eq!(code, 0);
     assert!(out.contains("LAST USED") && out.contains("never"), "{out}");
