@@ -38,7 +38,8 @@ fn chromedriver() -> PathBuf {
 }
 
 /// chromedriver on a free port, and a headless Chromium session through it. Both end when
-/// this is dropped.
+/// this is dropped, a failing test's too: chromedriver leads a process group of its own, which
+/// Chromium and its helpers join, and the whole group is killed.
 struct Browser {
     driver: Child,
     client: Option<Client>,
@@ -47,9 +48,13 @@ struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        if let Some(c) = self.client.take() {
-            // Closing ends Chromium; without a runtime here, chromedriver's end kills it too.
-            drop(c);
+        drop(self.client.take());
+        // Killing chromedriver alone leaves Chromium running, orphaned.
+        if let Some(group) = i32::try_from(self.driver.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
@@ -77,12 +82,13 @@ async fn browser_with(extra: &[&str]) -> Browser {
         chromedriver().display()
     );
     let port = free_port();
-    let driver = Command::new(chromedriver())
+    let mut driver = Command::new(chromedriver());
+    driver
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
+        .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut driver, 0);
+    let driver = driver.spawn().expect("chromedriver starts");
     let profile = tempfile::tempdir().unwrap();
     let caps = json!({
         "goog:chromeOptions": {
@@ -93,6 +99,9 @@ async fn browser_with(extra: &[&str]) -> Browser {
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--window-size=1280,800",
+                // No crash reporter: its handlers start sessions of their own, outside the
+                // group the test ends.
+                "--disable-crash-reporter", "--disable-breakpad",
                 format!("--user-data-dir={}", profile.path().display()),
             ],
         }
