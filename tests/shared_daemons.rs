@@ -96,6 +96,8 @@ fn pool(emails: &[&str], n: usize, token_ttl: Duration, lease: Duration) -> Pool
 }
 
 impl Pool {
+    /// Waits until `done`, `within` being the bound of a stuck run (a panic), not a speed
+    /// check; returns how long it took, for the test's printed report only.
     fn wait(&self, what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
         let start = Instant::now();
         while start.elapsed() < within {
@@ -195,8 +197,22 @@ fn three_daemons_keep_conversations_on_their_accounts_and_refresh_once_per_gener
     assert_ne!(detour, emails[0]);
     owner.insert("detour".into(), detour);
     sessions.push("detour".into());
-    let (mut n, started) = (0usize, Instant::now());
-    while started.elapsed() < Duration::from_secs(14) {
+    // Requests round-robin over the daemons until every account has been refreshed three
+    // times (several generations crossed); the deadline only ends a stuck run.
+    let refreshed = |e: &str| {
+        p.sim
+            .model
+            .counters()
+            .into_iter()
+            .find(|(x, _)| x == e)
+            .map_or(0, |(_, c)| c.refresh_ok)
+    };
+    let (mut n, deadline) = (0usize, Instant::now() + Duration::from_secs(90));
+    while !emails.iter().all(|e| refreshed(e) >= 3) {
+        assert!(
+            Instant::now() < deadline,
+            "stuck: not every account was refreshed three times within 90 s"
+        );
         for s in &sessions {
             let d = &p.daemons[n % 3];
             n += 1;
@@ -212,10 +228,7 @@ fn three_daemons_keep_conversations_on_their_accounts_and_refresh_once_per_gener
     let mut calls = 0;
     for e in emails {
         let (c, ok) = one_refresh_per_generation(&p.sim, e);
-        assert!(
-            ok >= 3,
-            "{e}: only {ok} refreshes in 14 s of 6-second tokens"
-        );
+        assert!(ok >= 3, "{e}: only {ok} refreshes of 6-second tokens");
         assert_eq!(c, ok, "{e}: a refresh call was not answered");
         calls += c;
     }
@@ -419,6 +432,9 @@ fn redis_down_for_10_s_under_load_fails_no_request_and_refreshes_nothing() {
             .sum()
     };
     let (mut served, mut n) = (0u64, 0usize);
+    // The scenario is laid out on the tokens' clock (not a speed check): load until 7 s after
+    // issue, Redis away from 7 s to 17 s (the refresh falls due at 15 s, inside the outage),
+    // load again until 29 s.
     let mut load = |p: &Pool, until: Duration| {
         while issued_at.elapsed() < until {
             let d = &p.daemons[n % 3];
