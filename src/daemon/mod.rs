@@ -132,18 +132,18 @@ pub async fn serve(
     // Refresh calls on a thread of their own (with their own client, whose connections live
     // there): an answer is read and landed on disk as it arrives, whatever the actors' thread
     // is busy with.
-    let refresh_rt = RefreshThread(Some(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("ccs-refresh")
-            .enable_all()
-            .build()
-            .context("cannot start the refresh thread")?,
-    ));
+    let refresh_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("ccs-refresh")
+        .enable_all()
+        .build()
+        .context("cannot start the refresh thread")?;
+    let refresh_calls = refresh_rt.handle().clone();
+    let refresh_rt = RefreshThread(Some(refresh_rt));
     let refresher = Arc::new(Observed {
         inner: HttpRefresher {
             client: crate::oauth::http_client(),
-            on: refresh_rt.0.as_ref().map(|rt| rt.handle().clone()),
+            on: refresh_calls,
             token_url: config.oauth.token_url.clone(),
             client_id: config.oauth.client_id.clone(),
             clock: clock.clone(),

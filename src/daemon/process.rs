@@ -197,9 +197,7 @@ impl HomeLock {
             paths: paths.clone(),
         })
     }
-}
 
-impl HomeLock {
     /// Says where this daemon listens (only the lock's holder writes it).
     fn listening(&self, url: &str) -> Result<()> {
         crate::fsutil::write_private(&self.paths.url_file(), url.as_bytes())
@@ -218,7 +216,9 @@ impl Drop for HomeLock {
 
 /// A CLI starting this home's daemon: the others wait their turn (an exclusive lock on
 /// `start.lock`), then find the daemon the first one started.
-struct StartLock(#[allow(dead_code)] std::fs::File);
+struct StartLock {
+    _file: std::fs::File,
+}
 
 impl StartLock {
     fn take(paths: &Paths) -> Result<StartLock> {
@@ -233,7 +233,7 @@ impl StartLock {
             .with_context(|| format!("cannot open {}", paths.start_lock_file().display()))?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
             .with_context(|| format!("cannot lock {}", paths.start_lock_file().display()))?;
-        Ok(StartLock(file))
+        Ok(StartLock { _file: file })
     }
 }
 

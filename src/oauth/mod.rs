@@ -121,8 +121,8 @@ pub struct HttpRefresher {
     /// `store/landing.rs`).
     pub landing: Option<crate::store::landing::Landing>,
     /// Where the calls run: a runtime of their own, so an answer is read (and landed) the
-    /// moment it arrives, not when the actors' busy thread gets to it. `None`: where polled.
-    pub on: Option<tokio::runtime::Handle>,
+    /// moment it arrives, not when the actors' busy thread gets to it.
+    pub on: tokio::runtime::Handle,
 }
 
 /// How long a sent refresh is waited for before it is given up: in a shared pool just inside
@@ -158,7 +158,6 @@ impl Refresher for HttpRefresher {
         let account = account.to_string();
         let (slow_after, hard_bound) = (self.slow_after, self.hard_bound);
         let landing = self.landing.clone();
-        let on = self.on.clone();
         let call = async move {
             let sent = req.send();
             tokio::pin!(sent);
@@ -223,16 +222,11 @@ impl Refresher for HttpRefresher {
             }
             Ok(token)
         };
-        match on {
-            Some(rt) => {
-                let running = rt.spawn(call);
-                Box::pin(async move {
-                    // The runtime went away (the daemon is stopping): the outcome is unknown.
-                    running.await.unwrap_or(Err(Failure::Unknown))
-                })
-            }
-            None => Box::pin(call),
-        }
+        let running = self.on.spawn(call);
+        Box::pin(async move {
+            // The runtime went away (the daemon is stopping): the outcome is unknown.
+            running.await.unwrap_or(Err(Failure::Unknown))
+        })
     }
 }
 

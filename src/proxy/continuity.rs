@@ -529,16 +529,16 @@ impl Provenance {
         self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An answer here produced `ids` on `account`.
+    /// An answer here produced `ids` on `account`: kept, and the peers told of the new ones.
     pub fn record(&self, session: &str, account: &str, ids: &[BlockId], now_ms: u64) {
-        let new = self.add(session, account, ids, now_ms);
+        let new = self.heard(session, account, ids, now_ms);
         if let (Some(peers), false) = (self.peers.get(), new.is_empty()) {
             peers(session, account, &new);
         }
     }
 
-    /// A peer's answer produced `ids` on `account` (kept here, told nobody); returns those
-    /// not known here before.
+    /// `ids` were produced on `account` (by an answer a peer relayed, or here): kept, told
+    /// nobody. Returns those not known before.
     pub fn heard(
         &self,
         session: &str,
@@ -546,11 +546,6 @@ impl Provenance {
         ids: &[BlockId],
         now_ms: u64,
     ) -> Vec<BlockId> {
-        self.add(session, account, ids, now_ms)
-    }
-
-    /// Adds the blocks not known yet; returns them.
-    fn add(&self, session: &str, account: &str, ids: &[BlockId], now_ms: u64) -> Vec<BlockId> {
         if ids.is_empty() {
             return Vec::new();
         }

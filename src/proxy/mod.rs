@@ -289,14 +289,17 @@ impl Ctx {
         };
         if due {
             let (me, id) = (self.clone(), account.clone());
-            actix_web::rt::task::spawn_blocking(move || {
-                let noted = me
-                    .store
-                    .update_account(&id, move |a| a.last_used_at_ms = Some(ms));
-                if let Err(e) = noted {
-                    tracing::warn!(account = %id, error = %e, "cannot note the account's last use");
-                }
-            });
+            actix_web::rt::task::spawn_blocking(move || me.note_last_use(&id, ms));
+        }
+    }
+
+    /// Writes `account`'s last use down.
+    fn note_last_use(&self, account: &AccountId, ms: u64) {
+        if let Err(e) = self
+            .store
+            .update_account(account, move |a| a.last_used_at_ms = Some(ms))
+        {
+            tracing::warn!(account = %account, error = %e, "cannot note the account's last use");
         }
     }
 
@@ -313,12 +316,7 @@ impl Ctx {
                 .collect()
         };
         for (id, ms) in pending {
-            if let Err(e) = self
-                .store
-                .update_account(&id, move |a| a.last_used_at_ms = Some(ms))
-            {
-                tracing::warn!(account = %id, error = %e, "cannot note the account's last use");
-            }
+            self.note_last_use(&id, ms);
         }
     }
 

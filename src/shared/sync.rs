@@ -361,14 +361,17 @@ impl Shared {
         let found: Result<Vec<(String, String)>, String> = self
             .run(async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
             .await;
-        let mut learned = false;
-        let now = self.now_ms();
+        // Grouped by account: one addition (and one write to the local store) each.
+        let mut by_account: std::collections::HashMap<String, Vec<_>> = Default::default();
         for (id, account) in found.unwrap_or_default() {
             if let Some(id) = crate::proxy::continuity::id_from_hex(&id) {
-                learned |= !provenance.heard(session, &account, &[id], now).is_empty();
+                by_account.entry(account).or_default().push(id);
             }
         }
-        learned
+        let now = self.now_ms();
+        by_account.iter().fold(false, |learned, (account, ids)| {
+            !provenance.heard(session, account, ids, now).is_empty() || learned
+        })
     }
 
     /// The limits Redis holds for `account`, if any.

@@ -220,9 +220,8 @@ impl SledStore {
             let Some(rec) = self.token_record(&account_key(&a.email))? else {
                 return Ok(());
             };
-            let path = auth.join(mirror::token_file_name(&a.email));
-            fsutil::write_private(&path, &mirror::TokenFileOut::new(a, &rec).to_bytes())
-                .map_err(|e| StoreError(format!("{}: {e}", path.display())))
+            let _guard = self.mirror_lock.lock().unwrap_or_else(|p| p.into_inner());
+            mirror::write_token_file(&auth, a, &rec)
         };
         let mut moved = false;
         for file in files {

@@ -135,6 +135,18 @@ impl<'a> TokenFileOut<'a> {
     }
 }
 
+/// Writes `account`'s token file in `auth_dir` holding `rec` (the caller holds the mirror
+/// lock).
+pub fn write_token_file(
+    auth_dir: &Path,
+    account: &super::records::AccountRecord,
+    rec: &super::records::TokenRecord,
+) -> Result<(), ccs_actors::ports::StoreError> {
+    let path = auth_dir.join(token_file_name(&account.email));
+    crate::fsutil::write_private(&path, &TokenFileOut::new(account, rec).to_bytes())
+        .map_err(|e| ccs_actors::ports::StoreError(format!("{}: {e}", path.display())))
+}
+
 impl TokenFileOut<'_> {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();

@@ -253,11 +253,11 @@ impl SledStore {
                 store.tokens.insert(id.as_bytes(), encode(&rec)).is_ok() && store.db.flush().is_ok()
             },
         ) {
-            let note = format!(
-                "took {account}'s token from its refresh answer that landed just before the \
-                 daemon stopped (it had not reached the database)"
+            tracing::info!(
+                account,
+                "took the token from its refresh answer that landed just before the daemon \
+                 stopped (it had not reached the database)"
             );
-            tracing::info!("{note}");
         }
         for note in store.import_mirror()? {
             tracing::warn!("{note}");

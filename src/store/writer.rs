@@ -21,7 +21,6 @@ use ccs_actors::ports::{BoxFuture, StoreError};
 
 use super::records::{decode, encode, AccountRecord, BindingRecord, QuotaRecord, TokenRecord};
 use super::{db_err, mirror};
-use crate::fsutil;
 
 /// Where a writer's answer goes: a caller blocked on it, or a future an actor awaits.
 enum Reply {
@@ -447,10 +446,7 @@ impl Disk {
     }
 
     fn mirror(&self, account: &AccountRecord, rec: &TokenRecord) -> Result<(), StoreError> {
-        let out = mirror::TokenFileOut::new(account, rec);
-        let path = self.auth_dir.join(mirror::token_file_name(&account.email));
         let _guard = self.mirror_lock.lock().unwrap_or_else(|p| p.into_inner());
-        fsutil::write_private(&path, &out.to_bytes())
-            .map_err(|e| StoreError(format!("{}: {e}", path.display())))
+        mirror::write_token_file(&self.auth_dir, account, rec)
     }
 }
