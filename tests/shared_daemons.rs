@@ -495,10 +495,11 @@ fn redis_down_for_10_s_under_load_fails_no_request_and_refreshes_nothing() {
 #[test]
 fn a_daemon_started_while_redis_is_down_serves_its_own_copy_and_joins_when_redis_returns() {
     let email = "a@example.com";
-    // 20-second tokens: daemon 0 refreshes 10 s in, while daemon 1 is down.
-    let mut p = pool(&[email], 2, Duration::from_secs(20), Duration::from_secs(4));
+    // 40-second tokens: daemon 0 refreshes 20 s in, while daemon 1 is down; daemon 1's older
+    // token then has 20 s left, room for a start on a loaded machine.
+    let mut p = pool(&[email], 2, Duration::from_secs(40), Duration::from_secs(4));
     p.daemons[1].process.take().unwrap().kill();
-    p.wait("daemon 0 to refresh", Duration::from_secs(20), || {
+    p.wait("daemon 0 to refresh", Duration::from_secs(40), || {
         p.sim.model.lineage(email).unwrap().issued == 2
     });
     let newest = accounts(&p.daemons[0].url)[email]["expires_at"].clone();
