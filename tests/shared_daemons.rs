@@ -197,22 +197,10 @@ fn three_daemons_keep_conversations_on_their_accounts_and_refresh_once_per_gener
     assert_ne!(detour, emails[0]);
     owner.insert("detour".into(), detour);
     sessions.push("detour".into());
-    // Requests round-robin over the daemons until every account has been refreshed three
-    // times (several generations crossed); the deadline only ends a stuck run.
-    let refreshed = |e: &str| {
-        p.sim
-            .model
-            .counters()
-            .into_iter()
-            .find(|(x, _)| x == e)
-            .map_or(0, |(_, c)| c.refresh_ok)
-    };
-    let (mut n, deadline) = (0usize, Instant::now() + Duration::from_secs(90));
-    while !emails.iter().all(|e| refreshed(e) >= 3) {
-        assert!(
-            Instant::now() < deadline,
-            "stuck: not every account was refreshed three times within 90 s"
-        );
+    // Requests round-robin over the daemons for 14 s of 6-second tokens (a load phase of the
+    // scenario, not a speed check): several generations are crossed.
+    let (mut n, started) = (0usize, Instant::now());
+    while started.elapsed() < Duration::from_secs(14) {
         for s in &sessions {
             let d = &p.daemons[n % 3];
             n += 1;
@@ -495,11 +483,20 @@ fn redis_down_for_10_s_under_load_fails_no_request_and_refreshes_nothing() {
 #[test]
 fn a_daemon_started_while_redis_is_down_serves_its_own_copy_and_joins_when_redis_returns() {
     let email = "a@example.com";
-    // 40-second tokens: daemon 0 refreshes 20 s in, while daemon 1 is down; daemon 1's older
-    // token then has 20 s left, room for a start on a loaded machine.
-    let mut p = pool(&[email], 2, Duration::from_secs(40), Duration::from_secs(4));
+    // 20-second tokens: daemon 0 refreshes 10 s in, while daemon 1 is down.
+    let mut p = pool(&[email], 2, Duration::from_secs(20), Duration::from_secs(4));
+    // Listed is not enough before the kill: a peer writes the account's record before its
+    // token, and its token file (the mirror) only once the token is on disk.
+    let token_file = ccs::config::Paths::at(&p.daemons[1].home)
+        .auth_dir()
+        .join(ccs::store::mirror::token_file_name(email));
+    p.wait(
+        "daemon 1 to hold the token on disk",
+        Duration::from_secs(10),
+        || token_file.exists(),
+    );
     p.daemons[1].process.take().unwrap().kill();
-    p.wait("daemon 0 to refresh", Duration::from_secs(40), || {
+    p.wait("daemon 0 to refresh", Duration::from_secs(20), || {
         p.sim.model.lineage(email).unwrap().issued == 2
     });
     let newest = accounts(&p.daemons[0].url)[email]["expires_at"].clone();
