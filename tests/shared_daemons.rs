@@ -483,8 +483,15 @@ fn redis_down_for_10_s_under_load_fails_no_request_and_refreshes_nothing() {
 #[test]
 fn a_daemon_started_while_redis_is_down_serves_its_own_copy_and_joins_when_redis_returns() {
     let email = "a@example.com";
-    // 20-second tokens: daemon 0 refreshes 10 s in, while daemon 1 is down.
-    let mut p = pool(&[email], 2, Duration::from_secs(20), Duration::from_secs(4));
+    // Hour-long tokens, and daemon 0 refreshes when told to, once daemon 1 is down: a refresh
+    // that came by the clock could come before the kill on a loaded machine, and daemon 1 would
+    // then hold the newer token already.
+    let mut p = pool(
+        &[email],
+        2,
+        Duration::from_secs(3600),
+        Duration::from_secs(4),
+    );
     // Listed is not enough before the kill: a peer writes the account's record before its
     // token, and its token file (the mirror) only once the token is on disk.
     let token_file = ccs::config::Paths::at(&p.daemons[1].home)
@@ -496,6 +503,16 @@ fn a_daemon_started_while_redis_is_down_serves_its_own_copy_and_joins_when_redis
         || token_file.exists(),
     );
     p.daemons[1].process.take().unwrap().kill();
+    assert_eq!(p.sim.model.lineage(email).unwrap().issued, 1);
+    // Views give expiry to the second: the newer token must expire in a later one.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (s, v) = tokio::runtime::Runtime::new().unwrap().block_on(manage(
+        &p.daemons[0].url,
+        Method::POST,
+        &format!("/accounts/{email}/refresh"),
+        None,
+    ));
+    assert!(s == 200 || s == 202, "forced refresh: {s} {v}");
     p.wait("daemon 0 to refresh", Duration::from_secs(20), || {
         p.sim.model.lineage(email).unwrap().issued == 2
     });
