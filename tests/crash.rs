@@ -149,6 +149,26 @@ fn run(cycles: u64, planted: Option<&str>) -> Outcome {
         })
         .collect();
 
+    // What the disk costs, beside the daemon on the same filesystem and under the same load:
+    // a page written in place and data-synced every 100 ms, the way a refresh's answer lands.
+    let disk = {
+        let (stop, file) = (stop_burning.clone(), paths.home.join("disk-baseline"));
+        std::thread::spawn(move || {
+            let f = std::fs::File::create(&file).expect("the baseline file");
+            let page = [b' '; 4096];
+            let mut costs = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                std::os::unix::fs::FileExt::write_all_at(&f, &page, 0).expect("write");
+                f.sync_data().expect("sync");
+                costs.push(t.elapsed().as_micros() as u64);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            costs.sort_unstable();
+            costs
+        })
+    };
+
     // Load: four conversations, one request after another, for the whole run.
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -206,6 +226,7 @@ fn run(cycles: u64, planted: Option<&str>) -> Outcome {
     for b in burners {
         let _ = b.join();
     }
+    let disk = disk.join().expect("the baseline thread");
     // Let the last start's checks finish, then stop the daemon and read what it stored.
     std::thread::sleep(Duration::from_secs(2));
     daemon.kill();
@@ -244,7 +265,8 @@ fn run(cycles: u64, planted: Option<&str>) -> Outcome {
         "crash test{}: {cycles} SIGKILLs in {:.0} s; requests {} ok, {} failed; accounts lost {} \
          (answered but never durable {never_durable}, written then lost {}); hidden {}; re-logins {relogins}; \
          over {} refreshes, answer to written p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
-         answer to synced p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+         answer to synced p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+         the disk alone (a page written and synced, {} times) p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         planted.map(|b| format!(" (planted {b})")).unwrap_or_default(),
         started.elapsed().as_secs_f64(),
         ok.load(Ordering::Relaxed),
@@ -259,6 +281,10 @@ fn run(cycles: u64, planted: Option<&str>) -> Outcome {
         percentile(&windows, 0.5),
         percentile(&windows, 0.99),
         percentile(&windows, 1.0),
+        disk.len(),
+        percentile(&disk, 0.5),
+        percentile(&disk, 0.99),
+        percentile(&disk, 1.0),
     );
     Outcome {
         written_then_lost: written_then_lost.len(),
