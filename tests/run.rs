@@ -369,6 +369,54 @@ fn the_demo_exits_zero_and_shows_the_hop() {
     );
 }
 
+/// `ccs demo --keep` serves for as long as it runs: once every account is spent, the
+/// simulator's top-up is noticed from the usage endpoint, long before the announced resets.
+#[test]
+fn the_kept_demo_serves_again_after_every_account_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ccs"))
+        .args(["demo", "--keep"])
+        .env("CCS_HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let (mut seen, mut spent, mut back) = (Vec::new(), false, false);
+    while !back {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                spent |= line.contains("all three accounts are spent");
+                back |= spent && line.starts_with("back ");
+                seen.push(line);
+            }
+            Err(_) => break,
+        }
+    }
+    // Ctrl-C: the demo stops its daemon and simulator and removes its home.
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let stopped = child.wait().unwrap();
+    assert!(
+        back,
+        "never served again after the top-up:\n{}",
+        seen.join("\n")
+    );
+    assert!(stopped.success(), "{stopped:?}");
+}
+
 #[test]
 fn a_home_without_keys_gets_random_ones_that_the_cli_and_claude_code_use_unseen() {
     let s = setup(&[("a@example.com", 10)], false);

@@ -228,6 +228,17 @@ impl Quota {
         .max()
     }
 
+    /// Until when a rejected window (with its announced reset) benches the account at `now`,
+    /// for any model: what the usage endpoint can lift early. A backoff after a 429 that named
+    /// no reset is not one of them.
+    pub fn window_bench_until(&self, now: Timestamp) -> Option<Timestamp> {
+        [&self.five_hour, &self.seven_day]
+            .into_iter()
+            .chain(self.families.values())
+            .filter_map(|w| w.blocks_until(now))
+            .max()
+    }
+
     /// The state without the figures every response moves (utilization, when last seen): what
     /// must survive a restart at once. The rest is written down now and then.
     pub fn limits(&self) -> Quota {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::accounts::finish;
 use super::pool::print_quota;
 use crate::client::Client;
-use crate::config::{Config, Paths};
+use crate::config::{Config, Paths, Span};
 use crate::daemon::DaemonHandle;
 use crate::oauth::login::{parse_paste, Attempt};
 use crate::sim::scenario::{Scenario, User};
@@ -75,6 +75,8 @@ pub fn demo(with_claude: bool, keep: bool) -> Result<()> {
             })
             .collect(),
         stream_events: 4,
+        // The demo's daemon asks about benched accounts every few seconds (`DEMO_USAGE_POLL`).
+        usage_min_interval: Span(Duration::from_secs(2)),
         ..Scenario::default()
     };
     let sim = SimHandle::start(&scenario, 0, false, fresh_seed())
@@ -94,6 +96,7 @@ pub fn demo(with_claude: bool, keep: bool) -> Result<()> {
     config.oauth.token_url = format!("{s}/v1/oauth/token");
     config.oauth.profile_url = format!("{s}/api/oauth/profile");
     config.oauth.usage_url = format!("{s}/api/oauth/usage");
+    config.oauth.usage_poll = Span(DEMO_USAGE_POLL);
     config.oauth.callback_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -157,7 +160,9 @@ fn keep_running(home: &std::path::Path, url: &str, sim: &str, client: &Client) -
          cliproxy:\n  port: {port}\n  auth:\n    api_key: {KEY}\n    management_secret: {SECRET}\n\
          upstream:\n  api_base: {sim}\n\
          oauth:\n  authorize_url: {sim}/oauth/authorize\n  token_url: {sim}/v1/oauth/token\n  \
-         profile_url: {sim}/api/oauth/profile\n  usage_url: {sim}/api/oauth/usage\n"
+         profile_url: {sim}/api/oauth/profile\n  usage_url: {sim}/api/oauth/usage\n  \
+         usage_poll: {}s\n",
+        DEMO_USAGE_POLL.as_secs()
     );
     crate::fsutil::write_private(&Paths::at(home).config_file(), yaml.as_bytes())?;
     let link = client.login_link()?;
@@ -187,6 +192,9 @@ fn keep_running(home: &std::path::Path, url: &str, sim: &str, client: &Client) -
     Ok(())
 }
 
+/// How often the demo's daemon asks about a benched account: its top-ups show within seconds.
+const DEMO_USAGE_POLL: Duration = Duration::from_secs(5);
+
 /// How often `--keep` sends a turn.
 const KEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -195,6 +203,7 @@ fn keep_traffic(url: &str, sim: &str, stop: &std::sync::atomic::AtomicBool) {
     let session = format!("demo-live-{:08x}", fresh_seed() as u32);
     let mut budget = BUDGET;
     let mut last: Option<String> = None;
+    let mut waiting = false;
     let mut turn = 0;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(250));
@@ -212,16 +221,29 @@ fn keep_traffic(url: &str, sim: &str, stop: &std::sync::atomic::AtomicBool) {
             .send();
         let Ok(r) = r else { continue };
         if r.status().as_u16() == 429 {
-            // Every account is spent: the simulated windows get more room.
+            if waiting {
+                // Topped up already: the daemon notices at its next question.
+                continue;
+            }
+            // Every account is spent: the simulated windows get more room, and the daemon
+            // finds out from the usage endpoint, hours before the announced resets.
+            waiting = true;
             budget += BUDGET;
             for e in ["alice@example.com", "bob@example.com", "carol@example.com"] {
                 let _ = http
                     .post(format!("{sim}/sim/users/{e}/budget"))
-                    .json(&json!({"five_hour": budget}))
+                    .json(&json!({"five_hour": budget, "seven_day": budget.max(100)}))
                     .send();
             }
-            outln!("all three accounts are spent: the simulator gives each {BUDGET} more requests");
+            outln!(
+                "all three accounts are spent: the simulator gives each {BUDGET} more requests \
+                 (the daemon asks the usage endpoint every {} s to notice)",
+                DEMO_USAGE_POLL.as_secs()
+            );
             continue;
+        }
+        if r.status().is_success() && std::mem::take(&mut waiting) {
+            outln!("back    the daemon noticed the top-up before the announced resets");
         }
         let text = r
             .json::<Value>()

@@ -210,6 +210,10 @@ pub struct OAuth {
     /// (`oauth::refresh_hard_bound`): refresh tokens rotate the moment the authority answers,
     /// so an answer given up on is a grant lost.
     pub refresh_timeout: Span,
+    /// How often, at most, the usage endpoint is asked about an account a window benches, to
+    /// lift the bench when the window opens before its announced reset (jittered by up to
+    /// half again, doubled after each 429; `0s` never asks).
+    pub usage_poll: Span,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -262,6 +266,7 @@ impl Default for OAuth {
             scope: "user:profile user:inference user:sessions:claude_code user:mcp_servers user:file_upload".to_string(),
             callback_port: 54545,
             refresh_timeout: Span(Duration::from_secs(120)),
+            usage_poll: Span(Duration::from_secs(300)),
         }
     }
 }

@@ -265,6 +265,7 @@ pub async fn serve(
             save_usage(&sweeper_ctx).await;
         }
     });
+    let comeback = actix_web::rt::spawn(proxy::comeback::run(ctx.clone()));
     let mut asked = ctx.shutdown.subscribe();
     let home = ctx.paths.home.clone();
     tokio::select! {
@@ -279,6 +280,7 @@ pub async fn serve(
     handle.stop(true).await;
     let _ = running.await;
     sweeper.abort();
+    comeback.abort();
     if let Some(p) = peers {
         p.abort();
     }

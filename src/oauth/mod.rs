@@ -242,12 +242,33 @@ pub struct Profile {
 }
 
 /// `GET url` with the account's token and the OAuth beta flag; the JSON body on a 2xx.
+/// Why a profile or usage call gave no body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchError {
+    /// 429: asked too often (`retry_after` when the endpoint said so).
+    Refused { retry_after: Option<Duration> },
+    /// Anything else: unreachable, another status, a body that does not parse.
+    Failed(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Refused {
+                retry_after: Some(d),
+            } => write!(f, "asked too often (429), retry after {} s", d.as_secs()),
+            FetchError::Refused { retry_after: None } => write!(f, "asked too often (429)"),
+            FetchError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 async fn oauth_get<T: serde::de::DeserializeOwned>(
     client: &reqwest::Client,
     what: &str,
     url: &str,
     access: &Secret,
-) -> Result<T, String> {
+) -> Result<T, FetchError> {
     let resp = client
         .get(url)
         .bearer_auth(access.expose())
@@ -255,11 +276,25 @@ async fn oauth_get<T: serde::de::DeserializeOwned>(
         .timeout(Duration::from_secs(15))
         .send()
         .await
-        .map_err(|e| format!("{what} endpoint unreachable: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("{what} endpoint answered {}", resp.status()));
+        .map_err(|e| FetchError::Failed(format!("{what} endpoint unreachable: {e}")))?;
+    if resp.status().as_u16() == 429 {
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        return Err(FetchError::Refused { retry_after });
     }
-    resp.json().await.map_err(|e| format!("{what}: {e}"))
+    if !resp.status().is_success() {
+        return Err(FetchError::Failed(format!(
+            "{what} endpoint answered {}",
+            resp.status()
+        )));
+    }
+    resp.json()
+        .await
+        .map_err(|e| FetchError::Failed(format!("{what}: {e}")))
 }
 
 pub async fn fetch_profile(
@@ -267,7 +302,9 @@ pub async fn fetch_profile(
     url: &str,
     access: &Secret,
 ) -> Result<Profile, String> {
-    let v: serde_json::Value = oauth_get(client, "profile", url, access).await?;
+    let v: serde_json::Value = oauth_get(client, "profile", url, access)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(parse_profile(&v))
 }
 
@@ -311,7 +348,7 @@ pub async fn fetch_usage(
     client: &reqwest::Client,
     url: &str,
     access: &Secret,
-) -> Result<ccs_actors::quota::UsageBody, String> {
+) -> Result<ccs_actors::quota::UsageBody, FetchError> {
     oauth_get(client, "usage", url, access).await
 }
 

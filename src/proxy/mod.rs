@@ -12,6 +12,7 @@
 
 pub mod body;
 pub mod clients;
+pub mod comeback;
 pub mod continuity;
 pub mod counter;
 pub mod drive;
@@ -81,7 +82,7 @@ pub struct Ctx {
     /// Failed keys and secrets, per client.
     pub throttle: guard::Throttle,
     /// When each account's usage was last fetched.
-    usage_fetched: Mutex<HashMap<AccountId, Instant>>,
+    usage_fetched: Mutex<HashMap<AccountId, ccs_actors::Timestamp>>,
     /// Served requests per minute of the last hour, for status.
     recent: counter::PerMinute,
     /// When each account last served, and when that was last written to the store.
@@ -341,12 +342,13 @@ impl Ctx {
 
     /// Whether the usage of `account` may be fetched now (at most every 30 s); marks it.
     pub fn usage_due(&self, account: &AccountId, max_age: Duration) -> bool {
+        let now = self.clock.now();
         let mut m = self.usage_fetched.lock().unwrap_or_else(|p| p.into_inner());
         let due = m
             .get(account)
-            .is_none_or(|t| t.elapsed() >= max_age.max(USAGE_CACHE));
+            .is_none_or(|t| now.since(*t) >= max_age.max(USAGE_CACHE));
         if due {
-            m.insert(account.clone(), Instant::now());
+            m.insert(account.clone(), now);
         }
         due
     }

@@ -36,6 +36,9 @@ pub struct Scenario {
     /// Time to first byte per 1,000 input tokens read uncached, in microseconds (a cache read
     /// costs a tenth): so a turn whose cache went cold is measurably slower.
     pub prefill_us_per_ktok: u64,
+    /// The usage endpoint answers one account at most this often; a call sooner is refused
+    /// with 429 and a `retry-after` (specs/anthropic.md §3).
+    pub usage_min_interval: Span,
 }
 
 /// What a model does with a thinking block that another organization's account signed
@@ -261,6 +264,7 @@ impl Default for Scenario {
             models: Default::default(),
             cache_min_tokens: 1024,
             prefill_us_per_ktok: 2_000,
+            usage_min_interval: Span(Duration::from_secs(30)),
         }
     }
 }

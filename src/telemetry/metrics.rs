@@ -73,6 +73,8 @@ pub struct Metrics {
     pub blocks_removed: Counter,
     /// Thinking blocks the API itself dropped, as answers' `input_transformations` said.
     pub api_dropped: Counter,
+    /// Benches lifted because the usage endpoint said the window had room before its reset.
+    pub came_back: Counter,
 }
 
 impl Metrics {
@@ -93,6 +95,7 @@ impl Metrics {
             fits_after_400: Counter::default(),
             blocks_removed: Counter::default(),
             api_dropped: Counter::default(),
+            came_back: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -161,6 +164,11 @@ impl Metrics {
             "continuity_api_dropped_blocks",
             "Thinking blocks the API dropped instead of reading (the answers' input_transformations)",
             m.api_dropped.clone(),
+        );
+        registry.register(
+            "quota_came_back_early",
+            "Accounts whose window the usage endpoint said was open again before its announced reset",
+            m.came_back.clone(),
         );
         registry.register(
             "requests_in_flight",

@@ -93,6 +93,13 @@ impl Telemetry {
         self.metrics.api_dropped.inc_by(n as u64);
     }
 
+    /// `account`'s bench lifted before its announced reset (the usage endpoint said so); open
+    /// dashboards refresh.
+    pub fn came_back(&self, account: &str) {
+        self.metrics.came_back.inc();
+        self.changed(account, "came_back");
+    }
+
     /// A request is past its body and on its way.
     pub fn request_started(&self) {
         self.metrics.in_flight.inc();

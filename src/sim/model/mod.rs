@@ -61,6 +61,8 @@ pub struct Counters {
     /// Successful code exchanges.
     pub logins: u64,
     pub usage_calls: u64,
+    /// Of those, refused with 429 for coming sooner than `usage_min_interval`.
+    pub usage_refused: u64,
     /// Streams whose client went away before the last event.
     pub streams_abandoned: u64,
     /// Tokens the answers of `messages_ok` named in their `usage`.
@@ -143,6 +145,8 @@ struct UserState {
     five: Window,
     seven: Window,
     counters: Counters,
+    /// When the usage endpoint last answered this account (it is rate-limited itself).
+    usage_answered_at: Option<Timestamp>,
     /// This organization's prompt cache: prefix digest → (tokens, expiry, lifetime).
     cache: HashMap<[u8; 32], (u64, Timestamp, Duration)>,
 }
@@ -420,6 +424,7 @@ impl Inner {
             uuid,
             org_uuid,
             counters: Counters::default(),
+            usage_answered_at: None,
             cache: HashMap::new(),
         });
         self.users.len() - 1

@@ -259,8 +259,26 @@ impl SimModel {
                 "OAuth authentication is currently not supported.",
             ));
         }
+        let min_interval = inner.scenario.usage_min_interval.0;
         let u = &mut inner.users[i];
         u.counters.usage_calls += 1;
+        if let Some(wait) = u
+            .usage_answered_at
+            .map(|t| t.plus(min_interval))
+            .filter(|next| *next > now)
+            .map(|next| next.since(now))
+        {
+            u.counters.usage_refused += 1;
+            let mut e = ApiError::anthropic(
+                429,
+                "rate_limit_error",
+                "Rate limited. Please try again later.",
+            );
+            e.headers
+                .push(("retry-after".into(), wait.as_secs().max(1).to_string()));
+            return Err(e);
+        }
+        u.usage_answered_at = Some(now);
         u.five.roll(now);
         u.seven.roll(now);
         let window = |w: &Window| {
