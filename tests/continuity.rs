@@ -563,10 +563,29 @@ async fn peers_of_a_shared_pool_know_who_made_each_block() {
     wait_shared_blocks(&redis.url(), &c.session, 3).await;
     pause(two, A, true).await;
     wait_paused(one, A, true).await;
+    let before = sim_get(&r.sim.url(), "/sim/requests")
+        .await
+        .as_array()
+        .unwrap()
+        .len();
     let (t, _) = c.turn(one).await;
     assert_eq!(t.status, 200, "{}", t.error);
     let received = sim_get(&r.sim.url(), "/sim/requests").await;
-    assert!(signatures(&last_received(&received)).is_empty());
+    let new: Vec<String> = received.as_array().unwrap()[before..]
+        .iter()
+        .map(|r| {
+            format!(
+                "{} signatures, auth {}",
+                signatures(r["body"].as_str().unwrap()).len(),
+                r["headers"]
+            )
+        })
+        .collect();
+    assert!(
+        signatures(&last_received(&received)).is_empty(),
+        "{new:#?}\n{:?}",
+        accounts(one).await
+    );
     assert_eq!(signatures(&t.sent).len(), 3);
 
     // The move back to alice through the peer: alice's blocks stay, bob's goes.

@@ -83,7 +83,9 @@ fn account_view(
         state: state.to_string(),
         fix,
         refused_until: refused.map(|t| rfc3339(t.as_millis())),
-        paused: a.paused,
+        // What routing goes by: the supervisor hears of a pause after the store has it, and
+        // a view must never say paused while requests still go there.
+        paused: m.map_or(a.paused, |m| m.paused),
         plan: a.plan.clone(),
         expires_at: m.map(|m| rfc3339(m.health.expires_at.as_millis())),
         position,
