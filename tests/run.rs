@@ -506,6 +506,15 @@ fn a_first_run_with_stdin_closed_fails_at_once_naming_the_headless_login() {
         "{err}"
     );
     assert!(record(&s).is_empty(), "Claude Code was not started");
+    // Refused before anything started: no login link nobody can open, no daemon left behind.
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(!out.contains("oauth/authorize"), "{out}");
+    assert!(!s.paths.pid_file().exists(), "a daemon was started");
+    assert!(
+        ccs::daemon::healthz(&configured_url(&s.paths)).is_none(),
+        "a daemon answers"
+    );
 }
 
 #[test]

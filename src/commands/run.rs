@@ -28,6 +28,25 @@ fn within_lead(a: &AccountView, lead_secs: u64) -> bool {
     exp.timestamp_millis() - super::now_ms() as i64 <= lead_secs as i64 * 1000
 }
 
+/// Why a first `ccs claude` with no terminal to answer on stops before it starts anything.
+const NOBODY_TO_LOG_IN: &str = "no account is logged in, and logging one in needs you at a \
+     terminal (standard input is closed or not one here): run `ccs claude --auth` in a \
+     terminal first (`ccs claude --auth --headless` over SSH), then this command again";
+
+/// Whether this home holds any account's token (its files under `auth/`), read without
+/// starting a daemon.
+fn has_local_account(paths: &Paths) -> bool {
+    std::fs::read_dir(paths.auth_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("claude-") && name.ends_with(".json")
+        })
+}
+
 /// Makes sure the pool can serve: logs the first account in when there is none, offers to
 /// log dead accounts in again, refreshes tokens inside the lead, and reports when every
 /// account is limited. Returns the accounts of the pool as the daemon sees them.
@@ -50,6 +69,9 @@ fn prepare(
         }
         if pool != "claude" {
             bail!("no account is logged in: run `ccs claude --auth` first");
+        }
+        if !std::io::stdin().is_terminal() {
+            bail!(NOBODY_TO_LOG_IN);
         }
         outln!("No Claude account is logged in yet: let's log one in.");
         let no_display =
@@ -151,6 +173,10 @@ pub fn launch_pool(
             prepare(paths, config, &client, pool, headless, force, true)?;
         }
     } else {
+        if !std::io::stdin().is_terminal() && !has_local_account(paths) {
+            // Nothing is started for a login nobody can finish.
+            bail!(NOBODY_TO_LOG_IN);
+        }
         let client = super::cliproxy::connect(&endpoint, paths, config)?;
         prepare(paths, config, &client, pool, headless, force, false)?;
     }
