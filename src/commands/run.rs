@@ -30,8 +30,19 @@ fn within_lead(a: &AccountView, lead_secs: u64) -> bool {
 
 /// Why a first `ccs claude` with no terminal to answer on stops before it starts anything.
 const NOBODY_TO_LOG_IN: &str = "no account is logged in, and logging one in needs you at a \
-     terminal (standard input is closed or not one here): run `ccs claude --auth` in a \
+     terminal (standard input is closed here): run `ccs claude --auth` in a \
      terminal first (`ccs claude --auth --headless` over SSH), then this command again";
+
+/// Whether standard input can never carry a pasted code: closed, or `/dev/null`. A pipe can
+/// (a script that pastes the code), so only these two refuse.
+fn stdin_is_closed() -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(stdin) = std::fs::metadata("/dev/stdin") else {
+        return true;
+    };
+    let null = std::fs::metadata("/dev/null");
+    stdin.file_type().is_char_device() && null.is_ok_and(|n| n.rdev() == stdin.rdev())
+}
 
 /// Whether this home holds any account's token (its files under `auth/`), read without
 /// starting a daemon.
@@ -70,7 +81,7 @@ fn prepare(
         if pool != "claude" {
             bail!("no account is logged in: run `ccs claude --auth` first");
         }
-        if !std::io::stdin().is_terminal() {
+        if stdin_is_closed() {
             bail!(NOBODY_TO_LOG_IN);
         }
         outln!("No Claude account is logged in yet: let's log one in.");
@@ -173,7 +184,7 @@ pub fn launch_pool(
             prepare(paths, config, &client, pool, headless, force, true)?;
         }
     } else {
-        if !std::io::stdin().is_terminal() && !has_local_account(paths) {
+        if stdin_is_closed() && !has_local_account(paths) {
             // Nothing is started for a login nobody can finish.
             bail!(NOBODY_TO_LOG_IN);
         }
