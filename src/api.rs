@@ -106,6 +106,111 @@ pub struct Quota {
     pub pool: String,
     pub accounts: Vec<AccountView>,
     pub next_for_new_sessions: Option<String>,
+    /// When, at the last hour's pace, the pool runs dry.
+    #[serde(default)]
+    pub runway: Option<Runway>,
+}
+
+/// A pool's runway (`specs/runway.md`): when, at the pace of the last hour, every account of
+/// it is limited, and which reset then frees one first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Runway {
+    pub pool: String,
+    /// `unknown` (less than five samples' history), `idle` (nothing spent in the last hour),
+    /// `lasts` (the resets keep up: not dry within a week), `dry_at` (dry then), `dry` (every
+    /// account is limited now).
+    pub state: String,
+    /// When it runs dry (RFC 3339), for `dry_at` and `dry`.
+    pub dry_at: Option<String>,
+    /// Seconds from now until then.
+    pub seconds: Option<u64>,
+    /// The pool's pace: requests an hour, over the last hour.
+    pub requests_per_hour: Option<f64>,
+    /// The first account to have room again once the pool is dry.
+    pub freed: Option<RunwayFreed>,
+    /// All of it in one line for people (`describe`), times in the daemon's local time.
+    #[serde(default)]
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunwayFreed {
+    pub account: String,
+    /// RFC 3339.
+    pub at: String,
+    /// `five_hour` or `seven_day`: the window whose reset frees it.
+    pub window: String,
+    /// The share of its 5-hour window it then has (0..1).
+    pub frees: f64,
+}
+
+impl Runway {
+    /// One line for people: "at this pace the pool lasts until 16:40 (in 2h 5m); alice's
+    /// 5-hour window resets at 17:05 (frees ~100 % of it)". Times in local time, "in …"
+    /// counted from `now_ms` (Unix milliseconds).
+    pub fn describe(&self, now_ms: u64) -> String {
+        let at = |s: &str| match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) => {
+                let local = t.with_timezone(&chrono::Local);
+                let left = (t.timestamp_millis() - now_ms as i64).max(0);
+                let when = if left < 86_400_000 {
+                    local.format("%H:%M").to_string()
+                } else {
+                    local.format("%a %d %b %H:%M").to_string()
+                };
+                if left >= 60_000 {
+                    format!(
+                        "{when} (in {})",
+                        crate::config::words(std::time::Duration::from_millis(left as u64))
+                    )
+                } else {
+                    when
+                }
+            }
+            Err(_) => s.to_string(),
+        };
+        let head = match (self.state.as_str(), &self.dry_at) {
+            ("unknown", _) => return "runway not known yet (it needs a few minutes of use)".into(),
+            ("idle", _) => {
+                return "nothing spent in the last hour: the pool does not run dry".into()
+            }
+            ("lasts", _) => {
+                return "at this pace the pool does not run dry (its resets keep up)".into()
+            }
+            ("dry", _) => "every account of the pool is limited now".to_string(),
+            (_, Some(d)) => format!("at this pace the pool lasts until {}", at(d)),
+            _ => return format!("runway: {}", self.state),
+        };
+        match &self.freed {
+            Some(f) if f.window == "seven_day" => format!(
+                "{head}; {}'s weekly window resets at {} (frees ~{:.0} % of a 5-hour window)",
+                f.account,
+                at(&f.at),
+                f.frees * 100.0
+            ),
+            Some(f) => format!(
+                "{head}; {}'s 5-hour window resets at {} (frees ~{:.0} % of it)",
+                f.account,
+                at(&f.at),
+                f.frees * 100.0
+            ),
+            None => head,
+        }
+    }
+
+    /// Short, for the status line: `pool 42m` (`pool work 42m` for a pool of another name,
+    /// `pool dry` when dry now).
+    pub fn short(&self) -> Option<String> {
+        let name = match self.pool.as_str() {
+            "claude" => "pool".to_string(),
+            other => format!("pool {other}"),
+        };
+        match self.state.as_str() {
+            "dry" => Some(format!("{name} dry")),
+            "dry_at" => Some(format!("{name} {}m", self.seconds?.div_ceil(60))),
+            _ => None,
+        }
+    }
 }
 
 /// The body of `POST /accounts`: a login's outcome.
@@ -269,6 +374,9 @@ pub struct Status {
     /// What a move does to thinking blocks (specs/continuity.md).
     #[serde(default)]
     pub continuity: ContinuityStatus,
+    /// Each pool's runway.
+    #[serde(default)]
+    pub runway: Vec<Runway>,
 }
 
 /// Fitting on or off, and the models learned at run time to refuse another account's thinking
@@ -445,6 +553,10 @@ pub struct SessionView {
     /// (plain input and cache writes), once that answer is in.
     #[serde(default)]
     pub reread_tokens: Option<u64>,
+    /// The shortest runway of the pools its account is in (the default pool's for a new
+    /// conversation).
+    #[serde(default)]
+    pub runway: Option<Runway>,
 }
 
 /// `POST /login-link`: a one-time address that opens the dashboard logged in. The token is

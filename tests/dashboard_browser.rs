@@ -284,6 +284,36 @@ async fn the_accounts_page_shows_each_accounts_state_and_bars() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_accounts_page_says_when_the_pool_runs_dry() {
+    let rig = rig_with(&[(A, 5), (B, 5)], |c| {
+        c.cliproxy.runway_sample = ccs::config::Span(Duration::from_millis(200));
+        c.oauth.usage_poll = ccs::config::Span(Duration::ZERO);
+    })
+    .await;
+    let url = rig.daemon.url.clone();
+    // The sampler sees the accounts, then four turns a minute apart: about six minutes left.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..4 {
+        assert_eq!(turn(&url, "conv-a").await, A);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        advance(&rig, 60);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let b = browser().await;
+    log_in(&b, &url).await;
+    wait_true(
+        &b,
+        "const r = document.getElementById('runway');
+         return r.textContent.startsWith('Runway: at this pace the pool lasts until')
+             && r.textContent.includes(\"alice@example.com's 5-hour window resets\")
+             && r.dataset.state === 'soon'",
+        "the runway, marked as under an hour",
+    )
+    .await;
+    screenshot(&b, "accounts-runway").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_hop_shows_on_the_live_page_without_a_reload() {
     let rig = rig(&[(A, 1), (B, 100)]).await;
     let url = rig.daemon.url.clone();

@@ -11,6 +11,7 @@ pub mod planted;
 pub mod ports;
 pub mod quota;
 pub mod routing;
+pub mod runway;
 pub mod supervisor;
 pub mod token;
 

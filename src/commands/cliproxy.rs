@@ -195,6 +195,9 @@ pub fn status(json_out: bool) -> Result<()> {
         s.requests_last_hour,
         s.hops_last_hour
     );
+    for r in &s.runway {
+        outln!("runway        {}: {}", r.pool, r.text);
+    }
     for note in &s.store_notes {
         outln!("at start     {note}");
     }

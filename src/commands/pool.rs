@@ -192,5 +192,8 @@ pub fn print_quota(c: &Client, pool: &str, as_json: bool) -> Result<()> {
         Some(n) => outln!("new sessions go to: {n}"),
         None => outln!("new sessions: none can be served now (all limited, dead or paused)"),
     }
+    if let Some(r) = &q.runway {
+        outln!("runway: {}", r.text);
+    }
     Ok(())
 }

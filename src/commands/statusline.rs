@@ -27,8 +27,16 @@ struct StatusInput {
 
 /// The line for a conversation the daemon describes as `v`.
 pub fn line(v: &SessionView) -> String {
+    // The pool's runway, once it is under an hour.
+    let runway = v
+        .runway
+        .as_ref()
+        .filter(|r| r.seconds.is_some_and(|s| s < 3600))
+        .and_then(|r| r.short())
+        .map(|r| format!(" · {r}"))
+        .unwrap_or_default();
     let Some(account) = &v.account else {
-        return "ccs: new conversation".into();
+        return format!("ccs: new conversation{runway}");
     };
     let who = match &v.nickname {
         Some(n) if !n.is_empty() => n.clone(),
@@ -49,7 +57,7 @@ pub fn line(v: &SessionView) -> String {
             s.push_str(&format!(" · {} tokens re-read", short_count(n)));
         }
     }
-    s
+    s + &runway
 }
 
 /// A token count as a person reads it: 950, 14k, 142k, 1.2M.
@@ -158,6 +166,7 @@ mod tests {
             seven_day: Some(0.1),
             moved_from: None,
             reread_tokens: None,
+            runway: None,
         };
         assert_eq!(line(&v), "ccs: bob · 5h 42% · week 10%");
         v.moved_from = Some("alice@example.com".into());
@@ -172,6 +181,43 @@ mod tests {
         );
         v.account = None;
         assert_eq!(line(&v), "ccs: new conversation");
+    }
+
+    #[test]
+    fn the_pools_runway_shows_once_it_is_under_an_hour() {
+        let runway = |state: &str, seconds: Option<u64>| crate::api::Runway {
+            pool: "claude".into(),
+            state: state.into(),
+            dry_at: seconds.map(|_| "2026-12-03T17:05:00Z".into()),
+            seconds,
+            requests_per_hour: Some(120.0),
+            freed: None,
+            text: String::new(),
+        };
+        let mut v = SessionView {
+            account: Some("bob@example.com".into()),
+            nickname: None,
+            five_hour: Some(0.9),
+            seven_day: Some(0.2),
+            moved_from: None,
+            reread_tokens: None,
+            runway: Some(runway("dry_at", Some(42 * 60 - 30))),
+        };
+        assert_eq!(
+            line(&v),
+            "ccs: bob@example.com · 5h 90% · week 20% · pool 42m"
+        );
+        v.runway = Some(runway("dry_at", Some(3600)));
+        assert_eq!(line(&v), "ccs: bob@example.com · 5h 90% · week 20%");
+        v.runway = Some(runway("dry", Some(0)));
+        assert!(line(&v).ends_with(" · pool dry"), "{}", line(&v));
+        v.runway = Some(crate::api::Runway {
+            pool: "work".into(),
+            ..runway("dry_at", Some(600))
+        });
+        assert!(line(&v).ends_with(" · pool work 10m"), "{}", line(&v));
+        v.runway = Some(runway("lasts", None));
+        assert!(!line(&v).contains("pool"), "{}", line(&v));
     }
 
     #[test]

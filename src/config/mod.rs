@@ -123,6 +123,9 @@ pub struct Proxy {
     pub allow_plain_http: bool,
     /// Serve HTTPS with this certificate and key (PEM files, read at each start).
     pub tls: Option<Tls>,
+    /// How often the accounts' quota is sampled for the runway forecast; the forecast needs
+    /// five samples' worth of history (five minutes by default).
+    pub runway_sample: Span,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -238,6 +241,7 @@ impl Default for Proxy {
             allowed_hosts: Vec::new(),
             allow_plain_http: false,
             tls: None,
+            runway_sample: Span(Duration::from_secs(60)),
         }
     }
 }

@@ -266,6 +266,7 @@ pub async fn serve(
         }
     });
     let comeback = actix_web::rt::spawn(proxy::comeback::run(ctx.clone()));
+    let runway = actix_web::rt::spawn(proxy::runway::run(ctx.clone()));
     let mut asked = ctx.shutdown.subscribe();
     let home = ctx.paths.home.clone();
     tokio::select! {
@@ -281,6 +282,7 @@ pub async fn serve(
     let _ = running.await;
     sweeper.abort();
     comeback.abort();
+    runway.abort();
     if let Some(p) = peers {
         p.abort();
     }

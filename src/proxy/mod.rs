@@ -22,6 +22,7 @@ pub mod guard;
 pub mod manage;
 pub mod recent;
 pub mod relay;
+pub mod runway;
 pub mod sessions;
 pub mod upstream;
 
@@ -87,6 +88,10 @@ pub struct Ctx {
     recent: counter::PerMinute,
     /// When each account last served, and when that was last written to the store.
     last_used: Mutex<HashMap<AccountId, (u64, u64)>>,
+    /// Requests each account served since start, for the runway's burn rate.
+    served: Mutex<HashMap<AccountId, u64>>,
+    /// The accounts' spend over time (`runway.rs`), sampled every `cliproxy.runway_sample`.
+    pub runway: Mutex<ccs_actors::runway::BurnMeter>,
     /// Asked to stop (management API); the daemon's run loop watches it.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     /// The deadline answers still streaming must end by, once the daemon is stopping.
@@ -189,6 +194,7 @@ impl Ctx {
             .as_deref()
             .map(crate::keys::HashedSecret::new);
         let bodies = body::Budget::new(config.cliproxy.bodies_in_flight.0);
+        let runway_span = config.cliproxy.runway_sample.0 * 5;
         let learned: Vec<String> = store
             .meta_value(LEARNED_MODELS)
             .ok()
@@ -215,6 +221,8 @@ impl Ctx {
             usage_fetched: Mutex::default(),
             recent: counter::PerMinute::default(),
             last_used: Mutex::default(),
+            served: Mutex::default(),
+            runway: Mutex::new(ccs_actors::runway::BurnMeter::new(runway_span)),
             shutdown: tokio::sync::watch::channel(false).0,
             draining: tokio::sync::watch::channel(None).0,
             bodies,
@@ -277,6 +285,12 @@ impl Ctx {
     pub fn record_request(self: &Arc<Self>, account: &AccountId) {
         let now = self.clock.now();
         self.recent.add(now, 1);
+        *self
+            .served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(account.clone())
+            .or_default() += 1;
         let ms = now.as_millis();
         let due = {
             let mut m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
@@ -325,6 +339,12 @@ impl Ctx {
     pub fn last_used_ms(&self, account: &str) -> Option<u64> {
         let m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
         m.get(account).map(|(ms, _)| *ms)
+    }
+
+    /// Requests `account` served since start.
+    pub fn served(&self, account: &AccountId) -> u64 {
+        let m = self.served.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(account).copied().unwrap_or(0)
     }
 
     /// The request counts to keep across a restart.

@@ -54,6 +54,11 @@ pub struct TokenLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -63,6 +68,7 @@ pub struct Metrics {
     pub state: Family<StateLabels, Gauge>,
     pub utilization: Family<WindowLabels, Gauge<f64, AtomicU64>>,
     pub resets_at: Family<WindowLabels, Gauge>,
+    pub runway: Family<PoolLabels, Gauge<f64, AtomicU64>>,
     pub latency: Histogram,
     pub ttfb: Histogram,
     pub in_flight: Gauge,
@@ -88,6 +94,7 @@ impl Metrics {
             state: Family::default(),
             utilization: Family::default(),
             resets_at: Family::default(),
+            runway: Family::default(),
             latency: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
             ttfb: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
             in_flight: Gauge::default(),
@@ -132,6 +139,12 @@ impl Metrics {
             "quota_resets_at_seconds",
             "When each quota window resets (Unix seconds)",
             m.resets_at.clone(),
+        );
+        registry.register_with_unit(
+            "pool_runway",
+            "Until each pool runs dry at the last hour's pace (+Inf: it does not)",
+            prometheus_client::registry::Unit::Seconds,
+            m.runway.clone(),
         );
         registry.register_with_unit(
             "request_duration",

@@ -24,7 +24,8 @@ use tokio::sync::broadcast;
 use crate::api::{self, LiveEvent, RequestRecord};
 use crate::store::mirror::rfc3339;
 use metrics::{
-    Metrics, OutcomeLabels, ReasonLabels, RequestLabels, StateLabels, TokenLabels, WindowLabels,
+    Metrics, OutcomeLabels, PoolLabels, ReasonLabels, RequestLabels, StateLabels, TokenLabels,
+    WindowLabels,
 };
 
 /// Refresh outcomes kept for the health page.
@@ -218,12 +219,28 @@ impl Telemetry {
     }
 
     /// The Prometheus text, with the per-account gauges set from `view`.
-    pub fn scrape(&self, view: &SupervisorView) -> String {
+    pub fn scrape(&self, view: &SupervisorView, runway: &[api::Runway]) -> String {
         let m = &self.metrics;
         let now = self.clock.now();
         m.state.clear();
         m.utilization.clear();
         m.resets_at.clear();
+        m.runway.clear();
+        for r in runway {
+            // Seconds until dry; +Inf for a pool that does not run dry; absent when unknown.
+            let seconds = match r.state.as_str() {
+                "idle" | "lasts" => f64::INFINITY,
+                _ => match r.seconds {
+                    Some(s) => s as f64,
+                    None => continue,
+                },
+            };
+            m.runway
+                .get_or_create(&PoolLabels {
+                    pool: r.pool.clone(),
+                })
+                .set(seconds);
+        }
         for a in &view.accounts {
             let account = a.id.to_string();
             m.state

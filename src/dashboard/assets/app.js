@@ -115,6 +115,11 @@
   async function loadAccounts() {
     accounts = (await api('GET', '/accounts')).accounts;
     renderAccounts();
+    const q = await api('GET', '/quota?pool=claude');
+    const runway = document.getElementById('runway');
+    runway.textContent = q.runway ? 'Runway: ' + q.runway.text : '';
+    const soon = q.runway && q.runway.seconds !== null && q.runway.seconds < 3600;
+    runway.dataset.state = soon ? 'soon' : '';
   }
 
   function ordered() {

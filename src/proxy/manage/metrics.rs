@@ -36,7 +36,10 @@ pub(super) async fn metrics(ctx: Data, req: HttpRequest) -> HttpResponse {
     match ctx.sup.view().await {
         Ok(view) => HttpResponse::Ok()
             .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-            .body(ctx.telemetry.scrape(&view)),
+            .body(
+                ctx.telemetry
+                    .scrape(&view, &crate::proxy::runway::of_pools(&ctx, &view)),
+            ),
         Err(e) => internal(e),
     }
 }

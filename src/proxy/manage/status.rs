@@ -75,8 +75,13 @@ pub(super) async fn quota(ctx: Data, q: web::Query<QuotaQuery>) -> HttpResponse 
         .ok()
         .flatten()
         .map(|a| a.to_string());
+    let runway = match ctx.sup.view().await {
+        Ok(view) => crate::proxy::runway::of_pool(&ctx, &view, &pool),
+        Err(e) => return internal(e),
+    };
     match account_views(&ctx, &pool).await {
         Ok(accounts) => HttpResponse::Ok().json(api::Quota {
+            runway: Some(runway),
             accounts: accounts
                 .into_iter()
                 .filter(|a| a.position.is_some())
@@ -126,6 +131,7 @@ pub(super) async fn status(ctx: Data) -> HttpResponse {
         refreshes: ctx.telemetry.refreshes(),
         errors: ctx.telemetry.errors(),
         store,
+        runway: crate::proxy::runway::of_pools(&ctx, &view),
         continuity: api::ContinuityStatus {
             fit: ctx.config.continuity.fit.0,
             learned_reject: ctx.knowledge.learned_models(),

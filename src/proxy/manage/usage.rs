@@ -85,7 +85,21 @@ pub(super) async fn session(ctx: Data, q: web::Query<SessionQuery>) -> HttpRespo
         (Some(_), Some(a)) => ctx.telemetry.reread(&q.id, a),
         _ => None,
     };
+    let pools: Vec<&String> = view
+        .pools
+        .iter()
+        .filter(|(name, members)| match &bound {
+            Some(a) => members.contains(a),
+            None => name.as_str() == ccs_actors::supervisor::DEFAULT_POOL,
+        })
+        .map(|(name, _)| name)
+        .collect();
+    let runway = pools
+        .into_iter()
+        .map(|p| crate::proxy::runway::of_pool(&ctx, &view, p))
+        .min_by_key(|r| r.seconds.unwrap_or(u64::MAX));
     HttpResponse::Ok().json(api::SessionView {
+        runway,
         reread_tokens,
         account: bound.map(|a| a.to_string()),
         nickname,

@@ -62,6 +62,11 @@ struct World {
     last: HashMap<String, AccountId>,
     /// The conversations' histories, in a thinking world.
     conversations: Option<Rc<RefCell<ports::Conversations>>>,
+    /// The runway forecast as the daemon makes it: sampled once a minute, the forecast of
+    /// each minute kept (minute → dry at, in minutes of the run).
+    meter: ccs_actors::runway::BurnMeter,
+    forecasts: BTreeMap<u64, Option<f64>>,
+    minute: u64,
 }
 
 fn email(i: usize) -> String {
@@ -361,6 +366,12 @@ impl World {
                     self.report.pool_efficiency = Some(self.pool_efficiency());
                     self.report.pool_efficiency_note = None;
                 }
+                if self.report.runway.is_none() && self.minute >= 60 {
+                    self.report.runway = Some(spec::RunwayCheck {
+                        dry_min: self.minute,
+                        forecast_min: self.forecasts.get(&(self.minute - 60)).copied().flatten(),
+                    });
+                }
             }
             Driven::Failed { left, .. } => {
                 self.check_left(&left);
@@ -379,6 +390,26 @@ impl World {
             }
             Driven::Stopped => self.fail("daemon stopped".into()),
         }
+    }
+
+    /// Samples the pool's quota into the meter and keeps this minute's runway forecast.
+    async fn forecast(&mut self, minute: u64) {
+        use ccs_actors::runway::Runway;
+        let Ok(view) = self.sup.view().await else {
+            return;
+        };
+        let now = self.clock.now();
+        let served = &self.report.served;
+        self.meter.observe_view(
+            &view,
+            |id| served.get(&id.to_string()).copied().unwrap_or(0),
+            now,
+        );
+        let said = match self.meter.forecast_pool(&view, DEFAULT_POOL, now) {
+            Runway::DryAt { at, .. } => Some(minute as f64 + at.since(now).as_secs_f64() / 60.0),
+            _ => None,
+        };
+        self.forecasts.insert(minute, said);
     }
 
     fn fail(&mut self, why: String) {
@@ -505,6 +536,9 @@ pub async fn run(spec: &Spec) -> Report {
             ..Report::default()
         },
         last: HashMap::new(),
+        meter: Default::default(),
+        forecasts: BTreeMap::new(),
+        minute: 0,
         conversations: spec
             .thinking
             .clone()
@@ -530,6 +564,7 @@ pub async fn run(spec: &Spec) -> Report {
         if minute > 0 {
             clock.advance(Duration::from_secs(60));
         }
+        w.minute = minute;
         // sled flushes every 500 ms: everything written in the last minute is on disk now.
         w.store.flush();
         w.settle().await;
@@ -553,6 +588,7 @@ pub async fn run(spec: &Spec) -> Report {
         w.settle().await;
         w.refresh_view().await;
         w.check_step();
+        w.forecast(minute).await;
     }
     w.settle().await;
     let view = w.sup.view().await.ok();

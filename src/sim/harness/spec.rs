@@ -132,6 +132,19 @@ pub struct Report {
     /// Why there is no efficiency figure, when there is none.
     pub pool_efficiency_note: Option<String>,
     pub faults_injected: u64,
+    /// The runway forecast against what happened: the minute the pool first ran dry, and what
+    /// the forecast made an hour before said (`None`: it never ran dry, or in the first hour).
+    pub runway: Option<RunwayCheck>,
+}
+
+/// What the forecast an hour before the pool ran dry said.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunwayCheck {
+    /// The minute of the run the first request was refused with every account limited.
+    pub dry_min: u64,
+    /// The minute the forecast said, made at `dry_min - 60` (`None`: it said the pool would
+    /// not run dry, or knew nothing yet).
+    pub forecast_min: Option<f64>,
 }
 
 /// A spec from a seed: `accounts` accounts with random budgets, `sessions` sessions spread over
