@@ -29,6 +29,8 @@ pub mod path {
     pub const LOGIN_START: &str = "/v0/management/login/start";
     pub const LOGIN_FINISH: &str = "/v0/management/login/finish";
     pub const CLIENTS: &str = "/v0/management/clients";
+    pub const ALERTS: &str = "/v0/management/alerts";
+    pub const ALERTS_TEST: &str = "/v0/management/alerts/test";
 
     /// Percent-encodes one path segment (an e-mail, a nickname, a pool name).
     pub fn seg(s: &str) -> String {
@@ -109,6 +111,110 @@ pub struct Quota {
     /// When, at the last hour's pace, the pool runs dry.
     #[serde(default)]
     pub runway: Option<Runway>,
+}
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// An account's grant is gone: it needs a new login.
+    AccountDead,
+    /// A pool's runway dropped under `alerts.runway_below`.
+    RunwayLow,
+    /// Every account of a pool is limited (or paused, or dead).
+    PoolLimited,
+    /// An account's window opened before its announced reset.
+    CameBack,
+    /// An account's refreshes failed several times in a row (not yet dead).
+    RefreshFailing,
+    /// The daemon started after a run that did not stop cleanly.
+    RestartedAfterCrash,
+}
+
+impl AlertKind {
+    pub const ALL: [AlertKind; 6] = [
+        AlertKind::AccountDead,
+        AlertKind::RunwayLow,
+        AlertKind::PoolLimited,
+        AlertKind::CameBack,
+        AlertKind::RefreshFailing,
+        AlertKind::RestartedAfterCrash,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::AccountDead => "account_dead",
+            AlertKind::RunwayLow => "runway_low",
+            AlertKind::PoolLimited => "pool_limited",
+            AlertKind::CameBack => "came_back",
+            AlertKind::RefreshFailing => "refresh_failing",
+            AlertKind::RestartedAfterCrash => "restarted_after_crash",
+        }
+    }
+
+    /// A condition lasts and may clear; the others are moments.
+    pub fn lasts(self) -> bool {
+        matches!(
+            self,
+            AlertKind::AccountDead
+                | AlertKind::RunwayLow
+                | AlertKind::PoolLimited
+                | AlertKind::RefreshFailing
+        )
+    }
+}
+
+/// An event as it is told: numbered in order, stamped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Increases by one per alert of this daemon's run: receivers see the order, and a retry
+    /// carries the same id.
+    pub id: u64,
+    pub event: AlertKind,
+    pub subject: String,
+    /// Slack-compatible: the whole alert in one line.
+    pub text: String,
+    /// RFC 3339.
+    pub at: String,
+    /// Sent by `ccs alerts test`.
+    pub test: bool,
+}
+
+impl Alert {
+    /// A few words for the status line.
+    pub fn short(&self) -> String {
+        let s = &self.subject;
+        match self.event {
+            AlertKind::AccountDead => format!("{s} needs a login"),
+            AlertKind::RunwayLow => format!("pool {s} runs low"),
+            AlertKind::PoolLimited => format!("pool {s} all limited"),
+            AlertKind::CameBack => format!("{s} back early"),
+            AlertKind::RefreshFailing => format!("{s} refresh failing"),
+            AlertKind::RestartedAfterCrash => "restarted after a crash".into(),
+        }
+    }
+}
+
+/// `GET /alerts`: what holds now (the dashboard's banner) and the latest told.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Alerts {
+    pub active: Vec<Alert>,
+    pub recent: Vec<Alert>,
+}
+
+/// `POST /alerts/test`: one alert of each kind, and how each channel took them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AlertsTest {
+    pub sent: Vec<Alert>,
+    pub channels: Vec<AlertChannel>,
+}
+
+/// How a channel took `ccs alerts test`'s alerts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertChannel {
+    pub channel: String,
+    pub ok: bool,
+    pub detail: String,
 }
 
 /// A pool's runway (`specs/runway.md`): when, at the pace of the last hour, every account of
@@ -377,6 +483,9 @@ pub struct Status {
     /// Each pool's runway.
     #[serde(default)]
     pub runway: Vec<Runway>,
+    /// The alerts that hold now, newest first.
+    #[serde(default)]
+    pub alerts: Vec<Alert>,
 }
 
 /// Fitting on or off, and the models learned at run time to refuse another account's thinking
@@ -557,6 +666,9 @@ pub struct SessionView {
     /// conversation).
     #[serde(default)]
     pub runway: Option<Runway>,
+    /// The newest alert that holds, in a few words.
+    #[serde(default)]
+    pub alert: Option<String>,
 }
 
 /// `POST /login-link`: a one-time address that opens the dashboard logged in. The token is

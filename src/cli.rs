@@ -80,10 +80,41 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Events worth your attention (an account that needs a new login, a pool running low or
+    /// all limited, quota back early, refreshes failing, a restart after a crash): what holds
+    /// now and the latest told. `ccs alerts test` sends one of each to every channel.
+    #[command(
+        long_about = "Events worth your attention, as the daemon tells them: an account that \
+needs a new login, a pool whose runway drops under alerts.runway_below, a pool whose accounts are \
+all limited, an account whose quota came back before its reset, a token refresh that keeps \
+failing, a start after a run that did not stop cleanly. Each is told once per change of state \
+(and at most every alerts.min_interval) to the webhook (alerts.webhook: a JSON POST with a \
+Slack-compatible text field, signed in X-Ccs-Signature), the desktop (alerts.desktop), the \
+dashboard's banner and Claude Code's status line. Alone, this command prints what holds now \
+and the latest told."
+    )]
+    Alerts {
+        #[command(subcommand)]
+        command: Option<AlertsCommand>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Claude Code's status line: reads the status JSON Claude Code gives on stdin and prints
     /// the account serving this conversation with its 5-hour and weekly use. `ccs claude` and
     /// `ccs run` set it up (cliproxy.status_line); it prints nothing when the daemon is down.
     Statusline,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Send one alert of each kind, marked as a test, to every channel, and say how each took
+    /// them (exit 1 when a configured channel refused).
+    Test {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

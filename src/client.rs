@@ -178,6 +178,16 @@ impl Client {
         self.get(&format!("{}?span={}", path::USAGE, path::seg(span)))
     }
 
+    /// The alerts that hold now, and the latest told.
+    pub fn alerts(&self) -> Result<api::Alerts> {
+        self.get(path::ALERTS)
+    }
+
+    /// One alert of each kind to every channel.
+    pub fn test_alerts(&self) -> Result<api::AlertsTest> {
+        self.post(path::ALERTS_TEST, &serde_json::json!({}))
+    }
+
     /// The account serving conversation `id`.
     pub fn session(&self, id: &str) -> Result<api::SessionView> {
         self.get(&format!("{}?id={}", path::SESSION, path::seg(id)))

@@ -6,6 +6,7 @@
 // First: the commands print through its macros.
 #[macro_use]
 pub mod term;
+pub mod alerts;
 pub mod api;
 pub mod claude_code;
 pub mod cli;

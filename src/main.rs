@@ -4,8 +4,8 @@
 use clap::Parser;
 
 use ccs::cli::{
-    AuthCommand, Cli, CliproxyCommand, Command, ConfigCommand, DaemonCommand, KeyCommand,
-    SimCommand,
+    AlertsCommand, AuthCommand, Cli, CliproxyCommand, Command, ConfigCommand, DaemonCommand,
+    KeyCommand, SimCommand,
 };
 
 fn main() {
@@ -22,6 +22,10 @@ fn main() {
             json,
         } => ccs::commands::config::dashboard(print, json),
         Command::Statusline => ccs::commands::statusline::run(),
+        Command::Alerts { command, json } => match command {
+            Some(AlertsCommand::Test { json: j }) => ccs::commands::alerts::test(json || j),
+            None => ccs::commands::alerts::list(json),
+        },
         Command::Claude(args) => ccs::commands::claude(args),
         Command::Run {
             target,

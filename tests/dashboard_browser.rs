@@ -314,6 +314,37 @@ async fn the_accounts_page_says_when_the_pool_runs_dry() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn alerts_show_as_a_banner_on_every_page() {
+    let rig = rig(&[(A, 100), (B, 100)]).await;
+    let url = rig.daemon.url.clone();
+    let b = browser().await;
+    log_in(&b, &url).await;
+    assert_eq!(
+        eval(&b, "return document.getElementById('alerts').hidden").await,
+        json!(true),
+        "nothing to tell: no banner"
+    );
+    // An account whose grant is gone.
+    http()
+        .post(format!("{}/sim/users/{B}/revoke", rig.sim.url()))
+        .send()
+        .await
+        .unwrap();
+    manage(&url, Method::POST, &format!("/accounts/{B}/refresh"), None).await;
+    open(&b, &url, "usage").await;
+    wait_true(
+        &b,
+        "const a = document.getElementById('alerts');
+         return !a.hidden && [...a.querySelectorAll('li')].some(l =>
+             l.dataset.event === 'account_dead' && l.dataset.subject === 'bob@example.com'
+             && l.textContent.includes('ccs claude --auth --add'))",
+        "the dead account's banner",
+    )
+    .await;
+    screenshot(&b, "alerts-banner").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_hop_shows_on_the_live_page_without_a_reload() {
     let rig = rig(&[(A, 1), (B, 100)]).await;
     let url = rig.daemon.url.clone();

@@ -29,6 +29,13 @@ fn setup_local(verb: &str) -> Result<(Paths, Config)> {
     Ok((paths, config))
 }
 
+/// `ensure_running` for the home and config of this run.
+pub fn client() -> Result<Client> {
+    let paths = Paths::from_env()?;
+    let config = crate::keys::load(&paths)?;
+    ensure_running(&paths, &config)
+}
+
 /// A management client for the daemon this run uses: the remote one (which must answer; it is
 /// never started from here), or the local one, started when it is not running. Every command
 /// that needs the daemon goes through here.
@@ -197,6 +204,9 @@ pub fn status(json_out: bool) -> Result<()> {
     );
     for r in &s.runway {
         outln!("runway        {}: {}", r.pool, r.text);
+    }
+    for a in &s.alerts {
+        outln!("alert         {}", a.text);
     }
     for note in &s.store_notes {
         outln!("at start     {note}");

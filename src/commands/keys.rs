@@ -3,14 +3,7 @@
 
 use anyhow::Result;
 
-use super::cliproxy::ensure_running;
-use crate::config::Paths;
-
-fn client() -> Result<crate::client::Client> {
-    let paths = Paths::from_env()?;
-    let config = crate::keys::load(&paths)?;
-    ensure_running(&paths, &config)
-}
+use super::cliproxy::client;
 
 pub fn add(name: &str, rpm: Option<u32>, concurrent: Option<u32>, json_out: bool) -> Result<()> {
     let made = client()?.add_client_key(name, rpm, concurrent)?;

@@ -1,6 +1,7 @@
 //! One file per command group. Each returns `anyhow::Result` with messages for people.
 
 pub mod accounts;
+pub mod alerts;
 pub mod auth;
 pub mod cert;
 pub mod cliproxy;

@@ -4,17 +4,10 @@
 use anyhow::{bail, Result};
 
 use super::accounts::until;
-use super::cliproxy::ensure_running;
+use super::cliproxy::client;
 use crate::api;
 use crate::cli::PoolCommand;
 use crate::client::Client;
-use crate::config::Paths;
-
-fn client() -> Result<Client> {
-    let paths = Paths::from_env()?;
-    let config = crate::keys::load(&paths)?;
-    ensure_running(&paths, &config)
-}
 
 fn members(c: &Client, name: &str) -> Result<Vec<String>> {
     let mut pools = c.pools()?.pools;

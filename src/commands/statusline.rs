@@ -34,7 +34,11 @@ pub fn line(v: &SessionView) -> String {
         .filter(|r| r.seconds.is_some_and(|s| s < 3600))
         .and_then(|r| r.short())
         .map(|r| format!(" · {r}"))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &v.alert
+            .as_ref()
+            .map(|a| format!(" · ! {a}"))
+            .unwrap_or_default();
     let Some(account) = &v.account else {
         return format!("ccs: new conversation{runway}");
     };
@@ -167,6 +171,7 @@ mod tests {
             moved_from: None,
             reread_tokens: None,
             runway: None,
+            alert: None,
         };
         assert_eq!(line(&v), "ccs: bob · 5h 42% · week 10%");
         v.moved_from = Some("alice@example.com".into());
@@ -202,6 +207,7 @@ mod tests {
             moved_from: None,
             reread_tokens: None,
             runway: Some(runway("dry_at", Some(42 * 60 - 30))),
+            alert: None,
         };
         assert_eq!(
             line(&v),
@@ -218,6 +224,11 @@ mod tests {
         assert!(line(&v).ends_with(" · pool work 10m"), "{}", line(&v));
         v.runway = Some(runway("lasts", None));
         assert!(!line(&v).contains("pool"), "{}", line(&v));
+        v.alert = Some("carol@example.com needs a login".into());
+        assert_eq!(
+            line(&v),
+            "ccs: bob@example.com · 5h 90% · week 20% · ! carol@example.com needs a login"
+        );
     }
 
     #[test]

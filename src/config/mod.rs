@@ -71,6 +71,43 @@ pub struct Config {
     /// What a move between accounts does to a conversation's thinking blocks
     /// (specs/continuity.md).
     pub continuity: Continuity,
+    /// Who hears about events worth a person's attention (`src/alerts/`).
+    pub alerts: Alerts,
+}
+
+/// `alerts:` in config.yaml.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Alerts {
+    /// A JSON POST per alert, signed (`X-Ccs-Signature`), with a Slack-compatible `text`.
+    pub webhook: Option<Webhook>,
+    /// Desktop notifications for a daemon on this machine: `auto` (`notify-send`, or
+    /// `osascript` on macOS, where it exists), `off`, or a program called as
+    /// `PROGRAM TITLE BODY`.
+    pub desktop: String,
+    /// A pool whose runway drops under this is worth an alert.
+    pub runway_below: Span,
+    /// The same alert (event and subject) at most this often, however often its state flaps.
+    pub min_interval: Span,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            webhook: None,
+            desktop: "auto".into(),
+            runway_below: Span(Duration::from_secs(30 * 60)),
+            min_interval: Span(Duration::from_secs(10 * 60)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: String,
+    /// The HMAC-SHA256 key the receiver checks `X-Ccs-Signature` with.
+    pub secret: String,
 }
 
 /// `continuity:` in config.yaml.

@@ -58,6 +58,11 @@ impl Paths {
     pub fn url_file(&self) -> PathBuf {
         self.cliproxy().join("daemon.url")
     }
+    /// Written as the daemon starts serving, removed when it has stopped cleanly: found at a
+    /// start, the run before ended otherwise (an alert).
+    pub fn running_file(&self) -> PathBuf {
+        self.cliproxy().join("daemon.running")
+    }
     /// Where a refresh's answer is written first (`store/landing.rs`).
     pub fn landing_dir(&self) -> PathBuf {
         self.cliproxy().join("landing")

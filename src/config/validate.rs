@@ -13,6 +13,21 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
+        if let Some(w) = &self.alerts.webhook {
+            if url::Url::parse(&w.url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
+                return Err(invalid(format!(
+                    "alerts.webhook.url {:?} is not an http(s) URL",
+                    w.url
+                )));
+            }
+            if w.secret.len() < 16 {
+                return Err(invalid(
+                    "alerts.webhook.secret is shorter than 16 characters; give it a long random \
+                     string (the receiver checks each alert's X-Ccs-Signature with it)"
+                        .into(),
+                ));
+            }
+        }
         let t = self.cliproxy.soft_threshold;
         if !(0.0..=1.0).contains(&t) {
             return Err(invalid(format!(

@@ -265,7 +265,27 @@ pub async fn serve(
             save_usage(&sweeper_ctx).await;
         }
     });
+    // The run before did not stop cleanly when its marker is still here.
+    let marker = ctx.paths.running_file();
+    if marker.exists() {
+        ctx.alerts.moment(
+            crate::alerts::Event::new(
+                crate::alerts::Kind::RestartedAfterCrash,
+                "daemon",
+                "ccs: the daemon started again after a run that did not stop cleanly (killed, \
+                 crashed or the machine went down); `ccs cliproxy status` shows what it found",
+            ),
+            ctx.clock.now(),
+        );
+    }
+    if let Err(e) = crate::fsutil::write_private(&marker, std::process::id().to_string().as_bytes())
+    {
+        tracing::warn!(error = %e, "cannot write the daemon's running marker");
+    }
     let comeback = actix_web::rt::spawn(proxy::comeback::run(ctx.clone()));
+    let watch = actix_web::rt::spawn(proxy::watch::run(ctx.clone()));
+    let webhook_ctx = ctx.clone();
+    let webhook = actix_web::rt::spawn(async move { webhook_ctx.alerts.run_webhook().await });
     let runway = actix_web::rt::spawn(proxy::runway::run(ctx.clone()));
     let mut asked = ctx.shutdown.subscribe();
     let home = ctx.paths.home.clone();
@@ -283,6 +303,8 @@ pub async fn serve(
     sweeper.abort();
     comeback.abort();
     runway.abort();
+    watch.abort();
+    webhook.abort();
     if let Some(p) = peers {
         p.abort();
     }
@@ -314,6 +336,7 @@ pub async fn serve(
     if let Some(shared) = &ctx.shared {
         shared.leave().await;
     }
+    let _ = std::fs::remove_file(ctx.paths.running_file());
     tracing::info!("daemon stopped");
     Ok(())
 }

@@ -187,6 +187,17 @@ async fn ask(ctx: &actix_web::web::Data<super::Ctx>, id: &AccountId) -> Answer {
                         "the usage endpoint says the window has room again: back before its announced reset"
                     );
                     ctx.telemetry.came_back(id);
+                    ctx.alerts.moment(
+                        crate::alerts::Event::new(
+                            crate::alerts::Kind::CameBack,
+                            id.as_ref(),
+                            format!(
+                                "ccs: {id} has quota again before its announced reset: it serves \
+                                 the next request"
+                            ),
+                        ),
+                        now,
+                    );
                 }
             }
             let _ = addr.send(ObserveUsage(body)).await;

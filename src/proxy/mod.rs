@@ -25,6 +25,7 @@ pub mod relay;
 pub mod runway;
 pub mod sessions;
 pub mod upstream;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -90,6 +91,8 @@ pub struct Ctx {
     last_used: Mutex<HashMap<AccountId, (u64, u64)>>,
     /// Requests each account served since start, for the runway's burn rate.
     served: Mutex<HashMap<AccountId, u64>>,
+    /// Events worth a person's attention, and where they go (`src/alerts/`).
+    pub alerts: Arc<crate::alerts::Alerts>,
     /// The accounts' spend over time (`runway.rs`), sampled every `cliproxy.runway_sample`.
     pub runway: Mutex<ccs_actors::runway::BurnMeter>,
     /// Asked to stop (management API); the daemon's run loop watches it.
@@ -195,6 +198,7 @@ impl Ctx {
             .map(crate::keys::HashedSecret::new);
         let bodies = body::Budget::new(config.cliproxy.bodies_in_flight.0);
         let runway_span = config.cliproxy.runway_sample.0 * 5;
+        let alerts = Arc::new(crate::alerts::Alerts::new(&config));
         let learned: Vec<String> = store
             .meta_value(LEARNED_MODELS)
             .ok()
@@ -222,6 +226,7 @@ impl Ctx {
             recent: counter::PerMinute::default(),
             last_used: Mutex::default(),
             served: Mutex::default(),
+            alerts,
             runway: Mutex::new(ccs_actors::runway::BurnMeter::new(runway_span)),
             shutdown: tokio::sync::watch::channel(false).0,
             draining: tokio::sync::watch::channel(None).0,

@@ -367,9 +367,22 @@
     return ['accounts', 'live', 'usage', 'health'].includes(p) ? p : 'accounts';
   }
 
+  // ---- alerts: a banner on every page ---------------------------------------------------
+
+  async function loadAlerts() {
+    const a = (await api('GET', '/alerts')).active;
+    const banner = document.getElementById('alerts');
+    banner.replaceChildren(...a.map((x) => el('li', {
+      'data-event': x.event, 'data-subject': x.subject, 'data-test': String(x.test),
+      text: (x.test ? '(test) ' : '') + x.text,
+    })));
+    banner.hidden = a.length === 0;
+  }
+
   async function refresh(showErrors) {
     const page = current();
     try {
+      await loadAlerts();
       if (page === 'accounts') await loadAccounts();
       if (page === 'usage') await loadUsage();
       if (page === 'health') await loadHealth();
@@ -410,6 +423,8 @@
     show();
     // Countdowns and windows move with time even when nothing happens.
     setInterval(() => refresh(false), 30000);
+    // Alerts come sooner.
+    setInterval(() => loadAlerts().catch(() => {}), 5000);
   }
 
   start();

@@ -215,6 +215,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/quota", web::get().to(status::quota))
             .route("/usage", web::get().to(usage::usage))
             .route("/session", web::get().to(usage::session))
+            .route("/alerts", web::get().to(status::alerts))
+            .route("/alerts/test", web::post().to(status::test_alerts))
             .route("/clients", web::get().to(clients::list))
             .route("/clients", web::post().to(clients::add))
             .route("/clients/{name}", web::delete().to(clients::revoke))

@@ -132,6 +132,7 @@ pub(super) async fn status(ctx: Data) -> HttpResponse {
         errors: ctx.telemetry.errors(),
         store,
         runway: crate::proxy::runway::of_pools(&ctx, &view),
+        alerts: ctx.alerts.active(now),
         continuity: api::ContinuityStatus {
             fit: ctx.config.continuity.fit.0,
             learned_reject: ctx.knowledge.learned_models(),
@@ -139,6 +140,21 @@ pub(super) async fn status(ctx: Data) -> HttpResponse {
             fitted_after_400: ctx.telemetry.metrics.fits_after_400.get(),
         },
     })
+}
+
+/// `GET /alerts`: what holds now (the banner) and the latest told.
+pub(super) async fn alerts(ctx: Data) -> HttpResponse {
+    let now = ctx.clock.now();
+    HttpResponse::Ok().json(api::Alerts {
+        active: ctx.alerts.active(now),
+        recent: ctx.alerts.recent(),
+    })
+}
+
+/// `POST /alerts/test`: one alert of each kind to every channel (`ccs alerts test`).
+pub(super) async fn test_alerts(ctx: Data) -> HttpResponse {
+    let (sent, channels) = ctx.alerts.test(ctx.clock.now()).await;
+    HttpResponse::Ok().json(api::AlertsTest { sent, channels })
 }
 
 pub(super) async fn shutdown(ctx: Data) -> HttpResponse {

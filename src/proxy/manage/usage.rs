@@ -99,6 +99,7 @@ pub(super) async fn session(ctx: Data, q: web::Query<SessionQuery>) -> HttpRespo
         .map(|p| crate::proxy::runway::of_pool(&ctx, &view, p))
         .min_by_key(|r| r.seconds.unwrap_or(u64::MAX));
     HttpResponse::Ok().json(api::SessionView {
+        alert: ctx.alerts.active(now).first().map(api::Alert::short),
         runway,
         reread_tokens,
         account: bound.map(|a| a.to_string()),
