@@ -1,8 +1,9 @@
 //! The routing policy: fill-first with session affinity and a soft threshold for new sessions.
 //!
 //! Pure: picks an account for a request from a snapshot of the pool. The rules are numbered
-//! in `specs/routing.md` (R1–R7) and the tests are named after them. Must not: read the
-//! clock, wait on an actor, or pick an account that is dead, paused, limited or excluded.
+//! in `specs/routing.md` (R1–R10; R1–R7 are decided here, the rest by the supervisor and the
+//! proxy) and the tests are named after them. Must not: read the clock, wait on an actor, or
+//! pick an account that is dead, paused, limited or excluded.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,11 +58,12 @@ pub enum Decision {
     Kept(AccountId),
     /// R3: a new (or expired) session is bound to this account.
     Bound(AccountId),
-    /// R3 after R2 failed: the session moves off an account that can no longer serve it.
+    /// R4: R2 failed, so the session moves (placed by R3) off an account that can no longer
+    /// serve it.
     Moved { from: AccountId, to: AccountId },
     /// R1: no session key; the account serves this request only.
     Unbound(AccountId),
-    /// R4: nobody can take the request. `earliest_reset` is the soonest a limited account
+    /// R5: nobody can take the request. `earliest_reset` is the soonest a limited account
     /// frees up (`None` when none of them will by itself: all dead, paused or excluded).
     AllLimited { earliest_reset: Option<Timestamp> },
 }
@@ -76,7 +78,8 @@ impl Decision {
     }
 }
 
-/// R3/R4: the first usable account in drain order, preferring those below the soft threshold.
+/// R3 (and R4's placement): the first usable account in drain order, preferring those below
+/// the soft threshold.
 fn pick<'a>(
     pool: &'a [Candidate],
     exclude: &[AccountId],
@@ -147,7 +150,7 @@ pub struct Binding {
     pub last_used: Timestamp,
 }
 
-/// The session-affinity table (R5). Pure data: the caller passes `now` and persists changes.
+/// The session-affinity table (R2, R6). Pure data: the caller passes `now` and persists changes.
 #[derive(Clone, Debug, Default)]
 pub struct Affinity {
     map: HashMap<String, Binding>,

@@ -267,3 +267,130 @@ proptest! {
         }
     }
 }
+
+/// The rules of `specs/routing.md` by number: `**Rn. Title.**`.
+fn spec_rules() -> std::collections::BTreeMap<u32, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let spec = std::fs::read_to_string(root.join("specs/routing.md")).unwrap();
+    spec.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("**R")?;
+            let (n, title) = rest.split_once(". ")?;
+            Some((n.parse().ok()?, title.split_once('.')?.0.to_string()))
+        })
+        .collect()
+}
+
+/// Every `Rn` a comment of the code names, with where.
+fn labels_in(dir: &std::path::Path, out: &mut Vec<(String, u32, String)>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            labels_in(&p, out);
+            continue;
+        }
+        if p.extension().is_none_or(|x| x != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let Some((_, comment)) = line.split_once("//") else {
+                continue;
+            };
+            let b = comment.as_bytes();
+            for (j, _) in comment.match_indices('R') {
+                let before_ok = j == 0 || !b[j - 1].is_ascii_alphanumeric();
+                let digits: String = comment[j + 1..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                let after = comment[j + 1 + digits.len()..].chars().next();
+                if before_ok
+                    && !digits.is_empty()
+                    && after.is_none_or(|c| !c.is_ascii_alphanumeric())
+                {
+                    out.push((
+                        format!("{}:{}", p.display(), i + 1),
+                        digits.parse().unwrap(),
+                        line.trim().to_string(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_rule_label_in_the_code_names_a_rule_of_the_spec() {
+    let rules = spec_rules();
+    assert_eq!(
+        rules.keys().copied().collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut labels = Vec::new();
+    for dir in ["actors/src", "src"] {
+        labels_in(&root.join(dir), &mut labels);
+    }
+    let routing = labels
+        .iter()
+        .filter(|(at, ..)| at.contains("routing.rs"))
+        .count();
+    assert!(
+        routing >= 5,
+        "the routing policy names its rules: {labels:?}"
+    );
+    for (at, n, line) in &labels {
+        // Test data (an SSE block named R1) and HTTP versions are not rules.
+        if line.contains("\\\"R") {
+            continue;
+        }
+        assert!(
+            rules.contains_key(n),
+            "{at}: R{n} is no rule of specs/routing.md: {line}"
+        );
+    }
+}
+
+#[test]
+fn each_decision_is_labelled_with_the_rule_that_makes_it() {
+    // What each decision is, in the words of the spec's rule titles.
+    let meaning = [
+        ("Kept", "Affinity holds"),
+        ("Bound", "Fill-first for new sessions"),
+        ("Moved", "Moving"),
+        ("Unbound", "Session key"),
+        ("AllLimited", "All limited"),
+    ];
+    let rules = spec_rules();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let code = std::fs::read_to_string(root.join("src/routing.rs")).unwrap();
+    let lines: Vec<&str> = code.lines().map(str::trim).collect();
+    for (variant, title) in meaning {
+        // The doc comment right above the variant starts with its rule.
+        let at = lines
+            .iter()
+            .position(|l| {
+                l.starts_with(&format!("{variant}(")) || l.starts_with(&format!("{variant} {{"))
+            })
+            .unwrap_or_else(|| panic!("Decision::{variant} not found"));
+        let doc = (0..at)
+            .rev()
+            .map(|i| lines[i])
+            .take_while(|l| l.starts_with("///"))
+            .last()
+            .unwrap_or_else(|| panic!("Decision::{variant} has no doc comment"));
+        let n: u32 = doc
+            .trim_start_matches("/// R")
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or_else(|_| panic!("Decision::{variant}'s doc names no rule: {doc}"));
+        assert_eq!(
+            rules.get(&n).map(String::as_str),
+            Some(title),
+            "Decision::{variant} is labelled R{n}"
+        );
+    }
+}

@@ -2,7 +2,11 @@
 //! 127.0.0.1 only. What the tests, the demo and the benchmarks run against, and what users run
 //! (`ccs sim serve`) to try pools without spending quota.
 //!
-//! `model/` decides (no HTTP), `server.rs` speaks HTTP, `scenario.rs` reads the scenario file.
+//! `model/` decides (no HTTP), `server.rs` speaks HTTP, `control_api.rs` is its `/sim/*`
+//! control endpoints (faults, budgets, revocations, counters), `scenario.rs` reads the scenario
+//! file. Beside the simulated Anthropic, and driving ccs itself over it: `harness/` (the
+//! in-process failover worlds of `ccs sim run` and the property tests) and `pool/` (several
+//! daemons over a modelled shared store).
 
 mod control_api;
 pub mod harness;
