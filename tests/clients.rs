@@ -99,9 +99,16 @@ async fn made_keys_survive_a_restart_as_digests() {
     let (s, made) = manage(&url, Method::POST, "/clients", Some(json!({"name": "ci"}))).await;
     assert_eq!(s, 200, "{made}");
     let key = made["key"].as_str().unwrap().to_string();
+    // Each refusal with the status of its cause: a bad name, a name taken, no such key.
     let (s, bad) = manage(&url, Method::POST, "/clients", Some(json!({"name": "a b"}))).await;
-    assert_eq!(s, 409, "{bad}");
+    assert_eq!(s, 400, "{bad}");
     assert!(bad["error"].as_str().unwrap().contains("letters"));
+    let (s, taken) = manage(&url, Method::POST, "/clients", Some(json!({"name": "CI"}))).await;
+    assert_eq!(s, 409, "{taken}");
+    assert!(taken["error"].as_str().unwrap().contains("exists already"));
+    let (s, missing) = manage(&url, Method::DELETE, "/clients/nobody", None).await;
+    assert_eq!(s, 404, "{missing}");
+    assert!(missing["error"].as_str().unwrap().contains("no key named"));
 
     let again = rig.restarted(|paths| {
         // The store holds the digest, never the key.

@@ -150,6 +150,30 @@ pub struct StoredKey {
     pub limits: Limits,
 }
 
+/// Why a client key could not be made or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key name {0:?}: use 1–40 letters, digits, '-', '_' or '.'")]
+    BadName(String),
+    #[error("a key named {0:?} exists already: revoke it first (`ccs cliproxy key revoke {0}`) or pick another name")]
+    Exists(String),
+    #[error("no key named {name:?}; keys: {known}")]
+    NotFound { name: String, known: String },
+    #[error("the key {0:?} is set in config.yaml (cliproxy.auth): remove it there and restart the daemon")]
+    FromConfig(String),
+}
+
+impl KeyError {
+    /// The management API's status for it.
+    pub fn status(&self) -> u16 {
+        match self {
+            KeyError::BadName(_) => 400,
+            KeyError::NotFound { .. } => 404,
+            KeyError::Exists(_) | KeyError::FromConfig(_) => 409,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Clients {
     keys: RwLock<Vec<Named>>,
@@ -232,20 +256,16 @@ impl Clients {
     }
 
     /// Makes a key named `name` with `limits`; returns it (the only time it is seen).
-    pub fn add(&self, name: &str, limits: Limits, now_ms: u64) -> Result<String, String> {
+    pub fn add(&self, name: &str, limits: Limits, now_ms: u64) -> Result<String, KeyError> {
         if !valid_client_name(name) {
-            return Err(format!(
-                "key name {name:?}: use 1–40 letters, digits, '-', '_' or '.'"
-            ));
+            return Err(KeyError::BadName(name.to_string()));
         }
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
         if keys
             .iter()
             .any(|k| k.caller.name.eq_ignore_ascii_case(name))
         {
-            return Err(format!(
-                "a key named {name:?} exists already: revoke it first (`ccs cliproxy key revoke {name}`) or pick another name"
-            ));
+            return Err(KeyError::Exists(name.to_string()));
         }
         let bytes: [u8; 32] = rand::random();
         let key = format!(
@@ -262,23 +282,23 @@ impl Clients {
     }
 
     /// Revokes the key named `name` (only keys made here; config.yaml's are changed there).
-    pub fn revoke(&self, name: &str) -> Result<(), String> {
+    pub fn revoke(&self, name: &str) -> Result<(), KeyError> {
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
         match keys
             .iter()
             .position(|k| k.caller.name.eq_ignore_ascii_case(name))
         {
-            None => Err(format!(
-                "no key named {name:?}; keys: {}",
-                keys.iter()
+            None => Err(KeyError::NotFound {
+                name: name.to_string(),
+                known: keys
+                    .iter()
                     .map(|k| k.caller.name.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            Some(i) if keys[i].origin == Origin::Config => Err(format!(
-                "the key {name:?} is set in config.yaml (cliproxy.auth): remove it there and \
-                 restart the daemon"
-            )),
+                    .join(", "),
+            }),
+            Some(i) if keys[i].origin == Origin::Config => {
+                Err(KeyError::FromConfig(name.to_string()))
+            }
             Some(i) => {
                 keys.remove(i);
                 Ok(())

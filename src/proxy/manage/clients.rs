@@ -35,7 +35,7 @@ pub(super) async fn add(ctx: Data, body: web::Json<api::AddClientKey>) -> HttpRe
     }
     let key = match ctx.clients.add(&name, limits, ctx.clock.now().as_millis()) {
         Ok(k) => k,
-        Err(e) => return err(409, e),
+        Err(e) => return err(e.status(), e.to_string()),
     };
     if let Err(r) = save(&ctx).await {
         let _ = ctx.clients.revoke(&name);
@@ -48,7 +48,7 @@ pub(super) async fn add(ctx: Data, body: web::Json<api::AddClientKey>) -> HttpRe
 pub(super) async fn revoke(ctx: Data, name: web::Path<String>) -> HttpResponse {
     let name = name.into_inner();
     if let Err(e) = ctx.clients.revoke(&name) {
-        return err(if e.starts_with("no key") { 404 } else { 409 }, e);
+        return err(e.status(), e.to_string());
     }
     if let Err(r) = save(&ctx).await {
         return r;
