@@ -4,7 +4,8 @@
 //!   chromium-driver, tmux and redis-server; the pinned test clients under `target/test-env`: the `anthropic`
 //!   Python SDK in a venv, Claude Code from npm) and cargo-deny, then
 //!   runs `cargo fmt --check`, clippy with `-D warnings`, `cargo deny`, and every test of the
-//!   workspace with the planted-bug checks and the real-client suites turned on.
+//!   workspace with the planted-bug checks and the real-client suites turned on; it fails when
+//!   a process the tests started (a browser, a daemon, Redis, tmux, …) outlives them.
 //! - `cargo xtask soak [--worlds N] [--seed S]`: explores random simulated worlds in release
 //!   mode (`ccs sim soak`), printing any failure as a regression file.
 //!
@@ -110,7 +111,8 @@ fn test() -> Result<(), String> {
         ]),
     )?;
     supply_chain()?;
-    run(
+    let before = processes();
+    let tests = run(
         "tests (every suite, planted-bug checks and real clients included)",
         cargo()
             .args([
@@ -124,7 +126,74 @@ fn test() -> Result<(), String> {
                 "CCS_TEST_CLAUDE",
                 env.join("claude/node_modules/.bin/claude"),
             ),
-    )
+    );
+    let left = left_behind(&before);
+    tests?;
+    left
+}
+
+/// What the tests start, by a piece of its command line: browsers, drivers, daemons and
+/// simulators of ours, Redis, tmux, Claude Code.
+const STARTED_BY_TESTS: [&str; 8] = [
+    "chromium",
+    "chromedriver",
+    "redis-server",
+    "tmux",
+    "target/debug/ccs",
+    "target/release/ccs",
+    "claude/node_modules",
+    "test-env/venv",
+];
+
+/// Every process now: pid and command line.
+fn processes() -> std::collections::BTreeMap<u32, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(raw) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if !cmd.trim().is_empty() {
+                out.insert(pid, cmd.trim().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Fails when a process the tests started outlives them (a few seconds' grace for ones that
+/// are ending): the tests clean up after themselves, a failing one included.
+fn left_behind(before: &std::collections::BTreeMap<u32, String>) -> Result<(), String> {
+    let stray = || -> Vec<(u32, String)> {
+        processes()
+            .into_iter()
+            .filter(|(pid, cmd)| {
+                !before.contains_key(pid)
+                    && *pid != std::process::id()
+                    && STARTED_BY_TESTS.iter().any(|p| cmd.contains(p))
+            })
+            .collect()
+    };
+    for _ in 0..10 {
+        if stray().is_empty() {
+            println!("== no process the tests started is left");
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let left = stray();
+    Err(format!(
+        "{} processes the tests started are still running: {}",
+        left.len(),
+        left.iter()
+            .map(|(pid, cmd)| format!("{pid} {}", cmd.chars().take(120).collect::<String>()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ))
 }
 
 /// Debian's packages the tests drive: Chromium and its WebDriver (the dashboard's browser
@@ -326,4 +395,27 @@ fn crash(args: &[String]) -> Result<(), String> {
             .env("CCS_CRASH_TOKEN_MS", "1000")
             .env("CCS_CRASH_BURN", "4"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_the_tests_left_running_fails_the_run() {
+        let before = processes();
+        // A stand-in for a leftover browser: `sleep` named as one.
+        let mut child = Command::new("bash")
+            .args(["-c", "exec -a chromium-left-behind sleep 30"])
+            .spawn()
+            .unwrap();
+        let err = left_behind(&before).expect_err("a stray browser is found");
+        assert!(
+            err.contains(&child.id().to_string()) && err.contains("chromium"),
+            "{err}"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(left_behind(&before), Ok(()));
+    }
 }
