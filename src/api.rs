@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::oauth::login::Answer;
 use crate::oauth::TokenResponse;
 
 /// The routes, so the daemon and the client cannot disagree on a path.
@@ -499,6 +500,25 @@ pub struct ContinuityStatus {
     pub fitted_after_400: u64,
 }
 
+/// A daemon seen alive through its `peer:` key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub id: String,
+    pub url: String,
+    pub version: String,
+    /// This daemon itself.
+    pub me: bool,
+}
+
+/// A refresh lease as Redis holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseHolder {
+    pub account: String,
+    pub daemon: String,
+    pub fence: u64,
+    pub expires_in_ms: u64,
+}
+
 /// `store.backend` as the daemon runs it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StoreStatus {
@@ -511,9 +531,9 @@ pub struct StoreStatus {
     /// This daemon's name among its peers.
     pub daemon: Option<String>,
     /// The daemons alive now, this one included.
-    pub peers: Vec<crate::shared::Peer>,
+    pub peers: Vec<Peer>,
     /// Who holds each refresh lease now.
-    pub leases: Vec<crate::shared::LeaseHolder>,
+    pub leases: Vec<LeaseHolder>,
 }
 
 /// One refresh call's outcome.
@@ -707,6 +727,48 @@ pub struct FinishLogin {
     pub error: Option<String>,
     #[serde(default)]
     pub error_description: Option<String>,
+}
+
+/// An answer as a CLI hands it to a remote daemon's `/login/finish`.
+impl From<&Answer> for FinishLogin {
+    fn from(a: &Answer) -> Self {
+        match a {
+            Answer::Code { code, state } => FinishLogin {
+                state: state.clone(),
+                code: Some(code.clone()),
+                error: None,
+                error_description: None,
+            },
+            Answer::Denied {
+                error,
+                description,
+                state,
+            } => FinishLogin {
+                state: state.clone(),
+                code: None,
+                error: Some(error.clone()),
+                error_description: description.clone(),
+            },
+        }
+    }
+}
+
+/// The authority's answer as a browser brings it (`/callback`'s query) or a CLI hands it on:
+/// a code, unless an error is named.
+impl From<FinishLogin> for Answer {
+    fn from(f: FinishLogin) -> Self {
+        match (f.code, f.error) {
+            (Some(code), None) => Answer::Code {
+                code,
+                state: f.state,
+            },
+            (_, error) => Answer::Denied {
+                error: error.unwrap_or_else(|| "no code".into()),
+                description: f.error_description,
+                state: f.state,
+            },
+        }
+    }
 }
 
 /// What `/login/finish` did: the account's e-mail and how it joined.

@@ -190,10 +190,10 @@ impl Channels {
                         format!(
                             "{} alerts delivered to {}",
                             alerts.len(),
-                            redact_url(&hook.url)
+                            hide_path(&hook.url)
                         )
                     } else {
-                        format!("to {}: {}", redact_url(&hook.url), failed.join("; "))
+                        format!("to {}: {}", hide_path(&hook.url), failed.join("; "))
                     },
                 });
             }
@@ -242,7 +242,7 @@ impl Channels {
 }
 
 /// The webhook's address without its path and query, which may carry a token (Slack's do).
-fn redact_url(url: &str) -> String {
+fn hide_path(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(u) => format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("?")),
         Err(_) => "the webhook".into(),

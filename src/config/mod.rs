@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 pub use paths::Paths;
 pub use remote::{Protocol, ProxyServer, Remote, Tls};
-pub use store::{Backend, Redis, Store};
+pub use store::{redact_url, Backend, Redis, Store};
 pub use values::{words, On, Size, Span};
 
 /// The client key the tool we replace uses by default (specs/anthropic.md §6). Public, so

@@ -72,7 +72,7 @@ impl Store {
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
             return Some(format!(
                 "store.redis.url must start with redis:// or rediss:// (TLS); it is {:?}",
-                crate::shared::redact_url(url)
+                redact_url(url)
             ));
         }
         if r.prefix.is_empty() || r.prefix.contains(char::is_whitespace) || r.prefix.contains(':') {
@@ -89,5 +89,17 @@ impl Store {
             ));
         }
         None
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`: a URL fit for a log or an error.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(not a URL)".to_string(),
     }
 }

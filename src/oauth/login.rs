@@ -91,48 +91,6 @@ impl Answer {
     }
 }
 
-/// An answer as a CLI hands it to a remote daemon's `/login/finish`.
-impl From<&Answer> for crate::api::FinishLogin {
-    fn from(a: &Answer) -> Self {
-        match a {
-            Answer::Code { code, state } => crate::api::FinishLogin {
-                state: state.clone(),
-                code: Some(code.clone()),
-                error: None,
-                error_description: None,
-            },
-            Answer::Denied {
-                error,
-                description,
-                state,
-            } => crate::api::FinishLogin {
-                state: state.clone(),
-                code: None,
-                error: Some(error.clone()),
-                error_description: description.clone(),
-            },
-        }
-    }
-}
-
-/// The authority's answer as a browser brings it (`/callback`'s query) or a CLI hands it on:
-/// a code, unless an error is named.
-impl From<crate::api::FinishLogin> for Answer {
-    fn from(f: crate::api::FinishLogin) -> Self {
-        match (f.code, f.error) {
-            (Some(code), None) => Answer::Code {
-                code,
-                state: f.state,
-            },
-            (_, error) => Answer::Denied {
-                error: error.unwrap_or_else(|| "no code".into()),
-                description: f.error_description,
-                state: f.state,
-            },
-        }
-    }
-}
-
 fn query_answer(query: &str) -> Option<Answer> {
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .into_owned()

@@ -26,7 +26,7 @@ use super::clients::OverLimit;
 use super::drive::{drive, Answer, Driven, Left, SendError, Upstream};
 use super::failover::Ending;
 use super::guard::ClientKey;
-use super::relay::{relay, Bounds, RequestLog};
+use super::relay::{relay, Bounds, FitNote, RequestLog};
 use super::upstream::UpstreamClient;
 use super::{anthropic_error, body, continuity, Ctx};
 use crate::oauth::OAUTH_BETA;
@@ -188,15 +188,6 @@ struct HttpUpstream<'a> {
     model: Option<&'a str>,
     /// What fitting did to the request that was answered, for its log line.
     fitted: std::sync::Mutex<Option<FitNote>>,
-}
-
-/// What ccs did to one request's history before the answer that was relayed.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FitNote {
-    pub removed: usize,
-    pub lowered: bool,
-    /// Fitted after the account's 400, on the retry (else up front).
-    pub after_400: bool,
 }
 
 /// The most bytes of a 400 read to see whether it is about the history.

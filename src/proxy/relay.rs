@@ -75,6 +75,15 @@ pub fn error_event(kind: &str, message: &str) -> Bytes {
     Bytes::from(format!("event: error\ndata: {msg}\n\n"))
 }
 
+/// What ccs did to one request's history before the answer that was relayed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FitNote {
+    pub removed: usize,
+    pub lowered: bool,
+    /// Fitted after the account's 400, on the retry (else up front).
+    pub after_400: bool,
+}
+
 /// One line per proxied request, written when the answer is over (or the client left), and
 /// the same record handed to the telemetry (metrics, usage, the live feed).
 pub struct RequestLog {
@@ -97,7 +106,7 @@ pub struct RequestLog {
     /// Reads the answer's usage as it passes.
     pub scan: Option<UsageScan>,
     /// What fitting did to the request's history (`continuity.rs`), for the log line.
-    pub fitted: Option<crate::proxy::forward::FitNote>,
+    pub fitted: Option<FitNote>,
     /// Where the thinking blocks the answer produced are recorded (a conversation's answers
     /// only).
     pub provenance: Option<Arc<crate::proxy::continuity::Provenance>>,

@@ -36,17 +36,7 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// A daemon renews its `peer:` key this often; the key lives three times as long.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// `redis://user:secret@host` → `redis://user:***@host`: a URL fit for a log or an error.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "(not a URL)".to_string(),
-    }
-}
+pub use crate::config::redact_url;
 
 /// What one daemon tells the others on the `events` channel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,24 +69,7 @@ struct Envelope {
     news: News,
 }
 
-/// A daemon seen alive through its `peer:` key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Peer {
-    pub id: String,
-    pub url: String,
-    pub version: String,
-    /// This daemon itself.
-    pub me: bool,
-}
-
-/// A refresh lease as Redis holds it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaseHolder {
-    pub account: String,
-    pub daemon: String,
-    pub fence: u64,
-    pub expires_in_ms: u64,
-}
+pub use crate::api::{LeaseHolder, Peer};
 
 /// What one daemon knows of one account's token in the shared store.
 #[derive(Clone, Debug, Default)]

@@ -30,6 +30,12 @@ pub fn iso(t: Timestamp) -> String {
     crate::store::mirror::rfc3339(t.as_millis())
 }
 
+/// Every route of the simulator: the simulated Anthropic's and its control API.
+fn routes(cfg: &mut actix_web::web::ServiceConfig) {
+    server::routes(cfg);
+    control_api::routes(cfg);
+}
+
 /// A simulator running on its own thread, for tests and the demo. Stops when dropped.
 pub struct SimHandle {
     pub addr: SocketAddr,
@@ -111,7 +117,7 @@ impl SimHandle {
             .name("ccs-sim".into())
             .spawn(move || {
                 actix_web::rt::System::new().block_on(async move {
-                    let srv = server::server(listener, tls_listen, state, 2)?;
+                    let srv = server::server(listener, tls_listen, state, 2, routes)?;
                     let _ = tx.send(srv.handle());
                     srv.await
                 })

@@ -18,7 +18,6 @@ use futures_util::stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::control_api;
 use super::model::thinking::Block;
 use super::model::{Admission, ApiError, AuthorizeQuery, Authorized, Serve, SimModel, MODELS};
 
@@ -495,7 +494,8 @@ async fn not_found() -> HttpResponse {
     error_response(&ApiError::anthropic(404, "not_found_error", "Not found"))
 }
 
-/// The simulator's routes on `cfg`.
+/// The simulated Anthropic's own routes on `cfg` (its `/sim/*` control API is
+/// `control_api.rs`'s, added beside them by `sim::routes`).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/oauth/authorize", web::get().to(authorize))
         .route("/oauth/code/callback", web::get().to(code_page))
@@ -505,17 +505,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/messages", web::post().to(messages))
         .route("/v1/messages/count_tokens", web::post().to(count_tokens))
         .route("/v1/models", web::get().to(models))
-        .configure(control_api::routes)
         .default_service(web::to(not_found));
 }
 
-/// Builds the server on an already-bound loopback listener, and on a second one over TLS when
-/// given (HTTP/2 offered by ALPN, as Anthropic's edge does).
+/// Builds the server with `routes` on an already-bound loopback listener, and on a second one
+/// over TLS when given (HTTP/2 offered by ALPN, as Anthropic's edge does).
 pub fn server(
     listener: TcpListener,
     tls: Option<(TcpListener, rustls::ServerConfig)>,
     state: SimState,
     workers: usize,
+    routes: fn(&mut web::ServiceConfig),
 ) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::new(state);
     let opened = data.clone();
