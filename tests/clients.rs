@@ -139,6 +139,22 @@ async fn made_keys_survive_a_restart_as_digests() {
         .clone();
     assert_eq!(ci["from_config"], false);
     assert!(ci["created_at"].is_string());
+
+    // A damaged record of the made keys is said, not silently forgotten, and its keys are
+    // refused.
+    let damaged = again.restarted(|paths| {
+        let clock: ccs_actors::SharedClock = std::sync::Arc::new(ccs_actors::SystemClock);
+        let store = ccs::store::SledStore::open(paths, clock).unwrap();
+        store.set_client_keys(b"{not json").unwrap();
+    });
+    let url = damaged.daemon.url.clone();
+    let (_, status) = manage(&url, Method::GET, "/status", None).await;
+    let notes = status["store_notes"].to_string();
+    assert!(
+        notes.contains("client keys made with `ccs cliproxy key add` cannot be read"),
+        "{status}"
+    );
+    assert_eq!(ask_with(&url, &key).await, 401, "its keys are refused");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -146,6 +146,22 @@ async fn status_keeps_the_last_hours_requests_and_hops_across_a_restart() {
     assert_eq!(list.len(), 1, "{events}");
     assert_eq!(list[0]["from"], "a@example.com");
     assert_eq!(list[0]["to"], "b@example.com");
+
+    // A damaged record is said, not silently dropped.
+    let damaged = again.restarted(|paths| {
+        let clock: ccs_actors::SharedClock = std::sync::Arc::new(ccs_actors::SystemClock);
+        let store = ccs::store::SledStore::open(paths, clock).unwrap();
+        store.set_meta(ccs::store::META_RECENT, b"[1, 2").unwrap();
+        store.flush().unwrap();
+    });
+    let (_, status) = manage(&damaged.daemon.url, Method::GET, "/status", None).await;
+    assert_eq!(status["requests_last_hour"], 0, "{status}");
+    assert!(
+        status["store_notes"]
+            .to_string()
+            .contains("the recent counts record cannot be read"),
+        "{status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -120,6 +120,28 @@ pub struct Ctx {
     pub provenance: Arc<continuity::Provenance>,
 }
 
+/// The client keys made with `ccs cliproxy key add`, from the store. A record that cannot be
+/// read is said (the log, `ccs cliproxy status`), never silently forgotten: its keys are then
+/// refused until made again, which is the safe way to lose them.
+fn restore_client_keys(store: &SledStore) -> Vec<clients::StoredKey> {
+    let damaged = |why: String| {
+        let note = format!(
+            "the record of the client keys made with `ccs cliproxy key add` cannot be read \
+             ({why}): those keys are refused until made again"
+        );
+        tracing::error!("{note}");
+        store.note(note);
+        Vec::new()
+    };
+    match store.client_keys() {
+        Ok(None) => Vec::new(),
+        Ok(Some(bytes)) => {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| damaged(e.to_string()))
+        }
+        Err(e) => damaged(e.to_string()),
+    }
+}
+
 /// The conversations' thinking provenance from the store, those whose binding would have
 /// expired left out (and removed), with every later change written back off the request's
 /// thread.
@@ -183,12 +205,7 @@ impl Ctx {
         url: String,
         telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> Self {
-        let made = store
-            .client_keys()
-            .ok()
-            .flatten()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let made = restore_client_keys(&store);
         let clients = clients::Clients::new(&config, made);
         let hashed_secret = config
             .cliproxy

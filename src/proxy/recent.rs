@@ -8,52 +8,56 @@
 use ccs_actors::routing::AccountId;
 use ccs_actors::supervisor::{HopEvent, HopReason, RestoreEvents};
 use ccs_actors::Timestamp;
-use serde_json::{json, Value};
 
 use super::Ctx;
+use crate::store::records::{HopRecord, RecentRecord};
 
 /// Writes the counts and events now.
 pub async fn save(ctx: &Ctx) {
     let events = ctx.sup.view().await.map(|v| v.events).unwrap_or_default();
-    let value = json!({
-        "requests_per_minute": ctx.recent_snapshot(),
-        "events": events.iter().map(|e| json!({
-            "at_ms": e.at.as_millis(),
-            "session": e.session,
-            "from": e.from.to_string(),
-            "to": e.to.to_string(),
-            "reason": e.reason.as_str(),
-        })).collect::<Vec<_>>(),
-    });
-    if let Err(e) = ctx.store.set_recent(&value) {
+    let record = RecentRecord {
+        requests_per_minute: ctx.recent_snapshot(),
+        events: events
+            .iter()
+            .map(|e| HopRecord {
+                at_ms: e.at.as_millis(),
+                session: e.session.clone(),
+                from: e.from.to_string(),
+                to: e.to.to_string(),
+                reason: e.reason.as_str().to_string(),
+            })
+            .collect(),
+    };
+    if let Err(e) = ctx.store.set_recent(&record) {
         tracing::warn!(error = %e, "cannot keep the recent counts for the next start");
     }
 }
 
-fn event(v: &Value) -> Option<HopEvent> {
+fn event(r: &HopRecord) -> Option<HopEvent> {
     Some(HopEvent {
-        at: Timestamp::from_millis(v["at_ms"].as_u64()?),
-        session: v["session"].as_str()?.to_string(),
-        from: AccountId::from(v["from"].as_str()?),
-        to: AccountId::from(v["to"].as_str()?),
-        reason: HopReason::parse(v["reason"].as_str()?)?,
+        at: Timestamp::from_millis(r.at_ms),
+        session: r.session.clone(),
+        from: AccountId::from(r.from.as_str()),
+        to: AccountId::from(r.to.as_str()),
+        reason: HopReason::parse(&r.reason)?,
     })
 }
 
-/// Puts back what the last run kept (nothing when it kept nothing or it cannot be read).
+/// Puts back what the last run kept. A record that cannot be read is said (the log and
+/// `ccs cliproxy status`): the last hour then starts empty.
 pub async fn restore(ctx: &Ctx) {
-    let Ok(Some(v)) = ctx.store.recent() else {
-        return;
+    let record = match ctx.store.recent() {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            let note = format!("{e}: the last hour's requests and hops start empty");
+            tracing::warn!("{note}");
+            ctx.store.note(note);
+            return;
+        }
     };
-    let buckets: Vec<(u64, u64)> =
-        serde_json::from_value(v["requests_per_minute"].clone()).unwrap_or_default();
-    ctx.restore_recent(&buckets);
-    let events: Vec<HopEvent> = v["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(event)
-        .collect();
+    ctx.restore_recent(&record.requests_per_minute);
+    let events: Vec<HopEvent> = record.events.iter().filter_map(event).collect();
     if !events.is_empty() {
         let _ = ctx.sup.addr().send(RestoreEvents(events)).await;
     }

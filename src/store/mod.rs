@@ -33,7 +33,8 @@ use records::{
 const META_DEFAULT: &[u8] = b"default";
 const META_POOLS: &[u8] = b"pools";
 const META_SCHEMA: &[u8] = b"schema";
-const META_RECENT: &[u8] = b"recent";
+/// The `meta` key of the last hour's record (`records::RecentRecord`).
+pub const META_RECENT: &str = "recent";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -119,6 +120,14 @@ impl SledStore {
     /// What opening passed over or recovered (damaged mirror files, an empty database).
     pub fn notes(&self) -> Vec<String> {
         self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds what a reader of the store found damaged to those notes.
+    pub fn note(&self, what: String) {
+        self.notes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(what);
     }
 }
 
@@ -418,18 +427,20 @@ impl SledStore {
 
     /// What the daemon keeps across a restart for its status: recent hop events and request
     /// counts (an opaque JSON value of the daemon's). Batched: a crash loses the last minutes.
-    pub fn set_recent(&self, recent: &serde_json::Value) -> Result<(), StoreError> {
+    pub fn set_recent(&self, recent: &records::RecentRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(recent).map_err(|e| StoreError(e.to_string()))?;
         self.meta.insert(META_RECENT, bytes).map_err(db_err)?;
         Ok(())
     }
 
-    pub fn recent(&self) -> Result<Option<serde_json::Value>, StoreError> {
-        Ok(self
-            .meta
-            .get(META_RECENT)
-            .map_err(db_err)?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
+    /// The last run's recent record; one that cannot be read is an error naming why.
+    pub fn recent(&self) -> Result<Option<records::RecentRecord>, StoreError> {
+        match self.meta.get(META_RECENT).map_err(db_err)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError(format!("the recent counts record cannot be read: {e}"))),
+        }
     }
 
     /// Removes an account with its token, quota, bindings and token file.

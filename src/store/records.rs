@@ -208,3 +208,22 @@ pub struct ThinkingRecord {
     /// Block digest (32 hex digits) and the account that produced it, oldest first.
     pub blocks: Vec<(String, String)>,
 }
+
+/// The last hour as `ccs cliproxy status` shows it, kept across a restart (`proxy/recent.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecentRecord {
+    /// (minute, requests) buckets.
+    pub requests_per_minute: Vec<(u64, u64)>,
+    pub events: Vec<HopRecord>,
+}
+
+/// One hop between accounts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HopRecord {
+    pub at_ms: u64,
+    pub session: String,
+    pub from: String,
+    pub to: String,
+    /// `HopReason::as_str`.
+    pub reason: String,
+}
