@@ -335,22 +335,21 @@ pub struct AddAccount {
 
 impl AddAccount {
     /// A login's outcome (`oauth::login::complete`) as the body that hands it to the daemon.
-    /// Fails only when the token endpoint's answer has no access token.
     pub fn from_login(
         email: &str,
-        tokens: serde_json::Value,
+        tokens: TokenResponse,
         profile: Option<&crate::oauth::Profile>,
-    ) -> Result<AddAccount, serde_json::Error> {
+    ) -> AddAccount {
         let field =
             |f: fn(&crate::oauth::Profile) -> &Option<String>| profile.and_then(|p| f(p).clone());
-        Ok(AddAccount {
-            token_response: serde_json::from_value(tokens)?,
+        AddAccount {
+            token_response: tokens,
             email: Some(email.to_string()),
             plan: field(|p| &p.plan),
             account_uuid: field(|p| &p.account_uuid),
             organization_uuid: field(|p| &p.organization_uuid),
             organization_name: field(|p| &p.organization_name),
-        })
+        }
     }
 }
 

@@ -94,17 +94,22 @@ pub fn list(paths: &Paths) -> Result<Vec<(String, Meta)>> {
 }
 
 /// Claude Code's credential file content for a token response.
-pub fn credentials_json(tokens: &Value, plan: Option<&str>, now_ms: u64) -> Value {
-    let expires_in = tokens["expires_in"].as_u64().unwrap_or(3600);
-    let scopes: Vec<&str> = tokens["scope"]
-        .as_str()
+pub fn credentials_json(
+    tokens: &crate::oauth::TokenResponse,
+    plan: Option<&str>,
+    now_ms: u64,
+) -> Value {
+    let expires_in = tokens.expires_in.unwrap_or(3600);
+    let scopes: Vec<&str> = tokens
+        .scope
+        .as_deref()
         .unwrap_or("")
         .split_whitespace()
         .collect();
     json!({
         "claudeAiOauth": {
-            "accessToken": tokens["access_token"],
-            "refreshToken": tokens["refresh_token"],
+            "accessToken": tokens.access_token,
+            "refreshToken": tokens.refresh_token,
             "expiresAt": now_ms + expires_in * 1000,
             "scopes": scopes,
             "subscriptionType": plan.map(str::to_ascii_lowercase),

@@ -159,8 +159,7 @@ pub(crate) fn finish(
     answer: &Answer,
 ) -> Result<(String, api::Added)> {
     let (email, tokens, profile) = login::complete(config, attempt, answer)?;
-    let body = api::AddAccount::from_login(&email, tokens, profile.as_ref())
-        .context("the token endpoint's answer has no access_token; nothing was stored")?;
+    let body = api::AddAccount::from_login(&email, tokens, profile.as_ref());
     let reply = client
         .add_account(&body)
         .context("the daemon did not take the new token")?;

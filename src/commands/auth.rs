@@ -322,6 +322,7 @@ pub fn import(name: &str) -> Result<()> {
                 email_address: Some(email.clone()),
             }),
             organization: None,
+            scope: None,
         },
         email: Some(email.clone()),
         plan: o["subscriptionType"].as_str().map(|p| {

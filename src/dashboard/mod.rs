@@ -237,7 +237,7 @@ async fn callback(ctx: Data, q: web::Query<CallbackQuery>) -> HttpResponse {
             };
             outcome_page(&ctx, true, &format!("{email}: {what}."))
         }
-        Err(message) => outcome_page(&ctx, false, &message),
+        Err(e) => outcome_page(&ctx, false, &e.to_string()),
     }
 }
 

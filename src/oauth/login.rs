@@ -15,6 +15,7 @@ use oauth2::{CsrfToken, PkceCodeChallenge};
 use serde_json::{json, Value};
 
 use crate::config::Config;
+use crate::oauth::TokenResponse;
 
 /// How long a login waits for the browser or the paste.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
@@ -344,24 +345,21 @@ pub fn complete(
     config: &Config,
     attempt: &Attempt,
     answer: &Answer,
-) -> Result<(String, Value, Option<crate::oauth::Profile>)> {
+) -> Result<(String, TokenResponse, Option<crate::oauth::Profile>)> {
     let code = check(attempt, answer)?;
     let tokens = exchange(config, attempt, &code)?;
-    let access = tokens["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let profile = profile_blocking(config, &access);
-    let email = tokens["account"]["email_address"]
-        .as_str()
+    let profile = profile_blocking(config, &tokens.access_token);
+    let email = tokens
+        .email()
         .map(str::to_string)
         .or_else(|| profile.as_ref().and_then(|p| p.email.clone()))
         .context("neither the token response nor the profile endpoint named the account's e-mail; nothing was stored")?;
     Ok((email, tokens, profile))
 }
 
-/// Exchanges the code for tokens (JSON body, as the authority expects).
-pub fn exchange(config: &Config, attempt: &Attempt, code: &str) -> Result<Value> {
+/// Exchanges the code for tokens (JSON body, as the authority expects): the answer read once,
+/// here, into its type.
+pub fn exchange(config: &Config, attempt: &Attempt, code: &str) -> Result<TokenResponse> {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -389,10 +387,10 @@ pub fn exchange(config: &Config, attempt: &Attempt, code: &str) -> Result<Value>
             .unwrap_or("no reason given");
         bail!("the authority refused the code ({status}: {why}); nothing was stored. Run `ccs claude --auth` again");
     }
-    if body["access_token"].as_str().is_none() {
-        bail!("the token endpoint answered without an access token; nothing was stored");
+    match serde_json::from_value::<TokenResponse>(body) {
+        Ok(t) if !t.access_token.is_empty() => Ok(t),
+        _ => bail!("the token endpoint answered without an access token; nothing was stored"),
     }
-    Ok(body)
 }
 
 /// Tries to open `url` in a browser; false when no opener worked.

@@ -29,6 +29,9 @@ pub struct TokenResponse {
     pub account: Option<TokenAccount>,
     #[serde(default)]
     pub organization: Option<TokenOrganization>,
+    /// The scopes granted, space-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -122,7 +122,30 @@ pub(super) async fn finish_login(ctx: Data, body: web::Json<api::FinishLogin>) -
     let answer = Answer::from(b);
     match complete_login(&ctx, attempt, answer).await {
         Ok((email, added)) => HttpResponse::Ok().json(api::LoggedIn { email, added }),
-        Err(message) => err(400, message),
+        Err(e) => err(e.status(), e.to_string()),
+    }
+}
+
+/// Why a login handed to this daemon did not end in an account.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoginError {
+    /// The authority refused the code (or its answer could not be read): start again.
+    #[error("{0:#}")]
+    Exchange(anyhow::Error),
+    #[error("the login's worker stopped: {0}")]
+    Worker(actix_web::error::BlockingError),
+    /// Taking the account in failed with this status (its cause is in the daemon's log).
+    #[error("the daemon could not store the account (status {0}): see its log")]
+    Store(u16),
+}
+
+impl LoginError {
+    fn status(&self) -> u16 {
+        match self {
+            LoginError::Exchange(_) => 400,
+            LoginError::Worker(_) => 500,
+            LoginError::Store(s) => *s,
+        }
     }
 }
 
@@ -132,17 +155,16 @@ pub(crate) async fn complete_login(
     ctx: &Ctx,
     attempt: Attempt,
     answer: Answer,
-) -> Result<(String, api::Added), String> {
+) -> Result<(String, api::Added), LoginError> {
     let config = ctx.config.clone();
     let (email, tokens, profile) = web::block(move || login::complete(&config, &attempt, &answer))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("{e:#}"))?;
-    let body = api::AddAccount::from_login(&email, tokens, profile.as_ref())
-        .map_err(|_| "the token endpoint's answer has no access_token".to_string())?;
+        .map_err(LoginError::Worker)?
+        .map_err(LoginError::Exchange)?;
+    let body = api::AddAccount::from_login(&email, tokens, profile.as_ref());
     let added = super::add_account(ctx, body)
         .await
-        .map_err(|_| "the daemon could not store the account".to_string())?;
+        .map_err(|r| LoginError::Store(r.status().as_u16()))?;
     Ok((email, added))
 }
 
