@@ -3,6 +3,7 @@
 //! accounts a peer logged in. After an outage: the tokens kept meanwhile are offered, and any
 //! newer token in Redis adopted.
 
+use crate::shared::SharedError;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +55,7 @@ pub async fn listen(shared: Arc<Shared>, sup: SupervisorHandle, store: Arc<SledS
     }
 }
 
-async fn subscribe(shared: &Shared) -> Result<redis::aio::PubSub, String> {
+async fn subscribe(shared: &Shared) -> Result<redis::aio::PubSub, SharedError> {
     let connect = async {
         let mut pubsub = shared.client.get_async_pubsub().await?;
         pubsub.subscribe(shared.channel()).await?;
@@ -62,8 +63,8 @@ async fn subscribe(shared: &Shared) -> Result<redis::aio::PubSub, String> {
     };
     match tokio::time::timeout(super::OP_TIMEOUT, connect).await {
         Ok(Ok(p)) => Ok(p),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no answer".into()),
+        Ok(Err(e)) => Err(SharedError::Redis(e)),
+        Err(_) => Err(SharedError::Timeout(super::OP_TIMEOUT)),
     }
 }
 

@@ -38,6 +38,19 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 
 pub use crate::config::redact_url;
 
+/// Why a call to the shared store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    #[error("not connected to Redis at {0} yet")]
+    NotConnected(String),
+    #[error("no answer from Redis within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("a shared record cannot be written or read: {0}")]
+    Record(#[from] serde_json::Error),
+}
+
 /// What one daemon tells the others on the `events` channel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -201,11 +214,11 @@ impl Shared {
     async fn run<T>(
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, String> {
+    ) -> Result<T, SharedError> {
         let out = match tokio::time::timeout(OP_TIMEOUT, call).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {OP_TIMEOUT:?}")),
+            Ok(Err(e)) => Err(SharedError::Redis(e)),
+            Err(_) => Err(SharedError::Timeout(OP_TIMEOUT)),
         };
         let was = self.reachable.swap(out.is_ok(), Ordering::Relaxed);
         match (&out, was) {
@@ -218,12 +231,12 @@ impl Shared {
         out
     }
 
-    fn conn(&self) -> Result<ConnectionManager, String> {
+    fn conn(&self) -> Result<ConnectionManager, SharedError> {
         self.conn
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or_else(|| format!("not connected to Redis at {} yet", self.url))
+            .ok_or_else(|| SharedError::NotConnected(self.url.clone()))
     }
 
     fn now_ms(&self) -> u64 {
@@ -231,12 +244,11 @@ impl Shared {
     }
 
     /// Publishes `news` to the other daemons.
-    async fn tell(&self, news: News) -> Result<(), String> {
+    async fn tell(&self, news: News) -> Result<(), SharedError> {
         let payload = serde_json::to_string(&Envelope {
             by: self.daemon.clone(),
             news,
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         let mut c = self.conn()?;
         let channel = self.channel();
         self.run(async move {
@@ -251,7 +263,7 @@ impl Shared {
     }
 
     /// Says this daemon is alive for three heartbeats.
-    pub async fn heartbeat(&self, url: &str) -> Result<(), String> {
+    pub async fn heartbeat(&self, url: &str) -> Result<(), SharedError> {
         let key = self.key("peer", &self.daemon);
         let mut c = self.conn()?;
         let ttl = u64::try_from((HEARTBEAT * 3).as_millis()).unwrap_or(u64::MAX);
@@ -288,7 +300,7 @@ impl Shared {
     }
 
     /// Every key under `PREFIX:kind:`, with the part after it.
-    async fn scan(&self, kind: &str) -> Result<Vec<(String, String)>, String> {
+    async fn scan(&self, kind: &str) -> Result<Vec<(String, String)>, SharedError> {
         let pattern = format!("{}:{kind}:*", self.prefix);
         let strip = format!("{}:{kind}:", self.prefix);
         let mut c = self.conn()?;
@@ -323,7 +335,7 @@ impl Shared {
     }
 
     /// The daemons alive now (their `peer:` keys), this one included.
-    pub async fn peers(&self) -> Result<Vec<Peer>, String> {
+    pub async fn peers(&self) -> Result<Vec<Peer>, SharedError> {
         let mut out = Vec::new();
         for (key, id) in self.scan("peer").await? {
             let mut c = self.conn()?;
@@ -342,7 +354,7 @@ impl Shared {
     }
 
     /// The refresh leases held now, and by whom.
-    pub async fn leases(&self) -> Result<Vec<LeaseHolder>, String> {
+    pub async fn leases(&self) -> Result<Vec<LeaseHolder>, SharedError> {
         let mut out = Vec::new();
         for (key, account) in self.scan("lease").await? {
             let mut c = self.conn()?;
@@ -387,9 +399,9 @@ impl Shared {
     pub async fn durability_warning(&self) -> Option<String> {
         let mut c = match self.conn() {
             Ok(c) => c,
-            Err(e) => return Some(e),
+            Err(e) => return Some(e.to_string()),
         };
-        let answer: Result<Vec<String>, String> = self
+        let answer: Result<Vec<String>, SharedError> = self
             .run(async move {
                 redis::cmd("CONFIG")
                     .arg("GET")

@@ -6,6 +6,7 @@
 //! lease lapsed (stopped, paused) can never overwrite a newer token. A refresh goes out only
 //! under `lease:A` (`SET NX PX`, valued `DAEMON:FENCE` with `FENCE` from `INCR fence:A`).
 
+use crate::shared::SharedError;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,7 +138,7 @@ impl Shared {
     }
 
     /// `token:A` as Redis holds it: (generation, token).
-    pub async fn read_token(&self, account: &str) -> Result<Option<(u64, Token)>, String> {
+    pub async fn read_token(&self, account: &str) -> Result<Option<(u64, Token)>, SharedError> {
         let key = self.key("token", account);
         let mut c = self.conn()?;
         let fields: HashMap<String, String> = self
@@ -157,7 +158,7 @@ impl Shared {
         token: &Token,
         mode: Mode,
         lease: Option<String>,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<u64>, SharedError> {
         let script = redis::Script::new(WRITE);
         let mut invocation = script.key(self.key("token", account));
         invocation
@@ -192,7 +193,7 @@ impl Shared {
         account: &str,
         token: &Token,
         over: Option<u64>,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<u64>, SharedError> {
         let mode = match over {
             Some(from) => Mode::Cas { from },
             None => Mode::New,

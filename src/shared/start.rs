@@ -2,6 +2,7 @@
 //! does not are copied here, and for each account the newest token between this daemon's
 //! sled copy and Redis's wins (specs/shared-store.md, S6), before any account actor starts.
 
+use crate::shared::SharedError;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use crate::store::records::AccountRecord;
 use crate::store::{account_key, SledStore};
 
 impl Shared {
-    async fn hash(&self, name: &str) -> Result<HashMap<String, String>, String> {
+    async fn hash(&self, name: &str) -> Result<HashMap<String, String>, SharedError> {
         let key = format!("{}:{name}", self.prefix);
         let mut c = self.conn()?;
         self.run(async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
@@ -21,7 +22,7 @@ impl Shared {
     }
 
     /// A peer's account record (`accounts` hash), if the pool has one by that id.
-    pub async fn account_record(&self, id: &str) -> Result<Option<AccountRecord>, String> {
+    pub async fn account_record(&self, id: &str) -> Result<Option<AccountRecord>, SharedError> {
         let key = format!("{}:accounts", self.prefix);
         let (mut c, id) = (self.conn()?, id.to_string());
         let json: Option<String> = self
@@ -43,7 +44,7 @@ impl Shared {
         id: &str,
         record: &AccountRecord,
         token: &ccs_actors::Token,
-    ) -> Result<(), String> {
+    ) -> Result<(), SharedError> {
         self.put_account(id, record).await?;
         let key = format!("{}:removed", self.prefix);
         let (mut c, account) = (self.conn()?, id.to_string());
@@ -61,7 +62,7 @@ impl Shared {
     /// Removes an account from the pool: its record, token, lease and limits go, a tombstone
     /// stays (so a daemon that was down meanwhile removes it too at its next start instead of
     /// offering it back), and the peers hear of it.
-    pub async fn share_removal(&self, id: &str) -> Result<(), String> {
+    pub async fn share_removal(&self, id: &str) -> Result<(), SharedError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("HDEL")
@@ -89,9 +90,9 @@ impl Shared {
         .await
     }
 
-    async fn put_account(&self, id: &str, record: &AccountRecord) -> Result<(), String> {
+    async fn put_account(&self, id: &str, record: &AccountRecord) -> Result<(), SharedError> {
         let key = format!("{}:accounts", self.prefix);
-        let json = serde_json::to_string(record).map_err(|e| e.to_string())?;
+        let json = serde_json::to_string(record)?;
         let (mut c, id) = (self.conn()?, id.to_string());
         self.run(async move {
             redis::cmd("HSET")
@@ -108,7 +109,7 @@ impl Shared {
 /// Joins the shared pool: copies the peers' accounts in, writes this daemon's accounts out,
 /// and leaves each account's newest token in the local store for `load` to start it from.
 pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
-    let unreachable = |e: String| anyhow::anyhow!("{e}");
+    let unreachable = |e: SharedError| anyhow::anyhow!("{e}");
     let theirs = shared
         .hash("accounts")
         .await

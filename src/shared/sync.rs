@@ -6,6 +6,7 @@
 //! affinity TTL, `quota:A` until its latest reset), each with a message on the `events`
 //! channel (`listen.rs` applies the peers' messages).
 
+use crate::shared::SharedError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -222,7 +223,7 @@ impl Shared {
     /// The pools the shared pool keeps, if any daemon wrote them.
     pub async fn pools(
         &self,
-    ) -> Result<Option<std::collections::BTreeMap<String, Vec<String>>>, String> {
+    ) -> Result<Option<std::collections::BTreeMap<String, Vec<String>>>, SharedError> {
         let key = format!("{}:pools", self.prefix);
         let mut c = self.conn()?;
         let json: Option<String> = self
@@ -256,7 +257,7 @@ impl Shared {
         value: String,
         ttl: Duration,
         news: News,
-    ) -> Result<(), String> {
+    ) -> Result<(), SharedError> {
         let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         let mut c = self.conn()?;
         self.run(async move {
@@ -272,7 +273,7 @@ impl Shared {
         self.tell(news).await
     }
 
-    async fn apply(&self, op: &Op, affinity_ttl: Duration) -> Result<(), String> {
+    async fn apply(&self, op: &Op, affinity_ttl: Duration) -> Result<(), SharedError> {
         match op {
             Op::Bind { session, account } => {
                 let news = News::Bind {
@@ -312,7 +313,7 @@ impl Shared {
                     .await
             }
             Op::Quota { account, record } => {
-                let json = serde_json::to_string(record).map_err(|e| e.to_string())?;
+                let json = serde_json::to_string(record)?;
                 let news = News::Quota {
                     account: account.clone(),
                     quota: record.clone(),
@@ -335,7 +336,7 @@ impl Shared {
         let Ok(mut c) = self.conn() else {
             return;
         };
-        let found: Result<Option<String>, String> = self
+        let found: Result<Option<String>, SharedError> = self
             .run(async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
             .await;
         if let Ok(Some(account)) = found {
@@ -358,7 +359,7 @@ impl Shared {
         let Ok(mut c) = self.conn() else {
             return false;
         };
-        let found: Result<Vec<(String, String)>, String> = self
+        let found: Result<Vec<(String, String)>, SharedError> = self
             .run(async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await })
             .await;
         // Grouped by account: one addition (and one write to the local store) each.
@@ -375,7 +376,7 @@ impl Shared {
     }
 
     /// The limits Redis holds for `account`, if any.
-    pub async fn read_quota(&self, account: &str) -> Result<Option<Quota>, String> {
+    pub async fn read_quota(&self, account: &str) -> Result<Option<Quota>, SharedError> {
         let key = self.key("quota", account);
         let mut c = self.conn()?;
         let json: Option<String> = self

@@ -3,6 +3,7 @@
 //! long as the book keeps hours) every heartbeat, and a report reads the other daemons'
 //! fields and counts them in with its own live book.
 
+use crate::shared::SharedError;
 use std::collections::HashMap;
 
 use super::Shared;
@@ -10,7 +11,7 @@ use crate::telemetry::usage::{HOUR_MS, KEEP};
 
 impl Shared {
     /// Writes this daemon's figures of `hours` (hour start, stored JSON).
-    pub async fn push_usage(&self, hours: Vec<(u64, Vec<u8>)>) -> Result<(), String> {
+    pub async fn push_usage(&self, hours: Vec<(u64, Vec<u8>)>) -> Result<(), SharedError> {
         if hours.is_empty() {
             return Ok(());
         }
@@ -35,7 +36,7 @@ impl Shared {
         &self,
         first_hour: u64,
         now_ms: u64,
-    ) -> Result<Vec<(u64, Vec<u8>)>, String> {
+    ) -> Result<Vec<(u64, Vec<u8>)>, SharedError> {
         let hours: Vec<u64> = (first_hour..=now_ms).step_by(HOUR_MS as usize).collect();
         let mut pipe = redis::pipe();
         for hour in &hours {
