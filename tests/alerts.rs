@@ -198,12 +198,25 @@ fn notifier(dir: &std::path::Path) -> (String, std::path::PathBuf) {
     (script.display().to_string(), log)
 }
 
-fn notified(log: &std::path::Path) -> Vec<String> {
+fn notified_now(log: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
         .map(String::from)
         .collect()
+}
+
+/// The notifier's calls once `n` have written down (the notifier runs beside the daemon and
+/// is not waited for; a bound for a stuck test), and no more after a moment.
+async fn notified(log: &std::path::Path, n: usize) -> Vec<String> {
+    for _ in 0..200 {
+        if notified_now(log).len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    notified_now(log)
 }
 
 async fn rig_alerting(accounts: &[(&str, u64)], hook: &str, desktop: &str) -> Rig {
@@ -320,8 +333,10 @@ async fn each_event_arrives_once_signed_in_order_and_without_secrets() {
     assert!(!signed(&forged));
 
     // The desktop heard the same two, once each.
-    let calls = notified(&log);
+    let mut calls = notified(&log, 2).await;
     assert_eq!(calls.len(), 2, "{calls:?}");
+    // Started one after the other, in order; each writes down as soon as it runs.
+    calls.sort_by_key(|c| !c.starts_with("ccs: pool limited"));
     assert!(calls[0].starts_with("ccs: pool limited|"), "{calls:?}");
     assert!(
         calls[1].starts_with("ccs: account dead|") && calls[1].contains(A),
@@ -424,7 +439,8 @@ async fn ccs_alerts_test_sends_one_of_each_to_every_channel() {
             .unwrap()
             .starts_with("ccs (test): "));
     }
-    assert_eq!(notified(&log).len(), 6, "{:?}", notified(&log));
+    let calls = notified(&log, 6).await;
+    assert_eq!(calls.len(), 6, "{calls:?}");
     // The banner shows them for a while.
     let (_, alerts) = manage(&r.daemon.url, Method::GET, "/alerts", None).await;
     assert_eq!(alerts["active"].as_array().unwrap().len(), 6, "{alerts}");

@@ -84,7 +84,8 @@ pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
 }
 
 impl Channels {
-    pub fn new(config: &Config) -> Channels {
+    /// Channels over `client` (the daemon's outbound client: no second TLS set-up).
+    pub fn new(config: &Config, client: reqwest::Client) -> Channels {
         let (webhook, queued) = match &config.alerts.webhook {
             Some(w) => {
                 let (tx, rx) = mpsc::channel(QUEUE);
@@ -96,7 +97,7 @@ impl Channels {
             webhook,
             queued: Mutex::new(queued),
             desktop: desktop_of(config),
-            client: crate::oauth::http_client(),
+            client,
         }
     }
 

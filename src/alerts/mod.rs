@@ -119,11 +119,11 @@ struct State {
 }
 
 impl Alerts {
-    pub fn new(config: &crate::config::Config) -> Alerts {
+    pub fn new(config: &crate::config::Config, client: reqwest::Client) -> Alerts {
         Alerts {
             state: Mutex::default(),
             min_interval: config.alerts.min_interval.0,
-            channels: channels::Channels::new(config),
+            channels: channels::Channels::new(config, client),
         }
     }
 

@@ -72,7 +72,10 @@ fn a_moment_is_told_at_most_every_interval() {
 
 #[test]
 fn the_banner_shows_what_holds_and_recent_moments() {
-    let a = Alerts::new(&crate::config::Config::default());
+    let a = Alerts::new(
+        &crate::config::Config::default(),
+        crate::oauth::http_client(),
+    );
     a.look(vec![dead("a"), dead("b")], at(0));
     a.moment(Event::new(Kind::CameBack, "c", "c is back"), at(0));
     let shown = |now| -> Vec<(Kind, String)> {

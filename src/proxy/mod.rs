@@ -215,7 +215,8 @@ impl Ctx {
             .map(crate::keys::HashedSecret::new);
         let bodies = body::Budget::new(config.cliproxy.bodies_in_flight.0);
         let runway_span = config.cliproxy.runway_sample.0 * 5;
-        let alerts = Arc::new(crate::alerts::Alerts::new(&config));
+        let client = crate::oauth::http_client();
+        let alerts = Arc::new(crate::alerts::Alerts::new(&config, client.clone()));
         let learned: Vec<String> = store
             .meta_value(LEARNED_MODELS)
             .ok()
@@ -234,7 +235,7 @@ impl Ctx {
             paths,
             store,
             sup,
-            client: crate::oauth::http_client(),
+            client,
             clock,
             started: Instant::now(),
             url,
