@@ -106,6 +106,19 @@ impl Shared {
     }
 }
 
+/// A write to this daemon's store, made on the blocking pool: a write waits for its flush,
+/// and `join` runs on the actors' thread when a daemon joins late (Redis was away at its
+/// start), where no actor may wait on disk.
+async fn off_thread<T: Send + 'static>(
+    store: &Arc<SledStore>,
+    write: impl FnOnce(&SledStore) -> Result<T, ccs_actors::ports::StoreError> + Send + 'static,
+) -> Result<T> {
+    let store = store.clone();
+    Ok(tokio::task::spawn_blocking(move || write(&store))
+        .await
+        .context("the store's worker stopped")??)
+}
+
 /// Joins the shared pool: copies the peers' accounts in, writes this daemon's accounts out,
 /// and leaves each account's newest token in the local store for `load` to start it from.
 pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
@@ -127,7 +140,8 @@ pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
         let at: Option<u64> = removed.get(id.as_str()).and_then(|t| t.parse().ok());
         if at.is_some_and(|t| t >= a.created_at_ms) && !theirs.contains_key(id.as_str()) {
             tracing::info!(account = %id, "removed from the shared pool while this daemon was away: removing it here");
-            store.remove_account(&id)?;
+            let gone = id.as_str().to_string();
+            off_thread(store, move |s| s.remove_account(&gone)).await?;
         }
     }
     let mine: HashMap<String, AccountRecord> = store
@@ -142,7 +156,7 @@ pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
         match serde_json::from_str::<AccountRecord>(json) {
             Ok(record) => {
                 tracing::info!(account = %id, "joining an account a peer daemon logged in");
-                store.put_account(&record)?;
+                off_thread(store, move |s| s.put_account(&record)).await?;
             }
             Err(e) => {
                 tracing::warn!(account = %id, error = %e, "an unreadable account record in the shared store")
@@ -167,7 +181,8 @@ pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
             }
             Start::Shared(generation, token) => {
                 tracing::info!(account = %id, generation, "a peer's token is newer than this daemon's copy: starting from it");
-                store.save_token(&id, &token)?;
+                let (who, t) = (id.as_str().to_string(), token.clone());
+                off_thread(store, move |s| s.save_token(&who, &t)).await?;
                 shared.now_holds(&id, &token);
             }
             Start::Local { over } => {
@@ -181,7 +196,8 @@ pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
                         if let Some((_, newer)) =
                             shared.read_token(&id).await.map_err(unreachable)?
                         {
-                            store.save_token(&id, &newer)?;
+                            let (who, t) = (id.as_str().to_string(), newer.clone());
+                            off_thread(store, move |s| s.save_token(&who, &t)).await?;
                             shared.now_holds(&id, &newer);
                         }
                     }
@@ -189,7 +205,8 @@ pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
             }
         }
         if let Some(quota) = shared.read_quota(&id).await.map_err(unreachable)? {
-            store.save_quota(&id, &quota, true)?;
+            let who = id.as_str().to_string();
+            off_thread(store, move |s| s.save_quota(&who, &quota, true)).await?;
         }
     }
     // The pool's drain order is the pool's: a joining daemon takes it (for the accounts it
@@ -210,7 +227,7 @@ pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
                     )
                 })
                 .collect();
-            store.set_pools(&pools)?;
+            off_thread(store, move |s| s.set_pools(&pools)).await?;
         }
         None => shared.share_pools(store.pools()?).await,
     }
