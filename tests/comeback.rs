@@ -100,15 +100,7 @@ async fn a_window_that_opens_early_lifts_the_bench_on_the_next_question() {
     );
     // Fill-first: a new conversation goes to a again.
     assert_eq!(served_by(ask(url, Some("s2"), false).await).await, A);
-    let metrics = http()
-        .get(format!("{url}/metrics"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(url).await;
     assert!(
         metrics.contains("ccs_quota_came_back_early_total 1"),
         "{metrics}"

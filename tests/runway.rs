@@ -101,15 +101,7 @@ async fn the_runway_is_forecast_from_the_pace_and_shown_everywhere() {
             .any(|p| p["pool"] == "claude" && p["state"] == "dry_at"),
         "{status}"
     );
-    let metrics = http()
-        .get(format!("{url}/metrics"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&url).await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("ccs_pool_runway_seconds{pool=\"claude\"}"))

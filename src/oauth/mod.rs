@@ -67,6 +67,15 @@ impl TokenResponse {
     }
 }
 
+/// An answer's `retry-after`, in seconds.
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    resp.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
 /// Builds the HTTP client every outbound call uses: rustls, pooled connections, no redirects.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -182,12 +191,7 @@ impl Refresher for HttpRefresher {
                 Err(e) => return Err(sent_or_not(&account, &e)),
             };
             let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry_after = retry_after(&resp);
             let body = match resp.text().await {
                 Ok(b) => b,
                 // The authority answered, and the answer was lost on the way in.
@@ -281,12 +285,7 @@ async fn oauth_get<T: serde::de::DeserializeOwned>(
         .await
         .map_err(|e| FetchError::Failed(format!("{what} endpoint unreachable: {e}")))?;
     if resp.status().as_u16() == 429 {
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(&resp);
         return Err(FetchError::Refused { retry_after });
     }
     if !resp.status().is_success() {
