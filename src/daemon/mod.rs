@@ -194,6 +194,9 @@ pub async fn serve(
         ctx.provenance.tell_peers(ss.thinking_sink());
     }
     proxy::recent::restore(&ctx).await;
+    // Start-up's writes are done: from here the actors run on this thread, and nothing here
+    // may wait on the store writer.
+    crate::store::mark_actors_thread();
     let app_ctx = ctx.clone();
     let grace = ctx.config.cliproxy.stop_grace.0;
     // The CA read and a client built here once, so a bad `upstream.ca_cert` is refused at
@@ -327,9 +330,13 @@ pub async fn serve(
     {
         tracing::warn!("stopping before every account's quota was written down");
     }
-    let saver = ctx.clone();
-    let _ = tokio::task::spawn_blocking(move || saver.save_last_used()).await;
-    store.flush()?;
+    let (saver, flushed) = (ctx.clone(), store.clone());
+    tokio::task::spawn_blocking(move || {
+        saver.save_last_used();
+        flushed.flush()
+    })
+    .await
+    .context("the final flush's worker stopped")??;
     // A call still out is abandoned here, as the process would at its exit; its intent makes
     // the next start check the account.
     drop(refresh_rt);
