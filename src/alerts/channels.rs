@@ -64,6 +64,18 @@ fn desktop_of(config: &Config) -> Option<Desktop> {
     }
 }
 
+/// Why one try to deliver an alert failed (the receiver's address left out: its path may be a
+/// token).
+#[derive(Debug, thiserror::Error)]
+enum Undelivered {
+    #[error("{0}")]
+    Unreachable(reqwest::Error),
+    #[error("answered {0}")]
+    Refused(reqwest::StatusCode),
+    #[error("the alert cannot be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
 /// The body a receiver gets.
 #[derive(Serialize)]
 struct Payload<'a> {
@@ -142,12 +154,11 @@ impl Channels {
     }
 
     /// One try.
-    async fn post(&self, hook: &Webhook, alert: &Alert) -> Result<(), String> {
+    async fn post(&self, hook: &Webhook, alert: &Alert) -> Result<(), Undelivered> {
         let body = serde_json::to_vec(&Payload {
             alert,
             source: "ccs",
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -166,10 +177,10 @@ impl Channels {
             .body(body)
             .send()
             .await
-            .map_err(|e| e.without_url().to_string())?;
+            .map_err(|e| Undelivered::Unreachable(e.without_url()))?;
         match sent.status() {
             s if s.is_success() => Ok(()),
-            s => Err(format!("answered {s}")),
+            s => Err(Undelivered::Refused(s)),
         }
     }
 

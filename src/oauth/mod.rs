@@ -299,17 +299,6 @@ async fn oauth_get<T: serde::de::DeserializeOwned>(
         .map_err(|e| FetchError::Failed(format!("{what}: {e}")))
 }
 
-pub async fn fetch_profile(
-    client: &reqwest::Client,
-    url: &str,
-    access: &Secret,
-) -> Result<Profile, String> {
-    let v: serde_json::Value = oauth_get(client, "profile", url, access)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(parse_profile(&v))
-}
-
 /// Reads the profile endpoint's body.
 pub fn parse_profile(v: &serde_json::Value) -> Profile {
     let s = |p: &str| v.pointer(p).and_then(|x| x.as_str()).map(str::to_string);
