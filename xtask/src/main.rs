@@ -409,6 +409,15 @@ mod tests {
             .args(["-c", "exec -a chromium-left-behind sleep 30"])
             .spawn()
             .unwrap();
+        // Until it has become the stand-in, its command line is still this test's.
+        let named = format!("/proc/{}/cmdline", child.id());
+        for _ in 0..200 {
+            if std::fs::read(&named).is_ok_and(|c| String::from_utf8_lossy(&c).contains("chromium"))
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let err = left_behind(&before).expect_err("a stray browser is found");
         assert!(
             err.contains(&child.id().to_string()) && err.contains("chromium"),
