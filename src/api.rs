@@ -223,10 +223,7 @@ pub struct AlertChannel {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Runway {
     pub pool: String,
-    /// `unknown` (less than five samples' history), `idle` (nothing spent in the last hour),
-    /// `lasts` (the resets keep up: not dry within a week), `dry_at` (dry then), `dry` (every
-    /// account is limited now).
-    pub state: String,
+    pub state: RunwayState,
     /// When it runs dry (RFC 3339), for `dry_at` and `dry`.
     pub dry_at: Option<String>,
     /// Seconds from now until then.
@@ -240,13 +237,37 @@ pub struct Runway {
     pub text: String,
 }
 
+/// What a runway says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunwayState {
+    /// Less than five samples' history.
+    Unknown,
+    /// Nothing spent in the last hour.
+    Idle,
+    /// The resets keep up: not dry within a week.
+    Lasts,
+    /// Dry at `dry_at`.
+    DryAt,
+    /// Every account is limited now.
+    Dry,
+}
+
+/// A quota window, by its name in the API's usage answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowName {
+    FiveHour,
+    SevenDay,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunwayFreed {
     pub account: String,
     /// RFC 3339.
     pub at: String,
-    /// `five_hour` or `seven_day`: the window whose reset frees it.
-    pub window: String,
+    /// The window whose reset frees it.
+    pub window: WindowName,
     /// The share of its 5-hour window it then has (0..1).
     pub frees: f64,
 }
@@ -276,20 +297,22 @@ impl Runway {
             }
             Err(_) => s.to_string(),
         };
-        let head = match (self.state.as_str(), &self.dry_at) {
-            ("unknown", _) => return "runway not known yet (it needs a few minutes of use)".into(),
-            ("idle", _) => {
+        let head = match (self.state, &self.dry_at) {
+            (RunwayState::Unknown, _) => {
+                return "runway not known yet (it needs a few minutes of use)".into()
+            }
+            (RunwayState::Idle, _) => {
                 return "nothing spent in the last hour: the pool does not run dry".into()
             }
-            ("lasts", _) => {
+            (RunwayState::Lasts, _) => {
                 return "at this pace the pool does not run dry (its resets keep up)".into()
             }
-            ("dry", _) => "every account of the pool is limited now".to_string(),
-            (_, Some(d)) => format!("at this pace the pool lasts until {}", at(d)),
-            _ => return format!("runway: {}", self.state),
+            (RunwayState::Dry, _) => "every account of the pool is limited now".to_string(),
+            (RunwayState::DryAt, Some(d)) => format!("at this pace the pool lasts until {}", at(d)),
+            (RunwayState::DryAt, None) => "at this pace the pool runs dry".to_string(),
         };
         match &self.freed {
-            Some(f) if f.window == "seven_day" => format!(
+            Some(f) if f.window == WindowName::SevenDay => format!(
                 "{head}; {}'s weekly window resets at {} (frees ~{:.0} % of a 5-hour window)",
                 f.account,
                 at(&f.at),
@@ -305,18 +328,26 @@ impl Runway {
         }
     }
 
-    /// Short, for the status line: `pool 42m` (`pool work 42m` for a pool of another name,
-    /// `pool dry` when dry now).
+    /// Whether it runs dry within `within` (dry now included).
+    pub fn dry_within(&self, within: std::time::Duration) -> bool {
+        matches!(self.state, RunwayState::Dry | RunwayState::DryAt)
+            && self.seconds.is_some_and(|s| s < within.as_secs())
+    }
+
+    /// Short, for the status line, once under an hour: `pool 42m` (`pool work 42m` for a pool
+    /// of another name, `pool dry` when dry now).
     pub fn short(&self) -> Option<String> {
+        if !self.dry_within(std::time::Duration::from_secs(3600)) {
+            return None;
+        }
         let name = match self.pool.as_str() {
             "claude" => "pool".to_string(),
             other => format!("pool {other}"),
         };
-        match self.state.as_str() {
-            "dry" => Some(format!("{name} dry")),
-            "dry_at" => Some(format!("{name} {}m", self.seconds?.div_ceil(60))),
-            _ => None,
-        }
+        Some(match self.state {
+            RunwayState::Dry => format!("{name} dry"),
+            _ => format!("{name} {}m", self.seconds?.div_ceil(60)),
+        })
     }
 }
 

@@ -115,15 +115,6 @@ pub enum Which {
     Weekly,
 }
 
-impl Which {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Which::FiveHour => "five_hour",
-            Which::Weekly => "seven_day",
-        }
-    }
-}
-
 /// The first account to have room again once the pool is dry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Freed {

@@ -27,11 +27,10 @@ struct StatusInput {
 
 /// The line for a conversation the daemon describes as `v`.
 pub fn line(v: &SessionView) -> String {
-    // The pool's runway, once it is under an hour.
-    let runway = v
+    // The pool's runway once it is under an hour, and the newest alert.
+    let tail = v
         .runway
         .as_ref()
-        .filter(|r| r.seconds.is_some_and(|s| s < 3600))
         .and_then(|r| r.short())
         .map(|r| format!(" · {r}"))
         .unwrap_or_default()
@@ -40,7 +39,7 @@ pub fn line(v: &SessionView) -> String {
             .map(|a| format!(" · ! {a}"))
             .unwrap_or_default();
     let Some(account) = &v.account else {
-        return format!("ccs: new conversation{runway}");
+        return format!("ccs: new conversation{tail}");
     };
     let who = match &v.nickname {
         Some(n) if !n.is_empty() => n.clone(),
@@ -61,7 +60,7 @@ pub fn line(v: &SessionView) -> String {
             s.push_str(&format!(" · {} tokens re-read", short_count(n)));
         }
     }
-    s + &runway
+    s + &tail
 }
 
 /// A token count as a person reads it: 950, 14k, 142k, 1.2M.
@@ -190,9 +189,10 @@ mod tests {
 
     #[test]
     fn the_pools_runway_shows_once_it_is_under_an_hour() {
-        let runway = |state: &str, seconds: Option<u64>| crate::api::Runway {
+        use crate::api::RunwayState::{Dry, DryAt, Lasts};
+        let runway = |state, seconds: Option<u64>| crate::api::Runway {
             pool: "claude".into(),
-            state: state.into(),
+            state,
             dry_at: seconds.map(|_| "2026-12-03T17:05:00Z".into()),
             seconds,
             requests_per_hour: Some(120.0),
@@ -206,23 +206,23 @@ mod tests {
             seven_day: Some(0.2),
             moved_from: None,
             reread_tokens: None,
-            runway: Some(runway("dry_at", Some(42 * 60 - 30))),
+            runway: Some(runway(DryAt, Some(42 * 60 - 30))),
             alert: None,
         };
         assert_eq!(
             line(&v),
             "ccs: bob@example.com · 5h 90% · week 20% · pool 42m"
         );
-        v.runway = Some(runway("dry_at", Some(3600)));
+        v.runway = Some(runway(DryAt, Some(3600)));
         assert_eq!(line(&v), "ccs: bob@example.com · 5h 90% · week 20%");
-        v.runway = Some(runway("dry", Some(0)));
+        v.runway = Some(runway(Dry, Some(0)));
         assert!(line(&v).ends_with(" · pool dry"), "{}", line(&v));
         v.runway = Some(crate::api::Runway {
             pool: "work".into(),
-            ..runway("dry_at", Some(600))
+            ..runway(DryAt, Some(600))
         });
         assert!(line(&v).ends_with(" · pool work 10m"), "{}", line(&v));
-        v.runway = Some(runway("lasts", None));
+        v.runway = Some(runway(Lasts, None));
         assert!(!line(&v).contains("pool"), "{}", line(&v));
         v.alert = Some("carol@example.com needs a login".into());
         assert_eq!(

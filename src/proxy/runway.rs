@@ -2,7 +2,7 @@
 //! `cliproxy.runway_sample`, and each pool's forecast (`ccs_actors::runway`) as `api::Runway`
 //! for `/quota`, `/status`, the dashboard, the status line and `/metrics`.
 
-use ccs_actors::runway::Runway;
+use ccs_actors::runway::{Runway, Which};
 use ccs_actors::supervisor::SupervisorView;
 use ccs_actors::Timestamp;
 
@@ -57,7 +57,7 @@ pub fn view_of(
 ) -> api::Runway {
     let mut v = api::Runway {
         pool: pool.to_string(),
-        state: String::new(),
+        state: api::RunwayState::Unknown,
         dry_at: None,
         seconds: None,
         requests_per_hour: burn.map(|b| (b.requests_per_hour * 10.0).round() / 10.0),
@@ -65,26 +65,28 @@ pub fn view_of(
         text: String::new(),
     };
     v.state = match r {
-        Runway::Unknown => "unknown",
-        Runway::Idle => "idle",
-        Runway::Lasts => "lasts",
+        Runway::Unknown => api::RunwayState::Unknown,
+        Runway::Idle => api::RunwayState::Idle,
+        Runway::Lasts => api::RunwayState::Lasts,
         Runway::DryAt { at, freed } => {
             v.dry_at = Some(rfc3339(at.as_millis()));
             v.seconds = Some(at.since(now).as_secs());
             v.freed = freed.as_ref().map(|f| api::RunwayFreed {
                 account: f.account.to_string(),
                 at: rfc3339(f.at.as_millis()),
-                window: f.window.as_str().to_string(),
+                window: match f.window {
+                    Which::FiveHour => api::WindowName::FiveHour,
+                    Which::Weekly => api::WindowName::SevenDay,
+                },
                 frees: f.frees,
             });
             if *at <= now {
-                "dry"
+                api::RunwayState::Dry
             } else {
-                "dry_at"
+                api::RunwayState::DryAt
             }
         }
-    }
-    .to_string();
+    };
     v.text = v.describe(now.as_millis());
     v
 }

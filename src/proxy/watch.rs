@@ -117,7 +117,7 @@ pub fn conditions(
             continue;
         }
         if let Some(r) = runways.iter().find(|r| r.pool == *pool) {
-            if r.state == "dry_at" && r.seconds.is_some_and(|s| s < runway_below.as_secs()) {
+            if r.state == api::RunwayState::DryAt && r.dry_within(runway_below) {
                 out.push(Event::new(
                     Kind::RunwayLow,
                     pool,
@@ -185,10 +185,10 @@ mod tests {
         }
     }
 
-    fn runway(state: &str, seconds: Option<u64>) -> api::Runway {
+    fn runway(state: api::RunwayState, seconds: Option<u64>) -> api::Runway {
         api::Runway {
             pool: "claude".into(),
-            state: state.into(),
+            state,
             dry_at: None,
             seconds,
             requests_per_hour: Some(60.0),
@@ -245,7 +245,7 @@ mod tests {
             member("a", Phase::Fresh, true, false),
             member("b", Phase::Fresh, false, true),
         ]);
-        let low = [runway("dry_at", Some(600))];
+        let low = [runway(api::RunwayState::DryAt, Some(600))];
         let e = conditions(&v, &low, &[], HALF_HOUR, NOW);
         assert_eq!(kinds(&e), [(Kind::PoolLimited, "claude")]);
         assert!(e[0].text.contains("the first is back at"), "{}", e[0].text);
@@ -256,9 +256,9 @@ mod tests {
             [(Kind::RunwayLow, "claude")]
         );
         for r in [
-            runway("dry_at", Some(1800)),
-            runway("lasts", None),
-            runway("unknown", None),
+            runway(api::RunwayState::DryAt, Some(1800)),
+            runway(api::RunwayState::Lasts, None),
+            runway(api::RunwayState::Unknown, None),
         ] {
             assert!(conditions(&fine, &[r], &[], HALF_HOUR, NOW).is_empty());
         }

@@ -228,8 +228,8 @@ impl Telemetry {
         m.runway.clear();
         for r in runway {
             // Seconds until dry; +Inf for a pool that does not run dry; absent when unknown.
-            let seconds = match r.state.as_str() {
-                "idle" | "lasts" => f64::INFINITY,
+            let seconds = match r.state {
+                api::RunwayState::Idle | api::RunwayState::Lasts => f64::INFINITY,
                 _ => match r.seconds {
                     Some(s) => s as f64,
                     None => continue,
