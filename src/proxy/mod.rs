@@ -71,6 +71,17 @@ pub fn anthropic_error(status: u16, kind: &str, message: &str) -> HttpResponse {
     .json(json!({"type": "error", "error": {"type": kind, "message": message}}))
 }
 
+/// An account's use as this daemon saw it.
+#[derive(Default)]
+struct Use {
+    /// Requests served since start, for the runway's burn rate.
+    served: u64,
+    /// When it last served.
+    last_ms: u64,
+    /// When that was last written to the store.
+    noted_ms: u64,
+}
+
 /// Everything a request handler needs, shared by all workers.
 pub struct Ctx {
     pub config: Config,
@@ -87,10 +98,8 @@ pub struct Ctx {
     usage_fetched: Mutex<HashMap<AccountId, ccs_actors::Timestamp>>,
     /// Served requests per minute of the last hour, for status.
     recent: counter::PerMinute,
-    /// When each account last served, and when that was last written to the store.
-    last_used: Mutex<HashMap<AccountId, (u64, u64)>>,
-    /// Requests each account served since start, for the runway's burn rate.
-    served: Mutex<HashMap<AccountId, u64>>,
+    /// What each account served since start: one lock on the request path.
+    use_of: Mutex<HashMap<AccountId, Use>>,
     /// Events worth a person's attention, and where they go (`src/alerts/`).
     pub alerts: Arc<crate::alerts::Alerts>,
     /// The accounts' spend over time (`runway.rs`), sampled every `cliproxy.runway_sample`.
@@ -242,8 +251,7 @@ impl Ctx {
             throttle: guard::Throttle::default(),
             usage_fetched: Mutex::default(),
             recent: counter::PerMinute::default(),
-            last_used: Mutex::default(),
-            served: Mutex::default(),
+            use_of: Mutex::default(),
             alerts,
             runway: Mutex::new(ccs_actors::runway::BurnMeter::new(runway_span)),
             shutdown: tokio::sync::watch::channel(false).0,
@@ -308,20 +316,15 @@ impl Ctx {
     pub fn record_request(self: &Arc<Self>, account: &AccountId) {
         let now = self.clock.now();
         self.recent.add(now, 1);
-        *self
-            .served
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(account.clone())
-            .or_default() += 1;
         let ms = now.as_millis();
         let due = {
-            let mut m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
-            let e = m.entry(account.clone()).or_insert((0, 0));
-            e.0 = ms;
-            let due = ms.saturating_sub(e.1) >= LAST_USED_EVERY.as_millis() as u64;
+            let mut m = self.use_of.lock().unwrap_or_else(|p| p.into_inner());
+            let e = m.entry(account.clone()).or_default();
+            e.served += 1;
+            e.last_ms = ms;
+            let due = ms.saturating_sub(e.noted_ms) >= LAST_USED_EVERY.as_millis() as u64;
             if due {
-                e.1 = ms;
+                e.noted_ms = ms;
             }
             due
         };
@@ -344,12 +347,12 @@ impl Ctx {
     /// Every last use not yet in the store written down (a clean stop).
     pub fn save_last_used(&self) {
         let pending: Vec<(AccountId, u64)> = {
-            let mut m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
+            let mut m = self.use_of.lock().unwrap_or_else(|p| p.into_inner());
             m.iter_mut()
-                .filter(|(_, (seen, noted))| seen > noted)
+                .filter(|(_, e)| e.last_ms > e.noted_ms)
                 .map(|(id, e)| {
-                    e.1 = e.0;
-                    (id.clone(), e.0)
+                    e.noted_ms = e.last_ms;
+                    (id.clone(), e.last_ms)
                 })
                 .collect()
         };
@@ -360,14 +363,14 @@ impl Ctx {
 
     /// When `account` last served, as this daemon saw it (newer than the store's note).
     pub fn last_used_ms(&self, account: &str) -> Option<u64> {
-        let m = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(account).map(|(ms, _)| *ms)
+        let m = self.use_of.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(account).map(|e| e.last_ms)
     }
 
     /// Requests `account` served since start.
     pub fn served(&self, account: &AccountId) -> u64 {
-        let m = self.served.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(account).copied().unwrap_or(0)
+        let m = self.use_of.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(account).map_or(0, |e| e.served)
     }
 
     /// The request counts to keep across a restart.
