@@ -330,19 +330,23 @@ impl BurnMeter {
         served: impl Fn(&AccountId) -> u64,
         now: Timestamp,
     ) {
-        let served: Vec<u64> = view.accounts.iter().map(|m| served(&m.id)).collect();
         self.observe(
             now,
             view.accounts
                 .iter()
-                .zip(served)
-                .map(|(m, n)| (&m.id, &m.quota, n)),
+                .map(|m| (&m.id, &m.quota, served(&m.id))),
         );
     }
 
     /// The runway of `pool` as the supervisor's `view` has it: its members in drain order,
-    /// dead and paused ones without room, each with the cost it was seen to have.
-    pub fn forecast_pool(&self, view: &SupervisorView, pool: &str, now: Timestamp) -> Runway {
+    /// dead and paused ones without room, each with the cost it was seen to have; with the
+    /// pace it assumed.
+    pub fn forecast_pool(
+        &self,
+        view: &SupervisorView,
+        pool: &str,
+        now: Timestamp,
+    ) -> (Runway, Option<Burn>) {
         let order = view.pools.get(pool).cloned().unwrap_or_default();
         let members: Vec<Member> = order
             .iter()
@@ -357,7 +361,8 @@ impl BurnMeter {
                 )
             })
             .collect();
-        forecast(&members, self.burn(&order, now), now)
+        let burn = self.burn(&order, now);
+        (forecast(&members, burn, now), burn)
     }
 
     /// One sample at `now` of every account: its quota, and how many requests it has served

@@ -38,9 +38,8 @@ pub async fn sample(ctx: &Ctx) {
 pub fn of_pool(ctx: &Ctx, view: &SupervisorView, pool: &str) -> api::Runway {
     let now = ctx.clock.now();
     let meter = ctx.runway.lock().unwrap_or_else(|p| p.into_inner());
-    let order = view.pools.get(pool).cloned().unwrap_or_default();
-    let burn = meter.burn(&order, now);
-    view_of(pool, &meter.forecast_pool(view, pool, now), burn, now)
+    let (runway, burn) = meter.forecast_pool(view, pool, now);
+    view_of(pool, &runway, burn, now)
 }
 
 /// Every pool's runway, now.

@@ -405,7 +405,7 @@ impl World {
             |id| served.get(&id.to_string()).copied().unwrap_or(0),
             now,
         );
-        let said = match self.meter.forecast_pool(&view, DEFAULT_POOL, now) {
+        let said = match self.meter.forecast_pool(&view, DEFAULT_POOL, now).0 {
             Runway::DryAt { at, .. } => Some(minute as f64 + at.since(now).as_secs_f64() / 60.0),
             _ => None,
         };
