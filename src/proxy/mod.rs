@@ -134,12 +134,10 @@ pub struct Ctx {
 /// refused until made again, which is the safe way to lose them.
 fn restore_client_keys(store: &SledStore) -> Vec<clients::StoredKey> {
     let damaged = |why: String| {
-        let note = format!(
+        store.note(format!(
             "the record of the client keys made with `ccs cliproxy key add` cannot be read \
              ({why}): those keys are refused until made again"
-        );
-        tracing::error!("{note}");
-        store.note(note);
+        ));
         Vec::new()
     };
     match store.client_keys() {

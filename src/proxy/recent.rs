@@ -50,9 +50,9 @@ pub async fn restore(ctx: &Ctx) {
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(e) => {
-            let note = format!("{e}: the last hour's requests and hops start empty");
-            tracing::warn!("{note}");
-            ctx.store.note(note);
+            ctx.store.note(format!(
+                "{e}: the last hour's requests and hops start empty"
+            ));
             return;
         }
     };

@@ -123,8 +123,9 @@ impl SledStore {
         self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Adds what a reader of the store found damaged to those notes.
+    /// Adds what a reader of the store found damaged to those notes, and logs it.
     pub fn note(&self, what: String) {
+        tracing::warn!("{what}");
         self.notes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -270,12 +271,7 @@ impl SledStore {
             );
         }
         for note in store.import_mirror()? {
-            tracing::warn!("{note}");
-            store
-                .notes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(note);
+            store.note(note);
         }
         Ok(store)
     }
