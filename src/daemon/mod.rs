@@ -239,10 +239,16 @@ pub async fn serve(
     if let Some(s) = shared.as_ref().filter(|s| !s.joined()) {
         actix_web::rt::spawn(join_later(s.clone(), store.clone(), sup.clone()));
     }
-    let peers = shared.map(|s| {
-        actix_web::rt::spawn(crate::shared::listen(s.clone(), sup.clone(), store.clone()));
+    // The daemon's background work, ended together at the stop.
+    let mut background = Vec::new();
+    if let Some(s) = shared {
+        background.push(actix_web::rt::spawn(crate::shared::listen(
+            s.clone(),
+            sup.clone(),
+            store.clone(),
+        )));
         let (url, telemetry) = (url.clone(), ctx.telemetry.clone());
-        actix_web::rt::spawn(async move {
+        background.push(actix_web::rt::spawn(async move {
             // Every heartbeat: alive, and this daemon's usage of this hour and the last (all
             // of the book's hours at the first beat) for the pool's figures.
             let mut since = 0;
@@ -256,10 +262,10 @@ pub async fn serve(
                 }
                 actix_web::rt::time::sleep(crate::shared::HEARTBEAT).await;
             }
-        })
-    });
+        }));
+    }
     let sweeper_ctx = ctx.clone();
-    let sweeper = actix_web::rt::spawn(async move {
+    background.push(actix_web::rt::spawn(async move {
         loop {
             actix_web::rt::time::sleep(SWEEP_EVERY).await;
             let _ = sweeper_ctx.sup.addr().send(ExpireBindings).await;
@@ -267,7 +273,7 @@ pub async fn serve(
             proxy::recent::save(&sweeper_ctx).await;
             save_usage(&sweeper_ctx).await;
         }
-    });
+    }));
     // The run before did not stop cleanly when its marker is still here.
     let marker = ctx.paths.running_file();
     if marker.exists() {
@@ -285,11 +291,13 @@ pub async fn serve(
     {
         tracing::warn!(error = %e, "cannot write the daemon's running marker");
     }
-    let comeback = actix_web::rt::spawn(proxy::comeback::run(ctx.clone()));
-    let watch = actix_web::rt::spawn(proxy::watch::run(ctx.clone()));
+    background.push(actix_web::rt::spawn(proxy::comeback::run(ctx.clone())));
+    background.push(actix_web::rt::spawn(proxy::watch::run(ctx.clone())));
     let webhook_ctx = ctx.clone();
-    let webhook = actix_web::rt::spawn(async move { webhook_ctx.alerts.run_webhook().await });
-    let runway = actix_web::rt::spawn(proxy::runway::run(ctx.clone()));
+    background.push(actix_web::rt::spawn(async move {
+        webhook_ctx.alerts.run_webhook().await
+    }));
+    background.push(actix_web::rt::spawn(proxy::runway::run(ctx.clone())));
     let mut asked = ctx.shutdown.subscribe();
     let home = ctx.paths.home.clone();
     tokio::select! {
@@ -303,13 +311,8 @@ pub async fn serve(
     let _ = ctx.draining.send(Some(Instant::now() + grace));
     handle.stop(true).await;
     let _ = running.await;
-    sweeper.abort();
-    comeback.abort();
-    runway.abort();
-    watch.abort();
-    webhook.abort();
-    if let Some(p) = peers {
-        p.abort();
+    for task in &background {
+        task.abort();
     }
     proxy::recent::save(&ctx).await;
     save_usage(&ctx).await;
