@@ -11,7 +11,10 @@ use std::path::Path;
 
 /// Creates `dir` (and parents) if needed and makes it 0700. For folders ccs owns.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
+    // Every folder made on the way is 0700 too: `CCS_HOME/cliproxy` made first must not leave
+    // a missing CCS_HOME open to others.
+    std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
@@ -108,6 +111,11 @@ mod tests {
         let sub = dir.path().join("a/b");
         private_dir(&sub).unwrap();
         assert_eq!(mode(&sub).unwrap(), 0o700);
+        assert_eq!(
+            mode(&dir.path().join("a")).unwrap(),
+            0o700,
+            "and the folder made on the way"
+        );
         let f = sub.join("t.json");
         write_private(&f, b"one").unwrap();
         write_private(&f, b"two").unwrap();
