@@ -508,6 +508,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
+/// `t` as an HTTP date (IMF-fixdate).
+fn http_date(t: ccs_actors::Timestamp) -> Option<header::HeaderValue> {
+    let at = chrono::DateTime::from_timestamp_millis(t.as_millis() as i64)?;
+    header::HeaderValue::from_str(&at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()).ok()
+}
+
 /// Builds the server with `routes` on an already-bound loopback listener, and on a second one
 /// over TLS when given (HTTP/2 offered by ALPN, as Anthropic's edge does).
 pub fn server(
@@ -521,6 +527,19 @@ pub fn server(
     let opened = data.clone();
     let server = HttpServer::new(move || {
         App::new()
+            // Every answer's Date is the simulated clock's, as Anthropic's is its own
+            // (specs/anthropic.md §2): a manual clock moved forward is a skewed server.
+            .wrap_fn(|req, srv| {
+                let now = req.app_data::<State>().map(|d| d.model.now());
+                let answer = actix_web::dev::Service::call(srv, req);
+                async move {
+                    let mut res = answer.await?;
+                    if let Some(v) = now.and_then(http_date) {
+                        res.headers_mut().insert(header::DATE, v);
+                    }
+                    Ok(res)
+                }
+            })
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(BODY_LIMIT))
             .app_data(web::JsonConfig::default().limit(1 << 20))
