@@ -104,6 +104,33 @@ and the latest told."
     /// the account serving this conversation with its 5-hour and weekly use. `ccs claude` and
     /// `ccs run` set it up (cliproxy.status_line); it prints nothing when the daemon is down.
     Statusline,
+    /// Check everything a support request would ask (the daemon, each account, the clock,
+    /// CCS_HOME's and config.yaml's permissions, Claude Code, a remote, Redis, disk space),
+    /// each finding with the command that fixes it; exit status 1 when something needs action.
+    Doctor {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shell completions for bash, zsh, fish or PowerShell, printed to standard output.
+    #[command(
+        long_about = "Print the completion script for SHELL to standard output. Where it goes:\n\n\
+  bash        ccs completions bash > ~/.local/share/bash-completion/completions/ccs\n\
+  zsh         ccs completions zsh > ~/.zfunc/_ccs   (with fpath+=~/.zfunc before compinit in ~/.zshrc)\n\
+  fish        ccs completions fish > ~/.config/fish/completions/ccs.fish\n\
+  powershell  ccs completions powershell >> $PROFILE\n\n\
+A new shell then completes ccs's commands and options."
+    )]
+    Completions {
+        /// bash, zsh, fish, powershell or elvish.
+        shell: clap_complete::Shell,
+    },
+    /// Write one manual page per command into DIR (`cargo xtask man` runs it).
+    #[command(hide = true)]
+    Manual {
+        /// Where the pages go (made when missing).
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -294,6 +321,10 @@ certificate from your own CA works too: set cliproxy.tls.cert and key to its PEM
         #[arg(long)]
         json: bool,
     },
+    /// The daemon as a service of the system's manager (systemd, launchd): started at login
+    /// or boot, back after a crash.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Whether the daemon runs, its URL, uptime, accounts by state, requests and hops in the
     /// last hour.
     Status {
@@ -307,9 +338,58 @@ certificate from your own CA works too: set cliproxy.tls.cert and key to its PEM
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Make the daemon a service: a systemd user unit on Linux (a launchd agent on macOS),
+    /// enabled and started; a daemon the CLI had started gives way to it. Running it again
+    /// changes nothing.
+    #[command(
+        long_about = "Make the daemon of this CCS_HOME a service of the system's manager, enabled \
+and started: on Linux a systemd user unit (~/.config/systemd/user/ccs.service: restarts after a \
+crash, logs to the journal and to $CCS_HOME/cliproxy/logs/), on macOS a launchd agent \
+(~/Library/LaunchAgents/dev.ccs.daemon.plist). A daemon the CLI had started is stopped cleanly \
+first; from then on the CLI's on-demand start asks the manager. Running it again changes \
+nothing.\n\n\
+With --system (as root): a system unit (/etc/systemd/system/ccs.service) running as a dedicated \
+user (--user, default ccs) with systemd's hardening (ProtectSystem=strict, NoNewPrivileges, …), \
+for a server. A user service starts at login; `loginctl enable-linger USER` starts it at boot."
+    )]
+    Install {
+        /// A system service (root) instead of a user service.
+        #[arg(long)]
+        system: bool,
+        /// The user a system service runs as (it must exist) [default: ccs].
+        #[arg(long, value_name = "NAME", requires = "system")]
+        user: Option<String>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop and remove the service (accounts, settings and logs stay in CCS_HOME). Running it
+    /// again changes nothing.
+    Uninstall {
+        /// The system service instead of the user service.
+        #[arg(long)]
+        system: bool,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Whether the service is installed, for which home, enabled and running.
+    Status {
+        /// The system service instead of the user service.
+        #[arg(long)]
+        system: bool,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DaemonCommand {
     /// Serve on cliproxy.host:cliproxy.port until SIGINT/SIGTERM. Logs go to
-    /// $CCS_HOME/cliproxy/logs/ and stderr.
+    /// $CCS_HOME/cliproxy/logs/ and stderr. Exits with status 3 when another daemon already
+    /// serves this CCS_HOME.
     Run,
 }
 

@@ -5,7 +5,7 @@ use clap::Parser;
 
 use ccs::cli::{
     AlertsCommand, AuthCommand, Cli, CliproxyCommand, Command, ConfigCommand, DaemonCommand,
-    KeyCommand, SimCommand,
+    KeyCommand, ServiceCommand, SimCommand,
 };
 
 fn main() {
@@ -22,6 +22,15 @@ fn main() {
             json,
         } => ccs::commands::config::dashboard(print, json),
         Command::Statusline => ccs::commands::statusline::run(),
+        Command::Doctor { json } => match ccs::commands::doctor::doctor(json) {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            Err(e) => Err(e),
+        },
+        Command::Completions { shell } => {
+            ccs::commands::completions::completions(shell, &mut std::io::stdout())
+        }
+        Command::Manual { dir } => ccs::commands::completions::manual(&dir),
         Command::Alerts { command, json } => match command {
             Some(AlertsCommand::Test { json: j }) => ccs::commands::alerts::test(json || j),
             None => ccs::commands::alerts::list(json),
@@ -67,6 +76,17 @@ fn main() {
                 ccs::commands::pool::quota(pool.as_deref(), json)
             }
             CliproxyCommand::Usage { span, json } => ccs::commands::usage::usage(&span, json),
+            CliproxyCommand::Service(s) => match s {
+                ServiceCommand::Install { system, user, json } => {
+                    ccs::commands::service::install(system, user, json)
+                }
+                ServiceCommand::Uninstall { system, json } => {
+                    ccs::commands::service::uninstall(system, json)
+                }
+                ServiceCommand::Status { system, json } => {
+                    ccs::commands::service::status(system, json)
+                }
+            },
             CliproxyCommand::HashSecret => ccs::commands::keys::hash_secret(),
             CliproxyCommand::Cert {
                 self_signed,
@@ -110,6 +130,10 @@ fn main() {
     };
     if let Err(e) = result {
         ccs::errln!("ccs: {e:#}");
-        std::process::exit(1);
+        let code = match e.downcast_ref::<ccs::daemon::AlreadyRuns>() {
+            Some(_) => ccs::commands::service::ALREADY_RUNS_EXIT,
+            None => 1,
+        };
+        std::process::exit(code);
     }
 }

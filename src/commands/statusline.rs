@@ -105,6 +105,29 @@ fn has_status_line(file: &Path) -> bool {
         .is_some_and(|v| v.get("statusLine").is_some())
 }
 
+/// Whose status line Claude Code shows, launched by ccs in `cwd`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Installed {
+    /// ccs's: given at each launch, or set in a settings file to `ccs statusline`.
+    Ours,
+    /// Turned off in config.yaml (`cliproxy.status_line: false`).
+    Off,
+    /// A settings file sets another one, which ccs never overwrites.
+    Theirs(PathBuf),
+}
+
+/// What `ccs doctor` reports of the status line.
+pub fn installed(config: &Config, cwd: &Path) -> Installed {
+    let theirs = settings_files(cwd).into_iter().find(|f| {
+        has_status_line(f) && !std::fs::read_to_string(f).is_ok_and(|t| t.contains("statusline"))
+    });
+    match (theirs, config.status_line.0) {
+        (Some(f), _) => Installed::Theirs(f),
+        (None, false) => Installed::Off,
+        (None, true) => Installed::Ours,
+    }
+}
+
 /// Claude Code's settings files that apply in `cwd` (user, project, local project).
 fn settings_files(cwd: &Path) -> Vec<PathBuf> {
     let user_dir = std::env::var_os("CLAUDE_CONFIG_DIR")

@@ -7,10 +7,11 @@
 //! behind on a clean exit.
 
 mod process;
+pub mod service;
 
 pub use process::{
     configured_url, healthz, pid_alive, run_foreground, running, start_background, stop_background,
-    Running,
+    AlreadyRuns, Running,
 };
 
 use std::future::Future;

@@ -82,6 +82,12 @@ fn read_pid(paths: &Paths) -> Option<u32> {
         .ok()
 }
 
+/// Another daemon already serves this home (`ccs daemon run` exits with status 3 for it, on
+/// which a service does not restart).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AlreadyRuns(String);
+
 /// What is known about this home's daemon.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Running {
@@ -182,11 +188,12 @@ impl HomeLock {
             let pid = read_pid(paths)
                 .map(|p| format!("pid {p}"))
                 .unwrap_or_else(|| "pid unknown".into());
-            bail!(
+            return Err(AlreadyRuns(format!(
                 "a ccs daemon ({pid}) already runs on {}; one daemon per CCS_HOME. Stop it first \
                  (`ccs cliproxy stop`, or `kill` that pid if its port was changed since)",
                 paths.home.display()
-            );
+            ))
+            .into());
         }
         let pid = std::process::id().to_string();
         crate::fsutil::write_private(&paths.pid_file(), pid.as_bytes())?;
@@ -240,10 +247,11 @@ impl StartLock {
 /// `ccs daemon run`: the daemon in the foreground until SIGINT/SIGTERM or a stop request.
 pub fn run_foreground(paths: &Paths, config: Config) -> Result<()> {
     if let Running::Yes { pid } = running(paths, &config) {
-        bail!(
+        return Err(AlreadyRuns(format!(
             "a ccs daemon (pid {pid}) already runs at {}",
             configured_url(&config)
-        );
+        ))
+        .into());
     }
     // Everything the daemon creates from here on (sled's files, logs) is private from its
     // first byte: sled creates its files with the process umask.
@@ -300,6 +308,22 @@ pub fn start_background(paths: &Paths, config: &Config) -> Result<(String, bool)
     let _turn = StartLock::take(paths)?;
     if let Some(found) = check(paths)? {
         return Ok(found);
+    }
+    // With a service installed for this home, its manager starts the daemon (one daemon per
+    // home, whichever started it).
+    if super::service::start_if_installed(paths)? {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if local_health(config).is_some() {
+                return Ok((url, false));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "the service was started but the daemon did not answer within 20 s: see \
+             `ccs cliproxy service status` and {}",
+            paths.logs_dir().display()
+        );
     }
     // Fail early, with the config key, when the port is taken by something else.
     drop(bind(config, paths)?);

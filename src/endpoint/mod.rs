@@ -22,6 +22,7 @@ pub use probe::{get, healthz, Probe};
 
 /// The `--proxy-*` flags (and their `CCS_PROXY_*` variables) of this run, set once by `main`.
 #[derive(Clone, Debug, Default, clap::Args)]
+#[command(next_help_heading = "Remote daemon (team mode)")]
 pub struct ProxyFlags {
     /// Use the ccs daemon on this host instead of a local one (a team's shared server).
     #[arg(long, global = true, env = "CCS_PROXY_HOST", value_name = "HOST")]

@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's tasks, in Rust so they run wherever cargo does.
 //!
 //! - `cargo xtask test`: installs what the tests drive when it is missing (Debian's chromium,
-//!   chromium-driver, tmux and redis-server; the pinned test clients under `target/test-env`: the `anthropic`
+//!   chromium-driver, tmux, redis-server and systemd; the pinned test clients under `target/test-env`: the `anthropic`
 //!   Python SDK in a venv, Claude Code from npm) and cargo-deny, then
 //!   runs `cargo fmt --check`, clippy with `-D warnings`, `cargo deny`, and every test of the
 //!   workspace with the planted-bug checks and the real-client suites turned on; it fails when
@@ -13,6 +13,9 @@
 //!   (eight accounts, 1-second tokens, four threads burning CPU beside the load):
 //!   SIGKILL the daemon at random moments under load N times (200 by default) and classify
 //!   every account lost.
+//!
+//! - `cargo xtask man [--out DIR]`: the manual pages, one per command, generated from the
+//!   command line's definitions (`ccs manual`) by the release build, into `target/man`.
 //!
 //! Must not: download anything but packages by name from their registries, or touch anything
 //! outside the repository and cargo's own folders.
@@ -27,23 +30,47 @@ const ANTHROPIC_SDK_VERSION: &str = "2.14.0";
 const CLAUDE_CODE_VERSION: &str = "2.1.332";
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
+const USAGE: &str = "usage: cargo xtask test             set up the test clients, run every check and test\n\
+\x20      cargo xtask soak [ARGS]      explore random simulated worlds (ccs sim soak ARGS)\n\
+\x20      cargo xtask crash [--cycles N] SIGKILL the release daemon under load N times (default 200)\n\
+\x20      cargo xtask memory [--minutes N] the release daemon under full load N minutes (default 60): RSS report\n\
+\x20      cargo xtask man [--out DIR]  write the manual pages (default target/man) from the release build\n\
+\x20      cargo xtask help             this";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+enum Task<'a> {
+    Help,
+    Run(&'a str, &'a [String]),
+    Unknown,
+}
+
+fn task(args: &[String]) -> Task<'_> {
+    match args.first().map(String::as_str) {
+        None => Task::Unknown,
+        Some("help" | "--help" | "-h") => Task::Help,
+        Some(t @ ("test" | "soak" | "crash" | "memory" | "man")) => Task::Run(t, &args[1..]),
+        Some(_) => Task::Unknown,
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let started = Instant::now();
-    let result = match args.first().map(String::as_str) {
-        Some("test") => test(),
-        Some("soak") => soak(&args[1..]),
-        Some("crash") => crash(&args[1..]),
-        Some("memory") => memory(&args[1..]),
-        _ => {
-            eprintln!(
-                "usage: cargo xtask test             set up the test clients, run every check and test\n\
-                 \x20      cargo xtask soak [ARGS]      explore random simulated worlds (ccs sim soak ARGS)\n\
-                 \x20      cargo xtask crash [--cycles N] SIGKILL the release daemon under load N times (default 200)\n\
-                 \x20      cargo xtask memory [--minutes N] the release daemon under full load N minutes (default 60): RSS report"
-            );
+    let result = match task(&args) {
+        Task::Help => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Task::Unknown => {
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
+        Task::Run("test", _) => test(),
+        Task::Run("soak", rest) => soak(rest),
+        Task::Run("crash", rest) => crash(rest),
+        Task::Run("memory", rest) => memory(rest),
+        Task::Run(_, rest) => man(rest),
     };
     let secs = started.elapsed().as_secs();
     match result {
@@ -205,6 +232,8 @@ fn system_packages() -> Result<(), String> {
         ("/usr/bin/chromedriver", "chromium-driver"),
         ("/usr/bin/tmux", "tmux"),
         ("/usr/bin/redis-server", "redis-server"),
+        // systemd-analyze, which checks the service's unit files (tests/service.rs).
+        ("/usr/bin/systemd-analyze", "systemd"),
     ];
     let missing: Vec<&str> = wanted
         .iter()
@@ -213,7 +242,8 @@ fn system_packages() -> Result<(), String> {
         .collect();
     if missing.is_empty() {
         println!(
-            "== system packages: chromium, chromium-driver, tmux, redis-server already installed"
+            "== system packages: chromium, chromium-driver, tmux, redis-server, systemd already \
+             installed"
         );
         return Ok(());
     }
@@ -397,9 +427,43 @@ fn crash(args: &[String]) -> Result<(), String> {
     )
 }
 
+fn man(args: &[String]) -> Result<(), String> {
+    let out = match args {
+        [] => root().join("target/man"),
+        [flag, dir] if flag == "--out" => PathBuf::from(dir),
+        _ => return Err("usage: cargo xtask man [--out DIR]".into()),
+    };
+    run(
+        &format!("man: the manual pages into {}", out.display()),
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "--bin",
+                "ccs",
+                "--",
+                "manual",
+            ])
+            .arg(&out),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_is_a_task_and_an_unknown_word_is_not() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for h in ["help", "--help", "-h"] {
+            assert_eq!(task(&words(&[h])), Task::Help);
+        }
+        let crash = words(&["crash", "--cycles", "5"]);
+        assert_eq!(task(&crash), Task::Run("crash", &crash[1..]));
+        assert_eq!(task(&words(&["tset"])), Task::Unknown);
+        assert_eq!(task(&[]), Task::Unknown);
+    }
 
     #[test]
     fn a_process_the_tests_left_running_fails_the_run() {
