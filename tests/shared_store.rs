@@ -303,3 +303,86 @@ async fn the_store_port_behaves_alike_on_sled_and_on_redis() {
     }
     assert_eq!(bound, None, "the binding was removed after it was made");
 }
+
+/// A bench written while Redis is away, on a daemon that then writes nothing more: how long
+/// until Redis holds it, if it does within `within`.
+async fn quota_in_redis(redis: &RedisServer, key: &str, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(mut c) = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+        {
+            let v: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut c)
+                .await
+                .unwrap_or(None);
+            if v.is_some() {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+fn bench() -> Quota {
+    let mut quota = Quota::default();
+    let reset = (clock().now().as_millis() / 1000 + 600).to_string();
+    quota.observe(
+        429,
+        &[
+            ("anthropic-ratelimit-unified-5h-status", "rejected"),
+            ("anthropic-ratelimit-unified-5h-utilization", "1.0"),
+            ("anthropic-ratelimit-unified-5h-reset", reset.as_str()),
+        ][..],
+        clock().now(),
+    );
+    quota
+}
+
+/// S5 on a quiet daemon (issue 32 item 1): what was kept during an outage reaches Redis once
+/// it is back, although nothing new is written; and a daemon that stops right after the
+/// outage sends it before it goes (`drain`).
+#[tokio::test]
+async fn writes_kept_during_an_outage_reach_redis_without_a_new_write() {
+    for stops_at_once in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut redis = RedisServer::start();
+        let local = Arc::new(SledStore::open(&Paths::at(dir.path().join("d")), clock()).unwrap());
+        let shared = Shared::connect(&config(&redis, "q", Duration::from_secs(60)), clock())
+            .await
+            .unwrap();
+        let store = SharedStore::start(local.clone(), shared.clone(), Duration::from_secs(3600));
+        let id = ccs::store::account_key(ACCOUNT);
+        local
+            .put_account(&local.new_account(ACCOUNT).unwrap())
+            .unwrap();
+        redis.stop();
+        store.save_quota(&id, &bench(), true).unwrap();
+        // The write was tried and kept.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while shared.unsent() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(shared.unsent(), 1, "kept while Redis is away");
+        redis.resume();
+        let key = format!("q:quota:{}", id.as_str());
+        if stops_at_once {
+            assert_eq!(
+                store.drain(Duration::from_secs(10)).await,
+                0,
+                "a stop drains"
+            );
+            assert!(quota_in_redis(&redis, &key, Duration::from_millis(1)).await);
+        } else {
+            assert!(
+                quota_in_redis(&redis, &key, Duration::from_secs(10)).await,
+                "a quiet daemon's bench never reached Redis"
+            );
+            assert_eq!(shared.unsent(), 0);
+        }
+    }
+}

@@ -344,6 +344,17 @@ pub async fn serve(
     // A call still out is abandoned here, as the process would at its exit; its intent makes
     // the next start check the account.
     drop(refresh_rt);
+    // What was kept during an outage goes to Redis before the process does, if it answers.
+    if let Some(ss) = &shared_store {
+        match ss.drain(SETTLE_BOUND).await {
+            0 => {}
+            n => tracing::warn!(
+                unsent = n,
+                "stopping with writes for the shared store unsent (it does not answer): the \
+                 peers learn those bindings and limits from their own requests"
+            ),
+        }
+    }
     if let Some(shared) = &ctx.shared {
         shared.leave().await;
     }

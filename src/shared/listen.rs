@@ -250,5 +250,14 @@ async fn reconcile(shared: &Shared, sup: &SupervisorHandle) {
             addr.do_send(PeerToken(token));
         }
     }
-    tracing::info!("reconciled with the shared store after its outage");
+    // "Reconciled" only once nothing kept during the outage is left to send (the writer
+    // says it when its backlog is empty, `sync.rs`).
+    match shared.unsent() {
+        0 => tracing::info!("reconciled with the shared store after its outage"),
+        n => tracing::info!(
+            unsent = n,
+            "the shared store is back: its newer tokens are taken; the writes kept during its \
+             outage are being sent"
+        ),
+    }
 }

@@ -116,6 +116,8 @@ pub struct Shared {
     book: Mutex<HashMap<String, Entry>>,
     /// Whether the last command reached Redis.
     reachable: AtomicBool,
+    /// Writes kept during an outage and not yet sent (`sync.rs`).
+    unsent: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -137,6 +139,7 @@ impl Shared {
             clock,
             book: Mutex::new(HashMap::new()),
             reachable: AtomicBool::new(false),
+            unsent: Default::default(),
         }))
     }
 
@@ -187,6 +190,15 @@ impl Shared {
     /// lease nor adopts a peer's token, since it does not yet know which token is newest.
     pub fn joined(&self) -> bool {
         self.joined.load(Ordering::Relaxed)
+    }
+
+    /// Writes kept during an outage and not yet sent to Redis.
+    pub fn unsent(&self) -> usize {
+        self.unsent.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_unsent(&self, n: usize) {
+        self.unsent.store(n, Ordering::Relaxed);
     }
 
     pub fn set_joined(&self) {

@@ -68,6 +68,8 @@ pub struct SharedStore {
     local: Arc<SledStore>,
     shared: Arc<Shared>,
     queue: mpsc::UnboundedSender<Op>,
+    /// Asks the writer to try its backlog now and say how much is left (a clean stop).
+    flush: mpsc::UnboundedSender<tokio::sync::oneshot::Sender<usize>>,
 }
 
 impl SharedStore {
@@ -78,12 +80,40 @@ impl SharedStore {
         affinity_ttl: Duration,
     ) -> Arc<SharedStore> {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_in_order(shared.clone(), rx, affinity_ttl));
+        let (flush, flushes) = mpsc::unbounded_channel();
+        tokio::spawn(write_in_order(shared.clone(), rx, flushes, affinity_ttl));
         Arc::new(SharedStore {
             local,
             shared,
             queue: tx,
+            flush,
         })
+    }
+
+    /// Sends what was kept during an outage, if Redis answers within `within` (a clean stop
+    /// leaves nothing behind that it could send); how many writes are still unsent.
+    pub async fn drain(&self, within: Duration) -> usize {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.flush.send(tx).is_err() {
+            return self.shared.unsent();
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        let mut left = match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(n)) => n,
+            _ => return self.shared.unsent(),
+        };
+        while left > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(RETRY_EVERY.min(Duration::from_millis(200))).await;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if self.flush.send(tx).is_err() {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(n)) => left = n,
+                _ => break,
+            }
+        }
+        left
     }
 
     /// A token that is neither Redis's (a commit, a peer's) nor waiting to be offered is a new
@@ -388,29 +418,62 @@ impl Shared {
     }
 }
 
-/// Writes the queued ops to Redis in order. While Redis is away the newest op per key is kept
-/// and written, in order, once it answers again.
+/// How often a backlog kept during an outage is tried again when nothing new comes to write.
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// Writes the queued ops to Redis in order. While Redis is away the newest op per key is kept;
+/// it is written, in order, once Redis answers again: tried every `RETRY_EVERY` whether or
+/// not a new write comes (a quiet daemon catches up too), and at once when a flush asks.
 async fn write_in_order(
     shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<Op>,
+    mut flushes: mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<usize>>,
     affinity_ttl: Duration,
 ) {
     let mut backlog: Vec<Op> = Vec::new();
-    while let Some(op) = rx.recv().await {
-        if !backlog.is_empty() {
-            // Redis was away: the backlog first, in order, while it answers.
-            let mut kept = Vec::new();
-            for old in backlog.drain(..) {
-                if !kept.is_empty() || shared.apply(&old, affinity_ttl).await.is_err() {
-                    kept.push(old);
-                }
+    loop {
+        let op = tokio::select! {
+            op = rx.recv() => match op {
+                Some(op) => Some(op),
+                None => return,
+            },
+            Some(asked) = flushes.recv() => {
+                send_backlog(&shared, &mut backlog, affinity_ttl).await;
+                let _ = asked.send(backlog.len());
+                continue;
             }
-            backlog = kept;
+            _ = tokio::time::sleep(RETRY_EVERY), if !backlog.is_empty() => None,
+        };
+        send_backlog(&shared, &mut backlog, affinity_ttl).await;
+        if let Some(op) = op {
+            if !backlog.is_empty() || shared.apply(&op, affinity_ttl).await.is_err() {
+                let key = op.key();
+                backlog.retain(|o| o.key() != key);
+                backlog.push(op);
+            }
         }
-        if !backlog.is_empty() || shared.apply(&op, affinity_ttl).await.is_err() {
-            let key = op.key();
-            backlog.retain(|o| o.key() != key);
-            backlog.push(op);
+        shared.set_unsent(backlog.len());
+    }
+}
+
+/// The backlog, in order, while Redis answers; says so when it is all sent.
+async fn send_backlog(shared: &Shared, backlog: &mut Vec<Op>, affinity_ttl: Duration) {
+    if backlog.is_empty() {
+        return;
+    }
+    let had = backlog.len();
+    let mut kept = Vec::new();
+    for old in backlog.drain(..) {
+        if !kept.is_empty() || shared.apply(&old, affinity_ttl).await.is_err() {
+            kept.push(old);
         }
+    }
+    *backlog = kept;
+    shared.set_unsent(backlog.len());
+    if backlog.is_empty() {
+        tracing::info!(
+            writes = had,
+            "reconciled with the shared store: every write kept during its outage is sent"
+        );
     }
 }
