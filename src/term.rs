@@ -28,6 +28,16 @@ pub fn shown(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `n` and its noun, which agree: `count(1, "account")` is "1 account", `count(2, "hop")` is
+/// "2 hops" (every noun ccs counts takes an `s`).
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    match n {
+        1 => format!("1 {noun}"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
 /// `println!` through `shown`.
 #[macro_export]
 macro_rules! outln {
@@ -57,6 +67,13 @@ macro_rules! err {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_agrees_with_its_number() {
+        assert_eq!(count(1u64, "account"), "1 account");
+        assert_eq!(count(0u64, "account"), "0 accounts");
+        assert_eq!(count(2u32, "hop"), "2 hops");
+    }
 
     #[test]
     fn control_characters_are_shown_not_obeyed() {

@@ -553,3 +553,37 @@ fn a_daemon_started_while_redis_is_down_serves_its_own_copy_and_joins_when_redis
     let (calls, ok) = one_refresh_per_generation(&p.sim, email);
     assert_eq!((calls, ok), (1, 1), "one refresh, by daemon 0");
 }
+
+/// Issue 32 item 2: a fresh daemon of a shared pool started while Redis is unreachable knows
+/// no account yet; it says so with a status clients retry, not a 401 (which Claude Code takes
+/// for bad credentials).
+#[test]
+fn a_daemon_that_has_not_joined_says_so_with_a_503_not_a_401() {
+    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
+    let port = free_port();
+    let (_dir, paths, _) = home_with_port(&sim.url(), port);
+    // Nothing listens there.
+    config_line(
+        &paths,
+        &format!(
+            "store:\n  backend: redis\n  redis:\n    url: redis://127.0.0.1:{}/0",
+            free_port()
+        ),
+    );
+    let _daemon = DaemonProcess::start(&paths.home, None);
+    let url = format!("http://127.0.0.1:{port}");
+    assert!(wait_ready(&url), "{}", daemon_log(&paths));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(ask(&url, Some("s"), false));
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("5")
+    );
+    let text = rt.block_on(r.text()).unwrap();
+    assert!(text.contains("not joined"), "{text}");
+    assert!(
+        !text.contains("127.0.0.1"),
+        "no server address in the answer: {text}"
+    );
+}

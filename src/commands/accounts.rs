@@ -314,8 +314,11 @@ pub fn logout(
     }
     if all && !yes && std::io::stdin().is_terminal() {
         err!(
-            "Log out all {} accounts ({})? [y/N] ",
-            targets.len(),
+            "Log out {} ({})? [y/N] ",
+            match targets.len() {
+                1 => "the 1 account".to_string(),
+                n => format!("all {n} accounts"),
+            },
             targets.join(", ")
         );
         let mut line = String::new();

@@ -198,9 +198,9 @@ pub fn status(json_out: bool) -> Result<()> {
         }
     );
     outln!(
-        "last hour     {} requests, {} hops",
-        s.requests_last_hour,
-        s.hops_last_hour
+        "last hour     {}, {}",
+        crate::term::count(s.requests_last_hour, "request"),
+        crate::term::count(s.hops_last_hour as u64, "hop")
     );
     for r in &s.runway {
         outln!("runway        {}: {}", r.pool, r.text);
@@ -217,8 +217,9 @@ pub fn status(json_out: bool) -> Result<()> {
         "thinking      {}{}",
         if c.fit {
             format!(
-                "moves fitted where a model refuses another account's blocks ({} requests, {} after a 400)",
-                c.fitted, c.fitted_after_400
+                "moves fitted where a model refuses another account's blocks ({}, {} after a 400)",
+                crate::term::count(c.fitted, "request"),
+                c.fitted_after_400
             )
         } else {
             "fitting off (continuity.fit: false): bodies always pass as sent".into()

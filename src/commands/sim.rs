@@ -88,7 +88,13 @@ pub fn run(
         .map_err(anyhow::Error::msg)?;
     report(
         &spec,
-        &format!("{accounts} accounts, {sessions} sessions, {hours} simulated hours, seed {seed}"),
+        &format!(
+            "{}, {}, {} simulated hour{}, seed {seed}",
+            crate::term::count(accounts as u64, "account"),
+            crate::term::count(sessions as u64, "session"),
+            hours,
+            if hours == 1 { "" } else { "s" }
+        ),
         json_out,
     )
 }

@@ -59,9 +59,10 @@ pub fn usage(span: &str, json_out: bool) -> Result<()> {
     }
     let t = &u.total;
     outln!(
-        "last {}: {} requests, {} input, {} output, {} cache-read, {} cache-write tokens",
+        "last {}: {} request{}, {} input, {} output, {} cache-read, {} cache-write tokens",
         u.span,
         n(t.requests),
+        if t.requests == 1 { "" } else { "s" },
         n(t.input),
         n(t.output),
         n(t.cache_read),

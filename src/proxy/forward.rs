@@ -129,11 +129,35 @@ fn beta_with_oauth(h: &HeaderMap) -> String {
     }
 }
 
+/// "all 3 accounts in pool 'p' are", "the 1 account in pool 'p' is".
+fn every_account(members: usize, pool: &str) -> String {
+    match members {
+        1 => format!("the 1 account in pool '{pool}' is"),
+        n => format!("all {n} accounts in pool '{pool}' are"),
+    }
+}
+
 /// Every account of the pool is limited (or none can serve): when the first frees up, from
 /// what routing knew (no snapshot of the whole supervisor on a path that may be hot).
 fn all_limited(ctx: &Ctx, pool: &str, members: usize, earliest: Option<Timestamp>) -> HttpResponse {
     let now = ctx.clock.now();
     if members == 0 {
+        // A daemon of a shared pool that has not joined yet does not know the accounts: that
+        // is no credential's fault, and it passes once Redis answers. A 503 with Retry-After
+        // is what clients retry (a 401 makes Claude Code ask for a new login).
+        if ctx.shared.as_ref().is_some_and(|s| !s.joined()) {
+            let mut r = anthropic_error(
+                503,
+                "api_error",
+                "this ccs daemon has not joined its shared pool yet: the shared store does not \
+                 answer; it joins as soon as it does (`ccs cliproxy status` on its machine)",
+            );
+            r.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static("5"),
+            );
+            return r;
+        }
         return anthropic_error(
             401,
             "authentication_error",
@@ -149,7 +173,8 @@ fn all_limited(ctx: &Ctx, pool: &str, members: usize, earliest: Option<Timestamp
                 429,
                 "rate_limit_error",
                 &format!(
-                    "all {members} accounts in pool '{pool}' are limited; the first resets in {} ({})",
+                    "{} limited; the first resets in {} ({})",
+                    every_account(members, pool),
                     crate::config::words(wait),
                     crate::store::mirror::rfc3339(t.as_millis())
                 ),
@@ -606,6 +631,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_count_of_limited_accounts_agrees_with_its_number() {
+        assert_eq!(every_account(1, "p"), "the 1 account in pool 'p' is");
+        assert_eq!(every_account(3, "p"), "all 3 accounts in pool 'p' are");
+    }
 
     #[test]
     fn the_head_reads_model_and_stream_wherever_they_are() {
