@@ -548,3 +548,68 @@ async fn only_what_anthropic_needs_goes_upstream() {
         .starts_with("Bearer sk-ant-oat01-"));
     assert!(get("anthropic-beta").unwrap().contains("oauth-2025-04-20"));
 }
+
+/// Issue 32 item 4: what one client key controls is bounded. A model name that is no model
+/// name (too long, odd bytes) is refused before it goes anywhere; distinct names beyond
+/// `MODELS_PER_KEY` count as `other` in `/metrics` and the usage book.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_cannot_grow_the_metrics_or_the_usage_book_with_model_names() {
+    let r = rig(&[("a@example.com", 1000)]).await;
+    let url = r.daemon.url.clone();
+    let send = |model: String| {
+        let url = url.clone();
+        async move {
+            http()
+                .post(format!("{url}/v1/messages"))
+                .bearer_auth(CLIENT_KEY)
+                .header("anthropic-version", "2023-06-01")
+                .json(&json!({"model": model, "max_tokens": 8, "messages": [{"role":"user","content":"hi"}]}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let huge = send("m".repeat(5 << 20)).await;
+    assert_eq!(huge.status(), 400);
+    let text = huge.text().await.unwrap();
+    assert!(
+        text.contains("not a model name") && text.len() < 1000,
+        "{text}"
+    );
+    assert_eq!(send("claude\u{1b}[2J".into()).await.status(), 400);
+    let n = ccs::telemetry::MODELS_PER_KEY + 16;
+    for i in 0..n {
+        send(format!("claude-probe-{i}")).await;
+    }
+    let r2 = http()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    let metrics = r2.text().await.unwrap();
+    let models: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("ccs_requests_total{"))
+        .filter_map(|l| l.split("model=\"").nth(1)?.split('"').next())
+        // `-`: the refused requests, which name no model.
+        .filter(|m| *m != "-")
+        .collect();
+    assert!(models.contains("other"), "{models:?}");
+    assert!(
+        models.len() <= ccs::telemetry::MODELS_PER_KEY + 1,
+        "{} model labels for one key: {models:?}",
+        models.len()
+    );
+    assert!(
+        !metrics.contains("mmmmmmmm"),
+        "the refused name is not a label"
+    );
+    let (s, usage) = manage(&url, Method::GET, "/usage?span=24h", None).await;
+    assert_eq!(s, 200);
+    let by_model = usage["by_model"].as_array().unwrap();
+    assert!(
+        by_model.len() <= ccs::telemetry::MODELS_PER_KEY + 1,
+        "{by_model:?}"
+    );
+}

@@ -130,6 +130,7 @@ pub async fn serve(
     let store = Arc::new(SledStore::open(&paths, clock.clone())?);
     let telemetry = Telemetry::new(clock.clone(), store.flush_seconds.clone());
     telemetry.usage.restore(&store);
+    telemetry.seed_models();
     // Refresh calls on a thread of their own (with their own client, whose connections live
     // there): an answer is read and landed on disk as it arrives, whatever the actors' thread
     // is busy with.

@@ -108,6 +108,19 @@ struct Head {
     stream: bool,
 }
 
+/// The longest model name the proxy passes: Anthropic's ids are about 30 characters
+/// (`claude-sonnet-4-5-20250929`, specs/anthropic.md §2); this leaves room to grow.
+pub const MODEL_NAME_MAX: usize = 128;
+
+/// Whether `m` looks like a model id: 1..=`MODEL_NAME_MAX` ASCII letters, digits and
+/// `- . _ : @ /` (room for the ids of other clouds' catalogues, `anthropic.claude-…:0`,
+/// `claude-…@2025…`).
+fn model_name_ok(m: &str) -> bool {
+    (1..=MODEL_NAME_MAX).contains(&m.len())
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:@/".contains(&b))
+}
+
 fn head_of(body: &[u8]) -> Result<Head, String> {
     serde_json::from_slice::<Head>(body).map_err(|e| e.to_string())
 }
@@ -478,8 +491,25 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
     } else {
         (Head::default(), None)
     };
+    if let Some(m) = head.model.as_deref().filter(|m| !model_name_ok(m)) {
+        log.status = 400;
+        log.end = "bad model";
+        return anthropic_error(
+            400,
+            "invalid_request_error",
+            &format!(
+                "model: not a model name ({} bytes; Anthropic's are up to {MODEL_NAME_MAX} \
+                 letters, digits and - . _ : @ /)",
+                m.len()
+            ),
+        );
+    }
     log.session = session.clone();
-    log.model = head.model.clone();
+    // Counted under its name while the key has brought few enough; `other` after.
+    log.model = head
+        .model
+        .as_deref()
+        .map(|m| ctx.telemetry.model_label(&caller.name, m));
     let family = head.model.as_deref().and_then(family_of);
     let beta = beta_with_oauth(h);
     let up_cfg = &ctx.config.upstream;
@@ -631,6 +661,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_name_is_short_and_plain() {
+        for ok in [
+            "claude-sonnet-4-5-20250929",
+            "claude-3-5-haiku-latest",
+            "anthropic.claude-v2:1",
+            "claude-3-opus@20240229",
+        ] {
+            assert!(model_name_ok(ok), "{ok}");
+        }
+        let long = "m".repeat(MODEL_NAME_MAX + 1);
+        for bad in ["", long.as_str(), "claude\u{1b}[2J", "a b", "модель", "x\n"] {
+            assert!(!model_name_ok(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_count_of_limited_accounts_agrees_with_its_number() {

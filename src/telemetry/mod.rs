@@ -42,7 +42,17 @@ pub struct Telemetry {
     /// Per conversation: the account of its last answer, and what the first answer on that
     /// account read uncached (what its move cost). Bounded by `CONVERSATIONS_KEPT`.
     last_answer: Mutex<std::collections::HashMap<String, (String, u64)>>,
+    /// The model names each client key has been counted under (at most `MODELS_PER_KEY`).
+    models: Mutex<std::collections::HashMap<String, std::collections::BTreeSet<String>>>,
 }
+
+/// How many distinct model names one client key may bring into the metrics, the usage book,
+/// the logs and the dashboard; beyond them its requests count under `other` (a key holder
+/// must not be able to grow the daemon's memory and `/metrics` at will: issue 32 item 4).
+pub const MODELS_PER_KEY: usize = 24;
+
+/// What a model past a key's bound is counted as.
+pub const OTHER_MODEL: &str = "other";
 
 /// The most conversations whose last account the telemetry remembers.
 const CONVERSATIONS_KEPT: usize = 10_000;
@@ -59,7 +69,29 @@ impl Telemetry {
             metrics: Metrics::new(store_flush),
             refreshes: Mutex::default(),
             last_answer: Mutex::default(),
+            models: Mutex::default(),
         })
+    }
+
+    /// Takes in the models each key already has in the usage book (after its restore).
+    pub fn seed_models(&self) {
+        *self.models.lock().unwrap_or_else(|p| p.into_inner()) = self.usage.models_by_client();
+    }
+
+    /// The label `client`'s request for `model` counts under: the model itself while the key
+    /// has brought fewer than `MODELS_PER_KEY` names (those of the usage book kept across
+    /// restarts included), `other` after.
+    pub fn model_label(&self, client: &str, model: &str) -> String {
+        let mut m = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = m.entry(client.to_string()).or_default();
+        if seen.contains(model) {
+            return model.to_string();
+        }
+        if seen.len() < MODELS_PER_KEY {
+            seen.insert(model.to_string());
+            return model.to_string();
+        }
+        OTHER_MODEL.to_string()
     }
 
     pub fn now_ms(&self) -> u64 {

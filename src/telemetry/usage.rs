@@ -77,6 +77,18 @@ impl UsageBook {
         );
     }
 
+    /// Each client key's models in the book (for the per-key bound on model labels).
+    pub fn models_by_client(&self) -> HashMap<String, std::collections::BTreeSet<String>> {
+        let b = self.lock();
+        let mut out: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
+        for cells in b.hours.values().chain(b.minutes.values()) {
+            for (_, model, client) in cells.keys() {
+                out.entry(client.clone()).or_default().insert(model.clone());
+            }
+        }
+        out
+    }
+
     /// Folds minutes of finished hours into their hour and drops hours older than `KEEP`.
     pub fn roll_up(&self, now_ms: u64) {
         let this_hour = now_ms - now_ms % HOUR_MS;
