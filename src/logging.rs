@@ -2,7 +2,10 @@
 //! stderr when a person runs it in a terminal. A line repeated from one place in the code is
 //! written at most `ERRORS_PER_WINDOW` (warnings, errors) or `LINES_PER_WINDOW` (the rest)
 //! times per `WINDOW`; what was left out is counted in one summary line per window, so a flood
-//! of bad requests cannot fill the disk.
+//! of bad requests cannot fill the disk. Lines that name a client key (`client = …`, the
+//! request lines) are counted per key as well as per place, so one key's flood cannot hide
+//! the other keys' lines; and no line is longer than `LINE_BYTES_MAX` (the rest is cut, and
+//! the cut said), whatever a request carried.
 //!
 //! Must not: log a token (callers never pass one), or grow with the number of lines left out.
 
@@ -23,6 +26,8 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 pub const ERRORS_PER_WINDOW: u32 = 20;
 /// Other lines from one place per window (one per proxied request, say).
 pub const LINES_PER_WINDOW: u32 = 200;
+/// The longest line written; a longer one is cut there, with how much was cut.
+pub const LINE_BYTES_MAX: usize = 4096;
 /// The target of the summary lines, never limited themselves.
 const SUMMARY_TARGET: &str = "ccs::log";
 
@@ -94,14 +99,34 @@ impl<K: std::hash::Hash + Eq> Slots<K> {
     }
 }
 
-/// Counts lines per place in the code; decides which are written.
+/// Where a line comes from: its place in the code, and the client key it names, if any.
+type Place = (Identifier, Option<String>);
+
+/// Counts lines per place in the code (and client key); decides which are written.
 #[derive(Clone, Default)]
 pub struct Limiter {
-    slots: Arc<Mutex<Slots<Identifier>>>,
+    slots: Arc<Mutex<Slots<Place>>>,
+}
+
+/// Reads an event's `client` field.
+struct ClientField(Option<String>);
+
+impl tracing::field::Visit for ClientField {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "client" {
+            self.0 = Some(value.chars().take(64).collect());
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "client" {
+            self.0 = Some(format!("{value:?}").chars().take(64).collect());
+        }
+    }
 }
 
 impl Limiter {
-    fn slots(&self) -> std::sync::MutexGuard<'_, Slots<Identifier>> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots<Place>> {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -134,14 +159,65 @@ impl<S: Subscriber> Layer<S> for Limiter {
         if m.target() == SUMMARY_TARGET {
             return true;
         }
+        let client = match m.fields().field("client") {
+            Some(_) => {
+                let mut c = ClientField(None);
+                event.record(&mut c);
+                c.0
+            }
+            None => None,
+        };
         self.slots()
-            .admit(m.callsite(), *m.level(), Instant::now(), || {
+            .admit((m.callsite(), client), *m.level(), Instant::now(), || {
                 (
                     m.target(),
                     format!("{}:{}", m.file().unwrap_or("?"), m.line().unwrap_or(0)),
                 )
             })
     }
+}
+
+/// A writer whose lines are at most `LINE_BYTES_MAX` bytes (the log layer writes one event
+/// per call).
+#[derive(Clone)]
+pub struct Capped<M>(pub M);
+
+impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a>
+    for Capped<M>
+{
+    type Writer = CappedWriter<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        CappedWriter(self.0.make_writer())
+    }
+}
+
+pub struct CappedWriter<W>(W);
+
+impl<W: std::io::Write> std::io::Write for CappedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(&cap_line(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// `line` cut to `LINE_BYTES_MAX` bytes (on a character boundary), saying how much was cut.
+fn cap_line(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if line.len() <= LINE_BYTES_MAX {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut end = LINE_BYTES_MAX;
+    // Not inside a UTF-8 sequence: continuation bytes are 0b10xxxxxx.
+    while end > 0 && line[end] & 0xC0 == 0x80 {
+        end -= 1;
+    }
+    let mut out = line[..end].to_vec();
+    out.extend_from_slice(format!(" … [{} bytes cut]\n", line.len() - end).as_bytes());
+    std::borrow::Cow::Owned(out)
 }
 
 /// Sets up the daemon's log. `to_stderr`: also on stderr (a person ran `ccs daemon run`); a
@@ -201,7 +277,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Problems {
                     .unwrap_or(0),
             ),
             level: level.as_str().to_ascii_lowercase(),
-            message: line.0,
+            message: String::from_utf8_lossy(&cap_line(line.0.as_bytes())).into_owned(),
         });
     }
 }
@@ -222,7 +298,7 @@ pub fn init(paths: &Paths, to_stderr: bool) -> Result<tracing_appender::non_bloc
     let limiter = Limiter::default();
     let stderr = to_stderr.then(|| {
         tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(Capped(std::io::stderr))
             .with_ansi(std::io::stderr().is_terminal())
     });
     let _ = tracing_subscriber::registry()
@@ -231,7 +307,7 @@ pub fn init(paths: &Paths, to_stderr: bool) -> Result<tracing_appender::non_bloc
         .with(Problems)
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(file)
+                .with_writer(Capped(file))
                 .with_ansi(false),
         )
         .with(stderr)
@@ -243,6 +319,56 @@ pub fn init(paths: &Paths, to_stderr: bool) -> Result<tracing_appender::non_bloc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_line_is_cut_on_a_character_and_says_so() {
+        assert_eq!(&*cap_line(b"short\n"), b"short\n");
+        let long = format!("{}é{}", "a".repeat(LINE_BYTES_MAX - 1), "b".repeat(5 << 20));
+        let cut = cap_line(long.as_bytes());
+        assert!(cut.len() < LINE_BYTES_MAX + 64, "{}", cut.len());
+        let text = std::str::from_utf8(&cut).expect("still UTF-8");
+        assert!(
+            text.ends_with(&format!(
+                " … [{} bytes cut]\n",
+                long.len() - (LINE_BYTES_MAX - 1)
+            )),
+            "{}",
+            &text[text.len() - 40..]
+        );
+    }
+
+    #[test]
+    fn the_limiter_reads_the_client_of_a_request_line() {
+        use tracing_subscriber::prelude::*;
+        // Counts what the limiter lets through, by client.
+        #[derive(Clone, Default)]
+        struct Seen(Arc<Mutex<HashMap<String, usize>>>);
+        impl<S: Subscriber> Layer<S> for Seen {
+            fn on_event(&self, e: &Event<'_>, _: Context<'_, S>) {
+                let mut c = ClientField(None);
+                e.record(&mut c);
+                *self
+                    .0
+                    .lock()
+                    .unwrap()
+                    .entry(c.0.unwrap_or_default())
+                    .or_default() += 1;
+            }
+        }
+        let seen = Seen::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(Limiter::default())
+            .with(seen.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..1000 {
+                let client = if i == 999 { "alice" } else { "mallory" };
+                tracing::info!(client, status = 200, "request");
+            }
+        });
+        let seen = seen.0.lock().unwrap();
+        assert_eq!(seen.get("mallory"), Some(&(LINES_PER_WINDOW as usize)));
+        assert_eq!(seen.get("alice"), Some(&1), "{seen:?}");
+    }
 
     #[test]
     fn repeats_are_capped_per_place_and_window_and_counted() {
