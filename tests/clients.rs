@@ -399,3 +399,42 @@ async fn the_bearer_scheme_is_read_in_any_case() {
         assert_eq!(status, 200, "management with {scheme}");
     }
 }
+
+/// Issue 32 item 6: revoking a key ends its streams in flight, not only its next request; the
+/// stream of another key runs on.
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_key_ends_its_running_stream() {
+    let rig = rig(&[(A, 100)]).await;
+    let url = rig.daemon.url.clone();
+    let (s, made) = manage(
+        &url,
+        Method::POST,
+        "/clients",
+        Some(json!({"name": "temp"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{made}");
+    let key = made["key"].as_str().unwrap().to_string();
+    // Events 600 ms apart: a stream of several seconds.
+    fault(
+        &rig.sim.url(),
+        json!({"kind": "event_latency", "ms": 600, "count": 2}),
+    )
+    .await;
+    let theirs = tokio::spawn(stream_with(&url, &key).await.text());
+    let ours = tokio::spawn(stream_with(&url, CLIENT_KEY).await.text());
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let (s, v) = manage(&url, Method::DELETE, "/clients/temp", None).await;
+    assert_eq!(s, 200, "{v}");
+    let cut = theirs.await.unwrap().unwrap();
+    assert!(
+        cut.contains("event: error") && cut.contains("revoked"),
+        "{cut}"
+    );
+    assert!(!cut.contains("message_stop"), "{cut}");
+    let whole = ours.await.unwrap().unwrap();
+    assert!(
+        whole.contains("message_stop"),
+        "the other key's stream ran to its end: {whole}"
+    );
+}

@@ -63,6 +63,8 @@ pub struct Caller {
     /// (minute the count is for, requests started in it).
     minute: Mutex<(u64, u32)>,
     in_flight: AtomicU32,
+    /// Turns true when the key is revoked: its streams in flight end at their next chunk.
+    revoked: tokio::sync::watch::Sender<bool>,
 }
 
 /// Why a key's own limit refused a request.
@@ -92,6 +94,11 @@ impl Permit {
     pub fn name(&self) -> &str {
         &self.0.name
     }
+
+    /// Turns true when the key this request came with is revoked.
+    pub fn revoked(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.revoked.subscribe()
+    }
 }
 
 impl Caller {
@@ -101,6 +108,7 @@ impl Caller {
             limits,
             minute: Mutex::new((0, 0)),
             in_flight: AtomicU32::new(0),
+            revoked: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -300,7 +308,8 @@ impl Clients {
                 Err(KeyError::FromConfig(name.to_string()))
             }
             Some(i) => {
-                keys.remove(i);
+                let gone = keys.remove(i);
+                gone.caller.revoked.send_replace(true);
                 Ok(())
             }
         }

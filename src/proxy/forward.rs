@@ -563,6 +563,7 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
             let bounds = Bounds {
                 idle: up_cfg.idle_timeout.0,
                 draining: ctx.draining.subscribe(),
+                revoked: log.permit.as_ref().map(|p| p.revoked()),
             };
             return relay(answer.body, bounds, log);
         }

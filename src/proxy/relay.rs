@@ -223,6 +223,20 @@ pub struct Bounds {
     pub idle: Duration,
     /// Set to a deadline when the daemon starts stopping; the relay ends at it.
     pub draining: tokio::sync::watch::Receiver<Option<Instant>>,
+    /// Turns true when the client key of the request is revoked; the relay ends then.
+    pub revoked: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// Completes once `rx` says the key is revoked (never without one).
+async fn revoked(rx: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match rx {
+        Some(rx) => {
+            if rx.wait_for(|r| *r).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
 }
 
 /// Completes at the drain deadline, once there is one.
@@ -276,6 +290,10 @@ impl State {
             _ = drained(&mut self.bounds.draining) => Next::Cut {
                 why: "daemon stopping",
                 message: "the ccs daemon is stopping; the answer is incomplete: retry the request".into(),
+            },
+            _ = revoked(&mut self.bounds.revoked) => Next::Cut {
+                why: "key revoked",
+                message: "this client key was revoked while the answer streamed; the answer is incomplete".into(),
             },
         }
     }
