@@ -443,3 +443,61 @@ fn a_browser_login_from_the_laptop_lands_on_the_server() {
     assert_eq!(on_server["accounts"][0]["email"], ALICE);
     client.assert_no_local_daemon();
 }
+
+/// Issue 32 item 7: over TLS the dashboard's cookie is `__Host-` and `Secure`, so a plain-HTTP
+/// service on the same host name never receives it and cannot plant one: a session id under
+/// the plain name is not a login there.
+#[test]
+fn over_tls_the_dashboard_cookie_is_secure_and_host_only() {
+    let sim = sim(&scenario(&[("a@example.com", 10)]), false);
+    let server = Server::start(&sim.url());
+    let b = server.http();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let r = b
+            .post(format!("{}/dashboard/login", server.url))
+            .header("origin", &server.url)
+            .json(&serde_json::json!({"secret": SECRET}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let cookie = r
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap()
+            .to_string();
+        assert!(cookie.starts_with("__Host-ccs_session="), "{cookie}");
+        assert!(
+            cookie.contains("; Secure") && cookie.contains("Path=/"),
+            "{cookie}"
+        );
+        assert!(!cookie.contains("Domain"), "{cookie}");
+        let id = cookie
+            .split(';')
+            .next()
+            .and_then(|kv| kv.split_once('='))
+            .map(|(_, v)| v.to_string())
+            .unwrap();
+        let with = |c: String| {
+            let b = b.clone();
+            let url = server.url.clone();
+            async move {
+                b.get(format!("{url}/dashboard/session"))
+                    .header("cookie", c)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        };
+        assert_eq!(with(format!("__Host-ccs_session={id}")).await, 200);
+        assert_eq!(
+            with(format!("ccs_session={id}")).await,
+            401,
+            "the plain name is no login"
+        );
+    });
+}

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::api;
 use crate::oauth::login::Answer;
 use crate::proxy::guard::{origin_allowed, ClientKey};
-use crate::proxy::sessions::{cookie_of, COOKIE, SESSION_TTL};
+use crate::proxy::sessions::{cookie_of, set_cookie, SESSION_TTL};
 use crate::proxy::Ctx;
 
 type Data = web::Data<Ctx>;
@@ -45,7 +45,7 @@ fn secured(status: actix_web::http::StatusCode) -> HttpResponseBuilder {
 }
 
 fn logged_in(ctx: &Ctx, req: &HttpRequest) -> bool {
-    cookie_of(req.headers()).is_some_and(|id| ctx.sessions.csrf(id).is_some())
+    cookie_of(req.headers(), ctx.tls()).is_some_and(|id| ctx.sessions.csrf(id).is_some())
 }
 
 async fn page(ctx: Data, req: HttpRequest) -> HttpResponse {
@@ -129,10 +129,7 @@ async fn do_login(ctx: Data, req: HttpRequest, body: web::Json<LoginBody>) -> Ht
         );
     }
     let (id, csrf) = ctx.sessions.open();
-    let cookie = format!(
-        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
-        SESSION_TTL.as_secs()
-    );
+    let cookie = set_cookie(ctx.tls(), &id, SESSION_TTL.as_secs());
     let mut resp = secured(actix_web::http::StatusCode::OK).json(LoggedIn { csrf });
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -142,7 +139,7 @@ async fn do_login(ctx: Data, req: HttpRequest, body: web::Json<LoginBody>) -> Ht
 
 /// The page's CSRF token (the page is static; it asks once it is loaded).
 async fn session(ctx: Data, req: HttpRequest) -> HttpResponse {
-    match cookie_of(req.headers()).and_then(|id| ctx.sessions.csrf(id)) {
+    match cookie_of(req.headers(), ctx.tls()).and_then(|id| ctx.sessions.csrf(id)) {
         Some(csrf) => secured(actix_web::http::StatusCode::OK).json(LoggedIn { csrf }),
         None => refused(401, "not logged in"),
     }
@@ -152,14 +149,13 @@ async fn logout(ctx: Data, req: HttpRequest) -> HttpResponse {
     if !same_origin(&req) {
         return refused(403, "a logout from another web page is refused");
     }
-    if let Some(id) = cookie_of(req.headers()) {
+    if let Some(id) = cookie_of(req.headers(), ctx.tls()) {
         ctx.sessions.close(id);
     }
     let mut resp = secured(actix_web::http::StatusCode::OK).json(serde_json::json!({}));
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("ccs_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
+    if let Ok(v) = HeaderValue::from_str(&set_cookie(ctx.tls(), "", 0)) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
     resp
 }
 

@@ -309,6 +309,11 @@ impl Ctx {
         !secret.is_empty() && constant_time_eq(given.as_bytes(), secret.as_bytes())
     }
 
+    /// Whether this daemon serves TLS.
+    pub fn tls(&self) -> bool {
+        self.config.cliproxy.tls.is_some()
+    }
+
     /// An account served a request: counted, and its last use noted (written to the store,
     /// and so to `accounts.json`, at most once a minute per account, off the request's thread).
     pub fn record_request(self: &Arc<Self>, account: &AccountId) {

@@ -25,6 +25,28 @@ pub const LINK_TTL: Duration = Duration::from_secs(120);
 pub const OAUTH_TTL: Duration = Duration::from_secs(600);
 /// The cookie that carries the session id.
 pub const COOKIE: &str = "ccs_session";
+/// The session cookie's name over TLS: `__Host-` makes the browser keep it only when it was
+/// set over HTTPS with `Secure`, for this host alone (`Path=/`, no `Domain`), so a plain-HTTP
+/// service on the same host name can neither read nor plant it (RFC 6265bis §4.1.3.2).
+pub const COOKIE_TLS: &str = "__Host-ccs_session";
+
+/// The session cookie's name on a daemon that serves TLS (`tls`) or plain HTTP.
+pub fn cookie_name(tls: bool) -> &'static str {
+    if tls {
+        COOKIE_TLS
+    } else {
+        COOKIE
+    }
+}
+
+/// The `Set-Cookie` value for session `id` (empty with `max_age` 0: the logout).
+pub fn set_cookie(tls: bool, id: &str, max_age: u64) -> String {
+    let secure = if tls { "; Secure" } else { "" };
+    format!(
+        "{}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+        cookie_name(tls)
+    )
+}
 /// The header every write from the dashboard carries.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// At most this many of each kind are kept (sessions, links, pending logins): making one needs
@@ -145,13 +167,15 @@ impl Sessions {
     }
 }
 
-/// The session id in a `Cookie` header.
-pub fn cookie_of(h: &actix_web::http::header::HeaderMap) -> Option<&str> {
+/// The session id in a `Cookie` header, under the name this daemon sets (over TLS only the
+/// `__Host-` one counts).
+pub fn cookie_of(h: &actix_web::http::header::HeaderMap, tls: bool) -> Option<&str> {
+    let name = cookie_name(tls);
     h.get_all("cookie")
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
 }
 
@@ -202,6 +226,28 @@ mod tests {
             actix_web::http::header::COOKIE,
             "a=1; ccs_session=xyz; b=2".parse().unwrap(),
         );
-        assert_eq!(cookie_of(&h), Some("xyz"));
+        assert_eq!(cookie_of(&h, false), Some("xyz"));
+        assert_eq!(
+            cookie_of(&h, true),
+            None,
+            "over TLS only the __Host- cookie counts"
+        );
+        h.insert(
+            actix_web::http::header::COOKIE,
+            "ccs_session=plain; __Host-ccs_session=tls".parse().unwrap(),
+        );
+        assert_eq!(cookie_of(&h, true), Some("tls"));
+    }
+
+    #[test]
+    fn over_tls_the_cookie_is_secure_and_host_only() {
+        let c = set_cookie(true, "id", 60);
+        assert!(c.starts_with("__Host-ccs_session=id; Path=/;"), "{c}");
+        assert!(c.ends_with("; Secure") && !c.contains("Domain"), "{c}");
+        let plain = set_cookie(false, "id", 60);
+        assert!(
+            plain.starts_with("ccs_session=id;") && !plain.contains("Secure"),
+            "{plain}"
+        );
     }
 }

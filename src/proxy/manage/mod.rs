@@ -138,7 +138,7 @@ async fn check(
             .map(ServiceResponse::map_into_left_body);
     }
     // The dashboard: its session cookie, and on every write the session's CSRF token.
-    if let Some(id) = sessions::cookie_of(h) {
+    if let Some(id) = sessions::cookie_of(h, ctx.tls()) {
         if ctx.sessions.csrf(id).is_some() {
             let safe = matches!(*req.method(), Method::GET | Method::HEAD);
             let token = h
