@@ -613,3 +613,30 @@ async fn one_key_cannot_grow_the_metrics_or_the_usage_book_with_model_names() {
         "{by_model:?}"
     );
 }
+
+/// Issue 32 item 8: what an unauthenticated caller is told says what to do, never where the
+/// server keeps its files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_answers_name_no_server_path() {
+    let r = rig(&[("a@example.com", 10)]).await;
+    let url = r.daemon.url.clone();
+    let home = r.paths.home.display().to_string();
+    let wrong_key = try_ask_as(&url, "not-a-key", None, false).await.unwrap();
+    assert_eq!(wrong_key.status(), 401);
+    let no_secret = http()
+        .get(format!("{url}/v0/management/accounts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_secret.status(), 401);
+    for body in [
+        wrong_key.text().await.unwrap(),
+        no_secret.text().await.unwrap(),
+    ] {
+        assert!(
+            !body.contains(&home) && !body.contains("keys.json"),
+            "{body}"
+        );
+        assert!(body.contains("ccs"), "it still says what to do: {body}");
+    }
+}

@@ -445,12 +445,10 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
         return anthropic_error(
             401,
             "authentication_error",
-            &format!(
-                "invalid client key: `ccs run` and `ccs claude` pass it to Claude Code \
-                 themselves; other clients send cliproxy.auth.api_key from config.yaml, else \
-                 client_key from {}, as x-api-key or Authorization: Bearer",
-                ctx.paths.keys_file().display()
-            ),
+            // No server path in an answer anyone can get (issue 32 item 8).
+            "invalid client key: `ccs run` and `ccs claude` pass it to Claude Code themselves; \
+             other clients send a key `ccs cliproxy key add` made (or cliproxy.auth.api_key of \
+             the daemon's config.yaml), as x-api-key or Authorization: Bearer",
         );
     };
     let permit = match caller.admit(ctx.clock.now().as_millis()) {
@@ -628,9 +626,26 @@ async fn probe() -> HttpResponse {
         .body("ccs proxy\n")
 }
 
-async fn healthz(ctx: web::Data<Ctx>) -> HttpResponse {
-    HttpResponse::Ok()
-        .json(serde_json::json!({"status": "ok", "pid": std::process::id(), "url": ctx.url}))
+/// Alive, with the daemon's version; its pid (which the CLI uses to find and stop it) only
+/// to a caller on this machine or one with the management secret.
+async fn healthz(ctx: web::Data<Ctx>, req: HttpRequest) -> HttpResponse {
+    let mut v = serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "url": ctx.url,
+    });
+    if shows_pid(req.peer_addr().map(|a| a.ip()), || {
+        ctx.management_ok(req.headers())
+    }) {
+        v["pid"] = std::process::id().into();
+    }
+    HttpResponse::Ok().json(v)
+}
+
+/// Whether `/healthz` gives its pid to a caller at `peer`: one on this machine, or one with
+/// the management secret (`secret_ok`, asked only for the others).
+fn shows_pid(peer: Option<std::net::IpAddr>, secret_ok: impl FnOnce() -> bool) -> bool {
+    peer.is_some_and(|ip| ip.is_loopback()) || secret_ok()
 }
 
 async fn not_found() -> HttpResponse {
@@ -662,6 +677,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pid_goes_to_this_machine_or_the_management_secret_only() {
+        let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let lan: std::net::IpAddr = "192.168.1.20".parse().unwrap();
+        assert!(shows_pid(Some(lo), || false));
+        assert!(shows_pid(Some("::1".parse().unwrap()), || false));
+        assert!(!shows_pid(Some(lan), || false));
+        assert!(shows_pid(Some(lan), || true));
+        assert!(!shows_pid(None, || false));
+    }
 
     #[test]
     fn a_model_name_is_short_and_plain() {

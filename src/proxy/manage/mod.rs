@@ -175,11 +175,10 @@ async fn check(
     } else {
         err(
             401,
-            format!(
-                "management secret required (Authorization: Bearer or X-Management-Key): the CLI \
-                 reads it from cliproxy.auth.management_secret in config.yaml, else from {}",
-                ctx.paths.keys_file().display()
-            ),
+            "management secret required (Authorization: Bearer or X-Management-Key): on the \
+             daemon's machine the CLI reads it itself (cliproxy.auth.management_secret in \
+             config.yaml, else the secret ccs made); elsewhere pass --proxy-management-key"
+                .to_string(),
         )
     };
     Ok(req.into_response(resp).map_into_right_body())
