@@ -323,6 +323,17 @@ fn over_http2_a_rebound_name_is_refused_like_over_http1() {
             .unwrap();
         assert_eq!(r.version(), reqwest::Version::HTTP_2);
         assert_eq!(r.status(), 200);
+        // :authority names the server, Host another: malformed (RFC 9113 §8.3.1), refused
+        // whichever of the two would have passed.
+        let r = server
+            .http()
+            .get(format!("{}/healthz", server.url))
+            .header("host", "rebound.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 400, "{}", r.text().await.unwrap());
     });
 }
 

@@ -53,6 +53,25 @@ pub fn request_host<'a>(
     }
 }
 
+/// Whether an HTTP/2 request's `:authority` and `Host` name different hosts: a malformed
+/// request (RFC 9113 §8.3.1), refused rather than judged by either. (An HTTP/1.1
+/// absolute-form target replaces `Host` instead, RFC 9112 §3.2.2.)
+pub fn authority_conflict(
+    version: actix_web::http::Version,
+    headers: &actix_web::http::header::HeaderMap,
+    uri: &actix_web::http::Uri,
+) -> bool {
+    if version != actix_web::http::Version::HTTP_2 {
+        return false;
+    }
+    match (uri.authority(), headers.get("host")) {
+        (Some(a), Some(h)) => h
+            .to_str()
+            .map_or(true, |h| !h.trim().eq_ignore_ascii_case(a.as_str())),
+        _ => false,
+    }
+}
+
 /// Whether a request's `Host` names this daemon: an IP literal (a page can only put one there
 /// when it was itself loaded from that address, so it is no rebinding), `localhost`, or a name
 /// in `cliproxy.allowed_hosts`. A request without `Host` (HTTP/1.0) is no browser's.
@@ -216,6 +235,31 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_http2_authority_and_host_that_disagree_conflict() {
+        use actix_web::http::Version;
+        let uri: actix_web::http::Uri = "https://127.0.0.1:8317/v1/messages".parse().unwrap();
+        let mut h = actix_web::http::header::HeaderMap::new();
+        assert!(
+            !authority_conflict(Version::HTTP_2, &h, &uri),
+            "no Host: none"
+        );
+        h.insert(
+            actix_web::http::header::HOST,
+            "127.0.0.1:8317".parse().unwrap(),
+        );
+        assert!(!authority_conflict(Version::HTTP_2, &h, &uri), "the same");
+        h.insert(
+            actix_web::http::header::HOST,
+            "rebound.example:8317".parse().unwrap(),
+        );
+        assert!(authority_conflict(Version::HTTP_2, &h, &uri));
+        assert!(
+            !authority_conflict(Version::HTTP_11, &h, &uri),
+            "HTTP/1.1: the target's authority replaces Host"
+        );
+    }
 
     #[test]
     fn an_http2_request_is_judged_by_its_authority() {

@@ -423,6 +423,14 @@ pub async fn check_host(
             .unwrap_or_default();
         guard::host_allowed(guard::request_host(req.headers(), req.uri()), names)
     };
+    if guard::authority_conflict(req.version(), req.headers(), req.uri()) {
+        let resp = anthropic_error(
+            400,
+            "invalid_request_error",
+            "the request's :authority and Host name different hosts (RFC 9113 §8.3.1): send one",
+        );
+        return Ok(req.into_response(resp).map_into_right_body());
+    }
     if allowed {
         return next
             .call(req)
