@@ -818,6 +818,9 @@ pub struct ClientKeyInfo {
     pub created_at: Option<String>,
     /// The first 8 hex digits of the key's SHA-256, to tell keys apart.
     pub key_sha256_prefix: String,
+    /// The pools it may draw from (empty: any).
+    #[serde(default)]
+    pub pools: Vec<String>,
     /// The key's own limits (none: only the accounts' quota limits it).
     pub requests_per_minute: Option<u32>,
     pub concurrent: Option<u32>,
@@ -834,6 +837,9 @@ pub struct ClientKeys {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AddClientKey {
     pub name: String,
+    /// The pools it may draw from (empty: any).
+    #[serde(default)]
+    pub pools: Vec<String>,
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
     #[serde(default)]

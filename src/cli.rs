@@ -156,6 +156,10 @@ pub enum KeyCommand {
         /// The key's own limit: requests in flight at once (a stream counts until it ends).
         #[arg(long, value_name = "N")]
         concurrent: Option<u32>,
+        /// The pools the key may draw from (repeat for several); without it, any. A request
+        /// for another pool (`X-CCS-Pool`, `/pool/NAME/`) is refused with a 403.
+        #[arg(long, value_name = "POOL")]
+        pool: Vec<String>,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,

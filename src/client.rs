@@ -214,20 +214,8 @@ impl Client {
     }
 
     /// Makes a named client key; the answer is the only place the key is ever shown.
-    pub fn add_client_key(
-        &self,
-        name: &str,
-        requests_per_minute: Option<u32>,
-        concurrent: Option<u32>,
-    ) -> Result<api::NewClientKey> {
-        self.post(
-            path::CLIENTS,
-            &api::AddClientKey {
-                name: name.to_string(),
-                requests_per_minute,
-                concurrent,
-            },
-        )
+    pub fn add_client_key(&self, key: &api::AddClientKey) -> Result<api::NewClientKey> {
+        self.post(path::CLIENTS, key)
     }
 
     pub fn revoke_client_key(&self, name: &str) -> Result<api::ClientRevoked> {

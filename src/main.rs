@@ -98,8 +98,17 @@ fn main() {
                     name,
                     rpm,
                     concurrent,
+                    pool,
                     json,
-                } => ccs::commands::keys::add(&name, rpm, concurrent, json),
+                } => ccs::commands::keys::add(
+                    &ccs::api::AddClientKey {
+                        name,
+                        pools: pool,
+                        requests_per_minute: rpm,
+                        concurrent,
+                    },
+                    json,
+                ),
                 KeyCommand::List { json } => ccs::commands::keys::list(json),
                 KeyCommand::Revoke { name } => ccs::commands::keys::revoke(&name),
             },

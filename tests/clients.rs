@@ -438,3 +438,66 @@ async fn revoking_a_key_ends_its_running_stream() {
         "the other key's stream ran to its end: {whole}"
     );
 }
+
+/// Issue 32 item 10: a key limited to pools draws from those only, whichever way a request
+/// names its pool; `key list` says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_limited_to_a_pool_is_refused_every_other() {
+    let rig = rig(&[(A, 100)]).await;
+    let url = rig.daemon.url.clone();
+    point_cli_at_daemon(&rig);
+    let (s, v) = manage(
+        &url,
+        Method::PUT,
+        "/pools/work",
+        Some(json!({"accounts": [A]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (code, out, err) = cli(
+        &rig,
+        &["cliproxy", "key", "add", "ci", "--pool", "work", "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let key = serde_json::from_str::<Value>(&out).unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let on = |pool: Option<&'static str>, path: &'static str| {
+        let (url, key) = (url.clone(), key.clone());
+        async move {
+            let mut rb = http()
+                .post(format!("{url}{path}"))
+                .bearer_auth(&key)
+                .header("anthropic-version", "2023-06-01");
+            if let Some(p) = pool {
+                rb = rb.header("x-ccs-pool", p);
+            }
+            let r = rb
+                .json(&json!({"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(on(Some("work"), "/v1/messages").await.0, 200);
+    assert_eq!(on(None, "/pool/work/v1/messages").await.0, 200);
+    for (pool, path) in [
+        (None, "/v1/messages"),
+        (Some("claude"), "/v1/messages"),
+        (None, "/pool/claude/v1/messages"),
+    ] {
+        let (s, body) = on(pool, path).await;
+        assert_eq!(s, 403, "{pool:?} {path}: {body}");
+        assert!(body.contains("may draw from pool work only"), "{body}");
+    }
+    assert_eq!(
+        ask_with(&url, CLIENT_KEY).await,
+        200,
+        "an open key goes anywhere"
+    );
+    let (code, out, _) = cli(&rig, &["cliproxy", "key", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("pools work"), "{out}");
+}

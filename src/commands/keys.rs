@@ -5,8 +5,8 @@ use anyhow::Result;
 
 use super::cliproxy::client;
 
-pub fn add(name: &str, rpm: Option<u32>, concurrent: Option<u32>, json_out: bool) -> Result<()> {
-    let made = client()?.add_client_key(name, rpm, concurrent)?;
+pub fn add(key: &crate::api::AddClientKey, json_out: bool) -> Result<()> {
+    let made = client()?.add_client_key(key)?;
     if json_out {
         outln!("{}", serde_json::to_string_pretty(&made)?);
         return Ok(());
@@ -39,11 +39,13 @@ pub fn list(json_out: bool) -> Result<()> {
         "IN FLIGHT"
     );
     for k in keys {
-        let limits = match (k.requests_per_minute, k.concurrent) {
-            (None, None) => "-".to_string(),
-            (r, c) => [
+        let pools = (!k.pools.is_empty()).then(|| format!("pools {}", k.pools.join(" ")));
+        let limits = match (k.requests_per_minute, k.concurrent, &pools) {
+            (None, None, None) => "-".to_string(),
+            (r, c, p) => [
                 r.map(|r| format!("{r}/min")),
                 c.map(|c| format!("{c} at once")),
+                p.clone(),
             ]
             .into_iter()
             .flatten()

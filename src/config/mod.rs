@@ -208,6 +208,8 @@ pub struct ClientEntry {
     pub requests_per_minute: Option<u32>,
     /// The key's own limit on requests in flight at once.
     pub concurrent: Option<u32>,
+    /// The pools it may draw from (none: any).
+    pub pools: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

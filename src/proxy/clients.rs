@@ -45,8 +45,11 @@ enum Origin {
 }
 
 /// A key's own limits, set by whoever runs the daemon (not Anthropic's).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
+    /// The pools it may draw from (none named: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<String>,
     /// Requests started per minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_minute: Option<u32>,
@@ -102,6 +105,11 @@ impl Permit {
 }
 
 impl Caller {
+    /// Whether this key may draw from `pool`.
+    pub fn may_use(&self, pool: &str) -> bool {
+        self.limits.pools.is_empty() || self.limits.pools.iter().any(|p| p == pool)
+    }
+
     fn new(name: String, limits: Limits) -> Arc<Caller> {
         Arc::new(Caller {
             name,
@@ -200,11 +208,10 @@ impl Clients {
                 created_at_ms,
             })
         };
-        let open = Limits::default();
         if let Some(k) = auth.api_key.as_deref().filter(|k| !k.is_empty()) {
             push(
                 api::DEFAULT_CLIENT.into(),
-                open,
+                Limits::default(),
                 digest(k),
                 Origin::Config,
                 None,
@@ -213,7 +220,7 @@ impl Clients {
         for (i, k) in auth.api_keys.iter().filter(|k| !k.is_empty()).enumerate() {
             push(
                 format!("key-{}", i + 1),
-                open,
+                Limits::default(),
                 digest(k),
                 Origin::Config,
                 None,
@@ -226,6 +233,7 @@ impl Clients {
                 _ => None,
             };
             let limits = Limits {
+                pools: c.pools.clone(),
                 requests_per_minute: c.requests_per_minute,
                 concurrent: c.concurrent,
             };
@@ -323,6 +331,7 @@ impl Clients {
                 from_config: k.origin == Origin::Config,
                 created_at: k.created_at_ms.map(rfc3339),
                 key_sha256_prefix: hex(&k.digest[..4]),
+                pools: k.caller.limits.pools.clone(),
                 requests_per_minute: k.caller.limits.requests_per_minute,
                 concurrent: k.caller.limits.concurrent,
                 in_flight: k.caller.in_flight.load(Ordering::SeqCst),
@@ -339,7 +348,7 @@ impl Clients {
                 name: k.caller.name.clone(),
                 key_sha256: hex(&k.digest),
                 created_at_ms: k.created_at_ms.unwrap_or(0),
-                limits: k.caller.limits,
+                limits: k.caller.limits.clone(),
             })
             .collect()
     }

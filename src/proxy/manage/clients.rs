@@ -24,6 +24,7 @@ pub(super) async fn add(ctx: Data, body: web::Json<api::AddClientKey>) -> HttpRe
     let b = body.into_inner();
     let name = b.name;
     let limits = crate::proxy::clients::Limits {
+        pools: b.pools,
         requests_per_minute: b.requests_per_minute,
         concurrent: b.concurrent,
     };
