@@ -497,6 +497,9 @@ pub struct Status {
     pub sessions: usize,
     /// What the store noticed at start (files passed over, a damaged file moved aside).
     pub store_notes: Vec<String>,
+    /// When the certificate the daemon serves (TLS) stops being valid (RFC 3339).
+    #[serde(default)]
+    pub certificate_expires: Option<String>,
     /// Bytes the store takes on disk.
     pub store_bytes: u64,
     /// The latest token refreshes, newest last.

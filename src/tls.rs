@@ -139,6 +139,59 @@ pub struct SelfSigned {
     pub fingerprint: Fingerprint,
 }
 
+/// How long a certificate `self_signed` makes is valid.
+pub const SELF_SIGNED_DAYS: u64 = 365;
+/// How long before its end a certificate is warned of.
+pub const RENEW_WITHIN_DAYS: u64 = 30;
+
+/// When a certificate (DER) stops being valid, in seconds since the epoch: its
+/// `tbsCertificate.validity.notAfter` (RFC 5280 §4.1.2.5), read without a parser crate.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    // One DER element: its tag, its content, and what follows it.
+    fn element(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let tag = *d.first()?;
+        let first = *d.get(1)? as usize;
+        let (len, head) = if first < 0x80 {
+            (first, 2)
+        } else {
+            let n = first & 0x7f;
+            if n == 0 || n > 4 {
+                return None;
+            }
+            let mut len = 0usize;
+            for i in 0..n {
+                len = len << 8 | *d.get(2 + i)? as usize;
+            }
+            (len, 2 + n)
+        };
+        let end = head.checked_add(len)?;
+        Some((tag, d.get(head..end)?, d.get(end..)?))
+    }
+    let (_, cert, _) = element(der)?;
+    let (_, tbs, _) = element(cert)?;
+    // [0] version (optional), serial number, signature algorithm, issuer, validity.
+    let (tag, _, rest) = element(tbs)?;
+    let rest = if tag == 0xA0 { element(rest)?.2 } else { rest };
+    let (_, _, rest) = element(rest)?;
+    let (_, _, rest) = element(rest)?;
+    let (_, validity, _) = element(rest)?;
+    let (_, _, rest) = element(validity)?;
+    let (tag, time, _) = element(rest)?;
+    let text = std::str::from_utf8(time).ok()?;
+    // UTCTime YYMMDDHHMMSSZ (years 1950–2049) or GeneralizedTime YYYYMMDDHHMMSSZ.
+    let full = match tag {
+        0x17 => {
+            let yy: i32 = text.get(0..2)?.parse().ok()?;
+            format!("{}{text}", if yy >= 50 { "19" } else { "20" })
+        }
+        0x18 => text.to_string(),
+        _ => return None,
+    };
+    chrono::NaiveDateTime::parse_from_str(full.trim_end_matches('Z'), "%Y%m%d%H%M%S")
+        .ok()
+        .map(|t| t.and_utc().timestamp())
+}
+
 pub fn self_signed(hosts: &[String]) -> Result<SelfSigned> {
     if hosts.is_empty() {
         bail!("name at least one host the clients will use (a name or an IP address)");
@@ -149,6 +202,15 @@ pub fn self_signed(hosts: &[String]) -> Result<SelfSigned> {
         rcgen::DnType::CommonName,
         format!("ccs daemon {}", hosts[0]),
     );
+    // Valid from yesterday (a client's clock a little behind) for a year: a lifetime a
+    // person renews, and `ccs cliproxy status` and `ccs doctor` warn in its last month.
+    let today = chrono::Utc::now().date_naive();
+    let ymd = |d: chrono::NaiveDate| {
+        use chrono::Datelike;
+        rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8)
+    };
+    params.not_before = ymd(today - chrono::Days::new(1));
+    params.not_after = ymd(today + chrono::Days::new(SELF_SIGNED_DAYS));
     let key = rcgen::KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     Ok(SelfSigned {
@@ -342,6 +404,26 @@ mod tests {
         assert_eq!(Fingerprint::of(&certs[0]), s.fingerprint);
         assert_eq!(pem(&certs[0]), s.cert_pem.replace("\r\n", "\n"));
         server_config(&cert, &key).expect("the key fits the certificate");
+        let der = CertificateDer::pem_slice_iter(s.cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let ends = not_after(&der).expect("its end reads");
+        let in_a_year = chrono::Utc::now().timestamp() + SELF_SIGNED_DAYS as i64 * 86_400;
+        assert!(
+            (ends - in_a_year).abs() < 2 * 86_400,
+            "valid for a year, not until 4096: {ends}"
+        );
+        assert_eq!(not_after(b"not a certificate"), None);
+        // rcgen's default end (4096) is a GeneralizedTime: read too.
+        let k = rcgen::KeyPair::generate().unwrap();
+        let far = rcgen::CertificateParams::new(vec!["x.example".into()])
+            .unwrap()
+            .self_signed(&k)
+            .unwrap();
+        let year = chrono::DateTime::from_timestamp(not_after(far.der()).unwrap(), 0)
+            .map(|t| chrono::Datelike::year(&t));
+        assert_eq!(year, Some(4096));
         let other = self_signed(&["127.0.0.2".into()]).unwrap();
         std::fs::write(&key, &other.key_pem).unwrap();
         let err = server_config(&cert, &key).unwrap_err();

@@ -246,6 +246,7 @@ fn the_daemon_refuses_a_public_bind_with_default_names_or_weak_keys() {
         ),
         ("api_key: a", "has 1 characters"),
         ("api_keys: [b]", "has 1 characters"),
+        ("api_key: aaaaaaaaaaaaaaaaaaaaaaaa", "too guessable"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(

@@ -512,3 +512,51 @@ fn over_tls_the_dashboard_cookie_is_secure_and_host_only() {
         );
     });
 }
+
+/// Issue 32 item 11: a self-signed certificate lives a year, not until 4096, and in its last
+/// month `ccs cliproxy status` and `ccs doctor` say to renew it.
+#[test]
+fn a_certificate_near_its_end_is_warned_of() {
+    let sim = sim(&scenario(&[]), false);
+    let server = Server::start(&sim.url());
+    let status = ccs_ok(&server.paths.home, &["cliproxy", "status"]);
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("certificate"))
+        .unwrap_or_else(|| panic!("{status}"));
+    let next_year = (chrono::Utc::now() + chrono::Days::new(365))
+        .format("%Y-")
+        .to_string();
+    assert!(
+        line.contains("valid until") && line.contains(&next_year),
+        "{line}"
+    );
+    // Ten days left.
+    ccs_ok(&server.paths.home, &["cliproxy", "stop"]);
+    let mut params = rcgen::CertificateParams::new(vec![SERVER_HOST.to_string()]).unwrap();
+    let soon = chrono::Utc::now().date_naive() + chrono::Days::new(10);
+    {
+        use chrono::Datelike;
+        params.not_after = rcgen::date_time_ymd(soon.year(), soon.month() as u8, soon.day() as u8);
+    }
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let tls = server.paths.home.join("tls");
+    std::fs::write(tls.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(tls.join("key.pem"), key.serialize_pem()).unwrap();
+    ccs_ok(&server.paths.home, &["cliproxy", "start"]);
+    let status = ccs_ok(&server.paths.home, &["cliproxy", "status"]);
+    assert!(
+        status.contains("renew it with `ccs cliproxy cert --self-signed"),
+        "{status}"
+    );
+    let (_, out, _) = ccs(&server.paths.home, &["doctor", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let cert = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "certificate")
+        .unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!(cert["level"], "warn", "{cert}");
+}

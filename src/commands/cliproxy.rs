@@ -211,6 +211,21 @@ pub fn status(json_out: bool) -> Result<()> {
     for note in &s.store_notes {
         outln!("at start     {note}");
     }
+    if let Some(ends) = &s.certificate_expires {
+        match crate::commands::doctor::cert_days_left(ends) {
+            Some(d) if d < crate::tls::RENEW_WITHIN_DAYS as i64 => outln!(
+                "certificate   ends {ends} ({}): renew it with `ccs cliproxy cert \
+                 --self-signed HOST… --force` (clients pin the new fingerprint), then \
+                 `ccs cliproxy restart`",
+                if d < 0 {
+                    "ended".to_string()
+                } else {
+                    crate::term::count(d as u64, "day") + " left"
+                }
+            ),
+            _ => outln!("certificate   valid until {ends}"),
+        }
+    }
     print_store(&s.store);
     let c = &s.continuity;
     outln!(

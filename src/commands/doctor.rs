@@ -30,7 +30,8 @@ pub enum Level {
 /// One finding.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Finding {
-    /// `home`, `config`, `daemon`, `account`, `clock`, `claude_code`, `remote`, `redis`, `disk`.
+    /// `home`, `config`, `daemon`, `account`, `certificate`, `clock`, `claude_code`, `remote`,
+    /// `redis`, `disk`.
     pub check: &'static str,
     pub level: Level,
     pub text: String,
@@ -342,6 +343,36 @@ pub fn judge_redis(url: &str, seen: Result<bool, String>) -> Finding {
     }
 }
 
+/// Whole days from now until `ends` (RFC 3339); negative once it has passed.
+pub fn cert_days_left(ends: &str) -> Option<i64> {
+    let t = chrono::DateTime::parse_from_rfc3339(ends).ok()?;
+    Some((t.timestamp() - crate::commands::now_ms() as i64 / 1000).div_euclid(86_400))
+}
+
+/// The certificate the daemon serves: its last month is warned of, its end an error.
+pub fn judge_cert(ends: &str, days_left: Option<i64>) -> Finding {
+    let fix = "ccs cliproxy cert --self-signed HOST… --force, then ccs cliproxy restart (the \
+               clients pin the new fingerprint)";
+    match days_left {
+        Some(d) if d < 0 => bad(
+            "certificate",
+            Level::Error,
+            format!("the daemon's certificate ended {ends}: clients refuse it"),
+            fix,
+        ),
+        Some(d) if d < crate::tls::RENEW_WITHIN_DAYS as i64 => bad(
+            "certificate",
+            Level::Warn,
+            format!("the daemon's certificate ends {ends} ({d} days left)"),
+            fix,
+        ),
+        _ => ok(
+            "certificate",
+            format!("the daemon's certificate is valid until {ends}"),
+        ),
+    }
+}
+
 /// Free space where the store lives.
 pub fn judge_disk(home: &Path, free: Option<u64>) -> Finding {
     match free {
@@ -472,6 +503,9 @@ pub fn findings(paths: &Paths, config: &Config) -> Vec<Finding> {
             };
             out.push(judge_daemon(&seen, env!("CARGO_PKG_VERSION"), &configured));
             if let DaemonSeen::Up { status } = &seen {
+                if let Some(ends) = &status.certificate_expires {
+                    out.push(judge_cert(ends, cert_days_left(ends)));
+                }
                 if let Ok(accounts) = crate::commands::cliproxy::ensure_running(paths, config)
                     .and_then(|c| c.accounts())
                 {

@@ -108,6 +108,14 @@ pub fn hash_secret() -> Result<()> {
             crate::config::MIN_PUBLIC_KEY_CHARS
         );
     }
+    let bits = crate::config::entropy_bits(&secret);
+    if bits < crate::config::MIN_PUBLIC_KEY_BITS {
+        anyhow::bail!(
+            "the secret is too guessable (about {bits:.0} bits, {:.0} needed: repeated or few \
+             distinct characters); use a random one (e.g. `openssl rand -hex 32`)",
+            crate::config::MIN_PUBLIC_KEY_BITS
+        );
+    }
     let phc = crate::keys::hash_secret(&secret)?;
     outln!("# under cliproxy.auth in config.yaml, instead of management_secret:");
     outln!("management_secret_argon2: '{phc}'");

@@ -29,6 +29,31 @@ pub const DEFAULT_API_KEY: &str = "ccs-internal-managed";
 pub const DEFAULT_MANAGEMENT_SECRET: &str = "ccs-internal-management";
 /// The shortest key or secret accepted when the daemon listens beyond loopback.
 pub const MIN_PUBLIC_KEY_CHARS: usize = 24;
+/// The least estimated entropy (`entropy_bits`) of such a key: a random 24 characters of
+/// letters and digits has about 100 bits, 24 `a`s none, a short word repeated few.
+pub const MIN_PUBLIC_KEY_BITS: f64 = 80.0;
+
+/// An estimate of the entropy of a key a person chose, in bits: its length times the Shannon
+/// entropy of its characters' frequencies. It cannot see a dictionary word, but it sees
+/// repetition and small alphabets, which is what a too-weak key mostly is.
+pub fn entropy_bits(key: &str) -> f64 {
+    let mut counts: std::collections::HashMap<char, usize> = std::collections::HashMap::new();
+    for c in key.chars() {
+        *counts.entry(c).or_default() += 1;
+    }
+    let n = key.chars().count() as f64;
+    if n == 0.0 {
+        return 0.0;
+    }
+    let per_char: f64 = counts
+        .values()
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    per_char * n
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -497,6 +522,22 @@ mod tests {
     }
 
     #[test]
+    fn a_keys_entropy_sees_repetition_and_small_alphabets() {
+        assert_eq!(entropy_bits(""), 0.0);
+        assert_eq!(entropy_bits(&"a".repeat(24)), 0.0);
+        assert!(
+            (entropy_bits("abababab") - 8.0).abs() < 1e-9,
+            "1 bit a character"
+        );
+        // What `openssl rand -hex 16` and ccs's own keys look like.
+        assert!(entropy_bits("3f9a0c7e5b21d84f6a0e9c3b7d5f1a2e") >= MIN_PUBLIC_KEY_BITS);
+        assert!(
+            entropy_bits("ccs-q2Xv8Lr0Tz1pK7mN4wYb6sHd9cJf3gUe5aQi0oPl2") >= MIN_PUBLIC_KEY_BITS
+        );
+        assert!(entropy_bits("passwordpasswordpassword") < MIN_PUBLIC_KEY_BITS);
+    }
+
+    #[test]
     fn a_public_bind_refuses_default_names_and_weak_keys() {
         let strong = "0123456789abcdef0123456789abcdef";
         assert!(
@@ -512,6 +553,11 @@ mod tests {
             ("api_key: a", "has 1 characters"),
             ("api_keys: [b]", "has 1 characters"),
             ("management_secret: short-secret", "has 12 characters"),
+            ("api_key: aaaaaaaaaaaaaaaaaaaaaaaa", "too guessable"),
+            (
+                "management_secret: abcabcabcabcabcabcabcabc",
+                "too guessable",
+            ),
         ] {
             let err = parse(&format!(
                 "cliproxy:\n  host: 0.0.0.0\n  auth:\n    {auth}\n"

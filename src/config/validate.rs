@@ -201,6 +201,17 @@ impl Config {
                     self.cliproxy.host
                 ));
             }
+            let bits = super::entropy_bits(k);
+            if bits < super::MIN_PUBLIC_KEY_BITS {
+                return Some(format!(
+                    "{what} in cliproxy.auth is too guessable for a daemon listening beyond \
+                     loopback ({}): about {bits:.0} bits, {:.0} needed (repeated or few \
+                     distinct characters): remove the line to use a generated one, or set a \
+                     random one (e.g. `openssl rand -hex 32`)",
+                    self.cliproxy.host,
+                    super::MIN_PUBLIC_KEY_BITS
+                ));
+            }
         }
         None
     }

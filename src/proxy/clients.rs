@@ -392,12 +392,12 @@ mod tests {
     #[test]
     fn a_made_key_works_until_revoked_and_survives_as_a_digest() {
         let c = Clients::new(&config(), vec![]);
-        let open = Limits::default();
-        let key = c.add("bob", open, 1).unwrap();
+        let open = Limits::default;
+        let key = c.add("bob", open(), 1).unwrap();
         let name = |c: &Clients, k: &str| c.identify(k).map(|c| c.name.clone());
         assert_eq!(name(&c, &key).as_deref(), Some("bob"));
-        assert!(c.add("BOB", open, 2).is_err(), "names are unique");
-        assert!(c.add("no spaces", open, 2).is_err());
+        assert!(c.add("BOB", open(), 2).is_err(), "names are unique");
+        assert!(c.add("no spaces", open(), 2).is_err());
         let made = c.made();
         assert_eq!(made.len(), 1);
         assert!(
@@ -426,6 +426,7 @@ mod tests {
             Limits {
                 requests_per_minute: Some(2),
                 concurrent: Some(2),
+                ..Limits::default()
             },
         );
         let t0: u64 = 1_800_000_000_000; // a whole minute

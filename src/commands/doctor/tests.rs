@@ -148,6 +148,21 @@ fn claude_code_missing_found_and_whose_status_line() {
 }
 
 #[test]
+fn a_certificate_in_its_last_month_or_past_its_end() {
+    let ends = "2027-12-04T00:00:00Z";
+    assert_eq!(judge_cert(ends, Some(200)).level, Level::Ok);
+    assert_eq!(judge_cert(ends, Some(12)).level, Level::Warn);
+    assert_eq!(judge_cert(ends, Some(-1)).level, Level::Error);
+    assert!(judge_cert(ends, Some(12))
+        .fix
+        .unwrap()
+        .contains("--self-signed"));
+    let in_ten_days =
+        crate::store::mirror::rfc3339(crate::commands::now_ms() + 10 * 86_400_000 + 60_000);
+    assert_eq!(cert_days_left(&in_ten_days), Some(10));
+}
+
+#[test]
 fn remote_redis_and_disk() {
     assert_eq!(
         judge_remote("https://s:8317", Ok("0.1.0".into())).level,

@@ -127,6 +127,13 @@ pub(super) async fn status(ctx: Data) -> HttpResponse {
         hops_last_hour: view.events.iter().filter(|e| e.at >= hour_ago).count(),
         sessions: view.bindings.len(),
         store_notes: ctx.store.notes(),
+        certificate_expires: ctx.config.cliproxy.tls.as_ref().and_then(|t| {
+            let certs = crate::tls::read_certs(&ctx.paths.home.join(&t.cert)).ok()?;
+            let ends = crate::tls::not_after(certs.first()?)?;
+            Some(crate::store::mirror::rfc3339(
+                u64::try_from(ends).ok()? * 1000,
+            ))
+        }),
         store_bytes: ctx.store.size_on_disk(),
         refreshes: ctx.telemetry.refreshes(),
         errors: ctx.telemetry.errors(),
