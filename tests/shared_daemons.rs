@@ -587,3 +587,47 @@ fn a_daemon_that_has_not_joined_says_so_with_a_503_not_a_401() {
         "no server address in the answer: {text}"
     );
 }
+
+/// Issue 32 item 1, the probe's recipe on real processes: Redis stopped, an account benched
+/// on daemon 0 (a request to a pool whose only account has no budget), Redis back, and then no
+/// request at all: the bench still reaches Redis and daemon 1.
+#[test]
+fn a_bench_made_while_redis_is_away_reaches_the_peers_with_no_further_request() {
+    let emails = ["a@example.com", "b@example.com"];
+    let mut p = pool(
+        &emails,
+        2,
+        Duration::from_secs(3600),
+        Duration::from_secs(4),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (s, v) = rt.block_on(manage(
+        &p.daemons[0].url,
+        Method::PUT,
+        "/pools/only2",
+        Some(serde_json::json!({"accounts": [emails[1]]})),
+    ));
+    assert_eq!(s, 200, "{v}");
+    p.sim.model.set_budget(emails[1], Some(0), None);
+    p.redis.stop();
+    let r = rt.block_on(async {
+        http()
+            .post(format!("{}/pool/only2/v1/messages", p.daemons[0].url))
+            .bearer_auth(CLIENT_KEY)
+            .header("anthropic-version", "2023-06-01")
+            .json(&serde_json::json!({"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}))
+            .send()
+            .await
+            .unwrap()
+    });
+    assert_eq!(r.status(), 429, "the only account has no budget");
+    assert!(!accounts(&p.daemons[0].url)[emails[1]]["cooldown_until"].is_null());
+    // Away long enough for every write to have been tried and kept.
+    std::thread::sleep(Duration::from_secs(3));
+    p.redis.resume();
+    p.wait(
+        "the bench kept during the outage to reach daemon 1, with no request after it",
+        Duration::from_secs(15),
+        || !accounts(&p.daemons[1].url)[emails[1]]["cooldown_until"].is_null(),
+    );
+}

@@ -587,8 +587,9 @@ mod tests {
 
     fn strong() -> Config {
         let mut c = Config::default();
-        c.cliproxy.auth.api_key = Some("k".repeat(40));
-        c.cliproxy.auth.management_secret = Some("s".repeat(40));
+        // Random-looking: a repeated character is too guessable (config::entropy_bits).
+        c.cliproxy.auth.api_key = Some("k7Qx2mZp9rT4vW8yB3nC6dF1gH5jL0sA".into());
+        c.cliproxy.auth.management_secret = Some("s9Lm3Kp7Xq1Zr5Tv8Wy2Bn4Cd6Fg0Hj".into());
         c
     }
 

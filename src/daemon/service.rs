@@ -201,23 +201,31 @@ fn program(manager: Manager) -> std::ffi::OsString {
 /// Runs the manager's program with `args`; its output when it succeeded.
 pub fn ask(manager: Manager, args: &[&str]) -> Result<String> {
     let mut cmd = std::process::Command::new(program(manager));
+    let mut shown = vec![program(manager).to_string_lossy().into_owned()];
     if manager == Manager::SystemdUser {
         cmd.arg("--user");
+        shown.push("--user".into());
     }
+    shown.extend(args.iter().map(|a| a.to_string()));
+    let shown = shown.join(" ");
     let out = cmd.args(args).output().with_context(|| {
-        format!(
-            "cannot run {}: is this machine's service manager installed?",
-            program(manager).to_string_lossy()
-        )
+        format!("cannot run `{shown}`: is this machine's service manager installed?")
     })?;
     if !out.status.success() {
-        bail!(
-            "`{} {}` failed ({}): {}",
-            program(manager).to_string_lossy(),
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let hint = if said.contains("Failed to connect to bus") {
+            match manager {
+                Manager::SystemdUser => {
+                    "\nno systemd user manager answers here (a container, or a login without \
+                     one): `loginctl enable-linger $USER` and a new login give you one; until \
+                     then `ccs cliproxy start` runs the daemon without a service"
+                }
+                _ => "\nsystemd does not run on this machine: `ccs cliproxy start` runs the daemon without a service",
+            }
+        } else {
+            ""
+        };
+        bail!("`{shown}` failed ({}): {said}{hint}", out.status);
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

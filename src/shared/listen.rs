@@ -237,6 +237,24 @@ async fn reconcile(shared: &Shared, sup: &SupervisorHandle) {
         }
     }
     let Ok(view) = sup.view().await else { return };
+    // A peer's bench sent while this daemon was not yet listening again is in `quota:A`
+    // (kept until its reset): taken when it limits the account now and this daemon knows of
+    // no limit on it, never over one of its own (which its writer may still be sending).
+    let now = shared.clock.now();
+    for m in view
+        .accounts
+        .iter()
+        .filter(|m| m.quota.available(now, None))
+    {
+        if let Ok(Some(q)) = shared.read_quota(&m.id).await {
+            if q.available(now, None) {
+                continue;
+            }
+            if let Some(addr) = account_addr(sup, &m.id).await {
+                addr.do_send(PeerQuota(q));
+            }
+        }
+    }
     let mut newer: HashMap<String, Token> = HashMap::new();
     for m in &view.accounts {
         if let Ok(Some((g, t))) = shared.read_token(&m.id).await {
