@@ -320,3 +320,46 @@ fn systemd_analyze_accepts_the_user_and_the_system_unit() {
     .unwrap();
     assert!(!verify(&bad, true, &runtime).is_empty());
 }
+
+/// Where no systemd user manager answers (a container, a login without one): install takes
+/// its unit file back and leaves the CLI's daemon running; a unit left by hand does not stop
+/// the CLI from starting its own daemon.
+#[test]
+fn without_a_manager_install_undoes_itself_and_the_cli_still_starts_the_daemon() {
+    let rig = Rig::new();
+    std::fs::write(
+        rig.manager.join("systemctl"),
+        "#!/bin/sh\necho \"$*\" >> \"$(dirname \"$0\")/calls\"\necho 'Failed to connect to bus: No medium found' >&2\nexit 1\n",
+    )
+    .unwrap();
+    let (code, out, err) = rig.ccs(&["cliproxy", "start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pid = rig.daemon_pid().expect("the CLI's daemon");
+    let (code, _, err) = rig.ccs(&["cliproxy", "service", "install"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("is not installed") && err.contains("no systemd user manager answers"),
+        "{err}"
+    );
+    assert!(!rig.unit().exists(), "the unit file was taken back");
+    assert_eq!(rig.daemon_pid(), Some(pid), "the CLI's daemon still runs");
+
+    // A unit file no manager runs (left by hand): the on-demand start goes on without it.
+    let (code, _, _) = rig.ccs(&["cliproxy", "stop"]);
+    assert_eq!(code, 0);
+    let spec = ccs::daemon::service::Spec {
+        exe: PathBuf::from(env!("CARGO_BIN_EXE_ccs")),
+        home: std::path::absolute(&rig.paths.home).unwrap(),
+        user: None,
+    };
+    std::fs::create_dir_all(rig.unit().parent().unwrap()).unwrap();
+    std::fs::write(
+        rig.unit(),
+        ccs::daemon::service::render(ccs::daemon::service::Manager::SystemdUser, &spec),
+    )
+    .unwrap();
+    let (code, out, err) = rig.ccs(&["cliproxy", "start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("starting the daemon without it"), "{err}");
+    assert!(rig.daemon_pid().is_some());
+}

@@ -62,7 +62,8 @@ pub fn install(system: bool, user: Option<String>, json: bool) -> Result<()> {
             _ => {}
         }
     }
-    let changed = std::fs::read_to_string(&file).ok().as_deref() != Some(text.as_str());
+    let before = std::fs::read(&file).ok();
+    let changed = before.as_deref() != Some(text.as_bytes());
     if changed {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)
@@ -71,21 +72,57 @@ pub fn install(system: bool, user: Option<String>, json: bool) -> Result<()> {
         std::fs::write(&file, text.as_bytes())
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
+    // The manager takes the definition first; when it cannot, the file is put back as it was
+    // (a unit no manager runs would make every on-demand start ask it in vain).
+    let registered = if manager.systemd() {
+        ask(manager, &["daemon-reload"]).and_then(|_| ask(manager, &["enable", manager.name()]))
+    } else {
+        Ok(String::new())
+    };
+    if let Err(e) = registered {
+        let put_back = match &before {
+            Some(old) => std::fs::write(&file, old),
+            None => std::fs::remove_file(&file),
+        };
+        if let Err(undo) = put_back {
+            crate::errln!("ccs: cannot put {} back: {undo}", file.display());
+        }
+        return Err(e.context(format!(
+            "{} is not installed ({} left as it was)",
+            manager.name(),
+            file.display()
+        )));
+    }
     // A daemon the CLI started gives way to the service (a clean stop: nothing is lost).
     let handed_over = match crate::daemon::running(&paths, &config) {
         crate::daemon::Running::No => false,
         _ if active(manager) => false,
         _ => crate::daemon::stop_background(&paths, &config)?,
     };
-    if manager.systemd() {
-        ask(manager, &["daemon-reload"])?;
-        ask(manager, &["enable", manager.name()])?;
-        ask(manager, &["start", manager.name()])?;
+    let started = if manager.systemd() {
+        ask(manager, &["start", manager.name()])
+    } else if !active(manager) {
+        ask(
+            manager,
+            &[
+                "bootstrap",
+                &launchd_domain(manager),
+                &file.to_string_lossy(),
+            ],
+        )
     } else {
-        let domain = launchd_domain(manager);
-        if !active(manager) {
-            ask(manager, &["bootstrap", &domain, &file.to_string_lossy()])?;
+        Ok(String::new())
+    };
+    if let Err(e) = started {
+        if handed_over {
+            // Not left without a daemon: the CLI's own, as before.
+            crate::daemon::start_background(&paths, &config)?;
         }
+        return Err(e.context(format!(
+            "{} is installed but did not start: `ccs cliproxy service status`, and the \
+             manager's log (journalctl --user -u ccs)",
+            manager.name()
+        )));
     }
     let report = Report::now(manager, &paths)?;
     if json {

@@ -331,7 +331,8 @@ impl Report {
 }
 
 /// With a service installed for `paths`' home, asks its manager to start it (the CLI's
-/// on-demand start then waits for it like for its own); false when none is installed.
+/// on-demand start then waits for it like for its own); false when none is installed, or when
+/// the manager could not be asked (said on stderr: the CLI then starts the daemon itself).
 pub fn start_if_installed(paths: &Paths) -> Result<bool> {
     for manager in [Manager::here(false), Manager::here(true)] {
         let Ok(file) = manager.file() else { continue };
@@ -341,11 +342,17 @@ pub fn start_if_installed(paths: &Paths) -> Result<bool> {
         if home_of(&text).as_deref() != Some(std::path::absolute(&paths.home)?.as_path()) {
             continue;
         }
-        if manager.systemd() {
-            ask(manager, &["start", manager.name()])?;
+        let asked = if manager.systemd() {
+            ask(manager, &["start", manager.name()])
         } else {
             let target = format!("{}/{}", launchd_domain(manager), manager.name());
-            ask(manager, &["kickstart", &target])?;
+            ask(manager, &["kickstart", &target])
+        };
+        // A manager that cannot be asked must not leave the CLI without a daemon: it starts
+        // its own (still one per home: the home lock sees to that).
+        if let Err(e) = asked {
+            crate::errln!("ccs: the service did not start ({e:#}); starting the daemon without it");
+            return Ok(false);
         }
         return Ok(true);
     }
