@@ -212,7 +212,7 @@ pub fn judge_accounts(accounts: &[api::AccountView], status: &api::Status) -> Ve
 }
 
 /// The local clock against the `Date` of Anthropic's answer (`skew_ms` = local − theirs).
-pub fn judge_clock(api_base: &str, seen: Result<i64, String>) -> Finding {
+pub fn judge_clock(api_base: &str, seen: Result<i64, impl std::fmt::Display>) -> Finding {
     match seen {
         Err(why) => bad(
             "clock",
@@ -302,7 +302,7 @@ pub fn judge_claude(seen: &ClaudeSeen) -> Vec<Finding> {
 }
 
 /// A remote daemon (team mode): reachable, its certificate pinned.
-pub fn judge_remote(url: &str, probe: Result<String, String>) -> Finding {
+pub fn judge_remote(url: &str, probe: Result<String, impl std::fmt::Display>) -> Finding {
     match probe {
         Ok(version) => ok(
             "remote",
@@ -319,7 +319,7 @@ pub fn judge_remote(url: &str, probe: Result<String, String>) -> Finding {
 }
 
 /// Redis, when the pool is shared: reachable, and keeping its writes (AOF).
-pub fn judge_redis(url: &str, seen: Result<bool, String>) -> Finding {
+pub fn judge_redis(url: &str, seen: Result<bool, impl std::fmt::Display>) -> Finding {
     match seen {
         Err(why) => bad(
             "redis",
@@ -408,41 +408,53 @@ fn private_files(paths: &Paths) -> Vec<(PathBuf, u32)> {
         .collect()
 }
 
+/// Why the clock could not be compared.
+#[derive(Debug, thiserror::Error)]
+enum ClockError {
+    #[error("{0}")]
+    Unreachable(#[from] reqwest::Error),
+    #[error("its answer has no Date header")]
+    NoDate,
+    #[error("its Date header {date:?} does not read: {source}")]
+    BadDate {
+        date: String,
+        source: chrono::ParseError,
+    },
+}
+
 /// local − Anthropic's, from the `Date` of an answer of `api_base`.
-fn clock_skew(api_base: &str) -> Result<i64, String> {
+fn clock_skew(api_base: &str) -> Result<i64, ClockError> {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let asked = crate::commands::now_ms() as i64;
     let answer = client
         .get(format!("{}/v1/models", api_base.trim_end_matches('/')))
-        .send()
-        .map_err(|e| format!("{e}"))?;
+        .send()?;
     let back = crate::commands::now_ms() as i64;
     let date = answer
         .headers()
         .get(reqwest::header::DATE)
         .and_then(|d| d.to_str().ok())
-        .ok_or("its answer has no Date header")?;
+        .ok_or(ClockError::NoDate)?;
     let theirs = chrono::DateTime::parse_from_rfc2822(date)
-        .map_err(|e| format!("its Date header '{date}' does not read: {e}"))?
+        .map_err(|source| ClockError::BadDate {
+            date: date.to_string(),
+            source,
+        })?
         .timestamp_millis();
-    // The header has whole seconds: compare with the middle of the call, half a second slack.
+    // The header has whole seconds: compare with the middle of the call, a second's slack.
     let skew = (asked + back) / 2 - theirs;
     Ok(if skew.abs() <= 1000 { 0 } else { skew })
 }
 
-fn redis_aof(url: &str) -> Result<bool, String> {
-    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let mut con = client
-        .get_connection_with_timeout(Duration::from_secs(3))
-        .map_err(|e| e.to_string())?;
+fn redis_aof(url: &str) -> Result<bool, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let mut con = client.get_connection_with_timeout(Duration::from_secs(3))?;
     let answer: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("appendonly")
-        .query(&mut con)
-        .map_err(|e| e.to_string())?;
+        .query(&mut con)?;
     Ok(answer.get(1).is_some_and(|v| v == "yes"))
 }
 

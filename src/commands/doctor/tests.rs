@@ -3,6 +3,15 @@
 use super::*;
 use crate::commands::statusline::Installed;
 
+/// What a check saw (the judgments take any error that displays).
+fn seen<T>(v: T) -> Result<T, &'static str> {
+    Ok(v)
+}
+
+fn failed<T>(why: &'static str) -> Result<T, &'static str> {
+    Err(why)
+}
+
 fn status(version: &str) -> api::Status {
     serde_json::from_value(serde_json::json!({
         "state": "running", "url": "http://127.0.0.1:8317", "version": version, "pid": 42,
@@ -109,13 +118,15 @@ fn each_account_with_its_last_refresh_and_error() {
 #[test]
 fn a_skewed_clock_is_an_error_either_way_and_an_unreachable_authority_a_warning() {
     let base = "https://api.anthropic.com";
-    assert_eq!(judge_clock(base, Ok(0)).level, Level::Ok);
-    assert_eq!(judge_clock(base, Ok(29_000)).level, Level::Ok);
-    let ahead = judge_clock(base, Ok(3_600_000));
+    assert_eq!(judge_clock(base, seen(0)).level, Level::Ok);
+    assert_eq!(judge_clock(base, seen(29_000)).level, Level::Ok);
+    let ahead = judge_clock(base, seen(3_600_000));
     assert_eq!(ahead.level, Level::Error);
     assert!(ahead.text.contains("3600 s ahead of"), "{}", ahead.text);
-    assert!(judge_clock(base, Ok(-90_000)).text.contains("90 s behind"));
-    assert_eq!(judge_clock(base, Err("refused".into())).level, Level::Warn);
+    assert!(judge_clock(base, seen(-90_000))
+        .text
+        .contains("90 s behind"));
+    assert_eq!(judge_clock(base, failed("refused")).level, Level::Warn);
 }
 
 #[test]
@@ -165,19 +176,16 @@ fn a_certificate_in_its_last_month_or_past_its_end() {
 #[test]
 fn remote_redis_and_disk() {
     assert_eq!(
-        judge_remote("https://s:8317", Ok("0.1.0".into())).level,
+        judge_remote("https://s:8317", seen("0.1.0".into())).level,
         Level::Ok
     );
-    let pin = judge_remote(
-        "https://s:8317",
-        Err("certificate fingerprint differs".into()),
-    );
+    let pin = judge_remote("https://s:8317", failed("certificate fingerprint differs"));
     assert_eq!(pin.level, Level::Error);
     assert!(pin.text.contains("fingerprint"));
-    assert_eq!(judge_redis("redis://r", Ok(true)).level, Level::Ok);
-    assert_eq!(judge_redis("redis://r", Ok(false)).level, Level::Warn);
+    assert_eq!(judge_redis("redis://r", seen(true)).level, Level::Ok);
+    assert_eq!(judge_redis("redis://r", seen(false)).level, Level::Warn);
     assert_eq!(
-        judge_redis("redis://r", Err("refused".into())).level,
+        judge_redis("redis://r", failed("refused")).level,
         Level::Error
     );
     let h = Path::new("/h");
