@@ -33,9 +33,69 @@ pub trait Refresher: Send + Sync + 'static {
     fn refresh(&self, account: &str, refresh_token: &Secret) -> BoxFuture<Result<Token, Failure>>;
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("store: {0}")]
-pub struct StoreError(pub String);
+/// Why the store could not do what an actor asked. The causes are kept (shared, so one flush's
+/// outcome can answer every write it carried); the actors only log them and carry on.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed (the actors know no database: its error is kept as it came).
+    #[error("store: the database: {0}")]
+    Database(#[source] Cause),
+    /// A record read back does not decode (damaged, or of a version this build does not read).
+    #[error("store: {what} cannot be read: {source}")]
+    Damaged { what: String, source: Cause },
+    /// A record does not encode.
+    #[error("store: {what} cannot be written: {source}")]
+    Encode { what: String, source: Cause },
+    /// A file of the store (a token file, accounts.json) could not be written or removed.
+    #[error("store: {}: {source}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// The writer task is gone (the daemon is stopping).
+    #[error("store: the store writer stopped")]
+    WriterStopped,
+}
+
+/// The error beneath a `StoreError`.
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
+impl StoreError {
+    /// The database's own error.
+    pub fn database(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        StoreError::Database(e.into().into())
+    }
+
+    /// `what` read back does not decode, for `why`.
+    pub fn damaged(
+        what: impl Into<String>,
+        why: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError::Damaged {
+            what: what.into(),
+            source: why.into().into(),
+        }
+    }
+
+    /// `what` does not encode, for `why`.
+    pub fn encode(
+        what: impl Into<String>,
+        why: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError::Encode {
+            what: what.into(),
+            source: why.into().into(),
+        }
+    }
+
+    /// A file of the store at `path` failed with `e`.
+    pub fn file(path: &std::path::Path, e: std::io::Error) -> StoreError {
+        StoreError::File {
+            path: path.to_path_buf(),
+            source: std::sync::Arc::new(e),
+        }
+    }
+}
 
 /// A token write as the actor starts it: done already (a store that writes in place), or on
 /// its way (a store with a writer of its own, which answers when the token is durable).
@@ -161,5 +221,24 @@ impl Coordinator for Solo {
 
     fn release(&self, _account: &str, _ticket: Ticket, _fatal: bool) -> Soon<Option<Token>> {
         Soon::Now(None)
+    }
+}
+
+#[cfg(test)]
+mod store_error_tests {
+    use super::StoreError;
+    use std::error::Error;
+
+    #[test]
+    fn a_store_error_keeps_its_cause_and_clones_with_it() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "read-only disk");
+        let e = StoreError::file(std::path::Path::new("/h/auth/a.json"), io);
+        assert_eq!(e.to_string(), "store: /h/auth/a.json: read-only disk");
+        let copy = e.clone();
+        let cause = copy.source().expect("the cause is kept");
+        assert_eq!(cause.to_string(), "read-only disk");
+        let db = StoreError::database("disk on fire");
+        assert_eq!(db.source().unwrap().to_string(), "disk on fire");
+        assert!(StoreError::WriterStopped.source().is_none());
     }
 }

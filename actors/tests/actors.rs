@@ -118,7 +118,7 @@ impl Default for MemStore {
 impl Store for MemStore {
     fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError> {
         if self.refuse_tokens.load(Ordering::SeqCst) {
-            return Err(StoreError("disk on fire".into()));
+            return Err(StoreError::database("disk on fire"));
         }
         self.tokens
             .lock()

@@ -66,7 +66,7 @@ impl SledStore {
                 .then(a.email.cmp(&b.email))
         });
 
-        let rec_err = |e: StoreError| OpenError::Record(e.0);
+        let rec_err = OpenError::Record;
         let listed = accounts_file.as_ref().and_then(AccountsFile::claude);
         let mut imported = 0;
         let mut lost_accounts = Vec::new();
@@ -145,10 +145,10 @@ impl SledStore {
             };
             self.accounts
                 .insert(id.as_bytes(), encode(&account))
-                .map_err(|e| OpenError::Record(e.to_string()))?;
+                .map_err(|e| OpenError::Record(StoreError::database(e)))?;
             self.tokens
                 .insert(id.as_bytes(), encode(&rec))
-                .map_err(|e| OpenError::Record(e.to_string()))?;
+                .map_err(|e| OpenError::Record(StoreError::database(e)))?;
             changed = true;
             imported += 1;
         }
@@ -185,19 +185,19 @@ impl SledStore {
             {
                 self.meta
                     .insert(META_DEFAULT, account_key(default).as_bytes())
-                    .map_err(|e| OpenError::Record(e.to_string()))?;
+                    .map_err(|e| OpenError::Record(StoreError::database(e)))?;
                 changed = true;
             }
         }
         if changed {
             self.db
                 .flush()
-                .map_err(|e| OpenError::Record(e.to_string()))?;
+                .map_err(|e| OpenError::Record(StoreError::database(e)))?;
             if self.default_account().map_err(rec_err)?.is_none() {
                 if let Some(first) = self.accounts().map_err(rec_err)?.first() {
                     self.meta
                         .insert(META_DEFAULT, account_key(&first.email).as_bytes())
-                        .map_err(|e| OpenError::Record(e.to_string()))?;
+                        .map_err(|e| OpenError::Record(StoreError::database(e)))?;
                 }
             }
             self.write_accounts_json().map_err(rec_err)?;
@@ -238,8 +238,9 @@ impl SledStore {
                 .find(|a| auth.join(mirror::token_file_name(&a.email)) == file.path);
             match other {
                 Some(other) => write(other)?,
-                None => std::fs::remove_file(&file.path)
-                    .map_err(|e| StoreError(format!("{}: {e}", file.path.display())))?,
+                None => {
+                    std::fs::remove_file(&file.path).map_err(|e| StoreError::file(&file.path, e))?
+                }
             }
             notes.push(format!(
                 "{}: the token file of {} had a name another address could share; it is now {}",

@@ -144,7 +144,7 @@ pub fn write_token_file(
 ) -> Result<(), ccs_actors::ports::StoreError> {
     let path = auth_dir.join(token_file_name(&account.email));
     crate::fsutil::write_private(&path, &TokenFileOut::new(account, rec).to_bytes())
-        .map_err(|e| ccs_actors::ports::StoreError(format!("{}: {e}", path.display())))
+        .map_err(|e| ccs_actors::ports::StoreError::file(&path, e))
 }
 
 impl TokenFileOut<'_> {

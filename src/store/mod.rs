@@ -54,7 +54,7 @@ pub enum OpenError {
         source: sled::Error,
     },
     #[error("{0}")]
-    Record(String),
+    Record(#[from] StoreError),
 }
 
 fn damaged(path: &std::path::Path, file: Option<&std::path::Path>, source: &sled::Error) -> String {
@@ -157,7 +157,7 @@ fn open_db(path: &std::path::Path) -> Result<sled::Db, sled::Error> {
 }
 
 fn db_err(e: sled::Error) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::database(e)
 }
 
 impl SledStore {
@@ -303,7 +303,7 @@ impl SledStore {
         self.tokens
             .get(id.as_bytes())
             .map_err(db_err)?
-            .map(|v| decode(&v).map_err(StoreError))
+            .map(|v| decode(&v).map_err(|e| StoreError::damaged("a record", e)))
             .transpose()
     }
 
@@ -312,7 +312,9 @@ impl SledStore {
             .quota
             .get(id.as_bytes())
             .map_err(db_err)?
-            .map(|v| decode::<QuotaRecord>(&v).map_err(StoreError))
+            .map(|v| {
+                decode::<QuotaRecord>(&v).map_err(|e| StoreError::damaged("a quota record", e))
+            })
             .transpose()?
             .map(|r| Quota::from(&r))
             .unwrap_or_default())
@@ -335,7 +337,9 @@ impl SledStore {
             .meta
             .get(META_POOLS)
             .map_err(db_err)?
-            .map(|v| decode::<PoolsRecord>(&v).map_err(StoreError))
+            .map(|v| {
+                decode::<PoolsRecord>(&v).map_err(|e| StoreError::damaged("the pools record", e))
+            })
             .transpose()?
             .map(|r| r.pools)
             .unwrap_or_default())
@@ -425,7 +429,8 @@ impl SledStore {
     /// What the daemon keeps across a restart for its status: recent hop events and request
     /// counts (an opaque JSON value of the daemon's). Batched: a crash loses the last minutes.
     pub fn set_recent(&self, recent: &records::RecentRecord) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(recent).map_err(|e| StoreError(e.to_string()))?;
+        let bytes = serde_json::to_vec(recent)
+            .map_err(|e| StoreError::encode("the recent counts record", e))?;
         self.meta.insert(META_RECENT, bytes).map_err(db_err)?;
         Ok(())
     }
@@ -436,7 +441,7 @@ impl SledStore {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
-                .map_err(|e| StoreError(format!("the recent counts record cannot be read: {e}"))),
+                .map_err(|e| StoreError::damaged("the recent counts record", e)),
         }
     }
 
@@ -485,7 +490,7 @@ impl SledStore {
         match std::fs::remove_file(&file) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError(format!("{}: {e}", file.display()))),
+            Err(e) => return Err(StoreError::file(&file, e)),
         }
         self.write_accounts_json()?;
         Ok(true)
@@ -537,8 +542,7 @@ impl SledStore {
         };
         let path = self.paths.accounts_json();
         let _guard = self.mirror_lock.lock().unwrap_or_else(|p| p.into_inner());
-        fsutil::write_private(&path, &file.to_bytes())
-            .map_err(|e| StoreError(format!("{}: {e}", path.display())))
+        fsutil::write_private(&path, &file.to_bytes()).map_err(|e| StoreError::file(&path, e))
     }
 
     fn next_order(&self) -> Result<u64, StoreError> {
@@ -576,7 +580,9 @@ fn accounts_in(tree: &sled::Tree) -> Result<Vec<Account>, StoreError> {
     let mut out = Vec::new();
     for kv in tree.iter() {
         let (_, v) = kv.map_err(db_err)?;
-        out.push(decode::<AccountRecord>(&v).map_err(StoreError)?);
+        out.push(
+            decode::<AccountRecord>(&v).map_err(|e| StoreError::damaged("an account record", e))?,
+        );
     }
     out.sort_by_key(|a| (a.order, a.email.clone()));
     Ok(out)
@@ -585,7 +591,7 @@ fn accounts_in(tree: &sled::Tree) -> Result<Vec<Account>, StoreError> {
 fn account_in(tree: &sled::Tree, id: &str) -> Result<Option<Account>, StoreError> {
     tree.get(id.as_bytes())
         .map_err(db_err)?
-        .map(|v| decode(&v).map_err(StoreError))
+        .map(|v| decode(&v).map_err(|e| StoreError::damaged("a record", e)))
         .transpose()
 }
 
@@ -593,7 +599,8 @@ fn bindings_in(tree: &sled::Tree) -> Result<Vec<(String, Binding)>, StoreError> 
     let mut out = Vec::new();
     for kv in tree.iter() {
         let (k, v) = kv.map_err(db_err)?;
-        let r: BindingRecord = decode(&v).map_err(StoreError)?;
+        let r: BindingRecord =
+            decode(&v).map_err(|e| StoreError::damaged("a session binding", e))?;
         out.push((String::from_utf8_lossy(&k).into_owned(), Binding::from(&r)));
     }
     Ok(out)

@@ -178,19 +178,26 @@ pub struct PoolsRecord {
     pub pools: BTreeMap<String, Vec<String>>,
 }
 
+/// Why a record does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("record version {found}; this build reads version {reads} (upgrade ccs)")]
+    Version { found: u32, reads: u32 },
+}
+
 /// Decodes a record, refusing versions this build does not know.
-pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, RecordError> {
     #[derive(Deserialize)]
     struct Version {
         v: u32,
     }
-    let Version { v } = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let Version { v } = serde_json::from_slice(bytes)?;
     if v != V {
-        return Err(format!(
-            "record version {v}; this build reads version {V} (upgrade ccs)"
-        ));
+        return Err(RecordError::Version { found: v, reads: V });
     }
-    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    Ok(serde_json::from_slice(bytes)?)
 }
 
 pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {

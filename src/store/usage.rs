@@ -19,7 +19,7 @@ impl SledStore {
                 let key: [u8; 8] = k
                     .as_ref()
                     .try_into()
-                    .map_err(|_| StoreError("a usage key is not 8 bytes".into()))?;
+                    .map_err(|_| StoreError::damaged("a usage key", "not 8 bytes"))?;
                 Ok((u64::from_be_bytes(key), v.to_vec()))
             })
             .collect()
@@ -96,7 +96,7 @@ impl SledStore {
         session: &str,
         r: &super::records::ThinkingRecord,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(r).map_err(|e| StoreError(e.to_string()))?;
+        let bytes = serde_json::to_vec(r).map_err(|e| StoreError::encode("a usage hour", e))?;
         self.thinking.insert(session, bytes).map_err(db_err)?;
         Ok(())
     }

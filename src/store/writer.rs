@@ -304,7 +304,7 @@ impl Writer {
 }
 
 fn stopped() -> StoreError {
-    StoreError("the store writer stopped".into())
+    StoreError::WriterStopped
 }
 
 impl Drop for Writer {
@@ -393,12 +393,7 @@ fn run(disk: Disk, rx: mpsc::Receiver<Job>) {
             Ok(())
         };
         // Every reply carries the flush's outcome: a copy per caller.
-        let flush_result = || {
-            flushed
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| StoreError(e.0.clone()))
-        };
+        let flush_result = || flushed.as_ref().map(|_| ()).map_err(StoreError::clone);
         for (reply, r) in done {
             reply.send(r.and_then(|()| flush_result()));
         }
@@ -430,7 +425,7 @@ impl Disk {
         self.accounts
             .get(id.as_bytes())
             .map_err(db_err)?
-            .map(|v| decode(&v).map_err(StoreError))
+            .map(|v| decode(&v).map_err(|e| StoreError::damaged("a token record", e)))
             .transpose()
     }
 
