@@ -16,14 +16,27 @@ impl fmt::Debug for Span {
     }
 }
 
+/// Why a duration or a size in config.yaml does not read.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("{0:?} is not a duration (try 300, 300s, 5m or 1h)")]
+    NotADuration(String),
+    #[error("unknown unit {unit:?} in {value:?} (use ms, s, m, h or d)")]
+    DurationUnit { unit: String, value: String },
+    #[error("{0:?} is not a size (try 33554432 or 32MiB)")]
+    NotASize(String),
+    #[error("unknown unit {unit:?} in {value:?} (use KiB, MiB or GiB)")]
+    SizeUnit { unit: String, value: String },
+}
+
 impl Span {
-    pub fn parse(s: &str) -> Result<Span, String> {
+    pub fn parse(s: &str) -> Result<Span, ValueError> {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: u64 = num
             .parse()
-            .map_err(|_| format!("{s:?} is not a duration (try 300, 300s, 5m or 1h)"))?;
+            .map_err(|_| ValueError::NotADuration(s.to_string()))?;
         let d = match unit.trim() {
             "" | "s" => Duration::from_secs(n),
             "ms" => Duration::from_millis(n),
@@ -31,9 +44,10 @@ impl Span {
             "h" => Duration::from_secs(n * 3600),
             "d" => Duration::from_secs(n * 86_400),
             u => {
-                return Err(format!(
-                    "unknown unit {u:?} in {s:?} (use ms, s, m, h or d)"
-                ))
+                return Err(ValueError::DurationUnit {
+                    unit: u.to_string(),
+                    value: s.to_string(),
+                })
             }
         };
         Ok(Span(d))
@@ -72,13 +86,13 @@ pub fn words(d: Duration) -> String {
 pub struct Size(pub u64);
 
 impl Size {
-    pub fn parse(s: &str) -> Result<Size, String> {
+    pub fn parse(s: &str) -> Result<Size, ValueError> {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: u64 = num
             .parse()
-            .map_err(|_| format!("{s:?} is not a size (try 33554432 or 32MiB)"))?;
+            .map_err(|_| ValueError::NotASize(s.to_string()))?;
         let mult = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kib" | "k" => 1 << 10,
@@ -87,7 +101,12 @@ impl Size {
             "kb" => 1_000,
             "mb" => 1_000_000,
             "gb" => 1_000_000_000,
-            u => return Err(format!("unknown unit {u:?} in {s:?} (use KiB, MiB or GiB)")),
+            u => {
+                return Err(ValueError::SizeUnit {
+                    unit: u.to_string(),
+                    value: s.to_string(),
+                })
+            }
         };
         Ok(Size(n.saturating_mul(mult)))
     }

@@ -121,8 +121,8 @@ fn model_name_ok(m: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._:@/".contains(&b))
 }
 
-fn head_of(body: &[u8]) -> Result<Head, String> {
-    serde_json::from_slice::<Head>(body).map_err(|e| e.to_string())
+fn head_of(body: &[u8]) -> Result<Head, serde_json::Error> {
+    serde_json::from_slice::<Head>(body)
 }
 
 fn beta_with_oauth(h: &HeaderMap) -> String {

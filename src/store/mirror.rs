@@ -182,18 +182,37 @@ const EXPIRY_KEYS: &[&str] = &[
     "expires",
 ];
 
-pub fn read_token_file(path: &Path) -> Result<TokenFileIn, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON: {e}"))?;
-    let obj = v.as_object().ok_or("not a JSON object")?;
+/// Why a token file of the tool ccs replaces does not read.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("cannot read: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("type is {0:?}, expected \"claude\"")]
+    NotClaude(String),
+    #[error("no {0}")]
+    Missing(&'static str),
+    #[error("no email, and the file name does not carry one")]
+    NoEmail,
+    #[error("no readable expiry (expiry_date, expired, expires_at, …)")]
+    NoExpiry,
+}
+
+pub fn read_token_file(path: &Path) -> Result<TokenFileIn, TokenFileError> {
+    let bytes = std::fs::read(path)?;
+    let v: Value = serde_json::from_slice(&bytes)?;
+    let obj = v.as_object().ok_or(TokenFileError::NotAnObject)?;
     if let Some(kind) = obj.get("type").and_then(Value::as_str) {
         if kind != "claude" {
-            return Err(format!("type is {kind:?}, expected \"claude\""));
+            return Err(TokenFileError::NotClaude(kind.to_string()));
         }
     }
     let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
-    let access_token = text("access_token").ok_or("no access_token")?;
-    let refresh_token = text("refresh_token").ok_or("no refresh_token")?;
+    let access_token = text("access_token").ok_or(TokenFileError::Missing("access_token"))?;
+    let refresh_token = text("refresh_token").ok_or(TokenFileError::Missing("refresh_token"))?;
     let email = match text("email") {
         Some(e) => e,
         None => path
@@ -203,12 +222,12 @@ pub fn read_token_file(path: &Path) -> Result<TokenFileIn, String> {
             .and_then(|n| n.strip_suffix(".json"))
             .map(decoded)
             .filter(|e| e.contains('@'))
-            .ok_or("no email, and the file name does not carry one")?,
+            .ok_or(TokenFileError::NoEmail)?,
     };
     let expires_at_ms = EXPIRY_KEYS
         .iter()
         .find_map(|k| obj.get(*k).and_then(parse_time))
-        .ok_or("no readable expiry (expiry_date, expired, expires_at, …)")?;
+        .ok_or(TokenFileError::NoExpiry)?;
     let modified_ms = std::fs::metadata(path)
         .and_then(|m| m.modified())
         .ok()
