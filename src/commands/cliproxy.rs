@@ -46,7 +46,7 @@ pub fn ensure_running(paths: &Paths, config: &Config) -> Result<Client> {
 /// `ensure_running` for an endpoint already resolved.
 pub fn connect(endpoint: &Endpoint, paths: &Paths, config: &Config) -> Result<Client> {
     if endpoint.remote {
-        endpoint.probe().map_err(anyhow::Error::msg)?;
+        endpoint.probe()?;
     } else {
         daemon::start_background(paths, config)?;
     }
@@ -105,7 +105,7 @@ pub fn status(json_out: bool) -> Result<()> {
     let which = if endpoint.remote { "remote" } else { "local" };
     let probe = match endpoint.probe() {
         Ok(p) => p,
-        Err(why) if endpoint.remote => anyhow::bail!(why),
+        Err(why) if endpoint.remote => return Err(why.into()),
         Err(_) => {
             // A stale pid file goes with this look; a daemon moved since config.yaml changed
             // is named.

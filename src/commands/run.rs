@@ -171,7 +171,7 @@ pub fn launch_pool(
 ) -> Result<()> {
     let endpoint = Endpoint::resolve(paths, config)?;
     if endpoint.remote {
-        endpoint.probe().map_err(anyhow::Error::msg)?;
+        endpoint.probe()?;
         if endpoint.client_key.is_empty() {
             bail!(
                 "{} needs your client key: pass --proxy-auth-token, set CCS_PROXY_AUTH_TOKEN, or \

@@ -20,6 +20,42 @@ use crate::tls::{Fingerprint, Seen, Trust};
 
 pub use probe::{get, healthz, Probe};
 
+/// Why a daemon did not answer its `/healthz`, in the terms of what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// How to trust it could not be set up (a CA file that does not read, …).
+    #[error("{0:#}")]
+    Trust(anyhow::Error),
+    #[error(
+        "cannot reach {daemon}: it answers plain HTTP, not HTTPS: use --proxy-protocol http \
+         (or protocol: http), or have its owner serve HTTPS (`ccs cliproxy cert`)"
+    )]
+    PlainHttp { daemon: String },
+    #[error(
+        "cannot reach {daemon}: nothing listens there. Is its daemon running (`ccs cliproxy \
+         status` on the server), and are host and port right?"
+    )]
+    NothingListens { daemon: String },
+    #[error(
+        "refusing {url}: {text}. It is not the server you pinned, or its certificate was made \
+         anew: check with its owner, then pin the fingerprint `ccs cliproxy cert` printed \
+         (--proxy-fingerprint or cliproxy_server.remote.fingerprint)"
+    )]
+    NotPinned { url: String, text: String },
+    #[error(
+        "refusing {url}: its certificate is not trusted here ({text}). Pin it with \
+         --proxy-fingerprint (or cliproxy_server.remote.fingerprint), or name its CA with \
+         --proxy-ca-cert"
+    )]
+    Untrusted { url: String, text: String },
+    #[error("cannot reach {daemon}: {text}")]
+    Unreachable {
+        daemon: String,
+        text: String,
+        source: std::io::Error,
+    },
+}
+
 /// The `--proxy-*` flags (and their `CCS_PROXY_*` variables) of this run, set once by `main`.
 #[derive(Clone, Debug, Default, clap::Args)]
 #[command(next_help_heading = "Remote daemon (team mode)")]
@@ -224,48 +260,34 @@ impl Endpoint {
     /// handshake), or why it cannot be reached, in words. A remote's certificate is checked
     /// here, before anything is sent to it; this machine's own daemon is only asked whether it
     /// is up (it may still serve a certificate renewed on disk since: its management calls pin).
-    pub fn probe(&self) -> std::result::Result<Probe, String> {
+    pub fn probe(&self) -> std::result::Result<Probe, ProbeError> {
         let tls = match (&self.trust, self.remote) {
             (None, _) => None,
-            (Some(_), true) => self.tls_config().map_err(|e| format!("{e:#}"))?,
-            (Some(_), false) => Some(crate::tls::liveness_config().map_err(|e| format!("{e:#}"))?),
+            (Some(_), true) => self.tls_config().map_err(ProbeError::Trust)?,
+            (Some(_), false) => Some(crate::tls::liveness_config().map_err(ProbeError::Trust)?),
         };
-        probe::healthz(&self.url, tls).map_err(|e| self.unreachable(&e))
+        probe::healthz(&self.url, tls).map_err(|e| self.unreachable(e))
     }
 
-    fn unreachable(&self, e: &std::io::Error) -> String {
+    /// Why `e` kept the daemon from answering, in the terms of what to do.
+    fn unreachable(&self, e: std::io::Error) -> ProbeError {
         let text = e.to_string().replace("unexpected error: ", "");
+        let (url, daemon) = (self.url.clone(), self.describe());
         if text.contains("InvalidContentType") || text.contains("corrupt message") {
-            return format!(
-                "cannot reach {}: it answers plain HTTP, not HTTPS: use --proxy-protocol http \
-                 (or protocol: http), or have its owner serve HTTPS (`ccs cliproxy cert`)",
-                self.describe()
-            );
+            ProbeError::PlainHttp { daemon }
+        } else if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            ProbeError::NothingListens { daemon }
+        } else if text.contains("not the pinned") {
+            ProbeError::NotPinned { url, text }
+        } else if text.contains("certificate") || text.contains("Certificate") {
+            ProbeError::Untrusted { url, text }
+        } else {
+            ProbeError::Unreachable {
+                daemon,
+                text,
+                source: e,
+            }
         }
-        if e.kind() == std::io::ErrorKind::ConnectionRefused {
-            return format!(
-                "cannot reach {}: nothing listens there. Is its daemon running (`ccs cliproxy \
-                 status` on the server), and are host and port right?",
-                self.describe()
-            );
-        }
-        if text.contains("not the pinned") {
-            return format!(
-                "refusing {}: {text}. It is not the server you pinned, or its certificate was \
-                 made anew: check with its owner, then pin the fingerprint `ccs cliproxy cert` \
-                 printed (--proxy-fingerprint or cliproxy_server.remote.fingerprint)",
-                self.url
-            );
-        }
-        if text.contains("certificate") || text.contains("Certificate") {
-            return format!(
-                "refusing {}: its certificate is not trusted here ({text}). Pin it with \
-                 --proxy-fingerprint (or cliproxy_server.remote.fingerprint), or name its CA \
-                 with --proxy-ca-cert",
-                self.url
-            );
-        }
-        format!("cannot reach {}: {text}", self.describe())
     }
 
     /// A PEM file Node.js (Claude Code) can take in `NODE_EXTRA_CA_CERTS` to trust this
