@@ -139,6 +139,12 @@ pub struct SelfSigned {
     pub fingerprint: Fingerprint,
 }
 
+/// Whole days from now until a certificate's end `ends` (RFC 3339); negative once it passed.
+pub fn days_left(ends: &str) -> Option<i64> {
+    let t = chrono::DateTime::parse_from_rfc3339(ends).ok()?;
+    Some((t.timestamp() - chrono::Utc::now().timestamp()).div_euclid(86_400))
+}
+
 /// How long a certificate `self_signed` makes is valid.
 pub const SELF_SIGNED_DAYS: u64 = 365;
 /// How long before its end a certificate is warned of.

@@ -212,7 +212,7 @@ pub fn status(json_out: bool) -> Result<()> {
         outln!("at start     {note}");
     }
     if let Some(ends) = &s.certificate_expires {
-        match crate::commands::doctor::cert_days_left(ends) {
+        match crate::tls::days_left(ends) {
             Some(d) if d < crate::tls::RENEW_WITHIN_DAYS as i64 => outln!(
                 "certificate   ends {ends} ({}): renew it with `ccs cliproxy cert \
                  --self-signed HOST… --force` (clients pin the new fingerprint), then \

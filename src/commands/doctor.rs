@@ -343,12 +343,6 @@ pub fn judge_redis(url: &str, seen: Result<bool, impl std::fmt::Display>) -> Fin
     }
 }
 
-/// Whole days from now until `ends` (RFC 3339); negative once it has passed.
-pub fn cert_days_left(ends: &str) -> Option<i64> {
-    let t = chrono::DateTime::parse_from_rfc3339(ends).ok()?;
-    Some((t.timestamp() - crate::commands::now_ms() as i64 / 1000).div_euclid(86_400))
-}
-
 /// The certificate the daemon serves: its last month is warned of, its end an error.
 pub fn judge_cert(ends: &str, days_left: Option<i64>) -> Finding {
     let fix = "ccs cliproxy cert --self-signed HOST… --force, then ccs cliproxy restart (the \
@@ -516,7 +510,7 @@ pub fn findings(paths: &Paths, config: &Config) -> Vec<Finding> {
             out.push(judge_daemon(&seen, env!("CARGO_PKG_VERSION"), &configured));
             if let DaemonSeen::Up { status } = &seen {
                 if let Some(ends) = &status.certificate_expires {
-                    out.push(judge_cert(ends, cert_days_left(ends)));
+                    out.push(judge_cert(ends, crate::tls::days_left(ends)));
                 }
                 if let Ok(accounts) = crate::commands::cliproxy::ensure_running(paths, config)
                     .and_then(|c| c.accounts())

@@ -170,7 +170,7 @@ fn a_certificate_in_its_last_month_or_past_its_end() {
         .contains("--self-signed"));
     let in_ten_days =
         crate::store::mirror::rfc3339(crate::commands::now_ms() + 10 * 86_400_000 + 60_000);
-    assert_eq!(cert_days_left(&in_ten_days), Some(10));
+    assert_eq!(crate::tls::days_left(&in_ten_days), Some(10));
 }
 
 #[test]
