@@ -629,3 +629,29 @@ fn a_database_that_lost_an_account_and_a_pool_says_so_and_takes_them_back() {
         "alice came back with her token"
     );
 }
+
+/// Issue 30 item 4: every write after open goes through the store writer, in the order it was
+/// asked for: batched writes (a small record) queued before a durable one (the client keys)
+/// are read back in that order once the durable one has answered, and survive a reopen.
+#[test]
+fn batched_and_durable_writes_go_one_way_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::at(dir.path().join("ccs"));
+    let c = clock();
+    let store = open(&paths, &c).unwrap();
+    store.set_meta("probe", b"first").unwrap();
+    store.set_meta("probe", b"second").unwrap();
+    store.set_client_keys(b"[]").unwrap();
+    assert_eq!(
+        store.meta_value("probe").unwrap().as_deref(),
+        Some(&b"second"[..]),
+        "the batched writes ran before the durable one answered, in order"
+    );
+    drop(store);
+    let again = open(&paths, &c).unwrap();
+    assert_eq!(
+        again.meta_value("probe").unwrap().as_deref(),
+        Some(&b"second"[..])
+    );
+    assert_eq!(again.client_keys().unwrap().as_deref(), Some(&b"[]"[..]));
+}

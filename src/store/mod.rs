@@ -352,13 +352,15 @@ impl SledStore {
         let id = account_key(&account.email);
         let rec = encode(account);
         let (accounts, meta) = (self.accounts.clone(), self.meta.clone());
-        self.writer.apply_blocking(move || {
-            accounts.insert(id.as_bytes(), rec).map_err(db_err)?;
-            if meta.get(META_DEFAULT).map_err(db_err)?.is_none() {
-                meta.insert(META_DEFAULT, id.as_bytes()).map_err(db_err)?;
-            }
-            Ok(())
-        })?;
+        self.writer
+            .apply(move || {
+                accounts.insert(id.as_bytes(), rec).map_err(db_err)?;
+                if meta.get(META_DEFAULT).map_err(db_err)?.is_none() {
+                    meta.insert(META_DEFAULT, id.as_bytes()).map_err(db_err)?;
+                }
+                Ok(())
+            })
+            .wait()?;
         self.write_accounts_json()
     }
 
@@ -375,17 +377,19 @@ impl SledStore {
         let accounts = self.accounts.clone();
         let updated = Arc::new(Mutex::new(None));
         let out = updated.clone();
-        self.writer.apply_blocking(move || {
-            let Some(mut a) = account_in(&accounts, &key)? else {
-                return Ok(());
-            };
-            change(&mut a);
-            accounts
-                .insert(key.as_bytes(), encode(&a))
-                .map_err(db_err)?;
-            *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(a);
-            Ok(())
-        })?;
+        self.writer
+            .apply(move || {
+                let Some(mut a) = account_in(&accounts, &key)? else {
+                    return Ok(());
+                };
+                change(&mut a);
+                accounts
+                    .insert(key.as_bytes(), encode(&a))
+                    .map_err(db_err)?;
+                *out.lock().unwrap_or_else(|p| p.into_inner()) = Some(a);
+                Ok(())
+            })
+            .wait()?;
         let updated = updated.lock().unwrap_or_else(|p| p.into_inner()).take();
         if updated.is_some() {
             self.write_accounts_json()?;
@@ -395,11 +399,13 @@ impl SledStore {
 
     pub fn set_default(&self, id: &str) -> Result<(), StoreError> {
         let (meta, id) = (self.meta.clone(), id.to_string());
-        self.writer.apply_blocking(move || {
-            meta.insert(META_DEFAULT, id.as_bytes())
-                .map(|_| ())
-                .map_err(db_err)
-        })?;
+        self.writer
+            .apply(move || {
+                meta.insert(META_DEFAULT, id.as_bytes())
+                    .map(|_| ())
+                    .map_err(db_err)
+            })
+            .wait()?;
         self.write_accounts_json()
     }
 
@@ -422,17 +428,21 @@ impl SledStore {
         };
         let (meta, bytes) = (self.meta.clone(), encode(&rec));
         self.writer
-            .apply_blocking(move || meta.insert(META_POOLS, bytes).map(|_| ()).map_err(db_err))?;
+            .apply(move || meta.insert(META_POOLS, bytes).map(|_| ()).map_err(db_err))
+            .wait()?;
         self.write_accounts_json()
     }
 
     /// What the daemon keeps across a restart for its status: recent hop events and request
-    /// counts (an opaque JSON value of the daemon's). Batched: a crash loses the last minutes.
+    /// counts. Batched through the writer: saved every sweep and at a clean stop (whose last
+    /// flush comes after it), so a crash loses the minutes since the last sweep.
     pub fn set_recent(&self, recent: &records::RecentRecord) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(recent)
             .map_err(|e| StoreError::encode("the recent counts record", e))?;
-        self.meta.insert(META_RECENT, bytes).map_err(db_err)?;
-        Ok(())
+        let meta = self.meta.clone();
+        self.writer.batched("the recent counts record", move || {
+            meta.insert(META_RECENT, bytes).map(|_| ()).map_err(db_err)
+        })
     }
 
     /// The last run's recent record; one that cannot be read is an error naming why.
@@ -461,28 +471,32 @@ impl SledStore {
             self.meta.clone(),
         );
         let key = id.to_string();
-        self.writer.apply_blocking(move || {
-            let (accounts, tokens, quota, affinity, meta) = trees;
-            accounts.remove(key.as_bytes()).map_err(db_err)?;
-            tokens.remove(key.as_bytes()).map_err(db_err)?;
-            quota.remove(key.as_bytes()).map_err(db_err)?;
-            for (session, b) in bindings_in(&affinity)? {
-                if *b.account == *key {
-                    affinity.remove(session.as_bytes()).map_err(db_err)?;
+        self.writer
+            .apply(move || {
+                let (accounts, tokens, quota, affinity, meta) = trees;
+                accounts.remove(key.as_bytes()).map_err(db_err)?;
+                tokens.remove(key.as_bytes()).map_err(db_err)?;
+                quota.remove(key.as_bytes()).map_err(db_err)?;
+                for (session, b) in bindings_in(&affinity)? {
+                    if *b.account == *key {
+                        affinity.remove(session.as_bytes()).map_err(db_err)?;
+                    }
                 }
-            }
-            if meta.get(META_DEFAULT).map_err(db_err)?.as_deref() == Some(key.as_bytes()) {
-                match accounts_in(&accounts)?.first() {
-                    Some(next) => meta.insert(META_DEFAULT, account_key(&next.email).as_bytes()),
-                    None => meta.remove(META_DEFAULT),
+                if meta.get(META_DEFAULT).map_err(db_err)?.as_deref() == Some(key.as_bytes()) {
+                    match accounts_in(&accounts)?.first() {
+                        Some(next) => {
+                            meta.insert(META_DEFAULT, account_key(&next.email).as_bytes())
+                        }
+                        None => meta.remove(META_DEFAULT),
+                    }
+                    .map_err(db_err)?;
                 }
-                .map_err(db_err)?;
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })
+            .wait()?;
         // The writer answers before it writes a batch's mirror files: wait for those too, so
         // a token file written for a token queued before cannot outlive this removal.
-        self.writer.barrier()?;
+        self.writer.barrier().wait()?;
         let file = self
             .paths
             .auth_dir()

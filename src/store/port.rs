@@ -8,46 +8,51 @@ use super::*;
 impl ports::Store for SledStore {
     fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError> {
         self.writer
-            .token_blocking(account, TokenRecord::new(token, self.now()))
+            .token(account, TokenRecord::new(token, self.now()))
+            .wait()
     }
 
     fn persist_token(&self, account: &str, token: &Token) -> ports::Persisting {
         ports::Persisting::Pending(
             self.writer
-                .token_later(account, TokenRecord::new(token, self.now())),
+                .token(account, TokenRecord::new(token, self.now()))
+                .later(),
         )
     }
 
     fn save_refresh_intent(&self, account: &str, refresh: &Secret) -> Result<(), StoreError> {
         self.writer
-            .intent_blocking(account, ports::fingerprint(refresh))
+            .intent(account, ports::fingerprint(refresh))
+            .wait()
     }
 
     fn persist_refresh_intent(&self, account: &str, refresh: &Secret) -> ports::Persisting {
         ports::Persisting::Pending(
             self.writer
-                .intent_later(account, ports::fingerprint(refresh)),
+                .intent(account, ports::fingerprint(refresh))
+                .later(),
         )
     }
 
     fn save_dead(&self, account: &str) -> Result<(), StoreError> {
         // Through the writer: after every token write queued before it.
-        self.writer.dead_blocking(account)
+        self.writer.dead(account).wait()
     }
 
     fn persist_dead(&self, account: &str) -> ports::Persisting {
-        ports::Persisting::Pending(self.writer.dead_later(account))
+        ports::Persisting::Pending(self.writer.dead(account).later())
     }
 
     fn save_quota(&self, account: &str, quota: &Quota, durable: bool) -> Result<(), StoreError> {
         self.writer
-            .quota_blocking(account, QuotaRecord::from(quota), durable)
+            .quota(account, QuotaRecord::from(quota), durable)
+            .wait()
     }
 
     fn persist_quota(&self, account: &str, quota: &Quota, durable: bool) -> ports::Persisting {
         let rec = QuotaRecord::from(quota);
         if durable {
-            ports::Persisting::Pending(self.writer.quota_later(account, rec))
+            ports::Persisting::Pending(self.writer.quota(account, rec, true).later())
         } else {
             ports::Persisting::Done(self.writer.quota_batched(account, rec))
         }
@@ -73,12 +78,12 @@ impl SledStore {
     /// Waits until every token write queued so far is durable and its mirror file written
     /// (the mirror follows the durable write; other tools reading it see it a moment later).
     pub fn sync_mirror(&self) -> Result<(), StoreError> {
-        self.writer.barrier()
+        self.writer.barrier().wait()
     }
 
     /// Writes everything to disk (the daemon calls it at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.writer.barrier()?;
+        self.writer.barrier().wait()?;
         self.db.flush().map_err(db_err).map(|_| ())
     }
 }

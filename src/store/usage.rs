@@ -33,14 +33,17 @@ impl SledStore {
         hours: &[(u64, Vec<u8>)],
         keep_from: u64,
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for (hour, bytes) in hours {
-            batch.insert(&hour.to_be_bytes(), bytes.as_slice());
-        }
-        for old in self.usage.range(..keep_from.to_be_bytes()).keys() {
-            batch.remove(old.map_err(db_err)?);
-        }
-        self.usage.apply_batch(batch).map_err(db_err)
+        let (tree, hours) = (self.usage.clone(), hours.to_vec());
+        self.writer.batched("the usage hours", move || {
+            let mut batch = sled::Batch::default();
+            for (hour, bytes) in &hours {
+                batch.insert(&hour.to_be_bytes(), bytes.as_slice());
+            }
+            for old in tree.range(..keep_from.to_be_bytes()).keys() {
+                batch.remove(old.map_err(db_err)?);
+            }
+            tree.apply_batch(batch).map_err(db_err)
+        })
     }
 
     /// The client keys the daemon made (a JSON list of names and digests).
@@ -55,9 +58,10 @@ impl SledStore {
     /// Replaces the client keys the daemon made; flushed, since a revoked key must stay
     /// revoked across a crash.
     pub fn set_client_keys(&self, bytes: &[u8]) -> Result<(), StoreError> {
-        self.meta.insert(META_CLIENTS, bytes).map_err(db_err)?;
-        self.db.flush().map_err(db_err)?;
-        Ok(())
+        let (meta, bytes) = (self.meta.clone(), bytes.to_vec());
+        self.writer
+            .apply(move || meta.insert(META_CLIENTS, bytes).map(|_| ()).map_err(db_err))
+            .wait()
     }
 
     /// A small record of the `meta` tree (`key` names it).
@@ -65,11 +69,12 @@ impl SledStore {
         Ok(self.meta.get(key).map_err(db_err)?.map(|v| v.to_vec()))
     }
 
-    /// Writes a small record of the `meta` tree; it rides sled's next batched flush (what it
-    /// holds can be learned again).
-    pub fn set_meta(&self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        self.meta.insert(key, bytes).map_err(db_err)?;
-        Ok(())
+    /// Writes a small record of the `meta` tree, batched (what it holds can be learned again).
+    pub fn set_meta(&self, key: &'static str, bytes: &[u8]) -> Result<(), StoreError> {
+        let (meta, bytes) = (self.meta.clone(), bytes.to_vec());
+        self.writer.batched(key, move || {
+            meta.insert(key, bytes).map(|_| ()).map_err(db_err)
+        })
     }
 
     /// Every conversation's thinking record; a record that cannot be read is named in the log
@@ -96,14 +101,19 @@ impl SledStore {
         session: &str,
         r: &super::records::ThinkingRecord,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(r).map_err(|e| StoreError::encode("a usage hour", e))?;
-        self.thinking.insert(session, bytes).map_err(db_err)?;
-        Ok(())
+        let bytes =
+            serde_json::to_vec(r).map_err(|e| StoreError::encode("a thinking record", e))?;
+        let (tree, session) = (self.thinking.clone(), session.to_string());
+        self.writer.batched("a thinking record", move || {
+            tree.insert(session, bytes).map(|_| ()).map_err(db_err)
+        })
     }
 
     pub fn remove_thinking(&self, session: &str) -> Result<(), StoreError> {
-        self.thinking.remove(session).map_err(db_err)?;
-        Ok(())
+        let (tree, session) = (self.thinking.clone(), session.to_string());
+        self.writer.batched("a thinking record's removal", move || {
+            tree.remove(session).map(|_| ()).map_err(db_err)
+        })
     }
 
     /// Bytes the database takes on disk.

@@ -1,6 +1,9 @@
-//! The store writer: one thread that is the only path for every write (the actors' tokens,
-//! refresh intents, dead flags, quota and session bindings; the management API's accounts,
-//! pools and default), so they reach disk in the order they were asked for (a logout can never
+//! The store writer: one thread that is the only path for every write once the store is open
+//! (the actors' tokens, refresh intents, dead flags, quota and session bindings; the
+//! management API's accounts, pools and default; the client keys; the batched records that can
+//! be learned again: usage hours, thinking provenance, recent counts, learned models), one
+//! method per write returning a `Write` whose `wait` or `later` says how its caller waits for
+//! it, so they reach disk in the order they were asked for (a logout can never
 //! be overtaken by an older token, a pause never undone by a concurrent update of the same
 //! record) and never on an actor's thread or an HTTP worker. Group-committed: whatever is queued when the thread wakes is
 //! written, and if any of it must be durable (a token, an intent, a dead flag, a quota limit,
@@ -71,6 +74,12 @@ enum Job {
     },
     /// Bindings to forget (batched; nobody waits).
     Unbind(Vec<String>),
+    /// A write that may be learned again (usage hours, thinking provenance, small records):
+    /// run here in order, batched; nobody waits, and a failure is logged.
+    Batched {
+        what: &'static str,
+        apply: Box<dyn FnOnce() -> Result<(), StoreError> + Send>,
+    },
     /// A management write (accounts, pools, the default): run here, in order with every other
     /// write, and flushed before the reply.
     Apply {
@@ -91,8 +100,28 @@ impl Job {
             | Job::Apply { .. }
             | Job::Barrier(_) => true,
             Job::Quota { durable, .. } => *durable,
-            Job::Binding { .. } | Job::Unbind(_) => false,
+            Job::Binding { .. } | Job::Unbind(_) | Job::Batched { .. } => false,
         }
+    }
+}
+
+/// One write, queued once its caller says how it waits for its durability: `wait` blocks
+/// (never on the actors' thread), `later` is the future of it (what the actors take).
+#[must_use = "a write is queued only by `wait` or `later`"]
+pub struct Write<'a> {
+    writer: &'a Writer,
+    make: Box<dyn FnOnce(Reply) -> Job + Send>,
+}
+
+impl Write<'_> {
+    /// Queues the write and waits until it is durable.
+    pub fn wait(self) -> Result<(), StoreError> {
+        self.writer.blocking(self.make)
+    }
+
+    /// Queues the write; the future answers once it is durable.
+    pub fn later(self) -> BoxFuture<Result<(), StoreError>> {
+        self.writer.later(self.make)
     }
 }
 
@@ -145,6 +174,15 @@ impl Writer {
             .map_err(|_| stopped())
     }
 
+    /// A write of the job `make` builds around a reply, queued when its caller says how it
+    /// waits.
+    fn write(&self, make: impl FnOnce(Reply) -> Job + Send + 'static) -> Write<'_> {
+        Write {
+            writer: self,
+            make: Box::new(make),
+        }
+    }
+
     /// Queues the job `make` builds around a reply, and waits for that reply. Never on the
     /// actors' thread (`mark_actors_thread`): a debug build panics there, so a test that
     /// reaches such a wait fails, and a release build logs it.
@@ -170,99 +208,45 @@ impl Writer {
         })
     }
 
-    /// Writes a token and waits until it is durable.
-    pub fn token_blocking(&self, account: &str, rec: TokenRecord) -> Result<(), StoreError> {
+    /// Writes a token (durable before it answers).
+    pub fn token(&self, account: &str, rec: TokenRecord) -> Write<'_> {
         let account = account.to_string();
-        self.blocking(|reply| Job::Token {
+        self.write(move |reply| Job::Token {
             account,
             rec,
             reply,
         })
     }
 
-    /// Writes a token; the future answers once it is durable.
-    pub fn token_later(
-        &self,
-        account: &str,
-        rec: TokenRecord,
-    ) -> BoxFuture<Result<(), StoreError>> {
+    /// Writes a refresh intent (durable before it answers).
+    pub fn intent(&self, account: &str, fingerprint: String) -> Write<'_> {
         let account = account.to_string();
-        self.later(|reply| Job::Token {
-            account,
-            rec,
-            reply,
-        })
-    }
-
-    /// Writes a refresh intent and waits until it is durable.
-    pub fn intent_blocking(&self, account: &str, fingerprint: String) -> Result<(), StoreError> {
-        let account = account.to_string();
-        self.blocking(|reply| Job::Intent {
+        self.write(move |reply| Job::Intent {
             account,
             fingerprint,
             reply,
         })
     }
 
-    /// Writes a refresh intent; the future answers once it is durable.
-    pub fn intent_later(
-        &self,
-        account: &str,
-        fingerprint: String,
-    ) -> BoxFuture<Result<(), StoreError>> {
-        let account = account.to_string();
-        self.later(|reply| Job::Intent {
-            account,
-            fingerprint,
-            reply,
-        })
+    /// Answers once every write queued so far is durable and mirrored.
+    pub fn barrier(&self) -> Write<'_> {
+        self.write(Job::Barrier)
     }
 
-    /// Waits until every write queued so far is durable and mirrored.
-    pub fn barrier(&self) -> Result<(), StoreError> {
-        self.blocking(Job::Barrier)
+    /// Marks the account dead, after every token write queued before (durable before it
+    /// answers).
+    pub fn dead(&self, account: &str) -> Write<'_> {
+        let account = account.to_string();
+        self.write(move |reply| Job::Dead { account, reply })
     }
 
-    /// Marks the account dead, after every token write queued before, and waits.
-    pub fn dead_blocking(&self, account: &str) -> Result<(), StoreError> {
+    /// Writes quota state; answered after the flush too when `durable`.
+    pub fn quota(&self, account: &str, rec: QuotaRecord, durable: bool) -> Write<'_> {
         let account = account.to_string();
-        self.blocking(|reply| Job::Dead { account, reply })
-    }
-
-    /// Marks the account dead, after every token write queued before; the future answers once
-    /// it is durable.
-    pub fn dead_later(&self, account: &str) -> BoxFuture<Result<(), StoreError>> {
-        let account = account.to_string();
-        self.later(|reply| Job::Dead { account, reply })
-    }
-
-    /// Writes quota state and waits (for the flush too when `durable`).
-    pub fn quota_blocking(
-        &self,
-        account: &str,
-        rec: QuotaRecord,
-        durable: bool,
-    ) -> Result<(), StoreError> {
-        let account = account.to_string();
-        self.blocking(|reply| Job::Quota {
+        self.write(move |reply| Job::Quota {
             account,
             rec,
             durable,
-            reply: Some(reply),
-        })
-    }
-
-    /// Writes durable quota state; the future answers once it is on disk.
-    pub fn quota_later(
-        &self,
-        account: &str,
-        rec: QuotaRecord,
-    ) -> BoxFuture<Result<(), StoreError>> {
-        let account = account.to_string();
-        self.later(|reply| Job::Quota {
-            account,
-            rec,
-            durable: true,
             reply: Some(reply),
         })
     }
@@ -277,15 +261,28 @@ impl Writer {
         })
     }
 
-    /// Runs `apply` on the writer's thread, in order with every other write, and waits until
-    /// it is durable.
-    pub fn apply_blocking(
+    /// Runs `apply` on the writer's thread, in order with every other write (durable before
+    /// it answers): the management API's records, the client keys, the recent counts.
+    pub fn apply(
         &self,
         apply: impl FnOnce() -> Result<(), StoreError> + Send + 'static,
-    ) -> Result<(), StoreError> {
-        self.blocking(|reply| Job::Apply {
+    ) -> Write<'_> {
+        self.write(move |reply| Job::Apply {
             apply: Box::new(apply),
             reply,
+        })
+    }
+
+    /// Queues `apply`, a write of `what` that may be learned again: in order with every other
+    /// write, batched (it reaches disk with the next flush); nobody waits for it.
+    pub fn batched(
+        &self,
+        what: &'static str,
+        apply: impl FnOnce() -> Result<(), StoreError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        self.send(Job::Batched {
+            what,
+            apply: Box::new(apply),
         })
     }
 
@@ -381,6 +378,11 @@ fn run(disk: Disk, rx: mpsc::Receiver<Job>) {
                     }
                 }
                 Job::Apply { apply, reply } => done.push((reply, apply())),
+                Job::Batched { what, apply } => {
+                    if let Err(e) = apply() {
+                        tracing::warn!(error = %e, "cannot write {what}");
+                    }
+                }
                 Job::Barrier(reply) => barriers.push(reply),
             }
         }
