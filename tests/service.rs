@@ -69,19 +69,14 @@ impl Rig {
     }
 
     fn ccs(&self, args: &[&str]) -> (i32, String, String) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ccs"))
-            .args(args)
-            .env("CCS_HOME", &self.paths.home)
-            .env("XDG_CONFIG_HOME", &self.xdg)
-            .env("CCS_SYSTEMCTL", self.manager.join("systemctl"))
-            .env("NO_PROXY", "*")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("ccs runs");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
+        let systemctl = self.manager.join("systemctl");
+        ccs_with(
+            &self.paths.home,
+            args,
+            &[
+                ("XDG_CONFIG_HOME", self.xdg.as_os_str()),
+                ("CCS_SYSTEMCTL", systemctl.as_os_str()),
+            ],
         )
     }
 

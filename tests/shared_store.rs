@@ -199,17 +199,7 @@ async fn port_suite(store: Arc<dyn Store>, local: &SledStore) {
     assert_eq!(local.token(&id).unwrap(), Some(token(2)));
     store.save_refresh_intent(&id, &token(2).refresh).unwrap();
     assert!(local.in_doubt(&id, &token(2)).unwrap());
-    let mut quota = Quota::default();
-    let reset = (clock().now().as_millis() / 1000 + 600).to_string();
-    quota.observe(
-        429,
-        &[
-            ("anthropic-ratelimit-unified-5h-status", "rejected"),
-            ("anthropic-ratelimit-unified-5h-utilization", "1.0"),
-            ("anthropic-ratelimit-unified-5h-reset", reset.as_str()),
-        ][..],
-        clock().now(),
-    );
+    let quota = bench();
     store.save_quota(&id, &quota, true).unwrap();
     assert_eq!(local.quota(&id).unwrap().limits(), quota.limits());
     let binding = Binding {
@@ -328,6 +318,7 @@ async fn quota_in_redis(redis: &RedisServer, key: &str, within: Duration) -> boo
     false
 }
 
+/// An account benched for ten minutes: its 5-hour window rejected.
 fn bench() -> Quota {
     let mut quota = Quota::default();
     let reset = (clock().now().as_millis() / 1000 + 600).to_string();

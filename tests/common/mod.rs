@@ -299,9 +299,19 @@ pub fn free_port() -> u16 {
 
 /// Runs the real `ccs` binary with `CCS_HOME`; returns (exit code, stdout, stderr).
 pub fn ccs(home: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    ccs_with(home, args, &[])
+}
+
+/// `ccs` with more variables in its environment.
+pub fn ccs_with(
+    home: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (i32, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ccs"))
         .args(args)
         .env("CCS_HOME", home)
+        .envs(env.iter().copied())
         .env("NO_PROXY", "*")
         .stdin(std::process::Stdio::null())
         .output()
