@@ -55,6 +55,7 @@ fn states_of(phase: Phase) -> &'static [&'static str] {
 fn classes_of(kind: EventKind) -> &'static [&'static str] {
     match kind {
         EventKind::Loaded => &["valid", "inside_lead", "lapsed"],
+        EventKind::LoadedDead => &[""],
         EventKind::LoadedInDoubt => &["valid", "lapsed"],
         EventKind::Tick | EventKind::LeadReached => &["not_due", "due"],
         EventKind::RefreshSucceeded => &["valid", "lapsed"],
@@ -68,7 +69,7 @@ fn classes_of(kind: EventKind) -> &'static [&'static str] {
         EventKind::LoggedIn => &["valid", "lapsed"],
         EventKind::LoggedOut => &[""],
         EventKind::RefreshOwnedElsewhere => &[""],
-        EventKind::TokenFromPeer => &["valid", "lapsed"],
+        EventKind::TokenFromPeer | EventKind::PeerNews => &["valid", "lapsed"],
     }
 }
 
@@ -228,6 +229,7 @@ fn event(name: &str) -> (Event, bool, Token) {
     let default_unsaved = class_token("valid");
     match (kind, class) {
         ("loaded", c) => (Event::Loaded(class_token(c)), false, default_unsaved),
+        ("loaded_dead", "") => (Event::LoadedDead, false, default_unsaved),
         ("loaded_in_doubt", c) => (Event::LoadedInDoubt(class_token(c)), false, default_unsaved),
         ("tick", c) => (Event::Tick, c == "due", default_unsaved),
         ("lead_reached", c) => (Event::LeadReached, c == "due", default_unsaved),
@@ -280,6 +282,7 @@ fn event(name: &str) -> (Event, bool, Token) {
             default_unsaved,
         ),
         ("token_from_peer", c) => (Event::TokenFromPeer(class_token(c)), false, default_unsaved),
+        ("peer_news", c) => (Event::PeerNews(class_token(c)), false, default_unsaved),
         _ => panic!("unknown event {name:?} in the table"),
     }
 }
@@ -317,7 +320,10 @@ fn effect_name(fx: &Effect, before: &State, next: &State, event: &Event) -> Stri
         },
         Effect::Persist(t) => {
             let carried = match event {
-                Event::LoggedIn(e) | Event::RefreshSucceeded(e) | Event::TokenFromPeer(e) => e == t,
+                Event::LoggedIn(e)
+                | Event::RefreshSucceeded(e)
+                | Event::TokenFromPeer(e)
+                | Event::PeerNews(e) => e == t,
                 _ => before.unsaved.as_ref().is_some_and(|(u, _)| u == t),
             };
             if carried {
@@ -443,7 +449,7 @@ fn every_event_kind_and_phase_has_table_states_and_classes() {
     }
     assert_eq!(
         EventKind::iter().count(),
-        16,
+        18,
         "a new event kind: give it rows"
     );
 }

@@ -403,10 +403,7 @@ impl Actor for AccountActor {
                 tracing::warn!(account = %self.id, "a refresh was sent before the last stop and its answer was never written: checking the grant now");
                 self.apply(Event::LoadedInDoubt(token), ctx)
             }
-            Some(Initial::Dead) => {
-                self.machine = lifecycle::State::dead(self.deps.policy);
-                self.publish();
-            }
+            Some(Initial::Dead) => self.apply(Event::LoadedDead, ctx),
             None => {}
         }
     }
@@ -462,15 +459,16 @@ impl Handler<PeerToken> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, msg: PeerToken, ctx: &mut Context<Self>) {
-        if self.machine.phase == Phase::Refreshing || self.machine.token.as_ref() == Some(&msg.0) {
+        // News of the token it holds already is no news; the rest is the machine's to decide
+        // (`Event::PeerNews`: adopted, ignored while a refresh is out, a login when dead).
+        if self.machine.token.as_ref() == Some(&msg.0) {
             return;
         }
-        if self.machine.phase == Phase::Dead {
-            tracing::info!(account = %self.id, "a peer daemon holds a newer token for this dead account: taking it as a new login");
-            self.apply(Event::LoggedIn(msg.0), ctx);
-            return;
+        let was_dead = self.machine.phase == Phase::Dead;
+        self.apply(Event::PeerNews(msg.0), ctx);
+        if was_dead && self.machine.phase != Phase::Dead {
+            tracing::info!(account = %self.id, "a peer daemon holds a newer token for this dead account: taken as a new login");
         }
-        self.apply(Event::TokenFromPeer(msg.0), ctx);
     }
 }
 

@@ -166,6 +166,8 @@ pub enum Failure {
 pub enum Event {
     /// The persisted token, at actor start.
     Loaded(Token),
+    /// At actor start: the store has the account marked dead (its grant is gone).
+    LoadedDead,
     /// The persisted token, at actor start, with a refresh intent for it: a refresh was sent
     /// with its refresh token and no answer was written. The grant may have rotated: check at
     /// once, so a loss shows now with its fix, not at the next refresh hours later.
@@ -202,11 +204,16 @@ pub enum Event {
     RefreshOwnedElsewhere {
         until: Timestamp,
     },
-    /// Several daemons: a peer's newer token (durable in the shared store). Written down and
-    /// adopted as a refresh's answer is: the answer to this machine's refresh when a peer
-    /// refreshed first, or news while none is out. A dead machine ignores it (the shell hands
-    /// a dead account a peer's newer token as `LoggedIn`).
+    /// Several daemons: a peer's newer token (durable in the shared store), as the answer to
+    /// this machine's refresh (the coordinator says a peer refreshed first). Written down and
+    /// adopted as a refresh's answer is. A dead machine ignores it.
     TokenFromPeer(Token),
+    /// Several daemons: news of a peer's newer token, unasked (from the shared store's
+    /// channel, or a reconcile after an outage). Adopted while no refresh is out; ignored while
+    /// one is (its commit, or the next claim, meets the peer's token in the store instead);
+    /// taken as a new login by a dead machine (a grant a peer holds is alive: this daemon may
+    /// have been refused a refresh token that a stalled peer had already rotated).
+    PeerNews(Token),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

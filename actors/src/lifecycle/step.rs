@@ -19,6 +19,12 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
     let mut fx = Vec::new();
     let saving = state.unsaved.is_some();
     match (state.phase, event) {
+        (Fresh | Expiring, Event::LoadedDead) => {
+            s.phase = Dead;
+            s.retry_at = None;
+            s.unsaved = None;
+        }
+        (Refreshing | Dead, Event::LoadedDead) => {}
         (Fresh | Expiring, Event::Loaded(token)) => {
             s.adopt(token);
             s.refresh_at = refresh_point(s.expires_at, now, s.policy.lead);
@@ -124,7 +130,8 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
         }
         // A peer's newer token: the answer to this machine's refresh (a peer refreshed
         // first), or news while none is out. Written down first, as a refresh's answer is.
-        (Fresh | Expiring | Refreshing, Event::TokenFromPeer(token)) => {
+        (Fresh | Expiring | Refreshing, Event::TokenFromPeer(token))
+        | (Fresh | Expiring, Event::PeerNews(token)) => {
             s.phase = Refreshing;
             s.retry_at = None;
             fx.push(Effect::Persist(token.clone()));
@@ -214,7 +221,11 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
             s.refused_until = None;
         }
 
-        (_, Event::LoggedIn(token)) => {
+        // News of a peer's token while a refresh of this machine's is out: that refresh's
+        // commit, or the next claim, meets the peer's token in the store.
+        (Refreshing, Event::PeerNews(_)) => {}
+        // A dead machine takes a peer's newer token as a new login.
+        (_, Event::LoggedIn(token)) | (Dead, Event::PeerNews(token)) => {
             s.failures = 0;
             s.retry_at = None;
             s.strikes = 0;
