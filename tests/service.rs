@@ -337,6 +337,10 @@ fn without_a_manager_install_undoes_itself_and_the_cli_still_starts_the_daemon()
         "{err}"
     );
     assert!(!rig.unit().exists(), "the unit file was taken back");
+    assert!(
+        !rig.xdg.join("systemd").exists(),
+        "and the folders made for it"
+    );
     assert_eq!(rig.daemon_pid(), Some(pid), "the CLI's daemon still runs");
 
     // A unit file no manager runs (left by hand): the on-demand start goes on without it.

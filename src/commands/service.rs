@@ -64,6 +64,13 @@ pub fn install(system: bool, user: Option<String>, json: bool) -> Result<()> {
     }
     let before = std::fs::read(&file).ok();
     let changed = before.as_deref() != Some(text.as_bytes());
+    // The folders made for the file, deepest first, so a rollback can take them back too.
+    let made: Vec<std::path::PathBuf> = file
+        .ancestors()
+        .skip(1)
+        .take_while(|d| !d.exists())
+        .map(std::path::Path::to_path_buf)
+        .collect();
     if changed {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)
@@ -86,6 +93,9 @@ pub fn install(system: bool, user: Option<String>, json: bool) -> Result<()> {
         };
         if let Err(undo) = put_back {
             crate::errln!("ccs: cannot put {} back: {undo}", file.display());
+        }
+        for dir in &made {
+            let _ = std::fs::remove_dir(dir);
         }
         return Err(e.context(format!(
             "{} is not installed ({} left as it was)",
