@@ -4,7 +4,9 @@
 use anyhow::{bail, Context, Result};
 
 use crate::config::Paths;
-use crate::daemon::service::{active, ask, home_of, launchd_domain, render, Manager, Report, Spec};
+use crate::daemon::service::{
+    active, ask, home_of, launchd_domain, launchd_target, render, Manager, Report, Spec,
+};
 
 pub use crate::daemon::service::ALREADY_RUNS_EXIT;
 
@@ -183,8 +185,7 @@ pub fn uninstall(system: bool, json: bool) -> Result<()> {
         if manager.systemd() {
             ask(manager, &["disable", "--now", manager.name()])?;
         } else if active(manager) {
-            let target = format!("{}/{}", launchd_domain(manager), manager.name());
-            ask(manager, &["bootout", &target])?;
+            ask(manager, &["bootout", &launchd_target(manager)])?;
         }
         std::fs::remove_file(&file).with_context(|| format!("cannot remove {}", file.display()))?;
         if manager.systemd() {

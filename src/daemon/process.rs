@@ -312,18 +312,7 @@ pub fn start_background(paths: &Paths, config: &Config) -> Result<(String, bool)
     // With a service installed for this home, its manager starts the daemon (one daemon per
     // home, whichever started it).
     if super::service::start_if_installed(paths)? {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if local_health(config).is_some() {
-                return Ok((url, false));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        bail!(
-            "the service was started but the daemon did not answer within 20 s: see \
-             `ccs cliproxy service status` and {}",
-            paths.logs_dir().display()
-        );
+        return answered(paths, config, url, None);
     }
     // Fail early, with the config key, when the port is taken by something else.
     drop(bind(config, paths)?);
@@ -345,12 +334,23 @@ pub fn start_background(paths: &Paths, config: &Config) -> Result<(String, bool)
         .stderr(out);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().context("cannot start the daemon")?;
+    answered(paths, config, url, Some(&mut child))
+}
+
+/// Waits (20 s at most) for the daemon just started, by this CLI (`child`) or by the
+/// service's manager, to answer at `url`.
+fn answered(
+    paths: &Paths,
+    config: &Config,
+    url: String,
+    mut child: Option<&mut std::process::Child>,
+) -> Result<(String, bool)> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if local_health(config).is_some() {
             return Ok((url, false));
         }
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = child.as_mut().map(|c| c.try_wait()).transpose()?.flatten() {
             // Its last words (a second daemon on this home, a bad config) are the error.
             let said =
                 std::fs::read_to_string(paths.logs_dir().join("daemon.out")).unwrap_or_default();
@@ -366,10 +366,17 @@ pub fn start_background(paths: &Paths, config: &Config) -> Result<(String, bool)
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    bail!(
-        "the daemon did not answer within 20 s; see {}",
-        paths.logs_dir().join("daemon.out").display()
-    )
+    match child {
+        Some(_) => bail!(
+            "the daemon did not answer within 20 s; see {}",
+            paths.logs_dir().join("daemon.out").display()
+        ),
+        None => bail!(
+            "the service was started but the daemon did not answer within 20 s: see \
+             `ccs cliproxy service status` and {}",
+            paths.logs_dir().display()
+        ),
+    }
 }
 
 /// `ccs cliproxy stop`: asks the daemon to stop and waits for it; false when none ran.

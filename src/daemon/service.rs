@@ -198,17 +198,24 @@ fn program(manager: Manager) -> std::ffi::OsString {
         .unwrap_or_else(|| default.into())
 }
 
-/// Runs the manager's program with `args`; its output when it succeeded.
-pub fn ask(manager: Manager, args: &[&str]) -> Result<String> {
-    let mut cmd = std::process::Command::new(program(manager));
-    let mut shown = vec![program(manager).to_string_lossy().into_owned()];
+/// The manager's program with `args` (`--user` first for a user unit), and how it reads.
+fn command(manager: Manager, args: &[&str]) -> (std::process::Command, String) {
+    let program = program(manager);
+    let mut cmd = std::process::Command::new(&program);
+    let mut shown = vec![program.to_string_lossy().into_owned()];
     if manager == Manager::SystemdUser {
         cmd.arg("--user");
         shown.push("--user".into());
     }
+    cmd.args(args);
     shown.extend(args.iter().map(|a| a.to_string()));
-    let shown = shown.join(" ");
-    let out = cmd.args(args).output().with_context(|| {
+    (cmd, shown.join(" "))
+}
+
+/// Runs the manager's program with `args`; its output when it succeeded.
+pub fn ask(manager: Manager, args: &[&str]) -> Result<String> {
+    let (mut cmd, shown) = command(manager, args);
+    let out = cmd.output().with_context(|| {
         format!("cannot run `{shown}`: is this machine's service manager installed?")
     })?;
     if !out.status.success() {
@@ -233,11 +240,7 @@ pub fn ask(manager: Manager, args: &[&str]) -> Result<String> {
 /// The manager's answer to `args`, whatever its exit status (`is-active` answers `inactive`
 /// with status 3).
 pub fn answer(manager: Manager, args: &[&str]) -> Option<String> {
-    let mut cmd = std::process::Command::new(program(manager));
-    if manager == Manager::SystemdUser {
-        cmd.arg("--user");
-    }
-    let out = cmd.args(args).output().ok()?;
+    let out = command(manager, args).0.output().ok()?;
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -246,6 +249,11 @@ pub fn launchd_domain(manager: Manager) -> String {
         Manager::LaunchdAgent => format!("gui/{}", rustix::process::getuid().as_raw()),
         _ => "system".to_string(),
     }
+}
+
+/// The launchd service itself: `DOMAIN/LABEL`.
+pub fn launchd_target(manager: Manager) -> String {
+    format!("{}/{}", launchd_domain(manager), manager.name())
 }
 
 /// The home a service definition runs on, read back from its text.
@@ -271,8 +279,8 @@ pub fn active(manager: Manager) -> bool {
     if manager.systemd() {
         answer(manager, &["is-active", manager.name()]).as_deref() == Some("active")
     } else {
-        let target = format!("{}/{}", launchd_domain(manager), manager.name());
-        answer(manager, &["print", &target]).is_some_and(|o| o.contains("state = running"))
+        answer(manager, &["print", &launchd_target(manager)])
+            .is_some_and(|o| o.contains("state = running"))
     }
 }
 
@@ -345,8 +353,7 @@ pub fn start_if_installed(paths: &Paths) -> Result<bool> {
         let asked = if manager.systemd() {
             ask(manager, &["start", manager.name()])
         } else {
-            let target = format!("{}/{}", launchd_domain(manager), manager.name());
-            ask(manager, &["kickstart", &target])
+            ask(manager, &["kickstart", &launchd_target(manager)])
         };
         // A manager that cannot be asked must not leave the CLI without a daemon: it starts
         // its own (still one per home: the home lock sees to that).
