@@ -492,19 +492,26 @@ pub fn findings(paths: &Paths, config: &Config) -> Vec<Finding> {
         Ok(e) if e.remote => out.push(judge_remote(&e.url, e.probe().map(|p| p.version))),
         Ok(_) => {
             let configured = crate::daemon::configured_url(config);
-            let seen = match crate::daemon::running(paths, config) {
+            // One client for the status and the accounts (started as any command starts it).
+            let (seen, client) = match crate::daemon::running(paths, config) {
                 crate::daemon::Running::Elsewhere { pid, url } => {
-                    DaemonSeen::Elsewhere { pid, url }
+                    (DaemonSeen::Elsewhere { pid, url }, None)
                 }
                 _ => match crate::commands::cliproxy::ensure_running(paths, config)
-                    .and_then(|c| c.status())
+                    .and_then(|c| Ok((c.status()?, c)))
                 {
-                    Ok(status) => DaemonSeen::Up {
-                        status: Box::new(status),
-                    },
-                    Err(e) => DaemonSeen::Down {
-                        why: format!("{e:#}"),
-                    },
+                    Ok((status, c)) => (
+                        DaemonSeen::Up {
+                            status: Box::new(status),
+                        },
+                        Some(c),
+                    ),
+                    Err(e) => (
+                        DaemonSeen::Down {
+                            why: format!("{e:#}"),
+                        },
+                        None,
+                    ),
                 },
             };
             out.push(judge_daemon(&seen, env!("CARGO_PKG_VERSION"), &configured));
@@ -512,9 +519,7 @@ pub fn findings(paths: &Paths, config: &Config) -> Vec<Finding> {
                 if let Some(ends) = &status.certificate_expires {
                     out.push(judge_cert(ends, crate::tls::days_left(ends)));
                 }
-                if let Ok(accounts) = crate::commands::cliproxy::ensure_running(paths, config)
-                    .and_then(|c| c.accounts())
-                {
+                if let Some(Ok(accounts)) = client.as_ref().map(|c| c.accounts()) {
                     out.extend(judge_accounts(&accounts, status));
                 }
             }
@@ -571,8 +576,8 @@ pub fn doctor(json: bool) -> Result<bool> {
     } else {
         let n = found.iter().filter(|f| f.level != Level::Ok).count();
         errln!(
-            "{n} finding{} need{} action (the fix under each)",
-            if n == 1 { "" } else { "s" },
+            "{} need{} action (the fix under each)",
+            crate::term::count(n as u64, "finding"),
             if n == 1 { "s" } else { "" }
         );
     }

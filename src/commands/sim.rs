@@ -89,11 +89,10 @@ pub fn run(
     report(
         &spec,
         &format!(
-            "{}, {}, {} simulated hour{}, seed {seed}",
+            "{}, {}, {}, seed {seed}",
             crate::term::count(accounts as u64, "account"),
             crate::term::count(sessions as u64, "session"),
-            hours,
-            if hours == 1 { "" } else { "s" }
+            crate::term::count(hours, "simulated hour")
         ),
         json_out,
     )
