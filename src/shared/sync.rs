@@ -93,27 +93,21 @@ impl SharedStore {
     /// Sends what was kept during an outage, if Redis answers within `within` (a clean stop
     /// leaves nothing behind that it could send); how many writes are still unsent.
     pub async fn drain(&self, within: Duration) -> usize {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.flush.send(tx).is_err() {
-            return self.shared.unsent();
-        }
         let deadline = tokio::time::Instant::now() + within;
-        let mut left = match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(n)) => n,
-            _ => return self.shared.unsent(),
-        };
-        while left > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(RETRY_EVERY.min(Duration::from_millis(200))).await;
+        loop {
             let (tx, rx) = tokio::sync::oneshot::channel();
             if self.flush.send(tx).is_err() {
-                break;
+                return self.shared.unsent();
             }
-            match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(n)) => left = n,
-                _ => break,
+            let left = match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(n)) => n,
+                _ => return self.shared.unsent(),
+            };
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                return left;
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        left
     }
 
     /// A token that is neither Redis's (a commit, a peer's) nor waiting to be offered is a new
