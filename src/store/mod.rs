@@ -303,7 +303,7 @@ impl SledStore {
         self.tokens
             .get(id.as_bytes())
             .map_err(db_err)?
-            .map(|v| decode(&v).map_err(|e| StoreError::damaged("a record", e)))
+            .map(|v| decode(&v).map_err(|e| StoreError::damaged("a token record", e)))
             .transpose()
     }
 
@@ -605,7 +605,7 @@ fn accounts_in(tree: &sled::Tree) -> Result<Vec<Account>, StoreError> {
 fn account_in(tree: &sled::Tree, id: &str) -> Result<Option<Account>, StoreError> {
     tree.get(id.as_bytes())
         .map_err(db_err)?
-        .map(|v| decode(&v).map_err(|e| StoreError::damaged("a record", e)))
+        .map(|v| decode(&v).map_err(|e| StoreError::damaged("an account record", e)))
         .transpose()
 }
 
