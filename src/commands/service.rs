@@ -10,6 +10,8 @@ use crate::daemon::service::{
 
 pub use crate::daemon::service::ALREADY_RUNS_EXIT;
 
+/// A system service is root's to install; with another manager program named
+/// (`CCS_SYSTEMCTL`: a packager's or a test's), that program is the judge.
 fn check_root(manager: Manager) -> Result<()> {
     let system = matches!(manager, Manager::SystemdSystem | Manager::LaunchdDaemon);
     if system

@@ -451,6 +451,24 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
              the daemon's config.yaml), as x-api-key or Authorization: Bearer",
         );
     };
+    let (pool, path_and_query) = pool_of(&req);
+    // Before its body is read: a key limited to other pools is refused at no cost.
+    if !caller.may_use(&pool) {
+        return anthropic_error(
+            403,
+            "permission_error",
+            &format!(
+                "client key {:?} may draw from pool{} {} only, not {pool:?}",
+                caller.name,
+                if caller.limits.pools.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                caller.limits.pools.join(", ")
+            ),
+        );
+    }
     let permit = match caller.admit(ctx.clock.now().as_millis()) {
         Ok(p) => p,
         Err(over) => return over_own_limit(&caller.name, over),
@@ -467,25 +485,6 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
     };
     let mut log = RequestLog::new(started, body.len(), Some(ctx.telemetry.clone()));
     log.permit = Some(permit);
-    let (pool, path_and_query) = pool_of(&req);
-    if !caller.may_use(&pool) {
-        log.status = 403;
-        log.end = "pool not allowed";
-        return anthropic_error(
-            403,
-            "permission_error",
-            &format!(
-                "client key {:?} may draw from pool{} {} only, not {pool:?}",
-                caller.name,
-                if caller.limits.pools.len() == 1 {
-                    ""
-                } else {
-                    "s"
-                },
-                caller.limits.pools.join(", ")
-            ),
-        );
-    }
     let is_post = req.method() == Method::POST;
     let (head, session) = if is_post {
         let head = match head_of(&body) {
