@@ -187,6 +187,66 @@ fn a_healthy_home_is_clean_and_each_broken_part_is_found_with_its_fix() {
     );
 }
 
+/// Moves the simulator's manual clock forward by `secs` and returns where it stands, in whole
+/// seconds (as its `Date` header says it).
+fn advance(sim: &str, secs: u64) -> i64 {
+    rt().block_on(async {
+        let r = http()
+            .post(format!("{sim}/sim/clock/advance"))
+            .json(&serde_json::json!({ "secs": secs }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        r.json::<Value>().await.unwrap()["now"].as_i64().unwrap()
+    })
+}
+
+fn local_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Runs the doctor and checks its clock finding against the skew it must have seen: the
+/// simulator's clock stands still at `server_secs` while this machine's moves on, so the skew
+/// (this machine minus the server, in ms) lies between the local time before and after the run.
+/// Returns the skew the doctor reported (0 when it said the clocks agree).
+fn doctor_sees_skew(ccs_home: &Path, bin: &Path, home: &Path, server_secs: i64) -> i64 {
+    let before = local_ms() - server_secs * 1000;
+    let (code, v) = doctor(ccs_home, bin, home);
+    let after = local_ms() - server_secs * 1000;
+    let clock = trouble(&v, "clock");
+    // Within a second the doctor says the clocks agree (the header has whole seconds).
+    let (reported, lo, hi) = match clock.as_slice() {
+        [] => (0, -1000, 1000),
+        [f] => {
+            assert_eq!(f["level"], "error", "{v:#}");
+            assert_eq!(code, 1, "a skewed clock needs action: {v:#}");
+            let text = f["text"].as_str().unwrap();
+            let secs: i64 = text
+                .split("clock is ")
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no seconds in {text:?}"));
+            if text.contains(" s ahead of ") {
+                (secs * 1000, secs * 1000, secs * 1000 + 999)
+            } else {
+                assert!(text.contains(" s behind "), "{text:?}");
+                (-secs * 1000, -secs * 1000 - 999, -secs * 1000)
+            }
+        }
+        _ => panic!("one clock finding at most: {v:#}"),
+    };
+    assert!(
+        lo <= after && before <= hi,
+        "the doctor reported {reported} ms, the skew was between {before} and {after} ms: {v:#}"
+    );
+    reported
+}
+
 #[test]
 fn a_server_clock_an_hour_ahead_is_a_skewed_clock() {
     let sim = sim(&scenario(&[("a@example.com", 50)]), true);
@@ -195,26 +255,14 @@ fn a_server_clock_an_hour_ahead_is_a_skewed_clock() {
     let _stop = StopOnDrop(paths.home.clone());
     private(&paths);
     let bin = claude_stand_in(dir.path());
-    let (_, v) = doctor(&paths.home, &bin, dir.path());
-    assert!(trouble(&v, "clock").is_empty(), "same clock: {v:#}");
-    rt().block_on(async {
-        let r = http()
-            .post(format!("{}/sim/clock/advance", sim.url()))
-            .json(&serde_json::json!({"secs": 3600}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-    });
-    let (code, v) = doctor(&paths.home, &bin, dir.path());
-    assert_eq!(code, 1);
-    let clock = trouble(&v, "clock");
-    assert_eq!(clock.len(), 1, "{v:#}");
-    assert_eq!(clock[0]["level"], "error");
-    // The header has whole seconds: 3599 or 3600.
-    let text = clock[0]["text"].as_str().unwrap();
+    let started = advance(&sim.url(), 0);
+    let same = doctor_sees_skew(&paths.home, &bin, dir.path(), started);
+    assert!(same >= 0, "the server's clock only stood still: {same} ms");
+    let moved = advance(&sim.url(), 3600);
+    assert_eq!(moved, started + 3600);
+    let skew = doctor_sees_skew(&paths.home, &bin, dir.path(), moved);
     assert!(
-        text.contains("3600 s behind") || text.contains("3599 s behind"),
-        "{v:#}"
+        skew <= -3_000_000,
+        "an hour ahead is far behind here: {skew} ms"
     );
 }
