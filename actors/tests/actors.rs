@@ -22,6 +22,14 @@ use tokio::sync::Semaphore;
 
 const T0: u64 = 1_750_000_000;
 
+/// Places a request of `session` in the default pool (one attempt).
+async fn place(
+    sup: &SupervisorHandle,
+    session: &str,
+) -> Result<ccs_actors::supervisor::Placement, RouteError> {
+    sup.request("claude", Some(session), None).place().await
+}
+
 fn t(secs: u64) -> Timestamp {
     Timestamp::from_secs(T0 + secs)
 }
@@ -521,26 +529,21 @@ async fn supervisor_fills_first_moves_a_limited_session_and_reports_all_limited(
     let rig = rig(true);
     let sup = two_fresh_accounts(&rig, t(36_000)).await;
 
-    let p = sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+    let p = place(&sup, "s1").await.unwrap();
     assert_eq!(&*p.account, "a@x");
     assert_eq!(p.decision, Decision::Bound(AccountId::from("a@x")));
 
     // Account a hits its 5-hour limit.
     let verdict = p
-        .addr
-        .send(Observe {
-            status: 429,
-            headers: rejected_5h(t(1800)),
-        })
-        .await
-        .unwrap();
+        .observe(429, rejected_5h(t(1800)))
+        .await;
     assert!(matches!(
         verdict,
         ccs_actors::quota::Verdict::Limited { .. }
     ));
     let mut moved = None;
     for _ in 0..200 {
-        let p = sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+        let p = place(&sup, "s1").await.unwrap();
         if &*p.account == "b@x" {
             moved = Some(p);
             break;
@@ -563,16 +566,11 @@ async fn supervisor_fills_first_moves_a_limited_session_and_reports_all_limited(
 
     // b is limited too: nobody can serve, and the earliest reset is a's.
     moved
-        .addr
-        .send(Observe {
-            status: 429,
-            headers: rejected_5h(t(3600)),
-        })
-        .await
-        .unwrap();
+        .observe(429, rejected_5h(t(3600)))
+        .await;
     let mut answer = None;
     for _ in 0..200 {
-        match sup.place("claude", Some("s2"), None, vec![]).await {
+        match place(&sup, "s2").await {
             Err(e) => {
                 answer = Some(e);
                 break;
@@ -591,7 +589,7 @@ async fn supervisor_fills_first_moves_a_limited_session_and_reports_all_limited(
 
     // After a's reset, a serves new sessions again.
     rig.clock.set(t(1800));
-    let p = sup.place("claude", Some("s3"), None, vec![]).await.unwrap();
+    let p = place(&sup, "s3").await.unwrap();
     assert_eq!(&*p.account, "a@x");
 }
 
@@ -672,7 +670,7 @@ async fn a_kept_conversation_is_placed_without_a_message_until_its_account_canno
     let sup = two_fresh_accounts(&rig, t(3_000)).await;
 
     // A new conversation is the supervisor's decision.
-    let first = sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+    let first = place(&sup, "s1").await.unwrap();
     assert_eq!(first.decision, Decision::Bound(AccountId::from("a@x")));
     assert_eq!(sup.view().await.unwrap().routed, 1);
 
@@ -680,7 +678,7 @@ async fn a_kept_conversation_is_placed_without_a_message_until_its_account_canno
     // `Route`; the binding's last use still moves (a `Touch` sent without waiting).
     rig.clock.set(t(100));
     for _ in 0..20 {
-        let p = sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+        let p = place(&sup, "s1").await.unwrap();
         assert_eq!(p.decision, Decision::Kept(AccountId::from("a@x")));
         assert_eq!(p.lease, first.lease);
     }
@@ -693,19 +691,19 @@ async fn a_kept_conversation_is_placed_without_a_message_until_its_account_canno
     // Within the grain, the last use is not sent again (no message at all); past it, it is.
     rig.clock
         .set(t(100).plus(TOUCH_GRAIN - Duration::from_secs(1)));
-    sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+    place(&sup, "s1").await.unwrap();
     assert_eq!(sup.view().await.unwrap().bindings["s1"].last_used, t(100));
     rig.clock.set(t(100).plus(TOUCH_GRAIN));
-    sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+    place(&sup, "s1").await.unwrap();
     assert_eq!(
         sup.view().await.unwrap().bindings["s1"].last_used,
         t(100).plus(TOUCH_GRAIN)
     );
     // A retry after a failure (an account excluded) and another pool are the supervisor's.
-    let retry = sup
-        .place("claude", Some("s1"), None, vec![AccountId::from("a@x")])
-        .await
-        .unwrap();
+    let mut request = sup.request("claude", Some("s1"), None);
+    let kept = request.place().await.unwrap();
+    assert_eq!(kept.decision, Decision::Kept(AccountId::from("a@x")));
+    let retry = request.place().await.unwrap();
     assert_eq!(&*retry.account, "b@x");
     assert_eq!(sup.view().await.unwrap().routed, 2);
 
@@ -713,7 +711,7 @@ async fn a_kept_conversation_is_placed_without_a_message_until_its_account_canno
     // Inside the refresh lead, well within the binding's idle time.
     rig.clock.set(t(3_000 - 60));
     let refreshed = loop {
-        let p = sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+        let p = place(&sup, "s1").await.unwrap();
         if p.lease.generation > retry.lease.generation {
             break p;
         }
@@ -724,13 +722,8 @@ async fn a_kept_conversation_is_placed_without_a_message_until_its_account_canno
 
     // b is limited: the hot path declines, and the supervisor moves the conversation.
     refreshed
-        .addr
-        .send(Observe {
-            status: 429,
-            headers: rejected_5h(t(40_000)),
-        })
-        .await
-        .unwrap();
+        .observe(429, rejected_5h(t(40_000)))
+        .await;
     view_until(&sup, "b's limit published", |v| {
         v.accounts
             .iter()
@@ -738,7 +731,7 @@ async fn a_kept_conversation_is_placed_without_a_message_until_its_account_canno
     })
     .await;
     let before = sup.view().await.unwrap().routed;
-    let moved = sup.place("claude", Some("s1"), None, vec![]).await.unwrap();
+    let moved = place(&sup, "s1").await.unwrap();
     assert_eq!(
         moved.decision,
         Decision::Moved {
@@ -747,6 +740,30 @@ async fn a_kept_conversation_is_placed_without_a_message_until_its_account_canno
         }
     );
     assert_eq!(sup.view().await.unwrap().routed, before + 1);
+}
+
+#[actix::test]
+async fn one_request_never_goes_to_an_account_twice_whichever_path_placed_it() {
+    let rig = rig(true);
+    let sup = two_fresh_accounts(&rig, t(36_000)).await;
+    place(&sup, "s1").await.unwrap();
+    let mut request = sup.request("claude", Some("s1"), None);
+    // The first placement of the kept conversation comes from the hot path, the next from the
+    // supervisor: both count as tried for this request.
+    let kept = request.place().await.unwrap();
+    assert_eq!(kept.decision, Decision::Kept(AccountId::from("a@x")));
+    let next = request.place().await.unwrap();
+    assert_eq!(&*next.account, "b@x");
+    match request.place().await {
+        Err(RouteError::AllLimited {
+            members: 2,
+            skipped,
+            ..
+        }) if skipped.is_empty() => {}
+        other => panic!("a third placement with both accounts tried: {other:?}"),
+    }
+    // A new request starts over.
+    assert_eq!(&*place(&sup, "s1").await.unwrap().account, "b@x");
 }
 
 #[actix::test]
@@ -783,7 +800,7 @@ async fn a_lease_that_fails_leaves_no_binding_and_no_hop_behind() {
     .await;
     let placing = {
         let sup = sup.clone();
-        actix::spawn(async move { sup.place("claude", Some("s1"), None, vec![]).await })
+        actix::spawn(async move { place(&sup, "s1").await })
     };
     // The lease on a is waiting: nothing may be bound yet.
     view_until(&sup, "the route answered", |v| v.routed >= 1).await;

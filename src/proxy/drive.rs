@@ -12,8 +12,6 @@
 
 use std::future::Future;
 
-use ccs_actors::account::{CredentialRefused, Observe, Unauthorized};
-use ccs_actors::quota::Verdict;
 use ccs_actors::routing::{AccountId, Decision};
 use ccs_actors::supervisor::{Placement, RouteError, SupervisorHandle};
 use ccs_actors::{Secret, Timestamp};
@@ -102,11 +100,13 @@ pub async fn drive<U: Upstream>(
     session: Option<&str>,
     family: Option<&str>,
 ) -> Driven<U::Body> {
-    let mut exclude: Vec<AccountId> = Vec::new();
+    // The supervisor's side of the attempts (which accounts this request may still go to);
+    // this side keeps why each one was left.
+    let mut request = sup.request(pool, session, family);
     let mut left: Vec<(AccountId, Left)> = Vec::new();
     let mut forbidden: Option<(AccountId, Decision, Answer<U::Body>)> = None;
     loop {
-        let placement = match sup.place(pool, session, family, exclude.clone()).await {
+        let mut placement = match request.place().await {
             Ok(p) => p,
             Err(RouteError::AllLimited {
                 earliest_reset,
@@ -142,7 +142,7 @@ pub async fn drive<U: Upstream>(
                 .iter()
                 .map(|(a, e)| (a.clone(), Left::from(*e))),
         );
-        match attempt(up, &placement).await {
+        match attempt(up, &mut placement).await {
             Outcome::Relay(answer) => {
                 return Driven::Relay {
                     account: placement.account,
@@ -155,9 +155,8 @@ pub async fn drive<U: Upstream>(
                 tracing::info!(account = %placement.account, why = why.as_str(), "trying the next account");
                 left.push((placement.account.clone(), why));
                 if let Some(answer) = kept {
-                    forbidden = Some((placement.account.clone(), placement.decision, answer));
+                    forbidden = Some((placement.account, placement.decision, answer));
                 }
-                exclude.push(placement.account);
             }
         }
     }
@@ -165,8 +164,7 @@ pub async fn drive<U: Upstream>(
 
 /// One account's go at a request: at most two sends (the second after a forced refresh), each
 /// judged by the pure `step`.
-async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
-    let mut lease = p.lease.clone();
+async fn attempt<U: Upstream>(up: &U, p: &mut Placement) -> Outcome<U::Body> {
     let mut refreshed = false;
     // What the forced refresh came to, judged like a send.
     let mut refresh_failed = false;
@@ -174,26 +172,15 @@ async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
         let sent = if std::mem::take(&mut refresh_failed) {
             None
         } else {
-            Some(up.send(&p.account, &lease.access).await)
+            Some(up.send(&p.account, &p.lease.access).await)
         };
         let (tried, answer) = match sent {
             None => (Attempt::RefreshFailed, None),
             Some(Ok(mut answer)) => {
                 // The headers are the quota machine's alone: hand them over rather than copy
                 // them.
-                let observe = Observe {
-                    status: answer.status,
-                    headers: std::mem::take(&mut answer.headers),
-                };
-                // Only a 429 waits for the quota machine's verdict; every other answer is
-                // relayed at once while the account folds its headers. A probe's answer is
-                // waited for too, so the next request sees whether it freed the account.
-                let verdict = if answer.status == 429 || p.probe {
-                    p.addr.send(observe).await.unwrap_or(Verdict::Ok)
-                } else {
-                    p.addr.do_send(observe);
-                    Verdict::Ok
-                };
+                let headers = std::mem::take(&mut answer.headers);
+                let verdict = p.observe(answer.status, headers).await;
                 let tried = Attempt::Answered {
                     status: answer.status,
                     verdict,
@@ -213,11 +200,7 @@ async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
             (Step::Relay, Some(answer)) => return Outcome::Relay(answer),
             (Step::Refresh, _) => {
                 refreshed = true;
-                let generation = lease.generation;
-                match p.addr.send(Unauthorized { generation }).await {
-                    Ok(Ok(new)) => lease = new,
-                    _ => refresh_failed = true,
-                }
+                refresh_failed = !p.unauthorized().await;
             }
             (Step::Leave(why), answer) => {
                 if why
@@ -225,10 +208,7 @@ async fn attempt<U: Upstream>(up: &U, p: &Placement) -> Outcome<U::Body> {
                         after_refresh: true,
                     })
                 {
-                    // Bench the credential rather than rotate its grant on every request.
-                    p.addr.do_send(CredentialRefused {
-                        generation: lease.generation,
-                    });
+                    p.refused();
                 }
                 let kept = answer.filter(|_| why == Left::Forbidden);
                 return Outcome::Leave(why, kept);

@@ -486,6 +486,6 @@ impl Handler<WatchHops> for Supervisor {
     }
 }
 
-pub use handle::{Placement, RouteError, SupervisorHandle};
+pub use handle::{Placement, Request, RouteError, SupervisorHandle};
 pub use route::{ExpireBindings, Peek, PeerBound, Route, Routed};
 pub use view::{AccountAddr, MemberView, SupervisorView, View};
