@@ -95,12 +95,7 @@ impl TimedStore {
 }
 
 impl Store for TimedStore {
-    fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError> {
-        self.inner.save_token(account, token)?;
-        TimedStore::durable(&self.answered, &self.windows, account);
-        Ok(())
-    }
-    /// The path the actor takes: the store's own writer, timed when it answers.
+    /// The store's own writer, timed when it answers.
     fn persist_token(&self, account: &str, token: &Token) -> Persisting {
         match self.inner.persist_token(account, token) {
             Persisting::Done(r) => {
@@ -118,17 +113,14 @@ impl Store for TimedStore {
             }
         }
     }
-    fn save_refresh_intent(&self, account: &str, r: &Secret) -> Result<(), StoreError> {
-        self.inner.save_refresh_intent(account, r)
-    }
     fn persist_refresh_intent(&self, account: &str, r: &Secret) -> Persisting {
         self.inner.persist_refresh_intent(account, r)
     }
-    fn save_dead(&self, account: &str) -> Result<(), StoreError> {
-        self.inner.save_dead(account)
+    fn persist_dead(&self, account: &str) -> Persisting {
+        self.inner.persist_dead(account)
     }
-    fn save_quota(&self, account: &str, q: &Quota, durable: bool) -> Result<(), StoreError> {
-        self.inner.save_quota(account, q, durable)
+    fn persist_quota(&self, account: &str, q: &Quota, durable: bool) -> Persisting {
+        self.inner.persist_quota(account, q, durable)
     }
     fn save_binding(&self, s: &str, b: &Binding) -> Result<(), StoreError> {
         self.inner.save_binding(s, b)
@@ -166,7 +158,7 @@ fn measure(accounts: usize, rounds: usize) -> Vec<Duration> {
     for e in &emails {
         let a = store.new_account(e).expect("account");
         store.put_account(&a).expect("put");
-        store.save_token(e, &first).expect("token");
+        store.persist_token(e, &first).wait().expect("token");
     }
     let pending: Pending = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -243,7 +235,7 @@ fn report(name: &str, mut w: Vec<Duration>) {
 }
 
 fn main() {
-    println!("refresh answer -> token durable (save_token returned), real SledStore:");
+    println!("refresh answer -> token durable (persist_token answered), real SledStore:");
     report("1 account, 300 refreshes", measure(1, 300));
     report("16 accounts at once, 40 rounds", measure(16, 40));
 }

@@ -201,7 +201,7 @@ async fn a_refresh_answered_but_never_written_shows_at_the_next_start_not_hours_
             ccs::store::SledStore::open(&paths, clock.clone()).expect("store")
         });
         let t = store.token(id).unwrap().expect("a token");
-        store.save_refresh_intent(id, &t.refresh).unwrap();
+        store.persist_refresh_intent(id, &t.refresh).wait().unwrap();
         t
     };
     let (status, _) = token_call(

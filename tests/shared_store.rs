@@ -190,17 +190,17 @@ async fn port_suite(store: Arc<dyn Store>, local: &SledStore) {
     let id = ccs::store::account_key(ACCOUNT);
     let account = local.new_account(ACCOUNT).unwrap();
     local.put_account(&account).unwrap();
-    store.save_token(&id, &token(1)).unwrap();
+    store.persist_token(&id, &token(1)).wait().unwrap();
     assert_eq!(local.token(&id).unwrap(), Some(token(1)));
     match store.persist_token(&id, &token(2)) {
         ccs_actors::ports::Persisting::Done(r) => r.unwrap(),
         ccs_actors::ports::Persisting::Pending(w) => w.await.unwrap(),
     }
     assert_eq!(local.token(&id).unwrap(), Some(token(2)));
-    store.save_refresh_intent(&id, &token(2).refresh).unwrap();
+    store.persist_refresh_intent(&id, &token(2).refresh).wait().unwrap();
     assert!(local.in_doubt(&id, &token(2)).unwrap());
     let quota = bench();
-    store.save_quota(&id, &quota, true).unwrap();
+    store.persist_quota(&id, &quota, true).wait().unwrap();
     assert_eq!(local.quota(&id).unwrap().limits(), quota.limits());
     let binding = Binding {
         account: id.as_str().into(),
@@ -212,7 +212,7 @@ async fn port_suite(store: Arc<dyn Store>, local: &SledStore) {
     store.remove_bindings(&["s1".to_string()]).unwrap();
     local.sync_mirror().unwrap();
     assert!(!local.bindings().unwrap().iter().any(|(s, _)| s == "s1"));
-    store.save_dead(&id).unwrap();
+    store.persist_dead(&id).wait().unwrap();
     assert!(local.account(&id).unwrap().unwrap().dead);
 }
 
@@ -352,7 +352,7 @@ async fn writes_kept_during_an_outage_reach_redis_without_a_new_write() {
             .put_account(&local.new_account(ACCOUNT).unwrap())
             .unwrap();
         redis.stop();
-        store.save_quota(&id, &bench(), true).unwrap();
+        store.persist_quota(&id, &bench(), true).wait().unwrap();
         // The write was tried and kept.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while shared.unsent() == 0 && tokio::time::Instant::now() < deadline {

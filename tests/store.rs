@@ -35,7 +35,8 @@ fn login(store: &SledStore, email: &str, t: &Token) {
     let account = store.new_account(email).unwrap();
     store.put_account(&account).unwrap();
     store
-        .save_token(&ccs::store::account_key(email), t)
+        .persist_token(&ccs::store::account_key(email), t)
+        .wait()
         .unwrap();
     // The mirror file follows the durable write; these tests read it at once.
     store.sync_mirror().unwrap();
@@ -68,13 +69,13 @@ fn round_trip_survives_reopen() {
         let store = open(&paths, &clock).unwrap();
         login(&store, "alice@example.com", &token(1));
         login(&store, "Bob@Example.com", &token(2));
-        store.save_quota("alice@example.com", &quota, true).unwrap();
+        store.persist_quota("alice@example.com", &quota, true).wait().unwrap();
         store.save_binding("session-1", &binding).unwrap();
         let mut pools = BTreeMap::new();
         pools.insert("work".to_string(), vec!["bob@example.com".to_string()]);
         store.set_pools(&pools).unwrap();
         store.set_default("bob@example.com").unwrap();
-        store.save_dead("alice@example.com").unwrap();
+        store.persist_dead("alice@example.com").wait().unwrap();
     }
     let store = open(&paths, &clock).unwrap();
     let accounts = store.accounts().unwrap();
@@ -456,14 +457,14 @@ fn a_refresh_intent_puts_the_token_in_doubt_until_a_newer_one_is_written() {
         let store = open(&paths, &c).unwrap();
         login(&store, id, &token(1));
         assert!(!store.in_doubt(id, &token(1)).unwrap());
-        store.save_refresh_intent(id, &token(1).refresh).unwrap();
+        store.persist_refresh_intent(id, &token(1).refresh).wait().unwrap();
     }
     // The process died after sending: the intent survives, and names this very token.
     let store = open(&paths, &c).unwrap();
     let stored = store.token(id).unwrap().expect("a token");
     assert!(store.in_doubt(id, &stored).unwrap());
     // The answer was written: the stored token is newer than the intent.
-    store.save_token(id, &token(2)).unwrap();
+    store.persist_token(id, &token(2)).wait().unwrap();
     assert!(!store.in_doubt(id, &token(2)).unwrap());
     // The intent holds a fingerprint, never the token itself.
     let f = ccs_actors::ports::fingerprint(&token(1).refresh);

@@ -97,50 +97,97 @@ impl StoreError {
     }
 }
 
-/// A token write as the actor starts it: done already (a store that writes in place), or on
-/// its way (a store with a writer of its own, which answers when the token is durable).
+/// A write as the store starts it: done already (a store that writes in place), or on its way
+/// (a store with a writer of its own, which answers once the write is durable). The actors
+/// await it without blocking their thread (`.await`); code off the actors' thread may `wait`.
+#[must_use = "a write's outcome says whether it is durable"]
 pub enum Persisting {
     Done(Result<(), StoreError>),
     Pending(BoxFuture<Result<(), StoreError>>),
 }
 
-/// The writes the actors make. Two durability classes, as sled gives them: a write that must
-/// survive a crash (`save_token`, `save_dead`, and `save_quota` with `durable`) returns only
-/// once it is on disk; the others are batched and may be lost if the process dies within the
-/// store's flush interval (sled: 500 ms). `specs/failover-invariants.md` I6 says what that may
-/// cost.
+thread_local! {
+    static ACTORS_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as the one the actors run on: from then on, no write may be
+/// waited for there (every actor would stall for the disk).
+pub fn mark_actors_thread() {
+    ACTORS_THREAD.with(|t| t.set(true));
+}
+
+/// Whether the calling thread is the actors' (`mark_actors_thread`).
+pub fn on_actors_thread() -> bool {
+    ACTORS_THREAD.with(std::cell::Cell::get)
+}
+
+/// Says loudly that a thread is about to wait on the disk where it must not: a debug build
+/// panics (so a test that reaches such a wait fails), a release build logs it.
+pub fn forbid_waiting_on_actors_thread() {
+    if on_actors_thread() {
+        debug_assert!(false, "a wait on the store on the actors' thread");
+        tracing::error!("a wait on the store on the actors' thread: every actor stalls for it");
+    }
+}
+
+impl Persisting {
+    /// Blocks the calling thread until the write is durable (or failed). Never on the actors'
+    /// thread: they `.await` it.
+    pub fn wait(self) -> Result<(), StoreError> {
+        use std::task::{Context, Poll, Wake, Waker};
+        struct Unpark(std::thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let mut pending = match self {
+            Persisting::Done(result) => return result,
+            Persisting::Pending(pending) => pending,
+        };
+        forbid_waiting_on_actors_thread();
+        let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Poll::Ready(result) = pending.as_mut().poll(&mut cx) {
+                return result;
+            }
+            std::thread::park();
+        }
+    }
+}
+
+impl std::future::IntoFuture for Persisting {
+    type Output = Result<(), StoreError>;
+    type IntoFuture = BoxFuture<Result<(), StoreError>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        match self {
+            Persisting::Done(result) => Box::pin(std::future::ready(result)),
+            Persisting::Pending(pending) => pending,
+        }
+    }
+}
+
+/// The writes the actors make, one method each. Two durability classes, as sled gives them: a
+/// write that must survive a crash (`persist_token`, `persist_refresh_intent`, `persist_dead`,
+/// and `persist_quota` with `durable`) answers only once it is on disk; the others are batched
+/// and may be lost if the process dies within the store's flush interval (sled: 500 ms).
+/// `specs/failover-invariants.md` I6 says what that may cost.
 pub trait Store: Send + Sync + 'static {
     /// Writes the account's token durably. Called before the token is used or published.
-    fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError>;
-    /// The actor's way to write a new token: without blocking its thread when the store can
-    /// help it. The default writes in place.
-    fn persist_token(&self, account: &str, token: &Token) -> Persisting {
-        Persisting::Done(self.save_token(account, token))
-    }
+    fn persist_token(&self, account: &str, token: &Token) -> Persisting;
     /// Writes down, durably, that a refresh is about to be sent with `refresh` (a refresh
     /// *intent*). At start, a stored token whose refresh token has an intent is in doubt: its
     /// refresh may have been answered (and the grant rotated) without the answer being written.
-    fn save_refresh_intent(&self, account: &str, refresh: &Secret) -> Result<(), StoreError>;
-    /// The actor's way to write a refresh intent: without blocking its thread when the store
-    /// can help it. The refresh call goes out only once this answers. Default: in place.
-    fn persist_refresh_intent(&self, account: &str, refresh: &Secret) -> Persisting {
-        Persisting::Done(self.save_refresh_intent(account, refresh))
-    }
-    /// Writes down, durably, that the account's grant is gone.
-    fn save_dead(&self, account: &str) -> Result<(), StoreError>;
-    /// The actor's way to write the dead flag: without blocking its thread when the store can
-    /// help it (after every token write asked for before it). Default: in place.
-    fn persist_dead(&self, account: &str) -> Persisting {
-        Persisting::Done(self.save_dead(account))
-    }
-    /// Writes the quota state; `durable` when its limits (a bench, a reset, a backoff) changed,
-    /// batched when only utilization moved.
-    fn save_quota(&self, account: &str, quota: &Quota, durable: bool) -> Result<(), StoreError>;
-    /// The actor's way to write the quota state: without blocking its thread when the store
-    /// can help it; a durable write answers once it is on disk. Default: in place.
-    fn persist_quota(&self, account: &str, quota: &Quota, durable: bool) -> Persisting {
-        Persisting::Done(self.save_quota(account, quota, durable))
-    }
+    /// The refresh call goes out only once this answers.
+    fn persist_refresh_intent(&self, account: &str, refresh: &Secret) -> Persisting;
+    /// Writes down, durably, that the account's grant is gone (after every token write asked
+    /// for before it).
+    fn persist_dead(&self, account: &str) -> Persisting;
+    /// Writes the quota state; durable when its limits (a bench, a reset, a backoff) changed,
+    /// batched (answered at once) when only utilization moved.
+    fn persist_quota(&self, account: &str, quota: &Quota, durable: bool) -> Persisting;
     /// Batched: a binding lost in a crash only makes its session new again.
     fn save_binding(&self, session: &str, binding: &Binding) -> Result<(), StoreError>;
     /// Batched.

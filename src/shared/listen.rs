@@ -190,18 +190,13 @@ async fn adopt_account(
     ) else {
         return;
     };
-    let (s, id, t, paused) = (
-        store.clone(),
-        account.to_string(),
-        token.clone(),
-        record.paused,
-    );
-    let written = tokio::task::spawn_blocking(move || {
-        s.put_account(&record)?;
-        s.save_token(&id, &t)
-    })
-    .await;
-    if !matches!(written, Ok(Ok(()))) {
+    let (s, paused) = (store.clone(), record.paused);
+    let written = match tokio::task::spawn_blocking(move || s.put_account(&record)).await {
+        Ok(Ok(())) => store.persist_token(account, &token).await,
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ccs_actors::ports::StoreError::WriterStopped),
+    };
+    if written.is_err() {
         tracing::warn!(account, "could not write down an account a peer logged in");
         return;
     }

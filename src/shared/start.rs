@@ -181,8 +181,7 @@ pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
             }
             Start::Shared(generation, token) => {
                 tracing::info!(account = %id, generation, "a peer's token is newer than this daemon's copy: starting from it");
-                let (who, t) = (id.as_str().to_string(), token.clone());
-                off_thread(store, move |s| s.save_token(&who, &t)).await?;
+                store.persist_token(&id, &token).await?;
                 shared.now_holds(&id, &token);
             }
             Start::Local { over } => {
@@ -196,8 +195,7 @@ pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
                         if let Some((_, newer)) =
                             shared.read_token(&id).await.map_err(unreachable)?
                         {
-                            let (who, t) = (id.as_str().to_string(), newer.clone());
-                            off_thread(store, move |s| s.save_token(&who, &t)).await?;
+                            store.persist_token(&id, &newer).await?;
                             shared.now_holds(&id, &newer);
                         }
                     }
@@ -205,8 +203,7 @@ pub async fn join(store: &Arc<SledStore>, shared: &Shared) -> Result<()> {
             }
         }
         if let Some(quota) = shared.read_quota(&id).await.map_err(unreachable)? {
-            let who = id.as_str().to_string();
-            off_thread(store, move |s| s.save_quota(&who, &quota, true)).await?;
+            store.persist_quota(&id, &quota, true).await?;
         }
     }
     // The pool's drain order is the pool's: a joining daemon takes it (for the accounts it

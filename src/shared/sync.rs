@@ -141,12 +141,6 @@ impl SharedStore {
 }
 
 impl Store for SharedStore {
-    fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError> {
-        self.local.save_token(account, token)?;
-        self.offer_if_new(account, token);
-        Ok(())
-    }
-
     fn persist_token(&self, account: &str, token: &Token) -> Persisting {
         // The machine's answer waits for the write here only; a token Redis has not seen (a
         // login) goes out on the Redis task, in order with the writes queued before it.
@@ -155,31 +149,12 @@ impl Store for SharedStore {
         write
     }
 
-    fn save_refresh_intent(&self, account: &str, refresh: &Secret) -> Result<(), StoreError> {
-        self.local.save_refresh_intent(account, refresh)
-    }
-
     fn persist_refresh_intent(&self, account: &str, refresh: &Secret) -> Persisting {
         self.local.persist_refresh_intent(account, refresh)
     }
 
-    fn save_dead(&self, account: &str) -> Result<(), StoreError> {
-        self.local.save_dead(account)
-    }
-
     fn persist_dead(&self, account: &str) -> Persisting {
         self.local.persist_dead(account)
-    }
-
-    fn save_quota(&self, account: &str, quota: &Quota, durable: bool) -> Result<(), StoreError> {
-        self.local.save_quota(account, quota, durable)?;
-        if durable {
-            self.send(Op::Quota {
-                account: account.to_string(),
-                record: QuotaRecord::from(quota),
-            });
-        }
-        Ok(())
     }
 
     fn persist_quota(&self, account: &str, quota: &Quota, durable: bool) -> Persisting {

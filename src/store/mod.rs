@@ -13,7 +13,7 @@ mod port;
 pub mod records;
 mod usage;
 mod writer;
-pub use writer::mark_actors_thread;
+pub use ccs_actors::ports::mark_actors_thread;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

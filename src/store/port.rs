@@ -1,29 +1,17 @@
 //! The actors' `Store` port over sled: which writes are flushed before they return (tokens,
 //! refresh intents, dead flags, quota limits) and which are batched (utilization, bindings).
-//! Every one goes through the store writer's thread (`writer.rs`), in order; the actors use
-//! the `persist_*` forms, which never block their thread.
+//! Every one goes through the store writer's thread (`writer.rs`), in order, and answers with
+//! the future of its durability, which the actors await without blocking their thread.
 
 use super::*;
 
 impl ports::Store for SledStore {
-    fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError> {
-        self.writer
-            .token(account, TokenRecord::new(token, self.now()))
-            .wait()
-    }
-
     fn persist_token(&self, account: &str, token: &Token) -> ports::Persisting {
         ports::Persisting::Pending(
             self.writer
                 .token(account, TokenRecord::new(token, self.now()))
                 .later(),
         )
-    }
-
-    fn save_refresh_intent(&self, account: &str, refresh: &Secret) -> Result<(), StoreError> {
-        self.writer
-            .intent(account, ports::fingerprint(refresh))
-            .wait()
     }
 
     fn persist_refresh_intent(&self, account: &str, refresh: &Secret) -> ports::Persisting {
@@ -34,19 +22,8 @@ impl ports::Store for SledStore {
         )
     }
 
-    fn save_dead(&self, account: &str) -> Result<(), StoreError> {
-        // Through the writer: after every token write queued before it.
-        self.writer.dead(account).wait()
-    }
-
     fn persist_dead(&self, account: &str) -> ports::Persisting {
         ports::Persisting::Pending(self.writer.dead(account).later())
-    }
-
-    fn save_quota(&self, account: &str, quota: &Quota, durable: bool) -> Result<(), StoreError> {
-        self.writer
-            .quota(account, QuotaRecord::from(quota), durable)
-            .wait()
     }
 
     fn persist_quota(&self, account: &str, quota: &Quota, durable: bool) -> ports::Persisting {

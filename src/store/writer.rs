@@ -139,16 +139,6 @@ pub(super) struct Disk {
     pub flush_seconds: prometheus_client::metrics::histogram::Histogram,
 }
 
-thread_local! {
-    static ACTORS_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Marks the calling thread as the one the actors run on: from now on, no write waits on the
-/// writer there (ARCHITECTURE.md: no actor blocks on disk).
-pub fn mark_actors_thread() {
-    ACTORS_THREAD.with(|t| t.set(true));
-}
-
 pub(super) struct Writer {
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
@@ -187,12 +177,7 @@ impl Writer {
     /// actors' thread (`mark_actors_thread`): a debug build panics there, so a test that
     /// reaches such a wait fails, and a release build logs it.
     fn blocking(&self, make: impl FnOnce(Reply) -> Job) -> Result<(), StoreError> {
-        if ACTORS_THREAD.with(std::cell::Cell::get) {
-            debug_assert!(false, "a wait on the store writer on the actors' thread");
-            tracing::error!(
-                "a wait on the store writer on the actors' thread: every actor stalls for it"
-            );
-        }
+        ccs_actors::ports::forbid_waiting_on_actors_thread();
         let (tx, rx) = mpsc::channel();
         self.send(make(Reply::Blocking(tx)))?;
         rx.recv().unwrap_or_else(|_| Err(stopped()))

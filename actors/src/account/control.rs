@@ -109,11 +109,7 @@ impl Handler<SaveQuota> for AccountActor {
         self.quota_saved_at = Some(self.deps.clock.now());
         let id = self.id.clone();
         Box::pin(async move {
-            let written = match write {
-                crate::ports::Persisting::Pending(w) => w.await,
-                crate::ports::Persisting::Done(r) => r,
-            };
-            if let Err(e) = written {
+            if let Err(e) = write.await {
                 tracing::warn!(account = %id, error = %e, "could not save quota state");
             }
         })

@@ -199,11 +199,9 @@ pub(crate) async fn add(ctx: &Ctx, b: api::AddAccount) -> Result<api::Added, Htt
             }
         }
         None => {
-            let (key, t) = (id.clone(), token.clone());
-            write(ctx, move |s| {
-                ccs_actors::ports::Store::save_token(s, &key, &t)
-            })
-            .await?;
+            ccs_actors::ports::Store::persist_token(&*ctx.store, &id, &token)
+                .await
+                .map_err(internal)?;
             if let Some(shared) = &ctx.shared {
                 share_new_account(ctx, shared, &id, &token).await;
             }

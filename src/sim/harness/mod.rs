@@ -512,7 +512,7 @@ pub async fn run(spec: &Spec) -> Report {
     let violations = refresher.violations.clone();
     let emails: Vec<String> = (0..spec.accounts.len()).map(email).collect();
     for (e, tok) in login_all(&model, &clock, &emails) {
-        let _ = store.save_token(&e, &tok);
+        let _ = store.persist_token(&e, &tok);
     }
     let checks = Rc::new(RefCell::new(Checks {
         paused: vec![false; emails.len()],

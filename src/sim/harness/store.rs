@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use ccs_actors::ports::{fingerprint, Store, StoreError};
+use ccs_actors::ports::{fingerprint, Persisting, Store, StoreError};
 use ccs_actors::quota::Quota;
 use ccs_actors::routing::Binding;
 use ccs_actors::{Secret, Token};
@@ -26,7 +26,7 @@ pub struct Records {
 }
 
 impl Records {
-    /// Whether the account's stored token is in doubt (see `Store::save_refresh_intent`).
+    /// Whether the account's stored token is in doubt (see `Store::persist_refresh_intent`).
     pub fn in_doubt(&self, account: &str) -> bool {
         match (self.tokens.get(account), self.intents.get(account)) {
             (Some(t), Some(i)) => *i == fingerprint(&t.refresh),
@@ -98,26 +98,26 @@ impl SimStore {
 }
 
 impl Store for SimStore {
-    fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError> {
-        self.write(true, |r| {
+    fn persist_token(&self, account: &str, token: &Token) -> Persisting {
+        Persisting::Done(self.write(true, |r| {
             r.tokens.insert(account.to_string(), token.clone());
             r.dead.insert(account.to_string(), false);
-        })
+        }))
     }
-    fn save_refresh_intent(&self, account: &str, refresh: &Secret) -> Result<(), StoreError> {
-        self.write(true, |r| {
+    fn persist_refresh_intent(&self, account: &str, refresh: &Secret) -> Persisting {
+        Persisting::Done(self.write(true, |r| {
             r.intents.insert(account.to_string(), fingerprint(refresh));
-        })
+        }))
     }
-    fn save_dead(&self, account: &str) -> Result<(), StoreError> {
-        self.write(true, |r| {
+    fn persist_dead(&self, account: &str) -> Persisting {
+        Persisting::Done(self.write(true, |r| {
             r.dead.insert(account.to_string(), true);
-        })
+        }))
     }
-    fn save_quota(&self, account: &str, quota: &Quota, durable: bool) -> Result<(), StoreError> {
-        self.write(durable, |r| {
+    fn persist_quota(&self, account: &str, quota: &Quota, durable: bool) -> Persisting {
+        Persisting::Done(self.write(durable, |r| {
             r.quota.insert(account.to_string(), quota.clone());
-        })
+        }))
     }
     fn save_binding(&self, session: &str, binding: &Binding) -> Result<(), StoreError> {
         self.write(false, |r| {

@@ -209,7 +209,7 @@ pub async fn run(spec: &PoolSpec) -> PoolReport {
             daemon: d,
         });
         for (e, t) in &tokens {
-            let _ = store.save_token(e, t);
+            let _ = store.persist_token(e, t);
         }
         let deps = Deps {
             clock: Arc::new(clock.clone()) as SharedClock,

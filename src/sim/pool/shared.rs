@@ -270,22 +270,22 @@ impl PoolStore {
 }
 
 impl Store for PoolStore {
-    fn save_token(&self, account: &str, token: &Token) -> Result<(), StoreError> {
-        self.inner.save_token(account, token)?;
-        self.holds(account, token);
-        Ok(())
-    }
     fn persist_token(&self, account: &str, token: &Token) -> Persisting {
-        Persisting::Done(self.save_token(account, token))
+        // The in-memory store writes in place: the token is held once it answers.
+        let written = self.inner.persist_token(account, token).wait();
+        if written.is_ok() {
+            self.holds(account, token);
+        }
+        Persisting::Done(written)
     }
-    fn save_refresh_intent(&self, account: &str, refresh: &Secret) -> Result<(), StoreError> {
-        self.inner.save_refresh_intent(account, refresh)
+    fn persist_refresh_intent(&self, account: &str, refresh: &Secret) -> Persisting {
+        self.inner.persist_refresh_intent(account, refresh)
     }
-    fn save_dead(&self, account: &str) -> Result<(), StoreError> {
-        self.inner.save_dead(account)
+    fn persist_dead(&self, account: &str) -> Persisting {
+        self.inner.persist_dead(account)
     }
-    fn save_quota(&self, account: &str, quota: &Quota, durable: bool) -> Result<(), StoreError> {
-        self.inner.save_quota(account, quota, durable)
+    fn persist_quota(&self, account: &str, quota: &Quota, durable: bool) -> Persisting {
+        self.inner.persist_quota(account, quota, durable)
     }
     fn save_binding(&self, session: &str, binding: &Binding) -> Result<(), StoreError> {
         self.inner.save_binding(session, binding)
