@@ -42,7 +42,7 @@ pub struct Deps {
 pub enum Initial {
     /// A persisted token, fed to the machine as `Loaded`.
     Token(Token),
-    /// A persisted token with a refresh intent for it (see `Store::save_refresh_intent`): fed
+    /// A persisted token with a refresh intent for it (see `Store::persist_refresh_intent`): fed
     /// as `LoadedInDoubt`, which checks the grant at once.
     InDoubt(Token),
     /// The store says the grant is gone.
@@ -143,6 +143,11 @@ impl AccountActor {
             published_util: 0.0,
             published_lease: (0, false),
         }
+    }
+
+    /// The machine's health as it stands (before the actor starts: nothing loaded yet).
+    pub fn health(&self) -> Health {
+        self.machine.health()
     }
 
     /// Feeds one event to the machine and carries out its effects; an effect that answers at

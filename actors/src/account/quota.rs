@@ -46,8 +46,8 @@ impl Handler<Observe> for AccountActor {
     type Result = Response<Verdict>;
 
     fn handle(&mut self, msg: Observe, ctx: &mut Context<Self>) -> Self::Result {
-        if (200..300).contains(&msg.status) && self.machine.strikes > 0 {
-            // Served with its credential: the refusal is over.
+        if (200..300).contains(&msg.status) {
+            // Served with its credential: the machine ends a refusal, if there was one.
             self.apply(Event::Served, ctx);
         }
         let before = self.quota.limits();

@@ -142,6 +142,18 @@ impl Health {
             && now < self.expires_at
             && self.refused_until.is_none_or(|t| now >= t)
     }
+
+    /// Whether routing may choose the account at `now`: its token is usable, or a refresh is
+    /// bringing one (the lease then waits for it).
+    pub fn routable(&self, now: Timestamp) -> bool {
+        self.usable(now) || self.phase == Phase::Refreshing
+    }
+
+    /// Whether the lease the account last published may be handed out at `now` without asking
+    /// it: the token is usable and no refresh may replace it any moment.
+    pub fn published_lease_holds(&self, now: Timestamp) -> bool {
+        self.phase != Phase::Refreshing && self.usable(now)
+    }
 }
 
 /// Why a refresh call failed.
@@ -191,7 +203,7 @@ pub enum Event {
     CredentialRefused {
         generation: u64,
     },
-    /// A request with the current credential was served (sent only while `strikes` > 0).
+    /// A request with the current credential was served (every 2xx answer; it ends a refusal).
     Served,
     /// A request wants this account and it has no usable token: retry the refresh now if the
     /// last attempt failed at least `demand_gap` ago, instead of waiting out the backoff.

@@ -97,16 +97,15 @@ struct Member {
 impl Member {
     fn routable(&self, now: Timestamp) -> bool {
         let paused = self.paused && !crate::planted::on(crate::planted::Bug::IgnorePaused);
-        !paused && (self.health.usable(now) || self.health.phase == Phase::Refreshing)
+        !paused && self.health.routable(now)
     }
 
-    /// The lease the account would hand out at `now`, as it last published it; `None` while a
-    /// refresh may replace it any moment, or when it has none: then its own mailbox decides.
+    /// The lease the account would hand out at `now`, as it last published it; `None` when the
+    /// machine's health says it may not hold, or it has none: then its own mailbox decides.
     fn ready_lease(&self, now: Timestamp) -> Option<Lease> {
-        if self.health.phase == Phase::Refreshing || !self.health.usable(now) {
-            return None;
-        }
-        self.lease.clone()
+        self.lease
+            .clone()
+            .filter(|_| self.health.published_lease_holds(now))
     }
 }
 
@@ -255,12 +254,6 @@ impl Handler<AddAccount> for Supervisor {
         if let Some(old) = self.accounts.remove(&msg.id) {
             old.addr.do_send(StopAccount);
         }
-        let health = Health {
-            phase: Phase::Expiring,
-            expires_at: Timestamp::EPOCH,
-            retry_at: None,
-            refused_until: None,
-        };
         let actor = AccountActor::new(
             msg.id.clone(),
             msg.initial,
@@ -268,6 +261,8 @@ impl Handler<AddAccount> for Supervisor {
             self.deps.clone(),
             ctx.address().recipient(),
         );
+        // Until it publishes, the account is what its machine says before anything is loaded.
+        let health = actor.health();
         let addr = actor.start();
         self.accounts.insert(
             msg.id.clone(),
