@@ -197,7 +197,10 @@ async fn port_suite(store: Arc<dyn Store>, local: &SledStore) {
         ccs_actors::ports::Persisting::Pending(w) => w.await.unwrap(),
     }
     assert_eq!(local.token(&id).unwrap(), Some(token(2)));
-    store.persist_refresh_intent(&id, &token(2).refresh).wait().unwrap();
+    store
+        .persist_refresh_intent(&id, &token(2).refresh)
+        .wait()
+        .unwrap();
     assert!(local.in_doubt(&id, &token(2)).unwrap());
     let quota = bench();
     store.persist_quota(&id, &quota, true).wait().unwrap();

@@ -69,7 +69,10 @@ fn round_trip_survives_reopen() {
         let store = open(&paths, &clock).unwrap();
         login(&store, "alice@example.com", &token(1));
         login(&store, "Bob@Example.com", &token(2));
-        store.persist_quota("alice@example.com", &quota, true).wait().unwrap();
+        store
+            .persist_quota("alice@example.com", &quota, true)
+            .wait()
+            .unwrap();
         store.save_binding("session-1", &binding).unwrap();
         let mut pools = BTreeMap::new();
         pools.insert("work".to_string(), vec!["bob@example.com".to_string()]);
@@ -457,7 +460,10 @@ fn a_refresh_intent_puts_the_token_in_doubt_until_a_newer_one_is_written() {
         let store = open(&paths, &c).unwrap();
         login(&store, id, &token(1));
         assert!(!store.in_doubt(id, &token(1)).unwrap());
-        store.persist_refresh_intent(id, &token(1).refresh).wait().unwrap();
+        store
+            .persist_refresh_intent(id, &token(1).refresh)
+            .wait()
+            .unwrap();
     }
     // The process died after sending: the intent survives, and names this very token.
     let store = open(&paths, &c).unwrap();

@@ -526,9 +526,7 @@ async fn supervisor_fills_first_moves_a_limited_session_and_reports_all_limited(
     assert_eq!(p.decision, Decision::Bound(AccountId::from("a@x")));
 
     // Account a hits its 5-hour limit.
-    let verdict = p
-        .observe(429, rejected_5h(t(1800)))
-        .await;
+    let verdict = p.observe(429, rejected_5h(t(1800))).await;
     assert!(matches!(
         verdict,
         ccs_actors::quota::Verdict::Limited { .. }
@@ -557,9 +555,7 @@ async fn supervisor_fills_first_moves_a_limited_session_and_reports_all_limited(
     assert_eq!(&*rig.store.bindings.lock().unwrap()["s1"].account, "b@x");
 
     // b is limited too: nobody can serve, and the earliest reset is a's.
-    moved
-        .observe(429, rejected_5h(t(3600)))
-        .await;
+    moved.observe(429, rejected_5h(t(3600))).await;
     let mut answer = None;
     for _ in 0..200 {
         match place(&sup, "s2").await {
@@ -713,9 +709,7 @@ async fn a_kept_conversation_is_placed_without_a_message_until_its_account_canno
     assert_eq!(&*refreshed.account, "b@x");
 
     // b is limited: the hot path declines, and the supervisor moves the conversation.
-    refreshed
-        .observe(429, rejected_5h(t(40_000)))
-        .await;
+    refreshed.observe(429, rejected_5h(t(40_000))).await;
     view_until(&sup, "b's limit published", |v| {
         v.accounts
             .iter()
