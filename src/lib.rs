@@ -17,13 +17,15 @@ pub mod daemon;
 pub mod dashboard;
 pub mod endpoint;
 pub mod fsutil;
+pub mod harness;
 pub mod keys;
 pub mod logging;
 pub mod oauth;
 pub mod profiles;
 pub mod proxy;
 pub mod shared;
-pub mod sim;
+/// The simulated Anthropic (crate `ccs-sim`), under the name the code and tests know it by.
+pub use ccs_sim as sim;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

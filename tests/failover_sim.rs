@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use ccs::sim::harness::{self, AccountSpec, Fault, FaultAt, SessionSpec, Spec};
+use ccs::harness::{self, AccountSpec, Fault, FaultAt, SessionSpec, Spec};
 
 /// The seed of the worlds CI runs. Changing it is changing the test.
 const SEED: u64 = 0x5eed_0012;

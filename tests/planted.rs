@@ -5,7 +5,7 @@
 //! Built only with `--features planted` (`cargo xtask test` turns it on). Each case searches
 //! the fixed worlds, or runs a named one, until the expected violation shows.
 
-use ccs::sim::harness::{self, AccountSpec, Fault, FaultAt, SessionSpec, Spec};
+use ccs::harness::{self, AccountSpec, Fault, FaultAt, SessionSpec, Spec};
 use ccs_actors::planted::{plant, Bug};
 
 const SEED: u64 = 0x7ee7_0012;

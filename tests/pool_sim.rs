@@ -1,7 +1,7 @@
-//! Several daemons over a modelled shared store (`src/sim/pool/`): fixed seeds, so one commit
+//! Several daemons over a modelled shared store (`src/harness/pool/`): fixed seeds, so one commit
 //! passes or fails the same way everywhere. `CCS_POOL_WORLDS` sets how many (default 24).
 
-use ccs::sim::pool::{generate, run_blocking};
+use ccs::harness::pool::{generate, run_blocking};
 
 #[test]
 fn one_refresher_per_generation_across_daemons_in_every_world() {
@@ -39,7 +39,7 @@ fn one_refresher_per_generation_across_daemons_in_every_world() {
 fn the_checks_fire_when_every_daemon_refreshes_on_its_own() {
     let mut fired = 0;
     for seed in 0..4 {
-        let spec = ccs::sim::pool::PoolSpec {
+        let spec = ccs::harness::pool::PoolSpec {
             planted_no_lease: true,
             ..generate(seed)
         };

@@ -3,7 +3,7 @@
 //! whose pool ran dry after its first hour, the forecast made an hour before said when. Fixed
 //! seeds, so the figures are the same on every machine; `specs/runway.md` states the error.
 
-use ccs::sim::harness;
+use ccs::harness;
 use rand::{Rng, SeedableRng};
 
 /// Worlds of steady work: 2–4 accounts of random budgets, and a team's conversations, each a

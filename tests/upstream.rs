@@ -27,7 +27,16 @@ async fn eventually(what: &str, cond: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_reach_the_upstream_over_http2_on_connections_opened_at_start() {
-    let sim = SimHandle::start_tls(&scenario(&[("a@example.com", 100)]), true, 42).unwrap();
+    // The simulator serves HTTPS with a certificate ccs makes, as a user's own upstream would.
+    let cert = ccs::tls::self_signed(&["127.0.0.1".to_string()]).unwrap();
+    let tls = ccs::tls::server_config_pem(&cert.cert_pem, &cert.key_pem).unwrap();
+    let sim = SimHandle::start_tls(
+        &scenario(&[("a@example.com", 100)]),
+        true,
+        42,
+        (tls, cert.cert_pem),
+    )
+    .unwrap();
     let clock: SharedClock = Arc::new(sim.clock.clone().expect("manual clock"));
     let (_home, paths, mut config) = home_for(&sim.url());
     std::fs::write(

@@ -23,6 +23,16 @@ pub struct Timestamp(u64);
 impl Timestamp {
     pub const EPOCH: Timestamp = Timestamp(0);
 
+    /// RFC 3339 in UTC, to the second (`2026-12-04T21:08:15Z`): how the token files, the logs
+    /// and the usage endpoint write a time.
+    pub fn rfc3339(self) -> String {
+        i64::try_from(self.0)
+            .ok()
+            .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
     pub const fn from_millis(ms: u64) -> Self {
         Timestamp(ms)
     }
@@ -200,5 +210,65 @@ mod tests {
     #[test]
     fn system_clock_is_after_2020() {
         assert!(SystemClock.now() > Timestamp::from_secs(1_577_836_800));
+    }
+}
+
+/// A duration as people write one: seconds (`300`) or with a unit (`300s`, `5m`, `1h`,
+/// `250ms`, `2d`). What config.yaml and the simulator's scenarios read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl fmt::Debug for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// Why a `Span` does not read.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpanError {
+    #[error("{0:?} is not a duration (try 300, 300s, 5m or 1h)")]
+    NotADuration(String),
+    #[error("unknown unit {unit:?} in {value:?} (use ms, s, m, h or d)")]
+    Unit { unit: String, value: String },
+}
+
+impl Span {
+    pub fn parse(s: &str) -> Result<Span, SpanError> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| SpanError::NotADuration(s.to_string()))?;
+        let d = match unit.trim() {
+            "" | "s" => Duration::from_secs(n),
+            "ms" => Duration::from_millis(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            "d" => Duration::from_secs(n * 86_400),
+            u => {
+                return Err(SpanError::Unit {
+                    unit: u.to_string(),
+                    value: s.to_string(),
+                })
+            }
+        };
+        Ok(Span(d))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(Span(Duration::from_secs(n))),
+            Raw::Text(t) => Span::parse(&t).map_err(serde::de::Error::custom),
+        }
     }
 }

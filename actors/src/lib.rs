@@ -15,5 +15,5 @@ pub mod runway;
 pub mod supervisor;
 pub mod token;
 
-pub use clock::{Clock, ManualClock, SharedClock, SystemClock, Timestamp};
+pub use clock::{Clock, ManualClock, SharedClock, Span, SystemClock, Timestamp};
 pub use token::{Secret, Token};

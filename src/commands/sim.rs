@@ -84,7 +84,7 @@ pub fn run(
         .map(String::as_str)
         .filter(|f| !f.is_empty())
         .collect();
-    let spec = crate::sim::harness::generate(seed, accounts, sessions, hours, &names)
+    let spec = crate::harness::generate(seed, accounts, sessions, hours, &names)
         .map_err(anyhow::Error::msg)?;
     report(
         &spec,
@@ -105,7 +105,7 @@ pub fn replay(file: &Path, json_out: bool) -> Result<()> {
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
     let spec_value = value.get("spec").cloned().unwrap_or(value);
-    let spec: crate::sim::harness::Spec = serde_json::from_value(spec_value).with_context(|| {
+    let spec: crate::harness::Spec = serde_json::from_value(spec_value).with_context(|| {
         format!(
             "{} holds no simulated world: expected a regression file (tests/regressions/*.json) or a spec",
             file.display()
@@ -114,9 +114,9 @@ pub fn replay(file: &Path, json_out: bool) -> Result<()> {
     report(&spec, &format!("the world in {}", file.display()), json_out)
 }
 
-fn report(spec: &crate::sim::harness::Spec, what: &str, json_out: bool) -> Result<()> {
+fn report(spec: &crate::harness::Spec, what: &str, json_out: bool) -> Result<()> {
     let started = std::time::Instant::now();
-    let report = crate::sim::harness::run_blocking(spec);
+    let report = crate::harness::run_blocking(spec);
     if json_out {
         outln!(
             "{}",
@@ -203,8 +203,8 @@ pub fn soak(worlds: u64, seed: u64, jobs: Option<usize>) -> Result<()> {
             std::thread::spawn(move || {
                 let mut failed = Vec::new();
                 for i in (j..worlds).step_by(jobs as usize) {
-                    let spec = crate::sim::harness::world(seed, i);
-                    let report = crate::sim::harness::run_blocking(&spec);
+                    let spec = crate::harness::world(seed, i);
+                    let report = crate::harness::run_blocking(&spec);
                     if !report.violations.is_empty() {
                         failed.push((i, spec, report.violations));
                     }

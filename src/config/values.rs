@@ -1,72 +1,22 @@
 //! The value types of `config.yaml` that read more than serde's defaults: durations with
 //! units (`Span`), sizes with units (`Size`), and switches that default to on (`On`).
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// A duration written as seconds (`300`) or with a unit (`300s`, `5m`, `1h`, `250ms`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Span(pub Duration);
-
-impl fmt::Debug for Span {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
+/// Durations with units: the type is the actors' (the simulator's scenarios read them too).
+pub use ccs_actors::Span;
 
 /// Why a duration or a size in config.yaml does not read.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
-    #[error("{0:?} is not a duration (try 300, 300s, 5m or 1h)")]
-    NotADuration(String),
-    #[error("unknown unit {unit:?} in {value:?} (use ms, s, m, h or d)")]
-    DurationUnit { unit: String, value: String },
+    #[error(transparent)]
+    Duration(#[from] ccs_actors::clock::SpanError),
     #[error("{0:?} is not a size (try 33554432 or 32MiB)")]
     NotASize(String),
     #[error("unknown unit {unit:?} in {value:?} (use KiB, MiB or GiB)")]
     SizeUnit { unit: String, value: String },
-}
-
-impl Span {
-    pub fn parse(s: &str) -> Result<Span, ValueError> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| ValueError::NotADuration(s.to_string()))?;
-        let d = match unit.trim() {
-            "" | "s" => Duration::from_secs(n),
-            "ms" => Duration::from_millis(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            "d" => Duration::from_secs(n * 86_400),
-            u => {
-                return Err(ValueError::DurationUnit {
-                    unit: u.to_string(),
-                    value: s.to_string(),
-                })
-            }
-        };
-        Ok(Span(d))
-    }
-}
-
-impl<'de> Deserialize<'de> for Span {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(n) => Ok(Span(Duration::from_secs(n))),
-            Raw::Text(t) => Span::parse(&t).map_err(serde::de::Error::custom),
-        }
-    }
 }
 
 /// A duration as people read it: "5m", "2h 13m", "3d 4h" (under an hour, minutes round up).

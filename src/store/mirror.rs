@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -64,11 +64,7 @@ fn decoded(name: &str) -> String {
 }
 
 pub fn rfc3339(ms: u64) -> String {
-    let dt = i64::try_from(ms)
-        .ok()
-        .and_then(DateTime::<Utc>::from_timestamp_millis)
-        .unwrap_or_default();
-    dt.to_rfc3339_opts(SecondsFormat::Secs, true)
+    ccs_actors::Timestamp::from_millis(ms).rfc3339()
 }
 
 fn parse_time(v: &Value) -> Option<u64> {

@@ -24,11 +24,11 @@ use ccs_actors::supervisor::{AddAccount, SupervisorHandle};
 use ccs_actors::{Clock, ManualClock, Secret, SharedClock, Token};
 use rand::{Rng, SeedableRng};
 
-use super::harness::ports::ModelRefresher;
-use super::harness::store::{lock, Records, SimStore};
-use super::harness::{login_all, T0};
-use super::model::SimModel;
-use super::scenario::Scenario;
+use super::ports::ModelRefresher;
+use super::store::{lock, Records, SimStore};
+use super::{login_all, T0};
+use crate::sim::model::SimModel;
+use crate::sim::scenario::Scenario;
 use shared::{Model, ModelCoordinator, PoolStore, Shared};
 
 /// One world: how many daemons and accounts, the tokens' life, the network, and its faults.

@@ -19,7 +19,7 @@ use ccs_actors::routing::Binding;
 use ccs_actors::supervisor::SupervisorHandle;
 use ccs_actors::{Clock, ManualClock, Secret, Timestamp, Token};
 
-use crate::sim::harness::store::{lock, SimStore};
+use crate::harness::store::{lock, SimStore};
 
 /// The modelled Redis, and what the checks read of it.
 #[derive(Default)]

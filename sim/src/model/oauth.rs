@@ -284,7 +284,7 @@ impl SimModel {
         let window = |w: &Window| {
             json!({
                 "utilization": (w.utilization() * 100.0).min(100.0),
-                "resets_at": w.started.map(|_| crate::sim::iso(w.reset_at(now))),
+                "resets_at": w.started.map(|_| Timestamp::rfc3339(w.reset_at(now))),
             })
         };
         Ok(json!({

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::ApiError;
-use crate::sim::scenario::{ModelBehaviour, ThinkingBinding};
+use crate::scenario::{ModelBehaviour, ThinkingBinding};
 
 /// The beta that makes the API list what it dropped (`input_transformations`).
 pub const BINDING_CONTROLS_BETA: &str = "thinking-binding-controls-2026-08-01";

@@ -4,13 +4,16 @@
 //! sockets, one thread: the same spec gives the same run, byte for byte.
 //!
 //! `spec.rs` says what a world is, `store.rs` the durability model, `ports.rs` the refresher and
-//! upstream over the model, `checks.rs` the invariants; this file runs the timeline.
+//! upstream over the model, `checks.rs` the invariants; this file runs the timeline. `pool/`
+//! runs several daemons over a modelled shared store. It sits with ccs, which it drives; the
+//! simulated Anthropic it drives it over is its own crate (`ccs-sim`).
 //!
 //! The invariants of `specs/failover-invariants.md` are checked after every step; a run
 //! returns a `Report` with what was served, the hops, the failures and any violation. Used by
 //! `ccs sim run` and by the property tests. Must not: read the system clock, or sleep.
 
 mod checks;
+pub mod pool;
 pub(crate) mod ports;
 mod spec;
 pub(crate) mod store;
@@ -31,9 +34,9 @@ use ccs_actors::supervisor::{
 use ccs_actors::{Clock, ManualClock, SharedClock, Timestamp};
 use serde_json::json;
 
-use super::model::{AuthorizeQuery, Authorized, SimModel};
-use super::scenario::{FaultKind, FaultSpec, Scenario, User};
 use crate::proxy::drive::{drive, Driven, Left};
+use crate::sim::model::{AuthorizeQuery, Authorized, SimModel};
+use crate::sim::scenario::{FaultKind, FaultSpec, Scenario, User};
 use checks::Checks;
 use ports::{Body, ModelRefresher, ModelUpstream};
 pub use spec::{

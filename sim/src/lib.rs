@@ -4,14 +4,14 @@
 //!
 //! `model/` decides (no HTTP), `server.rs` speaks HTTP, `control_api.rs` is its `/sim/*`
 //! control endpoints (faults, budgets, revocations, counters), `scenario.rs` reads the scenario
-//! file. Beside the simulated Anthropic, and driving ccs itself over it: `harness/` (the
-//! in-process failover worlds of `ccs sim run` and the property tests) and `pool/` (several
-//! daemons over a modelled shared store).
+//! file. The facts it models are `specs/anthropic.md`'s.
+//!
+//! Its own crate: it knows nothing of ccs but time (`ccs-actors`' clock, which a simulation
+//! shares with what it drives, and `Span`). What drives ccs over it lives with ccs
+//! (`src/harness/`).
 
 mod control_api;
-pub mod harness;
 pub mod model;
-pub mod pool;
 pub mod scenario;
 pub mod server;
 
@@ -20,15 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use ccs_actors::{ManualClock, SharedClock, SystemClock, Timestamp};
+use ccs_actors::{ManualClock, SharedClock, SystemClock};
 
 pub use model::SimModel;
 pub use scenario::Scenario;
-
-/// ISO 8601 / RFC 3339 in UTC, as the usage endpoint writes resets.
-pub fn iso(t: Timestamp) -> String {
-    crate::store::mirror::rfc3339(t.as_millis())
-}
 
 /// Every route of the simulator: the simulated Anthropic's and its control API.
 fn routes(cfg: &mut actix_web::web::ServiceConfig) {
@@ -58,17 +53,19 @@ impl SimHandle {
         manual_clock: bool,
         seed: u64,
     ) -> std::io::Result<SimHandle> {
-        Self::start_with(scenario, port, manual_clock, seed, false)
+        Self::start_with(scenario, port, manual_clock, seed, None)
     }
 
-    /// Starts a simulator that also listens over HTTPS (`tls_url`, HTTP/2 offered), with a
-    /// self-signed certificate for 127.0.0.1 (`tls_ca_pem`, for the client to trust).
+    /// Starts a simulator that also listens over HTTPS (`tls_url`, HTTP/2 offered) with
+    /// `tls`: the server's configuration and its certificate (PEM, `tls_ca_pem`, for the
+    /// client to trust).
     pub fn start_tls(
         scenario: &Scenario,
         manual_clock: bool,
         seed: u64,
+        tls: (rustls::ServerConfig, String),
     ) -> std::io::Result<SimHandle> {
-        Self::start_with(scenario, 0, manual_clock, seed, true)
+        Self::start_with(scenario, 0, manual_clock, seed, Some(tls))
     }
 
     fn start_with(
@@ -76,19 +73,16 @@ impl SimHandle {
         port: u16,
         manual_clock: bool,
         seed: u64,
-        with_tls: bool,
+        with_tls: Option<(rustls::ServerConfig, String)>,
     ) -> std::io::Result<SimHandle> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))?;
         let addr = listener.local_addr()?;
-        let tls = if with_tls {
-            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-            let cert = crate::tls::self_signed(&["127.0.0.1".to_string()])
-                .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-            let config = crate::tls::server_config_pem(&cert.cert_pem, &cert.key_pem)
-                .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-            Some((l.local_addr()?, cert.cert_pem, l, config))
-        } else {
-            None
+        let tls = match with_tls {
+            Some((config, cert_pem)) => {
+                let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+                Some((l.local_addr()?, cert_pem, l, config))
+            }
+            None => None,
         };
         let (clock, shared): (Option<ManualClock>, SharedClock) = if manual_clock {
             use ccs_actors::Clock;

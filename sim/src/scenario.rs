@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Span;
+use ccs_actors::Span;
 
 /// The example scenario, checked into the repo and printed by `--help`.
 pub const EXAMPLE: &str = include_str!("../../specs/sim-scenario.yaml");
@@ -334,7 +334,13 @@ impl Scenario {
         let s: Scenario = serde_yaml_ng::from_str(text).map_err(|e| ScenarioError::Malformed {
             path: path.to_string(),
             line: e.location().map(|l| l.line()).unwrap_or(1),
-            message: crate::config::strip_location(&e.to_string()),
+            // The line is its own field: the message goes without serde's " at line …".
+            message: e
+                .to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or("")
+                .to_string(),
         })?;
         let invalid = |message: String| ScenarioError::Invalid {
             path: path.to_string(),
