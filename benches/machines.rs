@@ -31,7 +31,7 @@ fn lifecycle(c: &mut Criterion) {
     let (refreshing, _) = step(
         &fresh,
         Event::UpstreamUnauthorized {
-            generation: fresh.generation,
+            generation: fresh.generation(),
         },
         now,
     );

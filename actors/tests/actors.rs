@@ -269,7 +269,7 @@ async fn settle(addr: &Addr<AccountActor>) {
 async fn refresh_starts_at_expiry_minus_lead() {
     let rig = rig(true);
     let addr = rig.start_account(Initial::Token(token(1, t(3600))));
-    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+    until(&addr, "fresh", |s| s.machine.phase() == Phase::Fresh).await;
 
     rig.clock.set(t(3600 - 300 - 1));
     settle(&addr).await;
@@ -277,17 +277,17 @@ async fn refresh_starts_at_expiry_minus_lead() {
 
     rig.clock.advance(Duration::from_secs(1));
     let s = until(&addr, "refreshed once", |s| {
-        s.refresh_calls == 1 && s.machine.phase == Phase::Fresh
+        s.refresh_calls == 1 && s.machine.phase() == Phase::Fresh
     })
     .await;
-    assert_eq!(s.machine.expires_at, t(3600 - 300 + 3600));
+    assert_eq!(s.machine.expires_at(), t(3600 - 300 + 3600));
     assert_eq!(
         rig.refresher.seen_refresh_tokens.lock().unwrap()[0],
         "sk-ant-ort01-1"
     );
     let saved = rig.store.tokens.lock().unwrap()["alice@example.com"].clone();
     assert_eq!(
-        saved.expires_at, s.machine.expires_at,
+        saved.expires_at, s.machine.expires_at(),
         "the new token was persisted"
     );
     let lease = addr.send(GetLease).await.unwrap().unwrap();
@@ -298,11 +298,11 @@ async fn refresh_starts_at_expiry_minus_lead() {
 async fn a_thousand_leases_during_a_refresh_make_one_refresher_call() {
     let rig = rig(false);
     let addr = rig.start_account(Initial::Token(token(1, t(600))));
-    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+    until(&addr, "fresh", |s| s.machine.phase() == Phase::Fresh).await;
     // Past the lead and past expiry: the refresh is out (held at the gate), the token lapsed.
     rig.clock.set(t(700));
     until(&addr, "refreshing", |s| {
-        s.machine.phase == Phase::Refreshing
+        s.machine.phase() == Phase::Refreshing
     })
     .await;
 
@@ -344,7 +344,7 @@ async fn futures_join<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
 async fn an_unsaved_token_is_never_published_or_leased() {
     let rig = rig(true);
     let addr = rig.start_account(Initial::Token(token(1, t(600))));
-    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+    until(&addr, "fresh", |s| s.machine.phase() == Phase::Fresh).await;
     rig.store.refuse_tokens.store(true, Ordering::SeqCst);
 
     rig.clock.set(t(700)); // lapsed: the refresh runs, returns, and the store refuses the token
@@ -379,7 +379,7 @@ async fn an_unsaved_token_is_never_published_or_leased() {
 async fn a_held_token_is_published_once_the_store_accepts_it() {
     let rig = rig(true);
     let addr = rig.start_account(Initial::Token(token(1, t(600))));
-    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+    until(&addr, "fresh", |s| s.machine.phase() == Phase::Fresh).await;
     rig.store.refuse_tokens.store(true, Ordering::SeqCst);
     rig.clock.set(t(700));
     for _ in 0..200 {
@@ -414,26 +414,26 @@ async fn transient_failures_retry_with_backoff_and_fatal_gives_dead() {
         Err(Failure::Fatal),
     ]);
     let addr = rig.start_account(Initial::Token(token(1, t(3600))));
-    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+    until(&addr, "fresh", |s| s.machine.phase() == Phase::Fresh).await;
 
     rig.clock.set(t(3300)); // lead reached
     let s = until(&addr, "first failure", |s| {
-        s.machine.phase == Phase::Expiring && s.machine.failures == 1
+        s.machine.phase() == Phase::Expiring && s.machine.failures() == 1
     })
     .await;
-    assert_eq!(s.machine.retry_at, Some(t(3310)), "first retry after 10 s");
+    assert_eq!(s.machine.retry_at(), Some(t(3310)), "first retry after 10 s");
 
     rig.clock.set(t(3310));
     let s = until(&addr, "second failure", |s| {
-        s.machine.failures == 2 && s.machine.phase == Phase::Expiring
+        s.machine.failures() == 2 && s.machine.phase() == Phase::Expiring
     })
     .await;
-    assert_eq!(s.machine.retry_at, Some(t(3330)), "second retry after 20 s");
+    assert_eq!(s.machine.retry_at(), Some(t(3330)), "second retry after 20 s");
     // Still usable meanwhile: the old token has not lapsed.
     assert!(addr.send(GetLease).await.unwrap().is_ok());
 
     rig.clock.set(t(3330));
-    until(&addr, "dead", |s| s.machine.phase == Phase::Dead).await;
+    until(&addr, "dead", |s| s.machine.phase() == Phase::Dead).await;
     assert_eq!(rig.refresher.calls(), 3);
     assert_eq!(addr.send(GetLease).await.unwrap(), Err(LeaseError::Dead));
     assert_eq!(
@@ -454,7 +454,7 @@ async fn transient_failures_retry_with_backoff_and_fatal_gives_dead() {
 async fn unauthorized_forces_one_refresh_then_answers_with_the_new_token() {
     let rig = rig(true);
     let addr = rig.start_account(Initial::Token(token(1, t(3600))));
-    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+    until(&addr, "fresh", |s| s.machine.phase() == Phase::Fresh).await;
     let old = addr.send(GetLease).await.unwrap().unwrap();
     let new = addr
         .send(Unauthorized {
@@ -588,11 +588,11 @@ async fn a_401_while_the_new_token_waits_for_the_store_replays_nothing() {
     // must not start a refresh from the rotated-away refresh token (which kills the grant).
     let rig = rig(true);
     let addr = rig.start_account(Initial::Token(token(1, t(3600))));
-    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+    until(&addr, "fresh", |s| s.machine.phase() == Phase::Fresh).await;
     rig.store.refuse_tokens.store(true, Ordering::SeqCst);
     rig.clock.set(t(3310)); // past the refresh point, the old token still valid
     until(&addr, "answered but unsaved", |s| {
-        s.machine.unsaved.is_some()
+        s.machine.unsaved().is_some()
     })
     .await;
     assert_eq!(rig.refresher.calls(), 1);
@@ -609,12 +609,12 @@ async fn a_401_while_the_new_token_waits_for_the_store_replays_nothing() {
     // The store accepts on the next try: the new token becomes current, once.
     rig.store.refuse_tokens.store(false, Ordering::SeqCst);
     rig.clock.set(t(3312));
-    let s = until(&addr, "saved", |s| s.machine.unsaved.is_none()).await;
-    assert_eq!(s.machine.phase, Phase::Fresh);
+    let s = until(&addr, "saved", |s| s.machine.unsaved().is_none()).await;
+    assert_eq!(s.machine.phase(), Phase::Fresh);
     assert_eq!(s.generation, 2);
     assert_eq!(
         s.machine
-            .token
+            .token()
             .as_ref()
             .map(|t| t.refresh.expose().to_string()),
         Some("sk-ant-ort01-101".to_string())
@@ -811,7 +811,7 @@ async fn a_bench_is_written_off_the_actors_thread_and_durable_before_its_verdict
     ccs_actors::ports::mark_actors_thread();
     let rig = rig(true);
     let addr = rig.start_account(Initial::Token(token(1, t(36_000))));
-    until(&addr, "fresh", |s| s.machine.phase == Phase::Fresh).await;
+    until(&addr, "fresh", |s| s.machine.phase() == Phase::Fresh).await;
     let gate = rig.store.quota_gate.clone();
     gate.forget_permits(Semaphore::MAX_PERMITS);
 

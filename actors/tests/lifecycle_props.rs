@@ -155,16 +155,16 @@ fn run(inputs: &[Input]) -> World {
             },
             Input::Unauthorized(current) => Event::UpstreamUnauthorized {
                 generation: if *current {
-                    state.generation
+                    state.generation()
                 } else {
-                    state.generation.saturating_sub(1)
+                    state.generation().saturating_sub(1)
                 },
             },
             Input::Refused(current) => Event::CredentialRefused {
                 generation: if *current {
-                    state.generation
+                    state.generation()
                 } else {
-                    state.generation.saturating_sub(1)
+                    state.generation().saturating_sub(1)
                 },
             },
             Input::Served => Event::Served,
@@ -184,7 +184,7 @@ fn run(inputs: &[Input]) -> World {
         for fx in &effects {
             match fx {
                 Effect::StartRefresh(r) => {
-                    if in_flight || after.unsaved.is_some() {
+                    if in_flight || after.unsaved().is_some() {
                         w.double_refresh
                             .get_or_insert(format!("{before:?} + {event:?}"));
                     }
@@ -201,21 +201,21 @@ fn run(inputs: &[Input]) -> World {
                 Effect::PersistDead | Effect::Publish(_) => {}
             }
         }
-        if before.phase == Phase::Dead
-            && after.phase != Phase::Dead
+        if before.phase() == Phase::Dead
+            && after.phase() != Phase::Dead
             && !matches!(event, Event::LoggedIn(_))
         {
             w.left_dead.get_or_insert(format!("{before:?} + {event:?}"));
         }
-        if let Some(t) = &after.token {
+        if let Some(t) = &after.token() {
             if !durable.contains(t) {
                 w.adopted_unsaved
                     .get_or_insert(format!("{before:?} + {event:?}"));
             }
         }
         // Liveness: something will happen without outside help.
-        let outstanding = in_flight || !writes.is_empty() || after.stale_in_flight;
-        if after.phase != Phase::Dead && after.token.is_some() && timer.is_none() && !outstanding {
+        let outstanding = in_flight || !writes.is_empty() || after.stale_in_flight();
+        if after.phase() != Phase::Dead && after.token().is_some() && timer.is_none() && !outstanding {
             w.stuck
                 .get_or_insert(format!("{before:?} + {event:?} -> {after:?}"));
         }

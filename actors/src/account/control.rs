@@ -43,7 +43,7 @@ impl Handler<Demand> for AccountActor {
 
     fn handle(&mut self, _msg: Demand, ctx: &mut Context<Self>) -> bool {
         self.apply(Event::Demand, ctx);
-        self.machine.phase == Phase::Refreshing
+        self.machine.phase() == Phase::Refreshing
     }
 }
 
@@ -160,7 +160,7 @@ impl Handler<GetState> for AccountActor {
         MessageResult(AccountState {
             machine: self.machine.clone(),
             quota: self.quota.clone(),
-            generation: self.machine.generation,
+            generation: self.machine.generation(),
             refresh_calls: self.refresh_calls,
         })
     }

@@ -344,7 +344,7 @@ impl AccountActor {
     /// the machine grants it now (not dead, nothing unsaved, a token held).
     fn lease_key(&self) -> (u64, bool) {
         let grants = matches!(self.lease_now(), Some(Ok(_)));
-        (self.machine.generation, grants)
+        (self.machine.generation(), grants)
     }
 
     /// The machine's answer to a lease request now; `None`: wait for the next step.
@@ -362,7 +362,7 @@ impl AccountActor {
         match self.lease_now()? {
             Ok(lease) if lease.generation < min => {
                 // The token this waiter was refused with: wait while a new one is on its way.
-                (self.machine.phase != Phase::Refreshing).then_some(Err(LeaseError::Unavailable))
+                (self.machine.phase() != Phase::Refreshing).then_some(Err(LeaseError::Unavailable))
             }
             answer => Some(answer),
         }
@@ -370,7 +370,7 @@ impl AccountActor {
 
     /// Whether nothing is outstanding: no refresh call out, no token waiting to be written.
     fn settled(&self) -> bool {
-        self.machine.phase != Phase::Refreshing && !self.machine.stale_in_flight
+        self.machine.phase() != Phase::Refreshing && !self.machine.stale_in_flight()
     }
 
     fn wake_waiters(&mut self) {
@@ -466,12 +466,12 @@ impl Handler<PeerToken> for AccountActor {
     fn handle(&mut self, msg: PeerToken, ctx: &mut Context<Self>) {
         // News of the token it holds already is no news; the rest is the machine's to decide
         // (`Event::PeerNews`: adopted, ignored while a refresh is out, a login when dead).
-        if self.machine.token.as_ref() == Some(&msg.0) {
+        if self.machine.token() == Some(&msg.0) {
             return;
         }
-        let was_dead = self.machine.phase == Phase::Dead;
+        let was_dead = self.machine.phase() == Phase::Dead;
         self.apply(Event::PeerNews(msg.0), ctx);
-        if was_dead && self.machine.phase != Phase::Dead {
+        if was_dead && self.machine.phase() != Phase::Dead {
             tracing::info!(account = %self.id, "a peer daemon holds a newer token for this dead account: taken as a new login");
         }
     }

@@ -88,41 +88,97 @@ pub enum Origin {
 
 /// What the machine knows: its phase and timing, and the tokens themselves, so that every
 /// decision (which refresh token a call uses, which token a lease hands out, whether a 401 is
-/// about the current token) is made here and written in `specs/token-lifecycle.toml`.
+/// about the current token) is made here and written in `specs/token-lifecycle.toml`. Its
+/// fields are the machine's own: only `step` changes them; everyone else reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
-    pub phase: Phase,
+    phase: Phase,
     /// The token the store has accepted: the only one leases hand out and refreshes start from.
-    pub token: Option<Token>,
+    token: Option<Token>,
     /// Bumped whenever `token` changes; a 401 for an older generation is not the current
     /// token's fault.
-    pub generation: u64,
+    generation: u64,
     /// A token the authority answered (or a login brought) that the store has not accepted yet.
     /// While it is set the phase is Refreshing: no refresh may start (its refresh token would be
     /// the rotated-away one) and leases wait for the write.
-    pub unsaved: Option<(Token, Origin)>,
+    unsaved: Option<(Token, Origin)>,
     /// Expiry of `token` (EPOCH before anything was loaded).
-    pub expires_at: Timestamp,
+    expires_at: Timestamp,
     /// When `Fresh` becomes due for a refresh: expiry − lead, or earlier for tokens whose whole
     /// life is shorter than two leads (so a 60 s token is refreshed at 30 s, not immediately).
-    pub refresh_at: Timestamp,
+    refresh_at: Timestamp,
     /// In `Expiring`: when the next refresh attempt is due. `None` before anything was loaded.
-    pub retry_at: Option<Timestamp>,
+    retry_at: Option<Timestamp>,
     /// Consecutive transient refresh failures; drives the backoff, reset by any success.
-    pub failures: u32,
+    failures: u32,
     /// When the last refresh attempt failed (for the demand retry's bound).
-    pub failed_at: Option<Timestamp>,
+    failed_at: Option<Timestamp>,
     /// A refresh call is still outstanding but its outcome no longer matters: a login or a
     /// logout arrived while it was in flight. Its result must not replace (or kill) the newer
     /// login, and no second call may start until it has come back.
-    pub stale_in_flight: bool,
+    stale_in_flight: bool,
     /// How many times in a row the API refused a freshly refreshed credential. While above
     /// zero a 401 starts no refresh (rotating a grant the API refuses anyway helps nobody);
     /// it benches the account instead. Cleared by a served request or a new login.
-    pub strikes: u32,
+    strikes: u32,
     /// Until when the account is benched because the API refuses its credential.
-    pub refused_until: Option<Timestamp>,
-    pub policy: Policy,
+    refused_until: Option<Timestamp>,
+    policy: Policy,
+}
+
+/// Reads of the machine's state (only `step` writes it).
+impl State {
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn token(&self) -> Option<&Token> {
+        self.token.as_ref()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn unsaved(&self) -> Option<&(Token, Origin)> {
+        self.unsaved.as_ref()
+    }
+
+    pub fn expires_at(&self) -> Timestamp {
+        self.expires_at
+    }
+
+    pub fn refresh_at(&self) -> Timestamp {
+        self.refresh_at
+    }
+
+    pub fn retry_at(&self) -> Option<Timestamp> {
+        self.retry_at
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    pub fn failed_at(&self) -> Option<Timestamp> {
+        self.failed_at
+    }
+
+    pub fn stale_in_flight(&self) -> bool {
+        self.stale_in_flight
+    }
+
+    pub fn strikes(&self) -> u32 {
+        self.strikes
+    }
+
+    pub fn refused_until(&self) -> Option<Timestamp> {
+        self.refused_until
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
 }
 
 /// What the machine publishes to the supervisor whenever something routing cares about changes.
@@ -375,3 +431,6 @@ impl State {
 }
 
 pub use step::step;
+
+#[cfg(test)]
+mod spec_tests;

@@ -418,7 +418,7 @@ pub(super) async fn force_refresh(ctx: Data, who: web::Path<String>) -> HttpResp
     let Ok(state) = addr.send(GetState).await else {
         return internal("the account actor stopped");
     };
-    let expires_at = state.machine.expires_at;
+    let expires_at = state.machine.expires_at();
     let wait = ctx.config.oauth.refresh_timeout.0;
     let asked = addr.send(Unauthorized {
         generation: state.generation,
@@ -450,7 +450,7 @@ pub(super) async fn force_refresh(ctx: Data, who: web::Path<String>) -> HttpResp
     let state = addr.send(GetState).await.ok();
     let phase = state
         .as_ref()
-        .map(|s| s.machine.phase)
+        .map(|s| s.machine.phase())
         .unwrap_or(Phase::Dead);
     match (result, phase) {
         (Ok(Ok(_)), _) => {
@@ -469,7 +469,7 @@ pub(super) async fn force_refresh(ctx: Data, who: web::Path<String>) -> HttpResp
         ),
         _ => {
             let retry = state
-                .and_then(|s| s.machine.retry_at)
+                .and_then(|s| s.machine.retry_at())
                 .map(|t| format!(" at {}", crate::store::mirror::rfc3339(t.as_millis())))
                 .unwrap_or_default();
             err(

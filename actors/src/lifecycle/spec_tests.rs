@@ -1,4 +1,6 @@
 //! Walks `specs/token-lifecycle.toml` against `lifecycle::step`: one `check` helper, many rows.
+//! Inside the crate, because it builds the table's states field by field (the fields are the
+//! machine's own).
 //!
 //! The lists of states and events are derived from the machine's own enums (`Phase` and the
 //! derived `EventKind`), through exhaustive matches: a new phase or event fails to compile here
@@ -10,10 +12,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ccs_actors::lifecycle::{
+use super::{
     step, Effect, Event, EventKind, Failure, Origin, Phase, Policy, State, PERSIST_RETRY,
 };
-use ccs_actors::{Secret, Timestamp, Token};
+use crate::{Secret, Timestamp, Token};
 use serde::Deserialize;
 use strum::IntoEnumIterator;
 
