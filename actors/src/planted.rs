@@ -4,7 +4,11 @@
 //! Compiled in only with the `planted` feature; without it `on` is a constant `false` and the
 //! optimiser removes every guarded branch. The switch is per thread: the failover simulation
 //! and the property tests run each world on one thread, so a planted test cannot disturb
-//! another test running beside it. Must not: be switched on outside tests.
+//! another test running beside it. Where a bug can act at an edge, it is planted there, as
+//! sled's failpoints sit at I/O: `ReverseDrainOrder` in the pool the supervisor hands to
+//! routing, `BenchNotDurable` in the simulation's store, `IgnorePaused` in the supervisor's
+//! member; the ones that must sit in a decision read as one line each. Must not: be switched
+//! on outside tests.
 
 /// Each bug breaks the behaviour behind one invariant or property.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumIter)]
@@ -23,7 +27,7 @@ pub enum Bug {
     LeaseLapsed,
     /// I5: routing ignores the paused flag.
     IgnorePaused,
-    /// I6: a bench (limits change) is written without a flush.
+    /// I6: a bench (limits change) is written without a flush (by the simulation's store).
     BenchNotDurable,
     /// I6: a refreshed token is written only after it has been put to use.
     TokenSavedLate,

@@ -86,20 +86,13 @@ fn pick<'a>(
     policy: &Policy,
 ) -> Option<&'a Candidate> {
     use crate::planted::{on, Bug};
-    let mut usable: Box<dyn Iterator<Item = &'a Candidate>> = if on(Bug::ReverseDrainOrder) {
-        Box::new(pool.iter().rev().filter(|c| c.usable(exclude)))
-    } else {
-        Box::new(pool.iter().filter(|c| c.usable(exclude)))
-    };
+    let mut usable = pool.iter().filter(|c| c.usable(exclude));
     let first = usable.next()?;
     if first.utilization_5h < policy.soft_threshold {
         return Some(first);
     }
     let below = usable.find(|c| c.utilization_5h < policy.soft_threshold);
-    if on(Bug::RefusePastThreshold) {
-        return below;
-    }
-    below.or(Some(first))
+    below.or(Some(first).filter(|_| !on(Bug::RefusePastThreshold)))
 }
 
 /// Picks the account for one request. `bound` is the session's current binding, if any.
@@ -112,10 +105,8 @@ pub fn route(
 ) -> Decision {
     if session.is_some() {
         if let Some(b) = bound {
-            let keep = |c: &Candidate| {
-                !(crate::planted::on(crate::planted::Bug::MoveBoundPastHalf)
-                    && c.utilization_5h > 0.5)
-            };
+            use crate::planted::{on, Bug::MoveBoundPastHalf};
+            let keep = |c: &Candidate| !(on(MoveBoundPastHalf) && c.utilization_5h > 0.5);
             if pool
                 .iter()
                 .any(|c| &c.id == b && c.usable(exclude) && keep(c))

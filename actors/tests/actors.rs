@@ -287,7 +287,8 @@ async fn refresh_starts_at_expiry_minus_lead() {
     );
     let saved = rig.store.tokens.lock().unwrap()["alice@example.com"].clone();
     assert_eq!(
-        saved.expires_at, s.machine.expires_at(),
+        saved.expires_at,
+        s.machine.expires_at(),
         "the new token was persisted"
     );
     let lease = addr.send(GetLease).await.unwrap().unwrap();
@@ -421,14 +422,22 @@ async fn transient_failures_retry_with_backoff_and_fatal_gives_dead() {
         s.machine.phase() == Phase::Expiring && s.machine.failures() == 1
     })
     .await;
-    assert_eq!(s.machine.retry_at(), Some(t(3310)), "first retry after 10 s");
+    assert_eq!(
+        s.machine.retry_at(),
+        Some(t(3310)),
+        "first retry after 10 s"
+    );
 
     rig.clock.set(t(3310));
     let s = until(&addr, "second failure", |s| {
         s.machine.failures() == 2 && s.machine.phase() == Phase::Expiring
     })
     .await;
-    assert_eq!(s.machine.retry_at(), Some(t(3330)), "second retry after 20 s");
+    assert_eq!(
+        s.machine.retry_at(),
+        Some(t(3330)),
+        "second retry after 20 s"
+    );
     // Still usable meanwhile: the old token has not lapsed.
     assert!(addr.send(GetLease).await.unwrap().is_ok());
 

@@ -215,7 +215,11 @@ fn run(inputs: &[Input]) -> World {
         }
         // Liveness: something will happen without outside help.
         let outstanding = in_flight || !writes.is_empty() || after.stale_in_flight();
-        if after.phase() != Phase::Dead && after.token().is_some() && timer.is_none() && !outstanding {
+        if after.phase() != Phase::Dead
+            && after.token().is_some()
+            && timer.is_none()
+            && !outstanding
+        {
             w.stuck
                 .get_or_insert(format!("{before:?} + {event:?} -> {after:?}"));
         }

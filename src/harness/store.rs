@@ -115,6 +115,9 @@ impl Store for SimStore {
         }))
     }
     fn persist_quota(&self, account: &str, quota: &Quota, durable: bool) -> Persisting {
+        // Planted at the disk's edge: a durable quota write (a bench) is only batched.
+        let durable =
+            durable && !ccs_actors::planted::on(ccs_actors::planted::Bug::BenchNotDurable);
         Persisting::Done(self.write(durable, |r| {
             r.quota.insert(account.to_string(), quota.clone());
         }))

@@ -61,12 +61,12 @@ impl Handler<Observe> for AccountActor {
             .is_none_or(|t| now.since(t) >= QUOTA_SAVE_EVERY);
         let mut write = None;
         if limits_changed || stale {
-            let durable =
-                limits_changed && !crate::planted::on(crate::planted::Bug::BenchNotDurable);
+            // Durable when the limits changed: a bench lost in a crash would send requests
+            // to a limited account.
             write = Some(
                 self.deps
                     .store
-                    .persist_quota(&self.id, &self.quota, durable),
+                    .persist_quota(&self.id, &self.quota, limits_changed),
             );
             self.quota_saved_at = Some(now);
         }

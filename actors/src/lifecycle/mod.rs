@@ -15,6 +15,7 @@ mod step;
 use std::time::Duration;
 
 use crate::clock::Timestamp;
+use crate::planted::{on, Bug};
 use crate::token::{Secret, Token};
 
 /// The four phases of the design: Fresh, Expiring, Refreshing, Dead.
@@ -363,11 +364,7 @@ impl State {
         if self.unsaved.is_some() {
             return LeaseAnswer::Wait;
         }
-        let lapse_slack = if crate::planted::on(crate::planted::Bug::LeaseLapsed) {
-            Duration::from_secs(3600)
-        } else {
-            Duration::ZERO
-        };
+        let lapse_slack = Duration::from_secs(on(Bug::LeaseLapsed) as u64 * 3600);
         match &self.token {
             Some(t) if now < t.expires_at.plus(lapse_slack) => LeaseAnswer::Grant {
                 access: t.access.clone(),
@@ -424,9 +421,7 @@ impl State {
         self.failed_at = Some(now);
         let at = now.plus(self.policy.backoff(self.failures).max(at_least));
         self.retry_at = Some(at);
-        if !crate::planted::on(crate::planted::Bug::NoRetryTimer) {
-            fx.push(Effect::ArmTimer(at));
-        }
+        fx.extend((!on(Bug::NoRetryTimer)).then_some(Effect::ArmTimer(at)));
     }
 }
 

@@ -12,9 +12,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{
-    step, Effect, Event, EventKind, Failure, Origin, Phase, Policy, State, PERSIST_RETRY,
-};
+use super::{step, Effect, Event, EventKind, Failure, Origin, Phase, Policy, State, PERSIST_RETRY};
 use crate::{Secret, Timestamp, Token};
 use serde::Deserialize;
 use strum::IntoEnumIterator;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{Effect, Event, Failure, Origin, Phase, State, PERSIST_RETRY};
 use crate::clock::Timestamp;
+use crate::planted::{on, Bug};
 
 /// The refresh point of a token: expiry − lead, but never sooner than half its remaining life.
 fn refresh_point(expires_at: Timestamp, now: Timestamp, lead: Duration) -> Timestamp {
@@ -45,9 +46,7 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
         }
         (Refreshing | Dead, Event::Loaded(_) | Event::LoadedInDoubt(_)) => {}
 
-        (Dead, Event::Tick) if crate::planted::on(crate::planted::Bug::TickRevivesDead) => {
-            s.phase = Expiring;
-        }
+        (Dead, Event::Tick) if on(Bug::TickRevivesDead) => s.phase = Expiring,
         (Fresh | Expiring, Event::Tick | Event::LeadReached) if state.due(now) => {
             s.start_refresh(&mut fx);
         }
@@ -101,14 +100,8 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
             | Event::RefreshOwnedElsewhere { .. }
             | Event::TokenFromPeer(_),
         ) if saving => {}
-        (Refreshing, Event::RefreshSucceeded(token))
-            if crate::planted::on(crate::planted::Bug::TokenSavedLate) =>
-        {
-            // Planted bug (I6): the answer is put to use without being written down.
-            s.adopt(token);
-            s.phase = Fresh;
-            s.refresh_at = refresh_point(s.expires_at, now, s.policy.lead);
-            fx.push(Effect::ArmTimer(s.refresh_at));
+        (Refreshing, Event::RefreshSucceeded(t)) if on(Bug::TokenSavedLate) => {
+            s.unwritten(t, now, &mut fx)
         }
         (Refreshing, Event::RefreshSucceeded(token)) => {
             // Its refresh token is the grant's only live one now: write it down first.
@@ -190,12 +183,8 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
         {
             s.start_refresh(&mut fx);
         }
-        (Refreshing, Event::UpstreamUnauthorized { .. })
-            if !saving && crate::planted::on(crate::planted::Bug::DoubleRefresh) =>
-        {
-            if let Some(t) = &state.token {
-                fx.push(Effect::StartRefresh(t.refresh.clone()));
-            }
+        (Refreshing, Event::UpstreamUnauthorized { .. }) if !saving && on(Bug::DoubleRefresh) => {
+            fx.extend(state.second_refresh())
         }
         (_, Event::UpstreamUnauthorized { .. }) => {}
 
@@ -304,5 +293,23 @@ mod tests {
             refresh_point(now.plus(Duration::from_secs(3600)), now, lead),
             now.plus(Duration::from_secs(3300))
         );
+    }
+}
+
+/// The planted bugs' transitions, kept out of the table's arms.
+impl State {
+    /// Planted bug DoubleRefresh (I3): another call with the refresh token already out.
+    fn second_refresh(&self) -> Option<Effect> {
+        let t = self.token.as_ref()?;
+        Some(Effect::StartRefresh(t.refresh.clone()))
+    }
+
+    /// Planted bug TokenSavedLate (I6): a refresh's answer put to use without being written
+    /// down.
+    fn unwritten(&mut self, token: crate::token::Token, now: Timestamp, fx: &mut Vec<Effect>) {
+        self.adopt(token);
+        self.phase = Phase::Fresh;
+        self.refresh_at = refresh_point(self.expires_at, now, self.policy.lead);
+        fx.push(Effect::ArmTimer(self.refresh_at));
     }
 }

@@ -148,7 +148,7 @@ impl Supervisor {
         let Some(order) = self.pools.get(pool) else {
             return Vec::new();
         };
-        order
+        let mut candidates: Vec<Candidate> = order
             .iter()
             .filter_map(|id| {
                 let m = self.accounts.get(id)?;
@@ -159,7 +159,12 @@ impl Supervisor {
                     utilization_5h: m.quota.five_hour.utilization_at(now),
                 })
             })
-            .collect()
+            .collect();
+        // Planted at routing's edge: the pool handed over in reverse drain order.
+        if crate::planted::on(crate::planted::Bug::ReverseDrainOrder) {
+            candidates.reverse();
+        }
+        candidates
     }
 
     fn hop_reason(

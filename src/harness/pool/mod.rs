@@ -176,7 +176,10 @@ async fn states(
         for e in emails {
             if let Some(addr) = sup.account(&e.as_str().into()).await {
                 if let Ok(s) = addr.send(GetState).await {
-                    out.insert((d, e.clone()), (s.machine.phase(), s.machine.token().cloned()));
+                    out.insert(
+                        (d, e.clone()),
+                        (s.machine.phase(), s.machine.token().cloned()),
+                    );
                 }
             }
         }
