@@ -464,11 +464,8 @@ impl Handler<PeerToken> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, msg: PeerToken, ctx: &mut Context<Self>) {
-        // News of the token it holds already is no news; the rest is the machine's to decide
-        // (`Event::PeerNews`: adopted, ignored while a refresh is out, a login when dead).
-        if self.machine.token() == Some(&msg.0) {
-            return;
-        }
+        // The machine's to decide (`Event::PeerNews`: no news when it holds the token already,
+        // adopted, ignored while a refresh is out, a login when dead).
         let was_dead = self.machine.phase() == Phase::Dead;
         self.apply(Event::PeerNews(msg.0), ctx);
         if was_dead && self.machine.phase() != Phase::Dead {

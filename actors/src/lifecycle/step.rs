@@ -123,6 +123,8 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
         }
         // A peer's newer token: the answer to this machine's refresh (a peer refreshed
         // first), or news while none is out. Written down first, as a refresh's answer is.
+        // News of the token held already is no news.
+        (_, Event::PeerNews(token)) if state.token.as_ref() == Some(&token) => {}
         (Fresh | Expiring | Refreshing, Event::TokenFromPeer(token))
         | (Fresh | Expiring, Event::PeerNews(token)) => {
             s.phase = Refreshing;
@@ -278,6 +280,36 @@ mod tests {
                 fx.contains(&Effect::ArmTimer(now.plus(Duration::from_secs(due)))),
                 "a {life} s token: {fx:?}"
             );
+        }
+    }
+
+    #[test]
+    fn news_of_the_token_held_already_changes_nothing_in_any_phase() {
+        let now = Timestamp::from_secs(1000);
+        let token = Token {
+            access: Secret::new("a"),
+            refresh: Secret::new("r"),
+            expires_at: now.plus(Duration::from_secs(3600)),
+        };
+        let (fresh, _) = step(
+            &State::unloaded(Policy::default()),
+            Event::Loaded(token.clone()),
+            now,
+        );
+        let (refreshing, _) = step(&fresh, Event::Tick, now.plus(Duration::from_secs(3400)));
+        let expiring = State {
+            phase: Phase::Expiring,
+            ..fresh.clone()
+        };
+        let dead = State {
+            phase: Phase::Dead,
+            ..fresh.clone()
+        };
+        assert_eq!(refreshing.phase, Phase::Refreshing);
+        for s in [fresh, refreshing, expiring, dead] {
+            let (next, fx) = step(&s, Event::PeerNews(token.clone()), now);
+            assert_eq!(next, s, "{:?}", s.phase);
+            assert!(fx.is_empty(), "{:?}: {fx:?}", s.phase);
         }
     }
 
