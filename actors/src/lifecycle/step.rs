@@ -243,6 +243,24 @@ pub fn step(state: &State, event: Event, now: Timestamp) -> (State, Vec<Effect>)
     (s, fx)
 }
 
+/// The planted bugs' transitions, kept out of the table's arms.
+impl State {
+    /// Planted bug DoubleRefresh (I3): another call with the refresh token already out.
+    fn second_refresh(&self) -> Option<Effect> {
+        let t = self.token.as_ref()?;
+        Some(Effect::StartRefresh(t.refresh.clone()))
+    }
+
+    /// Planted bug TokenSavedLate (I6): a refresh's answer put to use without being written
+    /// down.
+    fn unwritten(&mut self, token: crate::token::Token, now: Timestamp, fx: &mut Vec<Effect>) {
+        self.adopt(token);
+        self.phase = Phase::Fresh;
+        self.refresh_at = refresh_point(self.expires_at, now, self.policy.lead);
+        fx.push(Effect::ArmTimer(self.refresh_at));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,23 +343,5 @@ mod tests {
             refresh_point(now.plus(Duration::from_secs(3600)), now, lead),
             now.plus(Duration::from_secs(3300))
         );
-    }
-}
-
-/// The planted bugs' transitions, kept out of the table's arms.
-impl State {
-    /// Planted bug DoubleRefresh (I3): another call with the refresh token already out.
-    fn second_refresh(&self) -> Option<Effect> {
-        let t = self.token.as_ref()?;
-        Some(Effect::StartRefresh(t.refresh.clone()))
-    }
-
-    /// Planted bug TokenSavedLate (I6): a refresh's answer put to use without being written
-    /// down.
-    fn unwritten(&mut self, token: crate::token::Token, now: Timestamp, fx: &mut Vec<Effect>) {
-        self.adopt(token);
-        self.phase = Phase::Fresh;
-        self.refresh_at = refresh_point(self.expires_at, now, self.policy.lead);
-        fx.push(Effect::ArmTimer(self.refresh_at));
     }
 }
