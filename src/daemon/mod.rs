@@ -109,7 +109,8 @@ async fn adopt_poolless(store: &Arc<SledStore>, sup: &SupervisorHandle) -> Resul
 
 /// Runs the daemon on `listener` until `shutdown` completes or the management API asks it
 /// to stop; then lets in-flight responses finish (up to `GRACE`) and flushes the store. Must
-/// run inside an actix system.
+/// run inside an actix system. The phases, in order: open the home, start the actors, listen,
+/// start the background work, wait for the stop, stop.
 pub async fn serve(
     mut config: Config,
     paths: Paths,
@@ -131,6 +132,54 @@ pub async fn serve(
     let telemetry = Telemetry::new(clock.clone(), store.flush_seconds.clone());
     telemetry.usage.restore(&store);
     telemetry.seed_models();
+    let actors = start_actors(&config, &paths, &store, &clock, &telemetry).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr()?);
+    let ctx = web::Data::new(
+        Ctx::new(
+            config,
+            paths,
+            store.clone(),
+            actors.sup.clone(),
+            clock,
+            url.clone(),
+            telemetry,
+        )
+        .with_shared(actors.shared.clone()),
+    );
+    if let Some(ss) = &actors.shared_store {
+        ctx.provenance.tell_peers(ss.thinking_sink());
+    }
+    proxy::recent::restore(&ctx).await;
+    // Start-up's writes are done: from here the actors run on this thread, and nothing here
+    // may wait on the store writer.
+    crate::store::mark_actors_thread();
+    let server = listen(&ctx, listener, tls)?;
+    tracing::info!(%url, "daemon ready");
+    let background = start_background_work(&ctx, &actors, &url);
+    note_the_run(&ctx);
+    wait_for_stop(&ctx, shutdown).await;
+    stop(&ctx, server, background, actors).await
+}
+
+/// What runs the accounts: the supervisor and its actors, the refresh calls' own thread, and
+/// in a shared pool the shared store.
+struct Actors {
+    sup: SupervisorHandle,
+    refresh_thread: RefreshThread,
+    shared: Option<Arc<Shared>>,
+    shared_store: Option<Arc<SharedStore>>,
+}
+
+/// Starts the refresher on its own thread, joins the shared pool when there is one, and starts
+/// the supervisor with every account, pool and binding the store holds.
+async fn start_actors(
+    config: &Config,
+    paths: &Paths,
+    store: &Arc<SledStore>,
+    clock: &SharedClock,
+    telemetry: &Arc<Telemetry>,
+) -> Result<Actors> {
     // Refresh calls on a thread of their own (with their own client, whose connections live
     // there): an answer is read and landed on disk as it arrives, whatever the actors' thread
     // is busy with.
@@ -141,7 +190,7 @@ pub async fn serve(
         .build()
         .context("cannot start the refresh thread")?;
     let refresh_calls = refresh_rt.handle().clone();
-    let refresh_rt = RefreshThread(Some(refresh_rt));
+    let refresh_thread = RefreshThread(Some(refresh_rt));
     let refresher = Arc::new(Observed {
         inner: HttpRefresher {
             client: crate::oauth::http_client(),
@@ -150,13 +199,13 @@ pub async fn serve(
             client_id: config.oauth.client_id.clone(),
             clock: clock.clone(),
             slow_after: config.oauth.refresh_timeout.0,
-            hard_bound: crate::oauth::refresh_hard_bound(&config),
+            hard_bound: crate::oauth::refresh_hard_bound(config),
             landing: (config.store.backend != Backend::Redis)
                 .then(|| crate::store::landing::Landing::at(paths.landing_dir())),
         },
         telemetry: telemetry.clone(),
     });
-    let shared = join_shared(&config, &store, &clock).await?;
+    let shared = join_shared(config, store, clock).await?;
     let shared_store = shared
         .as_ref()
         .map(|s| SharedStore::start(store.clone(), s.clone(), config.cliproxy.affinity_ttl.0));
@@ -177,28 +226,27 @@ pub async fn serve(
     sup.addr()
         .send(WatchHops(Arc::new(move |e| watcher.hop(e))))
         .await?;
-    load(&store, &sup).await?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let url = format!("{scheme}://{}", listener.local_addr()?);
-    let ctx = web::Data::new(
-        Ctx::new(
-            config,
-            paths,
-            store.clone(),
-            sup.clone(),
-            clock,
-            url.clone(),
-            telemetry,
-        )
-        .with_shared(shared.clone()),
-    );
-    if let Some(ss) = &shared_store {
-        ctx.provenance.tell_peers(ss.thinking_sink());
-    }
-    proxy::recent::restore(&ctx).await;
-    // Start-up's writes are done: from here the actors run on this thread, and nothing here
-    // may wait on the store writer.
-    crate::store::mark_actors_thread();
+    load(store, &sup).await?;
+    Ok(Actors {
+        sup,
+        refresh_thread,
+        shared,
+        shared_store,
+    })
+}
+
+/// The HTTP server on `listener`, running.
+struct Listening {
+    handle: actix_web::dev::ServerHandle,
+    running: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts the HTTP server (two workers, each with its own upstream client) on `listener`.
+fn listen(
+    ctx: &web::Data<Ctx>,
+    listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+) -> Result<Listening> {
     let app_ctx = ctx.clone();
     let grace = ctx.config.cliproxy.stop_grace.0;
     // The CA read and a client built here once, so a bad `upstream.ca_cert` is refused at
@@ -235,21 +283,32 @@ pub async fn serve(
     }
     .run();
     let handle = server.handle();
-    let running = actix_web::rt::spawn(server);
-    tracing::info!(%url, "daemon ready");
+    Ok(Listening {
+        handle,
+        running: actix_web::rt::spawn(server),
+    })
+}
 
-    if let Some(s) = shared.as_ref().filter(|s| !s.joined()) {
+/// The daemon's background work, ended together at the stop: in a shared pool the join (when
+/// Redis was away at the start), the peers' news and the heartbeat; the sweeper, the comeback
+/// and alert watches, the webhook and the runway sampler.
+fn start_background_work(
+    ctx: &web::Data<Ctx>,
+    actors: &Actors,
+    url: &str,
+) -> Vec<actix_web::rt::task::JoinHandle<()>> {
+    let (sup, store) = (&actors.sup, &ctx.store);
+    if let Some(s) = actors.shared.as_ref().filter(|s| !s.joined()) {
         actix_web::rt::spawn(join_later(s.clone(), store.clone(), sup.clone()));
     }
-    // The daemon's background work, ended together at the stop.
     let mut background = Vec::new();
-    if let Some(s) = shared {
+    if let Some(s) = actors.shared.clone() {
         background.push(actix_web::rt::spawn(crate::shared::listen(
             s.clone(),
             sup.clone(),
             store.clone(),
         )));
-        let (url, telemetry) = (url.clone(), ctx.telemetry.clone());
+        let (url, telemetry) = (url.to_string(), ctx.telemetry.clone());
         background.push(actix_web::rt::spawn(async move {
             // Every heartbeat: alive, and this daemon's usage of this hour and the last (all
             // of the book's hours at the first beat) for the pool's figures.
@@ -276,7 +335,19 @@ pub async fn serve(
             save_usage(&sweeper_ctx).await;
         }
     }));
-    // The run before did not stop cleanly when its marker is still here.
+    background.push(actix_web::rt::spawn(proxy::comeback::run(ctx.clone())));
+    background.push(actix_web::rt::spawn(proxy::watch::run(ctx.clone())));
+    let webhook_ctx = ctx.clone();
+    background.push(actix_web::rt::spawn(async move {
+        webhook_ctx.alerts.run_webhook().await
+    }));
+    background.push(actix_web::rt::spawn(proxy::runway::run(ctx.clone())));
+    background
+}
+
+/// Says when the run before did not stop cleanly (its marker is still here), and leaves this
+/// run's marker for the next one.
+fn note_the_run(ctx: &web::Data<Ctx>) {
     let marker = ctx.paths.running_file();
     if marker.exists() {
         ctx.alerts.moment(
@@ -293,13 +364,10 @@ pub async fn serve(
     {
         tracing::warn!(error = %e, "cannot write the daemon's running marker");
     }
-    background.push(actix_web::rt::spawn(proxy::comeback::run(ctx.clone())));
-    background.push(actix_web::rt::spawn(proxy::watch::run(ctx.clone())));
-    let webhook_ctx = ctx.clone();
-    background.push(actix_web::rt::spawn(async move {
-        webhook_ctx.alerts.run_webhook().await
-    }));
-    background.push(actix_web::rt::spawn(proxy::runway::run(ctx.clone())));
+}
+
+/// Until `shutdown` completes, the management API asks for a stop, or the home disappears.
+async fn wait_for_stop(ctx: &web::Data<Ctx>, shutdown: impl Future<Output = ()>) {
     let mut asked = ctx.shutdown.subscribe();
     let home = ctx.paths.home.clone();
     tokio::select! {
@@ -309,33 +377,48 @@ pub async fn serve(
             tracing::warn!(home = %home.display(), "the CCS_HOME folder is gone: stopping");
         },
     }
+}
+
+/// The stop: answers still streaming finish (within the grace), the background work ends,
+/// every refresh out comes back and every figure is written, the store is flushed, the shared
+/// store drained and left, the marker removed.
+async fn stop(
+    ctx: &web::Data<Ctx>,
+    server: Listening,
+    background: Vec<actix_web::rt::task::JoinHandle<()>>,
+    actors: Actors,
+) -> Result<()> {
     tracing::info!("stopping: letting in-flight responses finish");
+    let grace = ctx.config.cliproxy.stop_grace.0;
     let _ = ctx.draining.send(Some(Instant::now() + grace));
-    handle.stop(true).await;
-    let _ = running.await;
+    server.handle.stop(true).await;
+    let _ = server.running.await;
     for task in &background {
         task.abort();
     }
-    proxy::recent::save(&ctx).await;
-    save_usage(&ctx).await;
+    proxy::recent::save(ctx).await;
+    save_usage(ctx).await;
     // A refresh answered but not written is a grant lost: let every call out come back and its
     // token reach the store before the process goes (bounded: a hung endpoint cannot hold the
     // stop forever; the refresh intent then makes the next start check the account at once).
     let bound = ctx.config.oauth.refresh_timeout.0.min(SETTLE_BOUND);
-    if tokio::time::timeout(bound, sup.settle()).await.is_err() {
+    if tokio::time::timeout(bound, actors.sup.settle())
+        .await
+        .is_err()
+    {
         tracing::error!(
             "stopping with a refresh still unanswered after {} s; the next start checks its account at once",
             bound.as_secs()
         );
     }
     // What was batched (utilization, last use) is written now: a clean stop loses no figure.
-    if tokio::time::timeout(SETTLE_BOUND, sup.save_quotas())
+    if tokio::time::timeout(SETTLE_BOUND, actors.sup.save_quotas())
         .await
         .is_err()
     {
         tracing::warn!("stopping before every account's quota was written down");
     }
-    let (saver, flushed) = (ctx.clone(), store.clone());
+    let (saver, flushed) = (ctx.clone(), ctx.store.clone());
     tokio::task::spawn_blocking(move || {
         saver.save_last_used();
         flushed.flush()
@@ -344,9 +427,9 @@ pub async fn serve(
     .context("the final flush's worker stopped")??;
     // A call still out is abandoned here, as the process would at its exit; its intent makes
     // the next start check the account.
-    drop(refresh_rt);
+    drop(actors.refresh_thread);
     // What was kept during an outage goes to Redis before the process does, if it answers.
-    if let Some(ss) = &shared_store {
+    if let Some(ss) = &actors.shared_store {
         match ss.drain(SETTLE_BOUND).await {
             0 => {}
             n => tracing::warn!(
