@@ -148,7 +148,7 @@ pub async fn serve(
         .with_shared(actors.shared.clone()),
     );
     if let Some(ss) = &actors.shared_store {
-        ctx.provenance.tell_peers(ss.thinking_sink());
+        ctx.continuity.provenance.tell_peers(ss.thinking_sink());
     }
     proxy::recent::restore(&ctx).await;
     // Start-up's writes are done: from here the actors run on this thread, and nothing here
@@ -368,7 +368,7 @@ fn note_the_run(ctx: &web::Data<Ctx>) {
 
 /// Until `shutdown` completes, the management API asks for a stop, or the home disappears.
 async fn wait_for_stop(ctx: &web::Data<Ctx>, shutdown: impl Future<Output = ()>) {
-    let mut asked = ctx.shutdown.subscribe();
+    let mut asked = ctx.stopping.shutdown.subscribe();
     let home = ctx.paths.home.clone();
     tokio::select! {
         _ = shutdown => {},
@@ -390,7 +390,7 @@ async fn stop(
 ) -> Result<()> {
     tracing::info!("stopping: letting in-flight responses finish");
     let grace = ctx.config.cliproxy.stop_grace.0;
-    let _ = ctx.draining.send(Some(Instant::now() + grace));
+    let _ = ctx.stopping.draining.send(Some(Instant::now() + grace));
     server.handle.stop(true).await;
     let _ = server.running.await;
     for task in &background {
@@ -420,7 +420,7 @@ async fn stop(
     }
     let (saver, flushed) = (ctx.clone(), ctx.store.clone());
     tokio::task::spawn_blocking(move || {
-        saver.save_last_used();
+        saver.figures.save_last_used();
         flushed.flush()
     })
     .await
@@ -552,11 +552,11 @@ fn refuse_unsafe_bind(
     Ok(())
 }
 
-/// Writes the usage book to the store, off the async workers.
 /// Forgets the thinking provenance of conversations idle longer than a binding lives.
 async fn forget_thinking(ctx: &web::Data<Ctx>) {
     let ttl = ctx.config.cliproxy.affinity_ttl.0.as_millis() as u64;
     let gone = ctx
+        .continuity
         .provenance
         .retain_touched_since(ctx.clock.now().as_millis().saturating_sub(ttl));
     if gone.is_empty() {
@@ -571,6 +571,7 @@ async fn forget_thinking(ctx: &web::Data<Ctx>) {
     .await;
 }
 
+/// Writes the usage book to the store, off the async workers.
 async fn save_usage(ctx: &web::Data<Ctx>) {
     let (t, store) = (ctx.telemetry.clone(), ctx.store.clone());
     let now = t.now_ms();

@@ -45,7 +45,7 @@ fn secured(status: actix_web::http::StatusCode) -> HttpResponseBuilder {
 }
 
 fn logged_in(ctx: &Ctx, req: &HttpRequest) -> bool {
-    cookie_of(req.headers(), ctx.tls()).is_some_and(|id| ctx.sessions.csrf(id).is_some())
+    cookie_of(req.headers(), ctx.tls()).is_some_and(|id| ctx.access.sessions.csrf(id).is_some())
 }
 
 async fn page(ctx: Data, req: HttpRequest) -> HttpResponse {
@@ -112,10 +112,14 @@ async fn do_login(ctx: Data, req: HttpRequest, body: web::Json<LoginBody>) -> Ht
         .secret
         .as_deref()
         .is_some_and(|s| ctx.secret_ok(s.trim()));
-    let by_link = !by_secret && body.link.as_deref().is_some_and(|l| ctx.sessions.redeem(l));
+    let by_link = !by_secret
+        && body
+            .link
+            .as_deref()
+            .is_some_and(|l| ctx.access.sessions.redeem(l));
     if !(by_secret || by_link) {
         let client = ClientKey::of(req.peer_addr().map(|a| a.ip()));
-        if ctx.throttle.punish(client).await {
+        if ctx.access.throttle.punish(client).await {
             return refused(429, "too many failed attempts: wait a minute and try again");
         }
         return refused(
@@ -128,7 +132,7 @@ async fn do_login(ctx: Data, req: HttpRequest, body: web::Json<LoginBody>) -> Ht
             },
         );
     }
-    let (id, csrf) = ctx.sessions.open();
+    let (id, csrf) = ctx.access.sessions.open();
     let cookie = set_cookie(ctx.tls(), &id, SESSION_TTL.as_secs());
     let mut resp = secured(actix_web::http::StatusCode::OK).json(LoggedIn { csrf });
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -139,7 +143,7 @@ async fn do_login(ctx: Data, req: HttpRequest, body: web::Json<LoginBody>) -> Ht
 
 /// The page's CSRF token (the page is static; it asks once it is loaded).
 async fn session(ctx: Data, req: HttpRequest) -> HttpResponse {
-    match cookie_of(req.headers(), ctx.tls()).and_then(|id| ctx.sessions.csrf(id)) {
+    match cookie_of(req.headers(), ctx.tls()).and_then(|id| ctx.access.sessions.csrf(id)) {
         Some(csrf) => secured(actix_web::http::StatusCode::OK).json(LoggedIn { csrf }),
         None => refused(401, "not logged in"),
     }
@@ -150,7 +154,7 @@ async fn logout(ctx: Data, req: HttpRequest) -> HttpResponse {
         return refused(403, "a logout from another web page is refused");
     }
     if let Some(id) = cookie_of(req.headers(), ctx.tls()) {
-        ctx.sessions.close(id);
+        ctx.access.sessions.close(id);
     }
     let mut resp = secured(actix_web::http::StatusCode::OK).json(serde_json::json!({}));
     if let Ok(v) = HeaderValue::from_str(&set_cookie(ctx.tls(), "", 0)) {
@@ -209,7 +213,7 @@ async fn callback(ctx: Data, q: web::Query<CallbackQuery>) -> HttpResponse {
     let Some(state) = q.state.clone() else {
         return outcome_page(&ctx, false, "the address carries no state");
     };
-    let Some(attempt) = ctx.sessions.take_login(&state) else {
+    let Some(attempt) = ctx.access.sessions.take_login(&state) else {
         return outcome_page(
             &ctx,
             false,

@@ -160,7 +160,7 @@ pub async fn run(ctx: actix_web::web::Data<super::Ctx>) {
 async fn ask(ctx: &actix_web::web::Data<super::Ctx>, id: &AccountId) -> Answer {
     // A question someone else asked within the endpoint's cache time (`ccs cliproxy quota`)
     // counts as this one.
-    if !ctx.usage_due(id, Duration::ZERO) {
+    if !ctx.figures.usage_due(id, Duration::ZERO) {
         return Answer::Usage;
     }
     let Some(addr) = ctx.sup.account(id).await else {

@@ -243,11 +243,11 @@ impl HttpUpstream<'_> {
             (None, continuity::Why::After400)
         } else {
             (
-                self.ctx.knowledge.binding(self.model?),
+                self.ctx.continuity.knowledge.binding(self.model?),
                 continuity::Why::UpFront,
             )
         };
-        let owners = self.ctx.provenance.of(session);
+        let owners = self.ctx.continuity.provenance.of(session);
         continuity::fit_for(self.body, binding, why, |id| {
             owners.get(id).is_some_and(|a| a.as_str() == &**account)
         })
@@ -262,7 +262,11 @@ impl HttpUpstream<'_> {
     ) -> Option<continuity::Fitted> {
         let fitted = self.fitted_for(account, every_foreign)?;
         match (&self.ctx.shared, self.session) {
-            (Some(shared), Some(s)) if shared.recall_thinking(&self.ctx.provenance, s).await => {
+            (Some(shared), Some(s))
+                if shared
+                    .recall_thinking(&self.ctx.continuity.provenance, s)
+                    .await =>
+            {
                 self.fitted_for(account, every_foreign)
             }
             _ => Some(fitted),
@@ -390,14 +394,15 @@ impl Upstream for HttpUpstream<'_> {
                     self.note(account, &f, true);
                     if retry.status() != 400 {
                         if let Some(model) = self.model {
-                            if self.ctx.knowledge.learn(model) {
+                            if self.ctx.continuity.knowledge.learn(model) {
                                 tracing::warn!(
                                     target: "ccs::continuity",
                                     model,
                                     "this model refuses another account's thinking blocks: \
                                      its moves are fitted up front from now on"
                                 );
-                                self.ctx.store_learned(&self.ctx.knowledge.learned_models());
+                                self.ctx
+                                    .store_learned(&self.ctx.continuity.knowledge.learned_models());
                             }
                         }
                     }
@@ -430,7 +435,7 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
     let h = req.headers();
     let Some(caller) = ctx.client_of(h) else {
         let client = ClientKey::of(req.peer_addr().map(|a| a.ip()));
-        if ctx.throttle.punish(client).await {
+        if ctx.access.throttle.punish(client).await {
             let mut r = anthropic_error(
                 429,
                 "rate_limit_error",
@@ -568,16 +573,16 @@ pub async fn proxy(ctx: web::Data<Ctx>, req: HttpRequest, payload: web::Payload)
             left,
             ..
         } => {
-            ctx.record_request(&account);
+            ctx.figures.record_request(&account);
             log.account = Some(account.to_string());
             log.hops = left.len();
             log.fitted = fit_note;
             if session.is_some() {
-                log.provenance = Some(ctx.provenance.clone());
+                log.provenance = Some(ctx.continuity.provenance.clone());
             }
             let bounds = Bounds {
                 idle: up_cfg.idle_timeout.0,
-                draining: ctx.draining.subscribe(),
+                draining: ctx.stopping.draining.subscribe(),
                 revoked: log.permit.as_ref().map(|p| p.revoked()),
             };
             return relay(answer.body, bounds, log);

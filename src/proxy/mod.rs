@@ -17,6 +17,7 @@ pub mod continuity;
 pub mod counter;
 pub mod drive;
 pub mod failover;
+pub mod figures;
 pub mod forward;
 pub mod guard;
 pub mod manage;
@@ -27,16 +28,14 @@ pub mod sessions;
 pub mod upstream;
 pub mod watch;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::HeaderMap;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
-use ccs_actors::routing::AccountId;
 use ccs_actors::supervisor::SupervisorHandle;
 use ccs_actors::SharedClock;
 use serde_json::json;
@@ -44,11 +43,6 @@ use serde_json::json;
 use crate::config::{Config, Paths};
 use crate::keys::constant_time_eq;
 use crate::store::SledStore;
-
-/// The usage endpoint is itself rate-limited: ask it at most this often per account.
-pub const USAGE_CACHE: Duration = Duration::from_secs(30);
-/// An account's last use is written to the store at most this often.
-pub const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 
 /// `Authorization: Bearer X` or the given fallback header.
 pub fn presented_secret<'a>(h: &'a HeaderMap, fallback: &str) -> Option<&'a str> {
@@ -71,17 +65,6 @@ pub fn anthropic_error(status: u16, kind: &str, message: &str) -> HttpResponse {
     .json(json!({"type": "error", "error": {"type": kind, "message": message}}))
 }
 
-/// An account's use as this daemon saw it.
-#[derive(Default)]
-struct Use {
-    /// Requests served since start, for the runway's burn rate.
-    served: u64,
-    /// When it last served.
-    last_ms: u64,
-    /// When that was last written to the store.
-    noted_ms: u64,
-}
-
 /// Everything a request handler needs, shared by all workers.
 pub struct Ctx {
     pub config: Config,
@@ -92,38 +75,51 @@ pub struct Ctx {
     pub clock: SharedClock,
     pub started: Instant,
     pub url: String,
-    /// Failed keys and secrets, per client.
-    pub throttle: guard::Throttle,
-    /// When each account's usage was last fetched.
-    usage_fetched: Mutex<HashMap<AccountId, ccs_actors::Timestamp>>,
-    /// Served requests per minute of the last hour, for status.
-    recent: counter::PerMinute,
-    /// What each account served since start: one lock on the request path.
-    use_of: Mutex<HashMap<AccountId, Use>>,
+    /// What the accounts served, as this daemon saw it (`figures.rs`).
+    pub figures: Arc<figures::Figures>,
     /// Events worth a person's attention, and where they go (`src/alerts/`).
     pub alerts: Arc<crate::alerts::Alerts>,
-    /// The accounts' spend over time (`runway.rs`), sampled every `cliproxy.runway_sample`.
-    pub runway: Mutex<ccs_actors::runway::BurnMeter>,
-    /// Asked to stop (management API); the daemon's run loop watches it.
-    pub shutdown: tokio::sync::watch::Sender<bool>,
-    /// The deadline answers still streaming must end by, once the daemon is stopping.
-    pub draining: tokio::sync::watch::Sender<Option<Instant>>,
     /// Bytes of request bodies held at once.
     pub bodies: body::Budget,
     /// The live feed, usage book and metrics.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
-    /// Dashboard logins, one-time links and OAuth logins started from the dashboard.
-    pub sessions: sessions::Sessions,
     /// Changes that go to both the store and the supervisor (a pause, a resume, a pool's
     /// members) are made one at a time, so the two never end up disagreeing.
     pub account_changes: tokio::sync::Mutex<()>,
+    /// The shared store, when several daemons share the pool (`store.backend: redis`).
+    pub shared: Option<Arc<crate::shared::Shared>>,
+    /// Who may use the daemon, and how they prove it.
+    pub access: Access,
+    /// The daemon's stop, as the handlers see it.
+    pub stopping: Stopping,
+    /// What a moved conversation's history may keep.
+    pub continuity: Continuity,
+}
+
+/// Who may use the daemon, and how they prove it: the client keys, the management secret's
+/// hash, the dashboard's sessions, and the throttle on failed attempts.
+pub struct Access {
     /// The client keys, by name.
     pub clients: clients::Clients,
     /// The management secret's argon2 hash, when config.yaml keeps it that way.
     hashed_secret: Option<crate::keys::HashedSecret>,
-    /// The shared store, when several daemons share the pool (`store.backend: redis`).
-    pub shared: Option<Arc<crate::shared::Shared>>,
-    /// Which model refuses another account's thinking blocks (`continuity.rs`).
+    /// Dashboard logins, one-time links and OAuth logins started from the dashboard.
+    pub sessions: sessions::Sessions,
+    /// Failed keys and secrets, per client.
+    pub throttle: guard::Throttle,
+}
+
+/// The daemon's stop, as the handlers see it.
+pub struct Stopping {
+    /// Asked to stop (management API); the daemon's run loop watches it.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// The deadline answers still streaming must end by, once the daemon is stopping.
+    pub draining: tokio::sync::watch::Sender<Option<Instant>>,
+}
+
+/// What a moved conversation's history may keep (`continuity.rs`).
+pub struct Continuity {
+    /// Which model refuses another account's thinking blocks.
     pub knowledge: continuity::Knowledge,
     /// Which account produced each thinking block of each conversation.
     pub provenance: Arc<continuity::Provenance>,
@@ -222,6 +218,11 @@ impl Ctx {
             .map(crate::keys::HashedSecret::new);
         let bodies = body::Budget::new(config.cliproxy.bodies_in_flight.0);
         let runway_span = config.cliproxy.runway_sample.0 * 5;
+        let figures = Arc::new(figures::Figures::new(
+            store.clone(),
+            clock.clone(),
+            runway_span,
+        ));
         let client = crate::oauth::http_client();
         let alerts = Arc::new(crate::alerts::Alerts::new(&config, client.clone()));
         let learned: Vec<String> = store
@@ -246,27 +247,30 @@ impl Ctx {
             clock,
             started: Instant::now(),
             url,
-            throttle: guard::Throttle::default(),
-            usage_fetched: Mutex::default(),
-            recent: counter::PerMinute::default(),
-            use_of: Mutex::default(),
+            figures,
             alerts,
-            runway: Mutex::new(ccs_actors::runway::BurnMeter::new(runway_span)),
-            shutdown: tokio::sync::watch::channel(false).0,
-            draining: tokio::sync::watch::channel(None).0,
             bodies,
             telemetry,
-            sessions: sessions::Sessions::default(),
             account_changes: tokio::sync::Mutex::new(()),
-            clients,
-            hashed_secret,
             shared: None,
-            knowledge: {
-                let k = continuity::Knowledge::new(config_models);
-                k.restore(learned);
-                k
+            access: Access {
+                clients,
+                hashed_secret,
+                sessions: sessions::Sessions::default(),
+                throttle: guard::Throttle::default(),
             },
-            provenance: Arc::new(provenance),
+            stopping: Stopping {
+                shutdown: tokio::sync::watch::channel(false).0,
+                draining: tokio::sync::watch::channel(None).0,
+            },
+            continuity: Continuity {
+                knowledge: {
+                    let k = continuity::Knowledge::new(config_models);
+                    k.restore(learned);
+                    k
+                },
+                provenance: Arc::new(provenance),
+            },
         }
     }
 
@@ -290,7 +294,9 @@ impl Ctx {
     /// The client key presented (`Authorization: Bearer` or `x-api-key`), when it is one of
     /// the daemon's (`clients.rs`).
     pub fn client_of(&self, h: &HeaderMap) -> Option<Arc<clients::Caller>> {
-        self.clients.identify(presented_secret(h, "x-api-key")?)
+        self.access
+            .clients
+            .identify(presented_secret(h, "x-api-key")?)
     }
 
     /// Whether the management secret was presented (`Authorization: Bearer` or
@@ -302,7 +308,7 @@ impl Ctx {
     /// Whether `given` is the management secret (kept in config.yaml, keys.json, or as an
     /// argon2 hash).
     pub fn secret_ok(&self, given: &str) -> bool {
-        if let Some(hashed) = &self.hashed_secret {
+        if let Some(hashed) = &self.access.hashed_secret {
             return hashed.verify(given);
         }
         let secret = self.config.management_secret();
@@ -312,94 +318,6 @@ impl Ctx {
     /// Whether this daemon serves TLS.
     pub fn tls(&self) -> bool {
         self.config.cliproxy.tls.is_some()
-    }
-
-    /// An account served a request: counted, and its last use noted (written to the store,
-    /// and so to `accounts.json`, at most once a minute per account, off the request's thread).
-    pub fn record_request(self: &Arc<Self>, account: &AccountId) {
-        let now = self.clock.now();
-        self.recent.add(now, 1);
-        let ms = now.as_millis();
-        let due = {
-            let mut m = self.use_of.lock().unwrap_or_else(|p| p.into_inner());
-            let e = m.entry(account.clone()).or_default();
-            e.served += 1;
-            e.last_ms = ms;
-            let due = ms.saturating_sub(e.noted_ms) >= LAST_USED_EVERY.as_millis() as u64;
-            if due {
-                e.noted_ms = ms;
-            }
-            due
-        };
-        if due {
-            let (me, id) = (self.clone(), account.clone());
-            actix_web::rt::task::spawn_blocking(move || me.note_last_use(&id, ms));
-        }
-    }
-
-    /// Writes `account`'s last use down.
-    fn note_last_use(&self, account: &AccountId, ms: u64) {
-        if let Err(e) = self
-            .store
-            .update_account(account, move |a| a.last_used_at_ms = Some(ms))
-        {
-            tracing::warn!(account = %account, error = %e, "cannot note the account's last use");
-        }
-    }
-
-    /// Every last use not yet in the store written down (a clean stop).
-    pub fn save_last_used(&self) {
-        let pending: Vec<(AccountId, u64)> = {
-            let mut m = self.use_of.lock().unwrap_or_else(|p| p.into_inner());
-            m.iter_mut()
-                .filter(|(_, e)| e.last_ms > e.noted_ms)
-                .map(|(id, e)| {
-                    e.noted_ms = e.last_ms;
-                    (id.clone(), e.last_ms)
-                })
-                .collect()
-        };
-        for (id, ms) in pending {
-            self.note_last_use(&id, ms);
-        }
-    }
-
-    /// When `account` last served, as this daemon saw it (newer than the store's note).
-    pub fn last_used_ms(&self, account: &str) -> Option<u64> {
-        let m = self.use_of.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(account).map(|e| e.last_ms)
-    }
-
-    /// Requests `account` served since start.
-    pub fn served(&self, account: &AccountId) -> u64 {
-        let m = self.use_of.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(account).map_or(0, |e| e.served)
-    }
-
-    /// The request counts to keep across a restart.
-    pub fn recent_snapshot(&self) -> Vec<(u64, u64)> {
-        self.recent.snapshot()
-    }
-
-    pub fn restore_recent(&self, buckets: &[(u64, u64)]) {
-        self.recent.restore(buckets);
-    }
-
-    pub fn requests_last_hour(&self) -> u64 {
-        self.recent.last_hour(self.clock.now())
-    }
-
-    /// Whether the usage of `account` may be fetched now (at most every 30 s); marks it.
-    pub fn usage_due(&self, account: &AccountId, max_age: Duration) -> bool {
-        let now = self.clock.now();
-        let mut m = self.usage_fetched.lock().unwrap_or_else(|p| p.into_inner());
-        let due = m
-            .get(account)
-            .is_none_or(|t| now.since(*t) >= max_age.max(USAGE_CACHE));
-        if due {
-            m.insert(account.clone(), now);
-        }
-        due
     }
 }
 

@@ -16,7 +16,7 @@ use crate::store::records::{HopRecord, RecentRecord};
 pub async fn save(ctx: &Ctx) {
     let events = ctx.sup.view().await.map(|v| v.events).unwrap_or_default();
     let record = RecentRecord {
-        requests_per_minute: ctx.recent_snapshot(),
+        requests_per_minute: ctx.figures.recent_snapshot(),
         events: events
             .iter()
             .map(|e| HopRecord {
@@ -56,7 +56,7 @@ pub async fn restore(ctx: &Ctx) {
             return;
         }
     };
-    ctx.restore_recent(&record.requests_per_minute);
+    ctx.figures.restore_recent(&record.requests_per_minute);
     let events: Vec<HopEvent> = record.events.iter().filter_map(event).collect();
     if !events.is_empty() {
         let _ = ctx.sup.addr().send(RestoreEvents(events)).await;

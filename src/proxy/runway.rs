@@ -28,16 +28,17 @@ pub async fn sample(ctx: &Ctx) {
         return;
     };
     let now = ctx.clock.now();
-    ctx.runway
+    ctx.figures
+        .runway
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .observe_view(&view, |id| ctx.served(id), now);
+        .observe_view(&view, |id| ctx.figures.served(id), now);
 }
 
 /// The runway of `pool`, now.
 pub fn of_pool(ctx: &Ctx, view: &SupervisorView, pool: &str) -> api::Runway {
     let now = ctx.clock.now();
-    let meter = ctx.runway.lock().unwrap_or_else(|p| p.into_inner());
+    let meter = ctx.figures.runway.lock().unwrap_or_else(|p| p.into_inner());
     let (runway, burn) = meter.forecast_pool(view, pool, now);
     view_of(pool, &runway, burn, now)
 }

@@ -119,7 +119,7 @@ pub(super) async fn account_views(
                 pool,
                 default.as_deref(),
                 now,
-                ctx.last_used_ms(&id),
+                ctx.figures.last_used_ms(&id),
             )
         })
         .collect())

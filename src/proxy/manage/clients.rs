@@ -9,14 +9,14 @@ use crate::api;
 
 /// Writes the made keys to the store.
 async fn save(ctx: &Ctx) -> Result<(), HttpResponse> {
-    let made = ctx.clients.made();
+    let made = ctx.access.clients.made();
     let bytes = serde_json::to_vec(&made).map_err(super::internal)?;
     write(ctx, move |s| s.set_client_keys(&bytes)).await
 }
 
 pub(super) async fn list(ctx: Data) -> HttpResponse {
     HttpResponse::Ok().json(api::ClientKeys {
-        clients: ctx.clients.list(),
+        clients: ctx.access.clients.list(),
     })
 }
 
@@ -34,12 +34,16 @@ pub(super) async fn add(ctx: Data, body: web::Json<api::AddClientKey>) -> HttpRe
             "a limit of 0 would refuse every request: leave it out instead",
         );
     }
-    let key = match ctx.clients.add(&name, limits, ctx.clock.now().as_millis()) {
+    let key = match ctx
+        .access
+        .clients
+        .add(&name, limits, ctx.clock.now().as_millis())
+    {
         Ok(k) => k,
         Err(e) => return err(e.status(), e.to_string()),
     };
     if let Err(r) = save(&ctx).await {
-        let _ = ctx.clients.revoke(&name);
+        let _ = ctx.access.clients.revoke(&name);
         return r;
     }
     tracing::info!(client = %name, "client key made");
@@ -48,7 +52,7 @@ pub(super) async fn add(ctx: Data, body: web::Json<api::AddClientKey>) -> HttpRe
 
 pub(super) async fn revoke(ctx: Data, name: web::Path<String>) -> HttpResponse {
     let name = name.into_inner();
-    if let Err(e) = ctx.clients.revoke(&name) {
+    if let Err(e) = ctx.access.clients.revoke(&name) {
         return err(e.status(), e.to_string());
     }
     if let Err(r) = save(&ctx).await {

@@ -22,7 +22,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub(super) async fn live(ctx: Data) -> HttpResponse {
     let rx = ctx.telemetry.subscribe();
-    let draining = ctx.draining.subscribe();
+    let draining = ctx.stopping.draining.subscribe();
     let state = (rx, draining, true);
     let stream = futures_util::stream::unfold(state, |(mut rx, mut draining, first)| async move {
         if first {
@@ -55,7 +55,7 @@ pub(super) async fn live(ctx: Data) -> HttpResponse {
 }
 
 pub(super) async fn login_link(ctx: Data) -> HttpResponse {
-    let token = ctx.sessions.link();
+    let token = ctx.access.sessions.link();
     HttpResponse::Ok().json(api::LoginLink {
         url: format!("{}/dashboard#link={token}", ctx.url),
     })
@@ -92,7 +92,7 @@ pub(super) async fn start_login(
     match Attempt::with_redirect(&ctx.config, redirect) {
         Ok(attempt) => {
             let (url, state) = (attempt.url.clone(), attempt.state.clone());
-            ctx.sessions.start_login(attempt);
+            ctx.access.sessions.start_login(attempt);
             HttpResponse::Ok().json(api::LoginStart { url, state })
         }
         Err(e) => internal(e),
@@ -112,7 +112,7 @@ fn local_callback(uri: &str) -> Option<String> {
 /// exchanges the code and keeps the tokens.
 pub(super) async fn finish_login(ctx: Data, body: web::Json<api::FinishLogin>) -> HttpResponse {
     let b = body.into_inner();
-    let Some(attempt) = ctx.sessions.take_login(&b.state) else {
+    let Some(attempt) = ctx.access.sessions.take_login(&b.state) else {
         return err(
             404,
             "this answer belongs to no login in progress on this daemon (stale, used, or \

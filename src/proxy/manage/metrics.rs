@@ -21,7 +21,7 @@ pub(super) async fn metrics(ctx: Data, req: HttpRequest) -> HttpResponse {
         .is_some_and(|k| constant_time_eq(given.as_bytes(), k.as_bytes()));
     if !(key_ok | ctx.management_ok(req.headers())) {
         let client = ClientKey::of(req.peer_addr().map(|a| a.ip()));
-        if ctx.throttle.punish(client).await {
+        if ctx.access.throttle.punish(client).await {
             return err(
                 429,
                 format!("too many failed attempts from {client}: slow down"),

@@ -139,13 +139,13 @@ async fn check(
     }
     // The dashboard: its session cookie, and on every write the session's CSRF token.
     if let Some(id) = sessions::cookie_of(h, ctx.tls()) {
-        if ctx.sessions.csrf(id).is_some() {
+        if ctx.access.sessions.csrf(id).is_some() {
             let safe = matches!(*req.method(), Method::GET | Method::HEAD);
             let token = h
                 .get(sessions::CSRF_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            if safe || ctx.sessions.csrf_ok(id, token) {
+            if safe || ctx.access.sessions.csrf_ok(id, token) {
                 return next
                     .call(req)
                     .await
@@ -159,7 +159,7 @@ async fn check(
         }
     }
     let client = ClientKey::of(req.peer_addr().map(|a| a.ip()));
-    let resp = if ctx.throttle.punish(client).await {
+    let resp = if ctx.access.throttle.punish(client).await {
         let mut r = err(
             429,
             format!(

@@ -42,7 +42,7 @@ pub(super) async fn quota(ctx: Data, q: web::Query<QuotaQuery>) -> HttpResponse 
             .iter()
             .filter(|m| m.health.phase != Phase::Dead)
         {
-            if !ctx.usage_due(&m.id, Duration::from_secs(max_age)) {
+            if !ctx.figures.usage_due(&m.id, Duration::from_secs(max_age)) {
                 continue;
             }
             let Some(addr) = ctx.sup.account(&m.id).await else {
@@ -123,7 +123,7 @@ pub(super) async fn status(ctx: Data) -> HttpResponse {
         accounts: view.accounts.len(),
         by_state,
         paused,
-        requests_last_hour: ctx.requests_last_hour(),
+        requests_last_hour: ctx.figures.requests_last_hour(),
         hops_last_hour: view.events.iter().filter(|e| e.at >= hour_ago).count(),
         sessions: view.bindings.len(),
         store_notes: ctx.store.notes(),
@@ -142,7 +142,7 @@ pub(super) async fn status(ctx: Data) -> HttpResponse {
         alerts: ctx.alerts.active(now),
         continuity: api::ContinuityStatus {
             fit: ctx.config.continuity.fit.0,
-            learned_reject: ctx.knowledge.learned_models(),
+            learned_reject: ctx.continuity.knowledge.learned_models(),
             fitted: ctx.telemetry.metrics.fits.get(),
             fitted_after_400: ctx.telemetry.metrics.fits_after_400.get(),
         },
@@ -165,6 +165,6 @@ pub(super) async fn test_alerts(ctx: Data) -> HttpResponse {
 }
 
 pub(super) async fn shutdown(ctx: Data) -> HttpResponse {
-    let _ = ctx.shutdown.send(true);
+    let _ = ctx.stopping.shutdown.send(true);
     HttpResponse::Ok().json(api::Stopping { stopping: true })
 }
