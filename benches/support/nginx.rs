@@ -1,6 +1,7 @@
-//! The floor: nginx as a plain reverse proxy (one worker, keep-alive to the upstream, no
-//! buffering) in front of the same simulator, so the load benchmark reads "ccs against direct
-//! against the cheapest possible HTTP hop" in one run. nginx comes from Debian's packages
+//! The floor: nginx as a plain reverse proxy (one process and no master, so ending the child
+//! leaves no worker behind; keep-alive to the upstream, no buffering) in front of the same
+//! simulator, so the load benchmark reads "ccs against direct against the cheapest possible
+//! HTTP hop" in one run. nginx comes from Debian's packages
 //! (`nginx-light`), installed by the benchmark when it is missing and the user may install.
 
 use std::path::{Path, PathBuf};
@@ -58,7 +59,7 @@ pub fn spawn_nginx(dir: &Path, upstream: &str) -> Result<(Proc, String), String>
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let d = dir.display();
     let conf = format!(
-        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+        "master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
          events {{ worker_connections 4096; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
